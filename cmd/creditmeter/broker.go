@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/creditmeter/creditmeter/internal/broker"
+	"github.com/creditmeter/creditmeter/internal/config"
+)
+
+func newBrokerCmd() *cobra.Command {
+	cfg := config.Default()
+	cmd := &cobra.Command{
+		Use:   "broker",
+		Short: "Run the embedded Kafka-protocol broker for development and tests",
+		Long: `broker runs a single-node Kafka-protocol broker (franz-go's kfake) on
+loopback. Topics and committed consumer offsets are kept in --data-dir and
+survive a restart. The usage topic and its dead-letter topic are created at
+start when missing, with --partitions partitions (an existing topic keeps its
+partition count). In production point --kafka-brokers at a real cluster instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := logger()
+			b, err := broker.Start(cmd.Context(), broker.Options{
+				Listen:     cfg.Broker.Listen,
+				DataDir:    cfg.Broker.DataDir,
+				Partitions: cfg.Broker.Partitions,
+				Topics:     []string{cfg.Kafka.Topic, cfg.Kafka.DLQTopic},
+				Logger:     log,
+			})
+			if err != nil {
+				return err
+			}
+			for _, t := range b.Topics {
+				log.Info("topic ready", "topic", t.Topic, "partitions", t.Partitions, "created", t.Created)
+			}
+			log.Info("broker listening", "addr", b.Addr(), "data_dir", cfg.Broker.DataDir)
+			fmt.Println("broker listening on", b.Addr())
+			<-cmd.Context().Done()
+			log.Info("broker stopping; flushing state to disk")
+			b.Close()
+			return nil
+		},
+	}
+	withConfig(cmd, &cfg, config.GroupBroker)
+	cmd.Flags().StringVar(&cfg.Kafka.Topic, "kafka-topic", cfg.Kafka.Topic, "topic of usage events [$CREDITMETER_KAFKA_TOPIC]")
+	cmd.Flags().StringVar(&cfg.Kafka.DLQTopic, "kafka-dlq-topic", cfg.Kafka.DLQTopic, "topic of rejected usage events [$CREDITMETER_KAFKA_DLQ_TOPIC]")
+	return cmd
+}

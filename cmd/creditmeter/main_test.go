@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creditmeter/creditmeter/internal/testenv"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "creditmeter-bin")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "creditmeter")
+	if out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func run(t *testing.T, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// start runs a long-lived subcommand and stops it with SIGTERM at cleanup,
+// failing the test if it does not exit cleanly.
+func start(t *testing.T, args ...string) *bytes.Buffer {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s exited with %v after SIGTERM:\n%s", args[0], err, out.String())
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("%s did not stop within 15s of SIGTERM", args[0])
+		}
+	})
+	return &out
+}
+
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestHelpNamesEveryFlagsVariable(t *testing.T) {
+	for _, sub := range []string{"serve", "broker", "doctor"} {
+		out, err := run(t, nil, sub, "--help")
+		if err != nil {
+			t.Fatalf("%s --help: %v\n%s", sub, err, out)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			line = strings.TrimSpace(line)
+			if strings.HasPrefix(line, "--") && !strings.HasPrefix(line, "--only") && !strings.Contains(line, "$CREDITMETER_") {
+				t.Errorf("%s --help: flag line without its variable: %q", sub, line)
+			}
+		}
+	}
+}
+
+func TestInvalidSettingIsNamed(t *testing.T) {
+	out, err := run(t, []string{"CREDITMETER_REDIS_ADDR=nohost"}, "doctor")
+	if err == nil {
+		t.Fatal("want non-zero exit")
+	}
+	if !strings.Contains(out, "--redis-addr (CREDITMETER_REDIS_ADDR)") {
+		t.Errorf("error does not name the setting:\n%s", out)
+	}
+}
+
+func TestBrokerAndDoctor(t *testing.T) {
+	port := freePort(t)
+	addr := "127.0.0.1:" + port
+	start(t, "broker", "--listen", addr, "--data-dir", t.TempDir(), "--partitions", "2")
+	eventually(t, "broker answers doctor", func() error {
+		_, err := run(t, nil, "doctor", "--only", "kafka", "--kafka-brokers", addr)
+		return err
+	})
+	out, err := run(t, nil, "doctor", "--only", "kafka", "--kafka-brokers", addr)
+	if err != nil || !strings.Contains(out, "reachable") || !strings.Contains(out, addr) {
+		t.Errorf("doctor on a running broker: %v\n%s", err, out)
+	}
+
+	closed := "127.0.0.1:" + freePort(t)
+	out, err = run(t, nil, "doctor", "--only", "kafka,redis", "--kafka-brokers", closed, "--redis-addr", closed)
+	if err == nil {
+		t.Error("doctor must exit non-zero when a service is unreachable")
+	}
+	for _, want := range []string{"kafka      UNREACHABLE  " + closed, "redis      UNREACHABLE  " + closed} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestServeHealthReadyMetrics(t *testing.T) {
+	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
+	c := testenv.Config(t)
+	// readiness needs the real Redis and ClickHouse too.
+	testenv.Redis(t)
+	testenv.ClickHouse(t)
+	httpAddr := "127.0.0.1:" + freePort(t)
+	start(t, "serve", "--http-addr", httpAddr, "--kafka-brokers", b.Addr(), "--redis-addr", c.Redis.Addr, "--clickhouse-addr", c.ClickHouse.Addr)
+	base := "http://" + httpAddr
+	eventually(t, "serve answers /healthz", func() error { return get(base + "/healthz") })
+	if err := get(base + "/readyz"); err != nil {
+		t.Errorf("readyz with all services up: %v", err)
+	}
+	if err := get(base + "/metrics"); err != nil {
+		t.Errorf("metrics: %v", err)
+	}
+	if code, err := httpGet(base + "/nope"); err != nil || code != http.StatusNotFound {
+		t.Errorf("unknown route: %v %d", err, code)
+	}
+
+	// With Redis unreachable the engine is alive but not ready.
+	downAddr := "127.0.0.1:" + freePort(t)
+	start(t, "serve", "--http-addr", downAddr, "--kafka-brokers", b.Addr(), "--redis-addr", "127.0.0.1:"+freePort(t), "--clickhouse-addr", c.ClickHouse.Addr)
+	eventually(t, "second serve answers /healthz", func() error { return get("http://" + downAddr + "/healthz") })
+	if code, err := httpGet("http://" + downAddr + "/readyz"); err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("readyz with redis down: %v %d, want 503", err, code)
+	}
+}
+
+func httpGet(url string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func get(url string) error {
+	code, err := httpGet(url)
+	if err != nil {
+		return err
+	}
+	if code != 200 {
+		return &statusError{url, code}
+	}
+	return nil
+}
+
+type statusError struct {
+	url  string
+	code int
+}
+
+func (e *statusError) Error() string { return e.url + ": status " + strconv.Itoa(e.code) }

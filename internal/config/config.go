@@ -1,0 +1,325 @@
+// Package config holds creditmeter's settings: flags with CREDITMETER_*
+// environment fallbacks, loopback defaults, and validation whose errors name
+// the setting at fault.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix prefixes every environment variable: flag --redis-addr is
+// CREDITMETER_REDIS_ADDR.
+const EnvPrefix = "CREDITMETER_"
+
+// Config is every setting of the creditmeter binary. Subcommands bind the
+// groups they use.
+type Config struct {
+	Kafka      Kafka
+	Redis      Redis
+	ClickHouse ClickHouse
+	HTTP       HTTP
+	Prometheus Prometheus
+	Broker     Broker
+}
+
+// Kafka is where usage events flow.
+type Kafka struct {
+	Brokers  []string
+	Topic    string
+	DLQTopic string
+	Group    string
+}
+
+// Redis is the hot balance store.
+type Redis struct {
+	Addr     string
+	Password string
+	DB       int
+}
+
+// ClickHouse is the archive, reached over the native protocol.
+type ClickHouse struct {
+	Addr     string
+	Database string
+	User     string
+	Password string
+}
+
+// HTTP is the API and /metrics listener of serve.
+type HTTP struct {
+	Addr        string
+	AdminTokens []string
+}
+
+// Prometheus is the server that scrapes creditmeter (used by doctor and alert tests).
+type Prometheus struct {
+	URL string
+}
+
+// Broker configures the embedded development Kafka-protocol broker.
+type Broker struct {
+	Listen     string
+	DataDir    string
+	Partitions int
+}
+
+// Default returns the loopback development defaults.
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers:  []string{"127.0.0.1:9092"},
+			Topic:    "usage-events",
+			DLQTopic: "usage-events-dlq",
+			Group:    "creditmeter",
+		},
+		Redis:      Redis{Addr: "127.0.0.1:6379"},
+		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "creditmeter", User: "default"},
+		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
+		Prometheus: Prometheus{URL: "http://127.0.0.1:9090"},
+		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
+	}
+}
+
+// Group names a set of settings a subcommand may bind.
+type Group int
+
+// The groups of settings.
+const (
+	GroupKafka Group = iota
+	GroupRedis
+	GroupClickHouse
+	GroupHTTP
+	GroupPrometheus
+	GroupBroker
+)
+
+// Bind registers the flags of the given groups on fs, writing into c.
+func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
+	for _, g := range groups {
+		switch g {
+		case GroupKafka:
+			fs.StringSliceVar(&c.Kafka.Brokers, "kafka-brokers", c.Kafka.Brokers, "Kafka bootstrap brokers, host:port, comma-separated")
+			fs.StringVar(&c.Kafka.Topic, "kafka-topic", c.Kafka.Topic, "topic of usage events")
+			fs.StringVar(&c.Kafka.DLQTopic, "kafka-dlq-topic", c.Kafka.DLQTopic, "topic of rejected usage events (dead letters)")
+			fs.StringVar(&c.Kafka.Group, "kafka-group", c.Kafka.Group, "consumer group id")
+		case GroupRedis:
+			fs.StringVar(&c.Redis.Addr, "redis-addr", c.Redis.Addr, "Redis address, host:port")
+			fs.StringVar(&c.Redis.Password, "redis-password", c.Redis.Password, "Redis password (empty for none)")
+			fs.IntVar(&c.Redis.DB, "redis-db", c.Redis.DB, "Redis database number")
+		case GroupClickHouse:
+			fs.StringVar(&c.ClickHouse.Addr, "clickhouse-addr", c.ClickHouse.Addr, "ClickHouse native-protocol address, host:port")
+			fs.StringVar(&c.ClickHouse.Database, "clickhouse-database", c.ClickHouse.Database, "ClickHouse database of the archive")
+			fs.StringVar(&c.ClickHouse.User, "clickhouse-user", c.ClickHouse.User, "ClickHouse user")
+			fs.StringVar(&c.ClickHouse.Password, "clickhouse-password", c.ClickHouse.Password, "ClickHouse password")
+		case GroupHTTP:
+			fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "listen address of the HTTP API and /metrics, host:port")
+			fs.StringSliceVar(&c.HTTP.AdminTokens, "admin-tokens", c.HTTP.AdminTokens, "bearer tokens with admin rights, comma-separated")
+		case GroupPrometheus:
+			fs.StringVar(&c.Prometheus.URL, "prometheus-url", c.Prometheus.URL, "base URL of the Prometheus server")
+		case GroupBroker:
+			fs.StringVar(&c.Broker.Listen, "listen", c.Broker.Listen, "listen address of the embedded broker, host:port (loopback only)")
+			fs.StringVar(&c.Broker.DataDir, "data-dir", c.Broker.DataDir, "directory where the broker keeps topics and committed offsets")
+			fs.IntVar(&c.Broker.Partitions, "partitions", c.Broker.Partitions, "partitions of the topics the broker creates")
+		}
+	}
+}
+
+// ApplyEnv sets every flag of fs not given on the command line from its
+// CREDITMETER_* variable, if that is set. lookup is os.LookupEnv in production.
+func ApplyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		env := EnvName(f.Name)
+		v, ok := lookup(env)
+		if !ok {
+			return
+		}
+		if sv, isSlice := f.Value.(pflag.SliceValue); isSlice {
+			// Replace, not append, the default list.
+			if err := sv.Replace(splitList(v)); err != nil {
+				errs = append(errs, &SettingError{Flag: f.Name, Err: err})
+			}
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, &SettingError{Flag: f.Name, Err: fmt.Errorf("cannot parse %q: %w", v, err)})
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// LookupEnv is os.LookupEnv, named for callers of ApplyEnv.
+var LookupEnv = os.LookupEnv
+
+// envNames names the variables of flags whose plain name would be ambiguous.
+var envNames = map[string]string{
+	"listen":     EnvPrefix + "BROKER_LISTEN",
+	"data-dir":   EnvPrefix + "BROKER_DATA_DIR",
+	"partitions": EnvPrefix + "BROKER_PARTITIONS",
+}
+
+// EnvName is the environment variable of a flag.
+func EnvName(flag string) string {
+	if n, ok := envNames[flag]; ok {
+		return n
+	}
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// SettingError says which setting is wrong and why.
+type SettingError struct {
+	Flag string
+	Err  error
+}
+
+func (e *SettingError) Error() string {
+	return fmt.Sprintf("setting --%s (%s): %v", e.Flag, EnvName(e.Flag), e.Err)
+}
+
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// Validate checks the settings of the given groups and returns every problem,
+// each a *SettingError naming its setting.
+func (c Config) Validate(groups ...Group) error {
+	var errs []error
+	bad := func(flag string, format string, args ...any) {
+		errs = append(errs, &SettingError{Flag: flag, Err: fmt.Errorf(format, args...)})
+	}
+	for _, g := range groups {
+		switch g {
+		case GroupKafka:
+			if len(c.Kafka.Brokers) == 0 {
+				bad("kafka-brokers", "at least one broker is required")
+			}
+			for _, b := range c.Kafka.Brokers {
+				if err := checkHostPort(b); err != nil {
+					bad("kafka-brokers", "%v", err)
+				}
+			}
+			for flag, v := range map[string]string{"kafka-topic": c.Kafka.Topic, "kafka-dlq-topic": c.Kafka.DLQTopic} {
+				if err := checkTopic(v); err != nil {
+					bad(flag, "%v", err)
+				}
+			}
+			if c.Kafka.Topic == c.Kafka.DLQTopic && c.Kafka.Topic != "" {
+				bad("kafka-dlq-topic", "must differ from --kafka-topic (%q)", c.Kafka.Topic)
+			}
+			if strings.TrimSpace(c.Kafka.Group) == "" {
+				bad("kafka-group", "must not be empty")
+			}
+		case GroupRedis:
+			if err := checkHostPort(c.Redis.Addr); err != nil {
+				bad("redis-addr", "%v", err)
+			}
+			if c.Redis.DB < 0 || c.Redis.DB > 15 {
+				bad("redis-db", "must be between 0 and 15, got %d", c.Redis.DB)
+			}
+		case GroupClickHouse:
+			if err := checkHostPort(c.ClickHouse.Addr); err != nil {
+				bad("clickhouse-addr", "%v", err)
+			}
+			if !isIdent(c.ClickHouse.Database) {
+				bad("clickhouse-database", "must be letters, digits and underscores, not starting with a digit, got %q", c.ClickHouse.Database)
+			}
+			if c.ClickHouse.User == "" {
+				bad("clickhouse-user", "must not be empty")
+			}
+		case GroupHTTP:
+			if err := checkHostPort(c.HTTP.Addr); err != nil {
+				bad("http-addr", "%v", err)
+			}
+			for _, t := range c.HTTP.AdminTokens {
+				if len(t) < 16 {
+					bad("admin-tokens", "each token must be at least 16 characters, one has %d", len(t))
+				}
+			}
+		case GroupPrometheus:
+			u, err := url.Parse(c.Prometheus.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("prometheus-url", "must be an http(s) URL, got %q", c.Prometheus.URL)
+			}
+		case GroupBroker:
+			if err := checkHostPort(c.Broker.Listen); err != nil {
+				bad("listen", "%v", err)
+			} else if host, _, _ := net.SplitHostPort(c.Broker.Listen); !isLoopback(host) {
+				bad("listen", "the embedded broker listens on loopback only, got host %q", host)
+			}
+			if strings.TrimSpace(c.Broker.DataDir) == "" {
+				bad("data-dir", "must not be empty")
+			}
+			if c.Broker.Partitions < 1 || c.Broker.Partitions > 1024 {
+				bad("partitions", "must be between 1 and 1024, got %d", c.Broker.Partitions)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("want host:port, got %q", v)
+	}
+	if host == "" {
+		return fmt.Errorf("missing host in %q", v)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port must be 1-65535 in %q", v)
+	}
+	return nil
+}
+
+// checkTopic applies Kafka's topic name rules.
+func checkTopic(v string) error {
+	if v == "" || v == "." || v == ".." || len(v) > 249 {
+		return fmt.Errorf("invalid topic name %q", v)
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("topic name %q has character %q; allowed are letters, digits, '.', '_' and '-'", v, r)
+		}
+	}
+	return nil
+}
+
+func isIdent(v string) bool {
+	if v == "" || (v[0] >= '0' && v[0] <= '9') {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

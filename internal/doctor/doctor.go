@@ -1,0 +1,85 @@
+// Package doctor checks that each service creditmeter needs answers at the
+// address configured for it.
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/config"
+)
+
+// Result is one service's check.
+type Result struct {
+	Service string
+	Addr    string
+	Err     error
+	Took    time.Duration
+}
+
+// Services are the names Check knows, in the order it checks them.
+var Services = []string{"kafka", "redis", "clickhouse", "prometheus"}
+
+// Check checks the named services (all when none are named).
+func Check(ctx context.Context, c config.Config, only ...string) []Result {
+	if len(only) == 0 {
+		only = Services
+	}
+	var out []Result
+	for _, s := range only {
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		r := Result{Service: s}
+		switch s {
+		case "kafka":
+			r.Addr = strings.Join(c.Kafka.Brokers, ",")
+			r.Err = ingest.Ping(cctx, c.Kafka.Brokers)
+		case "redis":
+			r.Addr = c.Redis.Addr
+			rc := redis.NewClient(&redis.Options{Addr: c.Redis.Addr, Password: c.Redis.Password, DB: c.Redis.DB, MaxRetries: -1})
+			r.Err = rc.Ping(cctx).Err()
+			rc.Close()
+		case "clickhouse":
+			r.Addr = c.ClickHouse.Addr
+			conn, err := archive.Open(cctx, archive.ConnConfig{Addr: c.ClickHouse.Addr, User: c.ClickHouse.User, Password: c.ClickHouse.Password})
+			if err == nil {
+				conn.Close()
+			}
+			r.Err = err
+		case "prometheus":
+			r.Addr = c.Prometheus.URL
+			r.Err = httpReady(cctx, strings.TrimRight(c.Prometheus.URL, "/")+"/-/ready")
+		default:
+			r.Err = fmt.Errorf("unknown service %q (want one of %s)", s, strings.Join(Services, ", "))
+		}
+		cancel()
+		r.Took = time.Since(start)
+		out = append(out, r)
+	}
+	return out
+}
+
+func httpReady(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+// Package testenv gives integration tests the real services. A test whose
+// service does not answer is skipped, or fails when CREDITMETER_REQUIRE_SERVICES=1
+// (as in CI), so a missing service is never silently passed over.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/internal/broker"
+	"github.com/creditmeter/creditmeter/internal/config"
+)
+
+// RequireServices reports whether a missing service fails the test.
+func RequireServices() bool { return os.Getenv("CREDITMETER_REQUIRE_SERVICES") == "1" }
+
+// Unavailable skips t, or fails it when services are required.
+func Unavailable(t testing.TB, service, addr string, err error) {
+	t.Helper()
+	if RequireServices() {
+		t.Fatalf("%s at %s is required (CREDITMETER_REQUIRE_SERVICES=1) but unreachable: %v", service, addr, err)
+	}
+	t.Skipf("%s at %s unreachable (start it with deploy/local/start.sh): %v", service, addr, err)
+}
+
+// Config is the default configuration with CREDITMETER_* variables applied.
+func Config(t testing.TB) config.Config {
+	t.Helper()
+	c := config.Default()
+	if v := os.Getenv("CREDITMETER_REDIS_ADDR"); v != "" {
+		c.Redis.Addr = v
+	}
+	if v := os.Getenv("CREDITMETER_CLICKHOUSE_ADDR"); v != "" {
+		c.ClickHouse.Addr = v
+	}
+	if v := os.Getenv("CREDITMETER_PROMETHEUS_URL"); v != "" {
+		c.Prometheus.URL = v
+	}
+	return c
+}
+
+// Redis returns a client of the real Redis; the keys a test writes must start
+// with its Prefix, so parallel tests do not collide.
+func Redis(t testing.TB) *redis.Client {
+	t.Helper()
+	addr := Config(t).Redis.Addr
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := rc.Ping(ctx).Err(); err != nil {
+		rc.Close()
+		Unavailable(t, "redis", addr, err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	return rc
+}
+
+// Prefix is a random key prefix for one test.
+func Prefix(t testing.TB) string {
+	t.Helper()
+	return "test:" + RandomID(t) + ":"
+}
+
+// RandomID is 16 random hex digits.
+func RandomID(t testing.TB) string {
+	t.Helper()
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// ClickHouse returns a connection to a fresh database of the real ClickHouse,
+// dropped when the test ends, and that database's name.
+func ClickHouse(t testing.TB) (driver.Conn, archive.ConnConfig) {
+	t.Helper()
+	c := Config(t).ClickHouse
+	cc := archive.ConnConfig{Addr: c.Addr, User: c.User, Password: c.Password, Database: "test_" + RandomID(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := archive.EnsureDatabase(ctx, cc); err != nil {
+		Unavailable(t, "clickhouse", c.Addr, err)
+	}
+	conn, err := archive.Open(ctx, cc)
+	if err != nil {
+		t.Fatalf("clickhouse: open %s: %v", cc.Database, err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cc.Database)
+		conn.Close()
+	})
+	return conn, cc
+}
+
+// Broker starts an embedded Kafka-protocol broker in a temporary directory,
+// with the given topics, closed when the test ends.
+func Broker(t testing.TB, partitions int, topics ...string) *broker.Broker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := broker.Start(ctx, broker.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Partitions: partitions, Topics: topics})
+	if err != nil {
+		t.Fatalf("start embedded broker: %v", err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
