@@ -30,8 +30,8 @@ type DeadLetter struct {
 
 // Reasons a message goes to the dead-letter topic. Bounded, so usable as a metric label.
 const (
-	ReasonMalformed      = "malformed"       // not JSON, or not an event object
-	ReasonInvalid        = "invalid"         // a field is missing or wrong
+	ReasonMalformed      = "malformed" // not JSON, or not an event object
+	ReasonInvalid        = "invalid"   // a field is missing or wrong
 	ReasonUnknownCust    = "unknown_customer"
 	ReasonNoSubscription = "no_active_subscription"
 	ReasonUnratable      = "unratable" // no meter of the subscription's plan matches
