@@ -1,0 +1,328 @@
+package rating
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
+)
+
+// Event is a usage event as the rater consumes it. Ingest decodes JSON into a
+// reused Event; the rater only reads it.
+type Event struct {
+	ID             string
+	CustomerID     string
+	SubscriptionID string // empty: the customer's active prepaid subscription at Timestamp
+	Name           string
+	Timestamp      time.Time
+	Dims           []Dim
+}
+
+// Dim is one dimension of an event: a string, or an exact number when IsNum.
+type Dim struct {
+	Key   string
+	Str   string
+	Num   Number
+	IsNum bool
+}
+
+// Dim returns the dimension named key.
+func (e *Event) Dim(key string) (*Dim, bool) {
+	for i := range e.Dims {
+		if e.Dims[i].Key == key {
+			return &e.Dims[i], true
+		}
+	}
+	return nil, false
+}
+
+// Money is an exact amount of a currency in nano-units (10^-9), the precision
+// of the archive's Decimal(38,9) columns.
+type Money int64
+
+// MoneyScale is the number of decimal places of Money.
+const MoneyScale = 9
+
+// Decimal is the amount in currency units.
+func (m Money) Decimal() decimal.Decimal { return decimal.New(int64(m), -MoneyScale) }
+
+// String is the amount in currency units, e.g. "0.04".
+func (m Money) String() string { return m.Decimal().String() }
+
+// MarshalJSON writes a decimal string.
+func (m Money) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(m.String())), nil }
+
+// Line is one rated line: what one meter of one subscription made of an event.
+// Its strings point into the compiled table; a Line allocates nothing.
+type Line struct {
+	SubscriptionID string
+	CustomerID     string
+	FeatureID      string
+	Quantity       Number
+	Credits        credit.Amount
+	CreditCurrency string
+	Money          Money // Credits × the subscription's credit value
+	MoneyCurrency  string
+	Overage        OveragePolicy
+}
+
+// Rating errors: the event cannot be rated (a DLQ reason).
+var (
+	ErrUnknownSubscription   = errors.New("rating: unknown subscription")
+	ErrNoActiveSubscription  = errors.New("rating: customer has no active prepaid subscription at the event's time")
+	ErrSubscriptionNotActive = errors.New("rating: event is before the subscription starts")
+	ErrCustomerMismatch      = errors.New("rating: subscription belongs to another customer")
+	ErrMissingDimension      = errors.New("rating: event lacks the dimension a SUM meter sums")
+	ErrDimensionNotNumber    = errors.New("rating: dimension a SUM meter sums is not a number")
+	ErrNegativeQuantity      = errors.New("rating: negative quantity")
+	ErrOverflow              = errors.New("rating: credits or money beyond range")
+)
+
+type filter struct {
+	key   string
+	str   string
+	num   Number
+	isNum bool // the filter value parses as a number
+}
+
+type row struct {
+	featureID string
+	sum       bool
+	dim       string
+	filters   []filter
+	rate      uint64 // micro-credits per unit
+}
+
+type compiledSub struct {
+	id, customerID string
+	creditCurrency string
+	currency       string
+	value          uint64 // nano-units of currency per credit
+	overage        OveragePolicy
+	start          time.Time
+	byEvent        map[string][]row
+}
+
+// Table is the compiled, immutable rating state of one catalog version.
+type Table struct {
+	version    uint64
+	subs       map[string]*compiledSub
+	byCustomer map[string][]*compiledSub // newest start first
+}
+
+// Version is the catalog version the table was compiled from.
+func (t *Table) Version() uint64 { return t.version }
+
+// Len is the number of subscriptions the table rates.
+func (t *Table) Len() int { return len(t.subs) }
+
+// Compile builds the rating table of every subscription of a catalog. A
+// subscription that does not compile (the catalog changed under it) is left
+// out and reported in errs; the others are rated.
+func Compile(c *Catalog, version uint64) (t *Table, errs []error) {
+	t = &Table{version: version, subs: make(map[string]*compiledSub, len(c.Subscriptions)), byCustomer: map[string][]*compiledSub{}}
+	for _, s := range c.Subscriptions {
+		cs, err := compileSub(s, c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("subscription %s: %w", s.ID, err))
+			continue
+		}
+		t.subs[cs.id] = cs
+		t.byCustomer[cs.customerID] = append(t.byCustomer[cs.customerID], cs)
+	}
+	for _, list := range t.byCustomer {
+		sort.Slice(list, func(i, j int) bool {
+			if !list[i].start.Equal(list[j].start) {
+				return list[i].start.After(list[j].start)
+			}
+			return list[i].id > list[j].id
+		})
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return t, errs
+}
+
+func compileSub(s *Subscription, c *Catalog) (*compiledSub, error) {
+	plan, ok := c.Plans[s.PlanID]
+	if !ok || plan.Prepaid == nil {
+		return nil, fmt.Errorf("plan %q is missing or not prepaid", s.PlanID)
+	}
+	value, _, ok := EffectiveCreditValue(s, plan)
+	if !ok {
+		return nil, fmt.Errorf("plan %q has no credit value in %s", plan.ID, s.Currency)
+	}
+	nanos := value.Shift(MoneyScale)
+	if !nanos.Equal(nanos.Truncate(0)) || !nanos.IsPositive() || nanos.GreaterThan(decimal.NewFromInt(1<<62)) {
+		return nil, fmt.Errorf("credit value %s out of range", value)
+	}
+	cs := &compiledSub{
+		id: s.ID, customerID: s.CustomerID, creditCurrency: plan.Prepaid.CreditCurrency,
+		currency: s.Currency, value: uint64(nanos.IntPart()), overage: plan.Prepaid.Overage,
+		start: s.StartAt, byEvent: map[string][]row{},
+	}
+	for _, r := range EffectiveRates(s, plan, c) {
+		f := c.Features[r.FeatureID]
+		if f.Meter.Kind != MeterEventBased {
+			return nil, fmt.Errorf("feature %q: %s", f.ID, MsgOnlyEventBased)
+		}
+		if r.CreditsPerUnit <= 0 {
+			return nil, fmt.Errorf("feature %q: rate %s not positive", f.ID, r.CreditsPerUnit)
+		}
+		rw := row{featureID: f.ID, sum: f.Meter.Aggregation == AggSum, dim: f.Meter.Dimension, rate: uint64(r.CreditsPerUnit)}
+		for _, fl := range f.Meter.Filters {
+			cf := filter{key: fl.Key, str: fl.Value}
+			if n, err := ParseNumber(fl.Value); err == nil {
+				cf.num, cf.isNum = n, true
+			}
+			rw.filters = append(rw.filters, cf)
+		}
+		cs.byEvent[f.Meter.EventName] = append(cs.byEvent[f.Meter.EventName], rw)
+	}
+	return cs, nil
+}
+
+// Resolve is the customer's active prepaid subscription at, the one with the
+// latest start not after at (a newer subscription supersedes an older one).
+func (t *Table) Resolve(customerID string, at time.Time) (string, bool) {
+	for _, cs := range t.byCustomer[customerID] {
+		if !cs.start.After(at) {
+			return cs.id, true
+		}
+	}
+	return "", false
+}
+
+// Rate appends to dst the rated lines of ev, one per matching meter of its
+// subscription (zero when none match). It allocates nothing when dst has room.
+func (t *Table) Rate(ev *Event, dst []Line) ([]Line, error) {
+	var cs *compiledSub
+	if ev.SubscriptionID != "" {
+		cs = t.subs[ev.SubscriptionID]
+		if cs == nil {
+			return dst, ErrUnknownSubscription
+		}
+		if cs.customerID != ev.CustomerID {
+			return dst, ErrCustomerMismatch
+		}
+		if ev.Timestamp.Before(cs.start) {
+			return dst, ErrSubscriptionNotActive
+		}
+	} else {
+		for _, c := range t.byCustomer[ev.CustomerID] {
+			if !c.start.After(ev.Timestamp) {
+				cs = c
+				break
+			}
+		}
+		if cs == nil {
+			return dst, ErrNoActiveSubscription
+		}
+	}
+	rows := cs.byEvent[ev.Name]
+	n0 := len(dst)
+	for i := range rows {
+		r := &rows[i]
+		if !matches(r.filters, ev) {
+			continue
+		}
+		q := Number{Mant: 1}
+		if r.sum {
+			d, ok := ev.Dim(r.dim)
+			if !ok {
+				return dst[:n0], ErrMissingDimension
+			}
+			if d.IsNum {
+				q = d.Num
+			} else {
+				var err error
+				if q, err = ParseNumber(d.Str); err != nil {
+					return dst[:n0], ErrDimensionNotNumber
+				}
+			}
+		}
+		if q.Mant < 0 {
+			return dst[:n0], ErrNegativeQuantity
+		}
+		credits, ok := mulDivRound(uint64(q.Mant), r.rate, pow10[q.Scale])
+		if !ok || credits > uint64(credit.MaxAmount) {
+			return dst[:n0], ErrOverflow
+		}
+		money, ok := mulDivRound(credits, cs.value, uint64(credit.Unit))
+		if !ok {
+			return dst[:n0], ErrOverflow
+		}
+		dst = append(dst, Line{
+			SubscriptionID: cs.id, CustomerID: cs.customerID, FeatureID: r.featureID,
+			Quantity: q, Credits: credit.Amount(credits), CreditCurrency: cs.creditCurrency,
+			Money: Money(money), MoneyCurrency: cs.currency, Overage: cs.overage,
+		})
+	}
+	return dst, nil
+}
+
+func matches(fs []filter, ev *Event) bool {
+	for i := range fs {
+		f := &fs[i]
+		d, ok := ev.Dim(f.key)
+		if !ok {
+			return false
+		}
+		if d.IsNum {
+			if !f.isNum || !d.Num.Equal(f.num) {
+				return false
+			}
+		} else if d.Str != f.str {
+			return false
+		}
+	}
+	return true
+}
+
+// Rater rates events with the newest compiled table. Swap replaces the table
+// atomically, so catalog changes reach a running rater without a restart and
+// without blocking Rate.
+type Rater struct {
+	t atomic.Pointer[Table]
+}
+
+// NewRater starts with table t; nil means an empty table.
+func NewRater(t *Table) *Rater {
+	if t == nil {
+		t, _ = Compile(NewCatalog(), 0)
+	}
+	r := &Rater{}
+	r.t.Store(t)
+	return r
+}
+
+// Swap installs t unless the rater already has a newer version; it reports
+// whether t was installed.
+func (r *Rater) Swap(t *Table) bool {
+	for {
+		old := r.t.Load()
+		if old.version > t.version {
+			return false
+		}
+		if r.t.CompareAndSwap(old, t) {
+			return true
+		}
+	}
+}
+
+// Table is the current table; rate a batch against one Table to see one
+// consistent catalog version.
+func (r *Rater) Table() *Table { return r.t.Load() }
+
+// Rate rates ev with the current table (see Table.Rate).
+func (r *Rater) Rate(ev *Event, dst []Line) ([]Line, error) { return r.t.Load().Rate(ev, dst) }
+
+// Resolve is Table.Resolve on the current table.
+func (r *Rater) Resolve(customerID string, at time.Time) (string, bool) {
+	return r.t.Load().Resolve(customerID, at)
+}
