@@ -287,7 +287,10 @@ func NewCatalog() *Catalog {
 }
 
 // Currency implements Lookup.
-func (c *Catalog) Currency(code string) (*CreditCurrency, bool) { v, ok := c.Currencies[code]; return v, ok }
+func (c *Catalog) Currency(code string) (*CreditCurrency, bool) {
+	v, ok := c.Currencies[code]
+	return v, ok
+}
 
 // Feature implements Lookup.
 func (c *Catalog) Feature(id string) (*Feature, bool) { v, ok := c.Features[id]; return v, ok }
