@@ -1,0 +1,317 @@
+package balance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditmeter/creditmeter/credit"
+)
+
+// maxOffset keeps offsets exact in Lua doubles.
+const maxOffset = 1<<53 - 1
+
+func (b *Batch) validate() error {
+	if err := validSub(b.Subscription); err != nil {
+		return err
+	}
+	if len(b.Lines) == 0 {
+		return fmt.Errorf("%w: empty batch", ErrInvalid)
+	}
+	if strings.ContainsAny(b.Topic, ":{}") {
+		return fmt.Errorf("%w: topic %q", ErrInvalid, b.Topic)
+	}
+	prev := int64(-1)
+	for i, l := range b.Lines {
+		switch {
+		case l.EventID == "":
+			return fmt.Errorf("%w: line %d: empty event id", ErrInvalid, i)
+		case l.Credits < 0 || l.Credits > credit.MaxAmount:
+			return fmt.Errorf("%w: line %d: credits %s out of range", ErrInvalid, i, l.Credits)
+		case l.Time.UnixMilli() < 0:
+			return fmt.Errorf("%w: line %d: timestamp before 1970", ErrInvalid, i)
+		case b.Topic != "" && (l.Offset <= prev || l.Offset > maxOffset):
+			return fmt.Errorf("%w: line %d: offset %d not increasing", ErrInvalid, i, l.Offset)
+		}
+		prev = l.Offset
+	}
+	return nil
+}
+
+func (b *Batch) source() string {
+	if b.Topic == "" {
+		return ""
+	}
+	return b.Topic + "/" + strconv.FormatInt(int64(b.Partition), 10)
+}
+
+// Apply draws the lines of each batch from its subscription's grants: one
+// atomic script call per batch, all calls pipelined in one round trip.
+// Batches are independent: results[i].Err reports a refused batch, and the
+// returned error joins them. A transport failure fails every batch with an
+// error wrapping ErrUnavailable; re-applying the same batches is safe.
+func (s *Store) Apply(ctx context.Context, batches []Batch) ([]BatchResult, error) {
+	results := make([]BatchResult, len(batches))
+	now := s.nowMs()
+	pipe := s.rc.Pipeline()
+	cmds := make([]*redis.Cmd, len(batches))
+	argv := make([][]any, len(batches))
+	for i := range batches {
+		b := &batches[i]
+		results[i].Subscription = b.Subscription
+		if err := b.validate(); err != nil {
+			results[i].Err = err
+			continue
+		}
+		args := make([]any, 0, 5+5*len(b.Lines))
+		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription))
+		for _, l := range b.Lines {
+			fp, bits := eventFingerprint(l.EventID)
+			args = append(args, fp, bits, l.Offset, l.Time.UnixMilli(), int64(l.Credits))
+		}
+		argv[i] = args
+		cmds[i] = applyScript.EvalSha(ctx, pipe, s.keys(b.Subscription), args...)
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx)
+		// Scripts unknown to the server (restart, failover) did not run: load and run them again.
+		var retry []int
+		for i, c := range cmds {
+			if c != nil && c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
+				retry = append(retry, i)
+			}
+		}
+		if len(retry) > 0 {
+			if err := applyScript.Load(ctx, s.rc).Err(); err == nil {
+				pipe = s.rc.Pipeline()
+				for _, i := range retry {
+					cmds[i] = applyScript.EvalSha(ctx, pipe, s.keys(batches[i].Subscription), argv[i]...)
+				}
+				_, _ = pipe.Exec(ctx)
+			}
+		}
+	}
+	var errs []error
+	for i, c := range cmds {
+		if c != nil {
+			results[i] = parseApply(batches[i], c)
+			s.noteLow(ctx, batches[i].Subscription, results[i].Crossing)
+		}
+		if results[i].Err != nil {
+			errs = append(errs, fmt.Errorf("batch %d (%s): %w", i, batches[i].Subscription, results[i].Err))
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+func parseApply(b Batch, c *redis.Cmd) BatchResult {
+	res := BatchResult{Subscription: b.Subscription}
+	v, err := c.Result()
+	if err != nil {
+		res.Err = classify(err)
+		return res
+	}
+	r, ok := strs(v)
+	if !ok || len(r) < 6 {
+		res.Err = errUnexpectedScriptData
+		return res
+	}
+	var e1, e2 error
+	res.Balance, e1 = amount(r[0])
+	res.Debt, e2 = amount(r[1])
+	res.Crossing, res.Low = LowChange(r[2]), r[3] == "1"
+	res.FirstSeq, _ = strconv.ParseInt(r[4], 10, 64)
+	res.LastSeq, _ = strconv.ParseInt(r[5], 10, 64)
+	if err := errors.Join(e1, e2); err != nil {
+		res.Err = err
+		return res
+	}
+	res.Lines = make([]LineResult, 0, len(b.Lines))
+	p := 6
+	bad := func() BatchResult { res.Err = errUnexpectedScriptData; res.Lines = nil; return res }
+	for range b.Lines {
+		if p >= len(r) || len(r[p]) != 1 {
+			return bad()
+		}
+		lr := LineResult{Status: LineStatus(r[p][0])}
+		p++
+		if lr.Status == Applied {
+			if p+4 > len(r) {
+				return bad()
+			}
+			var e [3]error
+			lr.Balance, e[0] = amount(r[p])
+			lr.Unfunded, e[1] = amount(r[p+1])
+			lr.Overage, e[2] = amount(r[p+2])
+			n, err := strconv.Atoi(r[p+3])
+			if errors.Join(e[:]...) != nil || err != nil || p+4+2*n > len(r) {
+				return bad()
+			}
+			p += 4
+			for j := 0; j < n; j++ {
+				a, err := amount(r[p+1])
+				if err != nil {
+					return bad()
+				}
+				lr.Draws = append(lr.Draws, Draw{Grant: r[p], Amount: a})
+				p += 2
+			}
+		}
+		res.Lines = append(res.Lines, lr)
+	}
+	if p != len(r) {
+		return bad()
+	}
+	return res
+}
+
+// snapshot reads a subscription's account and live grants in one round trip.
+func (s *Store) snapshot(ctx context.Context, sub string) (map[string]string, *book, error) {
+	if err := validSub(sub); err != nil {
+		return nil, nil, err
+	}
+	k := s.keys(sub)
+	pipe := s.rc.Pipeline()
+	acct := pipe.HGetAll(ctx, k[0])
+	grants := pipe.HGetAll(ctx, k[1])
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, nil, classify(err)
+	}
+	a := acct.Val()
+	if a["seq"] == "" {
+		return nil, nil, ErrUnknownSubscription
+	}
+	bk := &book{}
+	var err error
+	if bk.Debt, err = amount(a["debt"]); err != nil {
+		return nil, nil, err
+	}
+	for id, v := range grants.Val() {
+		g, err := parseBucket(id, v)
+		if err != nil {
+			return nil, nil, err
+		}
+		bk.Grants = append(bk.Grants, g)
+	}
+	bk.sort()
+	return a, bk, nil
+}
+
+func parseBucket(id, v string) (*bucket, error) {
+	p := strings.SplitN(v, "|", 7)
+	if len(p) != 7 {
+		return nil, fmt.Errorf("%w: grant %s %q", errUnexpectedScriptData, id, v)
+	}
+	var n [5]int64
+	for i := range n {
+		x, err := strconv.ParseInt(p[i+1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: grant %s %q", errUnexpectedScriptData, id, v)
+		}
+		n[i] = x
+	}
+	return &bucket{ID: id, Type: GrantType(p[0]), Amount: credit.Amount(n[0]), Remaining: credit.Amount(n[1]),
+		Effective: n[2], Expires: n[3], Seq: n[4], CostBasis: p[6]}, nil
+}
+
+// Balance reports the subscription's balance, debt, unfunded usage and
+// live grants in burn-down order. Grants past expiry but within grace
+// still count in Total until their breakage is recorded.
+func (s *Store) Balance(ctx context.Context, sub string) (BalanceView, error) {
+	a, bk, err := s.snapshot(ctx, sub)
+	if err != nil {
+		return BalanceView{}, err
+	}
+	now := s.nowMs()
+	v := BalanceView{Subscription: sub, Total: bk.balance(), Available: bk.available(now), Debt: bk.Debt,
+		Low: a["low"] == "1", Policy: Policy(a["policy"])}
+	if v.Unfunded, err = amount(a["unf"]); err != nil {
+		return BalanceView{}, err
+	}
+	for _, g := range bk.Grants {
+		gv := GrantView{ID: g.ID, Type: g.Type, Amount: g.Amount, Remaining: g.Remaining,
+			EffectiveAt: time.UnixMilli(g.Effective).UTC(), CostBasis: g.CostBasis}
+		if g.Expires != never {
+			gv.ExpiresAt = time.UnixMilli(g.Expires).UTC()
+		}
+		v.Grants = append(v.Grants, gv)
+	}
+	// Repair the global low set if a crossing update was lost.
+	if v.Low {
+		s.rc.SAdd(ctx, s.lowKey(), sub)
+	} else {
+		s.rc.SRem(ctx, s.lowKey(), sub)
+	}
+	return v, nil
+}
+
+// Check answers whether sub may spend amount now from its available
+// credits (one round trip). Under the overage policy usage is recorded
+// anyway; Allowed still says whether credits cover it.
+func (s *Store) Check(ctx context.Context, sub string, amt credit.Amount) (CheckResult, error) {
+	if amt < 0 || amt > credit.MaxAmount {
+		return CheckResult{}, fmt.Errorf("%w: amount %s", ErrInvalid, amt)
+	}
+	a, bk, err := s.snapshot(ctx, sub)
+	if err != nil {
+		return CheckResult{}, err
+	}
+	av := bk.available(s.nowMs())
+	return CheckResult{Allowed: amt <= av, Available: av, Policy: Policy(a["policy"])}, nil
+}
+
+// Ledger returns up to limit entries with sequence number >= from, in order.
+func (s *Store) Ledger(ctx context.Context, sub string, from int64, limit int) ([]Entry, error) {
+	if err := validSub(sub); err != nil {
+		return nil, err
+	}
+	if from < 1 {
+		from = 1
+	}
+	if limit <= 0 {
+		limit = 1000
+	}
+	msgs, err := s.rc.XRangeN(ctx, s.keys(sub)[3], strconv.FormatInt(from, 10)+"-0", "+", int64(limit)).Result()
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := make([]Entry, 0, len(msgs))
+	for _, m := range msgs {
+		e := Entry{Fields: map[string]string{}}
+		seqStr, _, _ := strings.Cut(m.ID, "-")
+		e.Seq, _ = strconv.ParseInt(seqStr, 10, 64)
+		for k, v := range m.Values {
+			sv, _ := v.(string)
+			switch k {
+			case "k":
+				e.Kind = sv
+			case "a":
+				e.Amount, err = amount(sv)
+			case "b":
+				e.Balance, err = amount(sv)
+			case "t":
+				var t int64
+				t, err = strconv.ParseInt(sv, 10, 64)
+				e.Time = time.UnixMilli(t).UTC()
+			case "g":
+				e.Grant = sv
+			case "n":
+				e.Events, err = strconv.ParseInt(sv, 10, 64)
+			case "u":
+				e.Unfunded, err = amount(sv)
+			default:
+				e.Fields[k] = sv
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: ledger %s field %s", errUnexpectedScriptData, m.ID, k)
+			}
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

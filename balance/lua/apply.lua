@@ -1,0 +1,130 @@
+-- apply.lua: one batch of usage lines of one subscription.
+-- ARGV[3] dedupe window ms, ARGV[4] source ("topic/partition" or ""),
+-- ARGV[5] dedupe key prefix, then 5 per line: fingerprint (int64 as
+-- decimal), bucket bits (31-bit), offset, timestamp ms, credits.
+if not load() then return redis.error_reply('CMUNKNOWN unknown subscription') end
+local W, src, ddp = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local firstseq = seq + 1
+sweep()
+settle()
+
+-- (a) redelivery: offsets at or below the watermark were applied.
+local wm = -1
+if src ~= '' then
+  local w = redis.call('HGET', K_WM, src)
+  if w then wm = tonumber(w) end
+end
+local maxoff = wm
+
+-- (b) duplicate ids: fingerprints live in intset-encoded sets (8 bytes
+-- each) keyed by arrival time bucket tb = now / W and fingerprint bits.
+-- Each time bucket has levels lo..hi of 2^level sets; when a set nears the
+-- intset limit new ids go to level hi+2, so sets stay small whatever the
+-- rate. A new time bucket starts at the level the previous one ended with
+-- about 200 ids per set. Lookups cover tb and tb-1, so an id is remembered
+-- between W and 2W.
+local CAP = 400
+local tb = math.floor(now / W)
+local function pm(s)
+  if not s then return nil end
+  local lo, hi, n = string.match(s, '^(%d+),(%d+),(%d+)$')
+  return {lo = tonumber(lo), hi = tonumber(hi), n = tonumber(n)}
+end
+local m = redis.call('HMGET', K_DDM, D(tb), D(tb - 1))
+local cur, prev = pm(m[1]), pm(m[2])
+if not cur then
+  local k = 0
+  if prev then while k < 30 and prev.n > 200 * 2 ^ k do k = k + 1 end end
+  cur = {lo = k, hi = k, n = 0}
+  for _, f in ipairs(redis.call('HKEYS', K_DDM)) do
+    if tonumber(f) < tb - 1 then redis.call('HDEL', K_DDM, f) end
+  end
+end
+local curn = cur.n
+local function ddkey(t, l, b) return ddp .. D(t) .. ':' .. l .. ':' .. D(b % 2 ^ l) end
+local function seen(fp, b)
+  if prev then
+    for l = prev.lo, prev.hi do
+      if redis.call('SISMEMBER', ddkey(tb - 1, l, b), fp) == 1 then return true end
+    end
+  end
+  for l = cur.lo, cur.hi - 1 do
+    if redis.call('SISMEMBER', ddkey(tb, l, b), fp) == 1 then return true end
+  end
+  local k = ddkey(tb, cur.hi, b)
+  if redis.call('SADD', k, fp) == 0 then return true end
+  cur.n = cur.n + 1
+  local c = redis.call('SCARD', k)
+  if c == 1 then redis.call('PEXPIREAT', k, D((tb + 2) * W)) end
+  if c >= CAP and cur.hi < 29 then cur.hi = cur.hi + 2 end
+  return false
+end
+
+-- Usage goes to the ledger as one entry per call (sum, event count,
+-- unfunded sum, offsets), split only to keep each sum within MAX.
+local acc, cnt, unf, first, last = 0, 0, 0, '', ''
+local function flush()
+  if cnt == 0 then return end
+  ledger('usage', -acc, {'n', D(cnt), 'u', D(unf), 'r', src .. ':' .. first .. '-' .. last})
+  if unf > 0 then redis.call('HINCRBY', K_ACCT, 'unf', D(unf)) end
+  acc, cnt, unf, first = 0, 0, 0, ''
+end
+
+local out = {}
+local policy = A.policy
+local i = 6
+while i <= #ARGV do
+  local fp, b, off = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local ts, cr = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  i = i + 5
+  if src ~= '' and off <= wm then
+    out[#out + 1] = 'O'
+  else
+    if off > maxoff then maxoff = off end
+    if seen(fp, b) then
+      out[#out + 1] = 'I'
+    else
+      local at = ts
+      if at > now then at = now end
+      if at < now - grace then at = now - grace end
+      local draws = {}
+      local left = draw(at, cr, draws)
+      local funded = cr - left
+      local over = 0
+      if left > 0 and policy == 'overage' then
+        -- the balance may not go below -MAX; beyond that usage is unfunded
+        over = bal - funded + MAX
+        if over > MAX - debt then over = MAX - debt end
+        if over > left then over = left end
+        if over < 0 then over = 0 end
+        debt = debt + over
+      end
+      local unfunded = left - over
+      local delta = funded + over
+      if acc + delta > MAX or unf + unfunded > MAX then flush() end
+      bal = bal - delta
+      acc, cnt, unf = acc + delta, cnt + 1, unf + unfunded
+      if first == '' then first = D(off) end
+      last = D(off)
+      out[#out + 1] = 'A'
+      out[#out + 1] = D(bal)
+      out[#out + 1] = D(unfunded)
+      out[#out + 1] = D(over)
+      out[#out + 1] = D(#draws / 2)
+      for j = 1, #draws do out[#out + 1] = draws[j] end
+    end
+  end
+end
+flush()
+if src ~= '' and maxoff > wm then redis.call('HSET', K_WM, src, D(maxoff)) end
+if cur.n ~= curn or not m[1] then
+  redis.call('HSET', K_DDM, D(tb), cur.lo .. ',' .. cur.hi .. ',' .. D(cur.n))
+  redis.call('PEXPIREAT', K_DDM, D((tb + 2) * W))
+end
+settle()
+local change, low = finish()
+local lastseq = seq
+if lastseq < firstseq then firstseq = 0; lastseq = 0 end
+local res = {D(bal), D(debt), change, low, D(firstseq), D(lastseq)}
+for j = 1, #out do res[#res + 1] = out[j] end
+return res

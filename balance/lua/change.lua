@@ -1,0 +1,54 @@
+-- change.lua: a grant, top-up or adjustment, idempotent by key.
+-- ARGV: 3 key, 4 request fingerprint, 5 op (grant|deduct), 6 kind
+-- (grant|topup|adjust), 7 grant type, 8 amount, 9 effective ms, 10 expires
+-- ms (0 never), 11 cost basis, 12 force (1|0), 13 expected credit value
+-- (top-up only), then ledger field/value pairs.
+local key, fp, op, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local gtype, amount, eff, exp = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local cost, force, expect = ARGV[11], ARGV[12], ARGV[13]
+if not load() then return redis.error_reply('CMUNKNOWN unknown subscription') end
+local prior = redis.call('HGET', K_IDEM, key)
+if prior then
+  local pfp, rest = string.match(prior, '^([^|]*)|(.*)$')
+  if pfp ~= fp then return redis.error_reply('CMCONFLICT idempotency key reused with different content') end
+  return {'R', rest}
+end
+if kind == 'topup' then
+  if (A.value or '') ~= expect then return redis.error_reply('CMSTALE credit value changed') end
+  local mn, mx = tonumber(A.min or '0'), tonumber(A.max or '0')
+  if mn > 0 and amount < mn then return redis.error_reply('CMBELOWMIN top-up below the plan minimum') end
+  if mx > 0 and amount > mx then return redis.error_reply('CMABOVEMAX top-up above the plan maximum') end
+end
+local extra = {}
+for i = 14, #ARGV do extra[#extra + 1] = ARGV[i] end
+local gid, draws = '', {}
+if op == 'grant' then
+  -- remainders (bal + debt) stay within MAX, so every balance does
+  if bal + debt + amount > MAX then return redis.error_reply('CMRANGE balance would exceed the maximum') end
+  sweep()
+  gid = 'g' .. D(seq + 1)
+  bal = bal + amount
+  extra[#extra + 1] = 'g'; extra[#extra + 1] = gid
+  ledger(kind, amount, extra)
+  G[#G + 1] = {id = gid, type = gtype, amount = amount, rem = amount, eff = eff, exp = exp, seq = seq, cost = cost, dirty = true}
+  table.sort(G, before)
+  redis.call('HSET', K_ACCT, 'last', D(amount))
+  A.last = D(amount)
+  settle()
+else
+  if amount > bal + MAX or amount > MAX - debt then return redis.error_reply('CMRANGE balance would fall below the minimum') end
+  sweep()
+  settle()
+  local avail = available(now)
+  if amount > avail and force ~= '1' then
+    local change, low = finish()
+    return {'E', 'CMINSUFFICIENT', D(avail), change, low}
+  end
+  debt = debt + draw(now, amount, draws)
+  bal = bal - amount
+  ledger(kind, -amount, extra)
+end
+local change, low = finish()
+local res = D(seq) .. '|' .. gid .. '|' .. D(bal) .. '|' .. change .. '|' .. low .. '|' .. table.concat(draws, ',')
+redis.call('HSET', K_IDEM, key, fp .. '|' .. res)
+return {'N', res}

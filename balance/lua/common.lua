@@ -1,0 +1,154 @@
+-- common.lua is prepended to every script. Amounts are integers of
+-- micro-credits below 2^53 (credit.MaxAmount = 9e15), times are Unix ms.
+-- Lua numbers are doubles: every number goes back to Redis through D()
+-- (tostring would print 9e+15), and no script divides or multiplies an
+-- amount except idiv below, which is exact.
+local MAX = 9000000000000000
+local RANK = {promotional = 0, adjustment = 1, purchased = 2}
+local NEVER = 0
+
+local K_ACCT, K_GRANTS, K_DONE, K_LEDGER, K_IDEM, K_WM, K_DDM =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local now = tonumber(ARGV[1])
+local grace = tonumber(ARGV[2])
+
+local A, G, bal, debt, seq
+
+local function D(n) return string.format('%d', n) end
+
+local function hash(key)
+  local r = redis.call('HGETALL', key)
+  local t = {}
+  for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
+  return t
+end
+
+-- Burn-down order: soonest expiry first (never last), then promotional,
+-- adjustment, purchased, then oldest effective-at, then creation order.
+local function expkey(g) if g.exp == NEVER then return math.huge end return g.exp end
+local function before(a, b)
+  local ea, eb = expkey(a), expkey(b)
+  if ea ~= eb then return ea < eb end
+  local ra, rb = RANK[a.type], RANK[b.type]
+  if ra ~= rb then return ra < rb end
+  if a.eff ~= b.eff then return a.eff < b.eff end
+  return a.seq < b.seq
+end
+
+local function enc(g)
+  return g.type .. '|' .. D(g.amount) .. '|' .. D(g.rem) .. '|' .. D(g.eff) .. '|' .. D(g.exp) .. '|' .. D(g.seq) .. '|' .. g.cost
+end
+
+local function load()
+  A = hash(K_ACCT)
+  if A.seq == nil then return false end
+  bal, debt, seq = tonumber(A.bal), tonumber(A.debt), tonumber(A.seq)
+  G = {}
+  local r = redis.call('HGETALL', K_GRANTS)
+  for i = 1, #r, 2 do
+    local t, amt, rem, eff, exp, gs, cost = string.match(r[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
+    G[#G + 1] = {id = r[i], type = t, amount = tonumber(amt), rem = tonumber(rem), eff = tonumber(eff),
+      exp = tonumber(exp), seq = tonumber(gs), cost = cost}
+  end
+  table.sort(G, before)
+  return true
+end
+
+local function ledger(kind, amount, fields)
+  seq = seq + 1
+  local args = {'XADD', K_LEDGER, D(seq) .. '-0', 'k', kind, 'a', D(amount), 'b', D(bal), 't', D(now)}
+  for i = 1, #fields do args[#args + 1] = fields[i] end
+  redis.call(unpack(args))
+  return seq
+end
+
+local function eligible(g, at)
+  return g.rem > 0 and g.eff <= at and (g.exp == NEVER or at < g.exp)
+end
+
+-- draw takes up to amount from grants eligible at time at, in burn-down
+-- order; it returns what it could not take. The caller moves bal/debt.
+local function draw(at, amount, draws)
+  local left = amount
+  for _, g in ipairs(G) do
+    if left == 0 then break end
+    if eligible(g, at) then
+      local take = g.rem
+      if take > left then take = left end
+      g.rem = g.rem - take
+      g.dirty = true
+      left = left - take
+      if draws then draws[#draws + 1] = g.id; draws[#draws + 1] = D(take) end
+    end
+  end
+  return left
+end
+
+local function available(at)
+  local s = 0
+  for _, g in ipairs(G) do if eligible(g, at) then s = s + g.rem end end
+  return s - debt
+end
+
+-- sweep turns remainders of grants expired longer than the grace window
+-- into breakage, once: the remainder is zeroed in the same script.
+local function sweep()
+  for _, g in ipairs(G) do
+    if g.exp ~= NEVER and g.exp + grace <= now and g.rem > 0 then
+      local r = g.rem
+      g.rem = 0
+      g.dirty = true
+      bal = bal - r
+      ledger('expiry', -r, {'g', g.id})
+    end
+  end
+end
+
+-- settle pays overage debt from grants eligible now; the balance is
+-- unchanged (remainders and debt shrink together).
+local function settle()
+  if debt > 0 then debt = draw(now, debt, nil) end
+end
+
+-- idiv is exact floor division of a non-negative integer below 2^53.
+local function idiv(a, d)
+  local q = math.floor(a / d)
+  local r = a - q * d
+  if r < 0 then q = q - 1; r = r + d elseif r >= d then q = q + 1; r = r - d end
+  return q, r
+end
+
+local function threshold()
+  local thr = tonumber(A.low_abs or '0')
+  local pct, last = tonumber(A.low_pct or '0'), tonumber(A.last or '0')
+  if pct > 0 and last > 0 then
+    local q, r = idiv(last, 100)
+    local p = q * pct + math.floor(r * pct / 100)
+    if p > thr then thr = p end
+  end
+  return thr
+end
+
+-- finish writes grants and the account back and reports a low-balance
+-- crossing ('down' or 'up', '' when none) and the current state.
+local function finish()
+  for _, g in ipairs(G) do
+    if g.dirty then
+      if g.rem == 0 then
+        redis.call('HDEL', K_GRANTS, g.id)
+        redis.call('HSET', K_DONE, g.id, enc(g))
+      else
+        redis.call('HSET', K_GRANTS, g.id, enc(g))
+      end
+    end
+  end
+  local thr = threshold()
+  local low = '0'
+  if thr > 0 and bal < thr then low = '1' end
+  local change = ''
+  if low ~= A.low then
+    if low == '1' then change = 'down' else change = 'up' end
+  end
+  redis.call('HSET', K_ACCT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low)
+  return change, low
+end

@@ -1,0 +1,448 @@
+// Package balance keeps prepaid credit balances in Redis: grants as
+// buckets, burn-down of rated usage in batches, top-ups, adjustments,
+// expiry and an immutable ledger. Every change is one atomic Lua script on
+// the keys of one subscription (all carry the {subscription} hash tag).
+// See README.md for the key layout and the exactly-once design.
+package balance
+
+import (
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
+)
+
+//go:embed lua/*.lua
+var luaFS embed.FS
+
+func script(name string) *redis.Script {
+	common, err := luaFS.ReadFile("lua/common.lua")
+	if err != nil {
+		panic(err)
+	}
+	body, err := luaFS.ReadFile("lua/" + name)
+	if err != nil {
+		panic(err)
+	}
+	return redis.NewScript(string(common) + "\n" + string(body))
+}
+
+var (
+	applyScript  = script("apply.lua")
+	changeScript = script("change.lua")
+	openScript   = script("open.lua")
+	expireScript = script("expire.lua")
+)
+
+// Options configure a Store.
+type Options struct {
+	Prefix       string        // key prefix, e.g. "cm:" (tests use a random one)
+	DedupeWindow time.Duration // event ids are remembered between 1 and 2 windows; default 1h
+	GraceWindow  time.Duration // late events draw from grants eligible then; expiry waits for it
+	Now          func() time.Time
+}
+
+// Store is the Redis balance store. It is safe for concurrent use.
+type Store struct {
+	rc     redis.UniversalClient
+	prefix string
+	window int64 // ms
+	grace  int64 // ms
+	now    func() time.Time
+}
+
+// New validates the options and returns a Store.
+func New(rc redis.UniversalClient, o Options) (*Store, error) {
+	if rc == nil {
+		return nil, fmt.Errorf("%w: nil redis client", ErrInvalid)
+	}
+	if o.DedupeWindow == 0 {
+		o.DedupeWindow = time.Hour
+	}
+	if o.DedupeWindow < time.Second {
+		return nil, fmt.Errorf("%w: dedupe window %s below 1s", ErrInvalid, o.DedupeWindow)
+	}
+	if o.GraceWindow < 0 {
+		return nil, fmt.Errorf("%w: negative grace window", ErrInvalid)
+	}
+	if strings.ContainsAny(o.Prefix, "{}") {
+		return nil, fmt.Errorf("%w: prefix %q contains a brace", ErrInvalid, o.Prefix)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Store{rc: rc, prefix: o.Prefix, window: o.DedupeWindow.Milliseconds(), grace: o.GraceWindow.Milliseconds(), now: o.Now}, nil
+}
+
+// keys of one subscription, in the order the scripts expect (KEYS[1..7]).
+func (s *Store) keys(sub string) []string {
+	b := s.prefix + "{" + sub + "}:"
+	return []string{b + "a", b + "g", b + "gd", b + "l", b + "i", b + "w", b + "dm"}
+}
+
+func (s *Store) ddPrefix(sub string) string { return s.prefix + "{" + sub + "}:d:" }
+
+func (s *Store) lowKey() string { return s.prefix + "low" }
+
+func (s *Store) nowMs() int64 { return s.now().UnixMilli() }
+
+func validSub(sub string) error {
+	if sub == "" || len(sub) > 200 || strings.ContainsAny(sub, "{}") {
+		return fmt.Errorf("%w: subscription id %q", ErrInvalid, sub)
+	}
+	return nil
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return never
+	}
+	return t.UnixMilli()
+}
+
+// classify maps a Redis or script error to the package's sentinels.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "CMUNKNOWN"):
+		return fmt.Errorf("%w: %s", ErrUnknownSubscription, msg)
+	case strings.HasPrefix(msg, "CMCONFLICT"):
+		return fmt.Errorf("%w: %s", ErrConflict, msg)
+	case strings.HasPrefix(msg, "CMBELOWMIN"):
+		return fmt.Errorf("%w: %s", ErrBelowMinimum, msg)
+	case strings.HasPrefix(msg, "CMABOVEMAX"):
+		return fmt.Errorf("%w: %s", ErrAboveMaximum, msg)
+	case strings.HasPrefix(msg, "CMRANGE"):
+		return fmt.Errorf("%w: %s", ErrOutOfRange, msg)
+	case strings.HasPrefix(msg, "CMSTALE"):
+		return errStaleCreditValue
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "NOREPLICAS"} {
+		if strings.HasPrefix(msg, p) {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+	}
+	return fmt.Errorf("balance: %w", err)
+}
+
+// run runs a script, loading it on NOSCRIPT.
+func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
+	v, err := sc.Run(ctx, s.rc, keys, args...).Result()
+	return v, classify(err)
+}
+
+// OpenAccount creates the subscription's account or updates its plan
+// parameters (the customer may not change). It is idempotent. Included
+// credits are granted with Grant (e.g. key "included").
+func (s *Store) OpenAccount(ctx context.Context, a AccountSpec) (ChangeResult, error) {
+	if err := validSub(a.Subscription); err != nil {
+		return ChangeResult{}, err
+	}
+	switch {
+	case a.Customer == "":
+		return ChangeResult{}, fmt.Errorf("%w: customer is required", ErrInvalid)
+	case a.Policy != Overage && a.Policy != Unfunded:
+		return ChangeResult{}, fmt.Errorf("%w: policy %q, want overage or unfunded", ErrInvalid, a.Policy)
+	case a.LowThreshold < 0 || !a.LowThreshold.Valid():
+		return ChangeResult{}, fmt.Errorf("%w: low threshold %s", ErrInvalid, a.LowThreshold)
+	case a.LowPercent < 0 || a.LowPercent > 100:
+		return ChangeResult{}, fmt.Errorf("%w: low percent %d, want 0-100", ErrInvalid, a.LowPercent)
+	case a.TopUpMin < 0 || a.TopUpMax < 0 || !a.TopUpMin.Valid() || !a.TopUpMax.Valid():
+		return ChangeResult{}, fmt.Errorf("%w: negative top-up bound", ErrInvalid)
+	case a.TopUpMax > 0 && a.TopUpMin > a.TopUpMax:
+		return ChangeResult{}, fmt.Errorf("%w: top-up min %s above max %s", ErrInvalid, a.TopUpMin, a.TopUpMax)
+	case a.Currency == "":
+		return ChangeResult{}, fmt.Errorf("%w: currency is required", ErrInvalid)
+	case a.CreditValue.IsNegative():
+		return ChangeResult{}, fmt.Errorf("%w: negative credit value", ErrInvalid)
+	}
+	v, err := s.run(ctx, openScript, s.keys(a.Subscription), s.nowMs(), s.grace, a.Customer,
+		"policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
+		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String())
+	if err != nil {
+		return ChangeResult{}, err
+	}
+	r, ok := strs(v)
+	if !ok || len(r) != 3 {
+		return ChangeResult{}, errUnexpectedScriptData
+	}
+	bal, err := amount(r[0])
+	if err != nil {
+		return ChangeResult{}, err
+	}
+	res := ChangeResult{Balance: bal, Crossing: LowChange(r[1]), Low: r[2] == "1"}
+	s.noteLow(ctx, a.Subscription, res.Crossing)
+	return res, nil
+}
+
+// fingerprint identifies a request's content for idempotency conflicts.
+func fingerprint(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(h[:8])
+}
+
+// Grant adds a grant bucket (included credits, promotions, purchases made
+// elsewhere). The same Key with the same content returns the first result.
+func (s *Store) Grant(ctx context.Context, g GrantRequest) (ChangeResult, error) {
+	if err := validSub(g.Subscription); err != nil {
+		return ChangeResult{}, err
+	}
+	if !g.Type.valid() {
+		return ChangeResult{}, fmt.Errorf("%w: grant type %q", ErrInvalid, g.Type)
+	}
+	eff := g.EffectiveAt
+	if eff.IsZero() {
+		eff = s.now()
+	}
+	fp := fingerprint("grant", string(g.Type), g.Amount.String(), strconv.FormatInt(ms(g.EffectiveAt), 10), strconv.FormatInt(ms(g.ExpiresAt), 10), g.CostBasis.String(), g.Reason)
+	return s.change(ctx, g.Subscription, g.Key, fp, "grant", "grant", g.Type, g.Amount, eff, g.ExpiresAt, g.CostBasis.String(), false, "", "reason", g.Reason)
+}
+
+// TopUp buys credits: the amount must be within the plan's min/max; it
+// creates a purchased grant whose cost basis is the credit value and
+// records the charge (amount × credit value, in the subscription's
+// currency) in the ledger. Idempotent by Key.
+func (s *Store) TopUp(ctx context.Context, t TopUpRequest) (ChangeResult, error) {
+	if err := validSub(t.Subscription); err != nil {
+		return ChangeResult{}, err
+	}
+	fp := fingerprint("topup", t.Amount.String(), strconv.FormatInt(ms(t.ExpiresAt), 10))
+	for attempt := 0; attempt < 5; attempt++ {
+		vals, err := s.rc.HMGet(ctx, s.keys(t.Subscription)[0], "value", "currency").Result()
+		if err != nil {
+			return ChangeResult{}, classify(err)
+		}
+		vs, _ := vals[0].(string)
+		cur, _ := vals[1].(string)
+		if vs == "" {
+			return ChangeResult{}, ErrUnknownSubscription
+		}
+		value, err := decimal.NewFromString(vs)
+		if err != nil {
+			return ChangeResult{}, fmt.Errorf("balance: stored credit value %q: %w", vs, err)
+		}
+		charge := t.Amount.Decimal().Mul(value)
+		res, err := s.change(ctx, t.Subscription, t.Key, fp, "grant", "topup", Purchased, t.Amount, s.now(), t.ExpiresAt, vs, false, vs,
+			"charge", charge.String(), "currency", cur)
+		if errors.Is(err, errStaleCreditValue) {
+			continue
+		}
+		if err != nil {
+			return res, err
+		}
+		if !res.Replayed {
+			res.Charge, res.Currency = charge, cur
+		}
+		return res, nil
+	}
+	return ChangeResult{}, fmt.Errorf("%w: credit value keeps changing", ErrConflict)
+}
+
+// Adjust adds (Amount > 0, an adjustment grant) or deducts (Amount < 0)
+// credits with a mandatory reason and actor. A deduction beyond the
+// available balance is refused with ErrInsufficientBalance unless Force.
+func (s *Store) Adjust(ctx context.Context, a AdjustRequest) (ChangeResult, error) {
+	if err := validSub(a.Subscription); err != nil {
+		return ChangeResult{}, err
+	}
+	if strings.TrimSpace(a.Reason) == "" || strings.TrimSpace(a.Actor) == "" {
+		return ChangeResult{}, fmt.Errorf("%w: an adjustment needs a reason and an actor", ErrInvalid)
+	}
+	if a.Amount == 0 {
+		return ChangeResult{}, fmt.Errorf("%w: zero adjustment", ErrInvalid)
+	}
+	fp := fingerprint("adjust", a.Amount.String(), a.Reason, a.Actor, strconv.FormatBool(a.Force), strconv.FormatInt(ms(a.ExpiresAt), 10))
+	if a.Amount > 0 {
+		return s.change(ctx, a.Subscription, a.Key, fp, "grant", "adjust", Adjustment, a.Amount, s.now(), a.ExpiresAt, "", false, "", "reason", a.Reason, "actor", a.Actor)
+	}
+	return s.change(ctx, a.Subscription, a.Key, fp, "deduct", "adjust", Adjustment, -a.Amount, s.now(), time.Time{}, "", a.Force, "", "reason", a.Reason, "actor", a.Actor)
+}
+
+func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ GrantType, amt credit.Amount,
+	eff, exp time.Time, cost string, force bool, expect string, fields ...string) (ChangeResult, error) {
+	switch {
+	case key == "" || len(key) > 200:
+		return ChangeResult{}, fmt.Errorf("%w: idempotency key is required (at most 200 bytes)", ErrInvalid)
+	case amt <= 0 || amt > credit.MaxAmount:
+		return ChangeResult{}, fmt.Errorf("%w: amount %s, want 0 < amount <= %s", ErrInvalid, amt, credit.MaxAmount)
+	case eff.UnixMilli() < 0:
+		return ChangeResult{}, fmt.Errorf("%w: effective time before 1970", ErrInvalid)
+	case !exp.IsZero() && exp.UnixMilli() <= eff.UnixMilli():
+		return ChangeResult{}, fmt.Errorf("%w: expiry %s not after effective time %s", ErrInvalid, exp, eff)
+	}
+	f := "0"
+	if force {
+		f = "1"
+	}
+	args := []any{s.nowMs(), s.grace, key, fp, op, kind, string(typ), int64(amt), eff.UnixMilli(), ms(exp), cost, f, expect}
+	for _, x := range fields {
+		args = append(args, x)
+	}
+	v, err := s.run(ctx, changeScript, s.keys(sub), args...)
+	if err != nil {
+		return ChangeResult{}, err
+	}
+	r, ok := strs(v)
+	if !ok || len(r) < 2 {
+		return ChangeResult{}, errUnexpectedScriptData
+	}
+	switch r[0] {
+	case "E":
+		if len(r) != 5 {
+			return ChangeResult{}, errUnexpectedScriptData
+		}
+		s.noteLow(ctx, sub, LowChange(r[3]))
+		return ChangeResult{}, fmt.Errorf("%w: %s available, %s asked", ErrInsufficientBalance, amountOrZero(r[2]), amt)
+	case "N", "R":
+		res, err := parseChange(r[1])
+		if err != nil {
+			return ChangeResult{}, err
+		}
+		res.Replayed = r[0] == "R"
+		if !res.Replayed {
+			s.noteLow(ctx, sub, res.Crossing)
+		}
+		return res, nil
+	}
+	return ChangeResult{}, errUnexpectedScriptData
+}
+
+// parseChange reads "seq|grant|balance|crossing|low|g1,amt1,g2,amt2".
+func parseChange(s string) (ChangeResult, error) {
+	p := strings.Split(s, "|")
+	if len(p) != 6 {
+		return ChangeResult{}, errUnexpectedScriptData
+	}
+	seq, err := strconv.ParseInt(p[0], 10, 64)
+	if err != nil {
+		return ChangeResult{}, errUnexpectedScriptData
+	}
+	bal, err := amount(p[2])
+	if err != nil {
+		return ChangeResult{}, err
+	}
+	res := ChangeResult{Seq: seq, GrantID: p[1], Balance: bal, Crossing: LowChange(p[3]), Low: p[4] == "1"}
+	if p[5] != "" {
+		d := strings.Split(p[5], ",")
+		if len(d)%2 != 0 {
+			return ChangeResult{}, errUnexpectedScriptData
+		}
+		for i := 0; i < len(d); i += 2 {
+			a, err := amount(d[i+1])
+			if err != nil {
+				return ChangeResult{}, err
+			}
+			res.Draws = append(res.Draws, Draw{Grant: d[i], Amount: a})
+		}
+	}
+	return res, nil
+}
+
+// noteLow keeps the global set of low subscriptions (for metrics) in step
+// with crossings. It is outside the script because the set is not in the
+// subscription's slot; Balance repairs a missed update.
+func (s *Store) noteLow(ctx context.Context, sub string, c LowChange) {
+	switch c {
+	case WentLow:
+		s.rc.SAdd(ctx, s.lowKey(), sub)
+	case WentOK:
+		s.rc.SRem(ctx, s.lowKey(), sub)
+	}
+}
+
+// LowSubscriptions lists the subscriptions whose balance is below their
+// threshold now.
+func (s *Store) LowSubscriptions(ctx context.Context) ([]string, error) {
+	v, err := s.rc.SMembers(ctx, s.lowKey()).Result()
+	sort.Strings(v)
+	return v, classify(err)
+}
+
+// Expire turns remainders of grants expired beyond the grace window into
+// breakage entries (exactly once) and settles debt from eligible grants.
+// Every write does the same first; call Expire for idle subscriptions.
+func (s *Store) Expire(ctx context.Context, sub string) (ChangeResult, error) {
+	if err := validSub(sub); err != nil {
+		return ChangeResult{}, err
+	}
+	v, err := s.run(ctx, expireScript, s.keys(sub), s.nowMs(), s.grace)
+	if err != nil {
+		return ChangeResult{}, err
+	}
+	r, ok := strs(v)
+	if !ok || len(r) != 4 {
+		return ChangeResult{}, errUnexpectedScriptData
+	}
+	bal, err := amount(r[0])
+	if err != nil {
+		return ChangeResult{}, err
+	}
+	res := ChangeResult{Balance: bal, Crossing: LowChange(r[1]), Low: r[2] == "1"}
+	s.noteLow(ctx, sub, res.Crossing)
+	return res, nil
+}
+
+func strs(v any) ([]string, bool) {
+	xs, ok := v.([]any)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		switch t := x.(type) {
+		case string:
+			out[i] = t
+		case int64:
+			out[i] = strconv.FormatInt(t, 10)
+		default:
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+func amount(s string) (credit.Amount, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: amount %q", errUnexpectedScriptData, s)
+	}
+	return credit.Amount(n), nil
+}
+
+func amountOrZero(s string) credit.Amount {
+	a, _ := amount(s)
+	return a
+}
+
+// eventFingerprint is the 64-bit FNV-1a hash of an event id; the member
+// stored is the hash as a signed decimal (intset-encoded), the bucket
+// selector its low 31 bits. A false "duplicate" needs a 64-bit collision
+// within one set of at most ~400 ids.
+func eventFingerprint(id string) (string, int64) {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	v := h.Sum64()
+	return strconv.FormatInt(int64(v), 10), int64(v & 0x7fffffff)
+}

@@ -1,0 +1,226 @@
+package balance
+
+import (
+	"errors"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
+)
+
+// Policy says what usage beyond the available credits does.
+type Policy string
+
+// Policies.
+const (
+	// Overage lets the balance go negative (debt settled by the next grant).
+	Overage Policy = "overage"
+	// Unfunded keeps the balance at zero and records the shortfall.
+	Unfunded Policy = "unfunded"
+)
+
+// Sentinel errors. Errors wrapping ErrUnavailable are worth retrying;
+// every write is idempotent, so a retry never counts twice.
+var (
+	ErrUnavailable          = errors.New("balance: redis unavailable")
+	ErrUnknownSubscription  = errors.New("balance: unknown subscription")
+	ErrConflict             = errors.New("balance: conflict")
+	ErrInsufficientBalance  = errors.New("balance: insufficient balance")
+	ErrBelowMinimum         = errors.New("balance: top-up below the plan minimum")
+	ErrAboveMaximum         = errors.New("balance: top-up above the plan maximum")
+	ErrOutOfRange           = errors.New("balance: balance would leave ±credit.MaxAmount")
+	ErrInvalid              = errors.New("balance: invalid request")
+	errStaleCreditValue     = errors.New("balance: credit value changed during top-up")
+	errUnexpectedScriptData = errors.New("balance: unexpected script reply")
+)
+
+// Retryable reports whether err is transient (Redis down, slow or
+// failing over) rather than a refusal.
+func Retryable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// AccountSpec is what the balance needs of a subscription and its plan.
+type AccountSpec struct {
+	Subscription string
+	Customer     string
+	Policy       Policy
+	// LowThreshold (absolute) and LowPercent (of the last grant, 0-100):
+	// the balance is low below the larger of the two; zero disables each.
+	LowThreshold credit.Amount
+	LowPercent   int
+	// TopUpMin and TopUpMax bound a top-up; zero means no bound.
+	TopUpMin, TopUpMax credit.Amount
+	// CreditValue is the money price of one credit in Currency.
+	Currency    string
+	CreditValue decimal.Decimal
+}
+
+// GrantRequest adds a grant bucket. Key makes it idempotent.
+type GrantRequest struct {
+	Key          string
+	Subscription string
+	Type         GrantType
+	Amount       credit.Amount
+	EffectiveAt  time.Time // zero: now
+	ExpiresAt    time.Time // zero: never
+	CostBasis    decimal.Decimal
+	Reason       string
+}
+
+// TopUpRequest is a customer's self-service purchase of credits.
+type TopUpRequest struct {
+	Key          string
+	Subscription string
+	Amount       credit.Amount
+	ExpiresAt    time.Time // zero: never
+}
+
+// AdjustRequest is an admin's correction: Amount > 0 adds an adjustment
+// grant, Amount < 0 deducts (refused beyond the available balance unless
+// Force).
+type AdjustRequest struct {
+	Key          string
+	Subscription string
+	Amount       credit.Amount
+	Reason       string
+	Actor        string
+	Force        bool
+	ExpiresAt    time.Time // for additions; zero: never
+}
+
+// LowChange is a low-balance crossing seen by one write.
+type LowChange string
+
+// Crossings.
+const (
+	NoChange LowChange = ""
+	WentLow  LowChange = "down" // crossed the threshold downward
+	WentOK   LowChange = "up"   // back at or above the threshold
+)
+
+// Draw is an amount taken from one grant.
+type Draw struct {
+	Grant  string
+	Amount credit.Amount
+}
+
+// ChangeResult is the outcome of a grant, top-up or adjustment. A replay
+// of the same key returns the first result with Replayed set.
+type ChangeResult struct {
+	Seq      int64  // ledger sequence number of the change
+	GrantID  string // grant created, if any
+	Draws    []Draw // grants a deduction drew from
+	Balance  credit.Amount
+	Low      bool
+	Crossing LowChange
+	Charge   decimal.Decimal // top-ups: amount × credit value
+	Currency string          // top-ups
+	Replayed bool
+}
+
+// Line is one rated usage line.
+type Line struct {
+	EventID string
+	Offset  int64 // Kafka offset; strictly increasing within a batch
+	Time    time.Time
+	Credits credit.Amount
+}
+
+// Batch is the lines of one subscription from one Kafka partition. An empty
+// Topic means no Kafka source: only event-id dedupe applies.
+type Batch struct {
+	Subscription string
+	Topic        string
+	Partition    int32
+	Lines        []Line
+}
+
+// LineStatus says what Apply did with a line.
+type LineStatus byte
+
+// Line statuses.
+const (
+	Applied         LineStatus = 'A'
+	DuplicateOffset LineStatus = 'O' // at or below the partition watermark: redelivery
+	DuplicateID     LineStatus = 'I' // event id seen within the dedupe window
+)
+
+func (s LineStatus) String() string {
+	switch s {
+	case Applied:
+		return "applied"
+	case DuplicateOffset:
+		return "duplicate-offset"
+	case DuplicateID:
+		return "duplicate-id"
+	}
+	return "unknown"
+}
+
+// LineResult is what one line did. Only applied lines carry draws.
+type LineResult struct {
+	Status   LineStatus
+	Draws    []Draw
+	Unfunded credit.Amount // shortfall recorded, not charged (unfunded policy or beyond the bound)
+	Overage  credit.Amount // shortfall that made the balance go down past the grants
+	Balance  credit.Amount // balance right after the line
+}
+
+// BatchResult is the outcome of one batch.
+type BatchResult struct {
+	Subscription string
+	Lines        []LineResult
+	Balance      credit.Amount
+	Debt         credit.Amount
+	Low          bool
+	Crossing     LowChange
+	// FirstSeq..LastSeq are the ledger entries written (0 when none).
+	FirstSeq, LastSeq int64
+	Err               error
+}
+
+// GrantView is one grant in a balance report.
+type GrantView struct {
+	ID          string
+	Type        GrantType
+	Amount      credit.Amount
+	Remaining   credit.Amount
+	EffectiveAt time.Time
+	ExpiresAt   time.Time // zero: never
+	CostBasis   string
+}
+
+// BalanceView is a subscription's balance.
+type BalanceView struct {
+	Subscription string
+	// Total is the ledger balance: remainders of all live grants (also not
+	// yet effective, or expired but within grace) less Debt.
+	Total credit.Amount
+	// Available is what may be spent now: remainders of grants eligible now less Debt.
+	Available credit.Amount
+	Debt      credit.Amount // overage not yet settled
+	Unfunded  credit.Amount // cumulative unfunded usage
+	Low       bool
+	Policy    Policy
+	Grants    []GrantView // live grants in burn-down order
+}
+
+// CheckResult answers whether a subscription may spend an amount now.
+type CheckResult struct {
+	Allowed   bool
+	Available credit.Amount
+	Policy    Policy
+}
+
+// Entry is one immutable ledger entry.
+type Entry struct {
+	Seq      int64
+	Kind     string // grant, topup, adjust, usage, expiry
+	Amount   credit.Amount
+	Balance  credit.Amount // after the entry
+	Time     time.Time
+	Grant    string
+	Events   int64         // usage: lines summed
+	Unfunded credit.Amount // usage: shortfall not charged
+	Fields   map[string]string
+}
