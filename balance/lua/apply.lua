@@ -22,7 +22,8 @@ local maxoff = wm
 -- intset limit new ids go to level hi+2, so sets stay small whatever the
 -- rate. A new time bucket starts at the level the previous one ended with
 -- about 200 ids per set. Lookups cover tb and tb-1, so an id is remembered
--- between W and 2W.
+-- between W and 2W. TTLs are relative to the caller's clock (ARGV[1]), so
+-- skew between it and the Redis clock does not matter.
 local CAP = 400
 local tb = math.floor(now / W)
 local function pm(s)
@@ -55,7 +56,7 @@ local function seen(fp, b)
   if redis.call('SADD', k, fp) == 0 then return true end
   cur.n = cur.n + 1
   local c = redis.call('SCARD', k)
-  if c == 1 then redis.call('PEXPIREAT', k, D((tb + 2) * W)) end
+  if c == 1 then redis.call('PEXPIRE', k, D((tb + 2) * W - now)) end
   if c >= CAP and cur.hi < 29 then cur.hi = cur.hi + 2 end
   return false
 end
@@ -119,7 +120,7 @@ flush()
 if src ~= '' and maxoff > wm then redis.call('HSET', K_WM, src, D(maxoff)) end
 if cur.n ~= curn or not m[1] then
   redis.call('HSET', K_DDM, D(tb), cur.lo .. ',' .. cur.hi .. ',' .. D(cur.n))
-  redis.call('PEXPIREAT', K_DDM, D((tb + 2) * W))
+  redis.call('PEXPIRE', K_DDM, D((tb + 2) * W - now))
 end
 settle()
 local change, low = finish()
