@@ -571,3 +571,25 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// A grant is eligible on [effective, expires): usage at the expiry instant
+// goes to the next grant, usage just before it to the expiring one.
+func TestEligibilityBoundaries(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	sub := "bounds"
+	e.open(sub, Unfunded)
+	e.grant(sub, "a", Promotional, c(10), t0.Add(-time.Hour), t0) // g1
+	e.grant(sub, "b", Purchased, c(10), t0, time.Time{})          // g2
+	e.clock.Set(t0.Add(time.Minute))
+	r := e.apply(batch(sub, 0,
+		line("x", 1, t0, c(1)),
+		line("y", 2, t0.Add(-time.Millisecond), c(1)),
+		line("z", 3, t0.Add(-time.Hour-time.Millisecond), c(1)), // before g1 was effective
+	))[0]
+	if !sameDraws(r.Lines[0].Draws, draws("g2", c(1))) || !sameDraws(r.Lines[1].Draws, draws("g1", c(1))) {
+		t.Fatalf("draws %v / %v", r.Lines[0].Draws, r.Lines[1].Draws)
+	}
+	if len(r.Lines[2].Draws) != 0 || r.Lines[2].Unfunded != c(1) {
+		t.Fatalf("before effective: %+v", r.Lines[2])
+	}
+}
