@@ -575,7 +575,7 @@ func TestCheck(t *testing.T) {
 // A grant is eligible on [effective, expires): usage at the expiry instant
 // goes to the next grant, usage just before it to the expiring one.
 func TestEligibilityBoundaries(t *testing.T) {
-	e := newEnv(t, time.Hour)
+	e := newEnv(t, 2*time.Hour)
 	sub := "bounds"
 	e.open(sub, Unfunded)
 	e.grant(sub, "a", Promotional, c(10), t0.Add(-time.Hour), t0) // g1
