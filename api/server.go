@@ -1,17 +1,37 @@
-// Package api is creditmeter's HTTP interface: the JSON API under /v1,
-// health and readiness, and /metrics.
+// Package api is creditmeter's HTTP interface: the JSON API under /v1, health
+// and readiness, and /metrics. Every route is in one table (Routes), which
+// api/openapi.yaml must describe; a test holds the two in step.
 package api
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/creditmeter/creditmeter/rating"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
+
+//go:embed openapi.yaml
+var openAPISpec []byte
+
+// Ledger is the balance ledger as the API needs it. It is nil until the
+// balance package is wired in; the catalog works without it.
+type Ledger interface {
+	// OpenSubscription opens (or updates) the subscription's account with
+	// terms and records grant, its included credits, as the first grant (nil
+	// when it has none). It must be idempotent per subscription: the API calls
+	// it on every replay of a create request, so a failed call heals on retry,
+	// and with grant nil for every subscription of a replaced plan.
+	OpenSubscription(ctx context.Context, terms rating.AccountTerms, grant *rating.Grant) error
+}
 
 // Options configure NewServer.
 type Options struct {
@@ -19,44 +39,147 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Gatherer is served at /metrics; nil means the default registry.
 	Gatherer prometheus.Gatherer
+	// Catalog persists the catalog; nil makes /v1 answer 503.
+	Catalog *catalogstore.Store
+	// Ledger receives new subscriptions; nil skips it.
+	Ledger Ledger
+	// AdminTokens are the bearer tokens with admin rights.
+	AdminTokens []string
+	// Logger logs internal errors; nil means slog.Default().
+	Logger *slog.Logger
 }
+
+// Access says who may call a route.
+type Access string
+
+// Accesses.
+const (
+	Public   Access = "public"   // no token
+	Customer Access = "customer" // an admin, or a customer token (the handler scopes it)
+	Admin    Access = "admin"    // an admin token
+)
+
+// Route is one entry of the route table.
+type Route struct {
+	Method string
+	Path   string // net/http pattern path, e.g. /v1/plans/{id}
+	Access Access
+	h      handler
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, who principal) error
 
 // Server routes HTTP requests.
 type Server struct {
-	mux   *http.ServeMux
-	ready func(ctx context.Context) error
+	mux    *http.ServeMux
+	ready  func(ctx context.Context) error
+	gather prometheus.Gatherer
+	cat    *catalogstore.Store
+	ledger Ledger
+	admins [][]byte
+	log    *slog.Logger
+	routes []Route
 }
 
-// NewServer builds the HTTP handler.
+// NewServer builds the HTTP handler. Empty admin tokens are ignored.
 func NewServer(o Options) *Server {
-	s := &Server{mux: http.NewServeMux(), ready: o.Ready}
-	g := o.Gatherer
-	if g == nil {
-		g = prometheus.DefaultGatherer
+	s := &Server{mux: http.NewServeMux(), ready: o.Ready, gather: o.Gatherer, cat: o.Catalog, ledger: o.Ledger, log: o.Logger}
+	if s.gather == nil {
+		s.gather = prometheus.DefaultGatherer
 	}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	s.mux.HandleFunc("GET /readyz", s.handleReady)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	for _, t := range o.AdminTokens {
+		if t != "" {
+			s.admins = append(s.admins, []byte(t))
+		}
+	}
+	s.routes = s.table()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no route for " + r.Method + " " + r.URL.Path})
 	})
 	return s
 }
 
+// Routes is the route table (for documentation and tests).
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
+
+func (s *Server) table() []Route {
+	metrics := promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{})
+	return []Route{
+		{"GET", "/healthz", Public, func(w http.ResponseWriter, _ *http.Request, _ principal) error {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+			return nil
+		}},
+		{"GET", "/readyz", Public, s.handleReady},
+		{"GET", "/metrics", Public, func(w http.ResponseWriter, r *http.Request, _ principal) error {
+			metrics.ServeHTTP(w, r)
+			return nil
+		}},
+		{"GET", "/v1/openapi.yaml", Public, func(w http.ResponseWriter, _ *http.Request, _ principal) error {
+			w.Header().Set("Content-Type", "application/yaml")
+			_, err := w.Write(openAPISpec)
+			return err
+		}},
+
+		{"POST", "/v1/currencies", Admin, s.createCurrency},
+		{"GET", "/v1/currencies", Customer, s.listCurrencies},
+		{"GET", "/v1/currencies/{code}", Customer, s.getCurrency},
+
+		{"POST", "/v1/features", Admin, s.createFeature},
+		{"GET", "/v1/features", Customer, s.listFeatures},
+		{"GET", "/v1/features/{id}", Customer, s.getFeature},
+
+		{"POST", "/v1/plans", Admin, s.createPlan},
+		{"GET", "/v1/plans", Customer, s.listPlans},
+		{"GET", "/v1/plans/{id}", Customer, s.getPlan},
+		{"PUT", "/v1/plans/{id}", Admin, s.replacePlan},
+
+		{"POST", "/v1/customers", Admin, s.createCustomer},
+		{"GET", "/v1/customers", Admin, s.listCustomers},
+		{"GET", "/v1/customers/{id}", Customer, s.getCustomer},
+		{"PUT", "/v1/customers/{id}", Admin, s.replaceCustomer},
+		{"POST", "/v1/customers/{id}/tokens", Admin, s.issueToken},
+		{"GET", "/v1/customers/{id}/subscriptions", Customer, s.customerSubscriptions},
+
+		{"POST", "/v1/subscriptions", Admin, s.createSubscription},
+		{"POST", "/v1/subscriptions/preview", Admin, s.previewSubscription},
+		{"GET", "/v1/subscriptions", Admin, s.listSubscriptions},
+		{"GET", "/v1/subscriptions/{id}", Customer, s.getSubscription},
+	}
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+func (s *Server) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who, err := s.authenticate(r, rt.Access)
+		if err == nil && rt.Access != Public && s.cat == nil {
+			err = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the catalog store is not configured"}
+		}
+		if err == nil {
+			err = rt.h(w, r, who)
+		}
+		if err != nil {
+			s.writeErr(w, r, err)
+		}
+	})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request, _ principal) error {
 	if s.ready != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
-			WriteError(w, &Error{Status: http.StatusServiceUnavailable, Code: "not_ready", Message: err.Error()})
-			return
+			return &Error{Status: http.StatusServiceUnavailable, Code: "not_ready", Message: err.Error()}
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
 }
 
 // Error is an API error, rendered as {"error": {"code", "message", "field"}}.
@@ -77,6 +200,28 @@ func WriteError(w http.ResponseWriter, err error) {
 		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
 	}
 	writeJSON(w, e.Status, map[string]*Error{"error": e})
+}
+
+// writeErr maps domain errors to API errors; internal ones are logged and
+// answered without detail.
+func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
+	var e *Error
+	var fe *rating.FieldError
+	switch {
+	case errors.As(err, &e):
+	case errors.As(err, &fe):
+		e = &Error{Status: http.StatusBadRequest, Code: fe.Code, Message: fe.Message, Field: fe.Field}
+	case errors.Is(err, catalogstore.ErrNotFound):
+		e = &Error{Status: http.StatusNotFound, Code: "not_found", Message: err.Error()}
+	case errors.Is(err, catalogstore.ErrConflict):
+		e = &Error{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
+	case errors.Is(err, catalogstore.ErrBusy):
+		e = &Error{Status: http.StatusServiceUnavailable, Code: "busy", Message: err.Error()}
+	default:
+		s.log.Error("api: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+	}
+	WriteError(w, e)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -177,3 +177,30 @@ func InitialGrant(s *Subscription, plan *Plan) (Grant, bool) {
 	}
 	return g, true
 }
+
+// AccountTerms are what the balance ledger needs of a subscription and its
+// plan: overage policy, low-balance threshold, top-up limits, credit value.
+type AccountTerms struct {
+	SubscriptionID string           `json:"subscription_id"`
+	CustomerID     string           `json:"customer_id"`
+	CreditCurrency string           `json:"credit_currency"`
+	Overage        OveragePolicy    `json:"overage_policy"`
+	LowCredits     *credit.Amount   `json:"low_balance_credits,omitempty"`
+	LowPercent     *decimal.Decimal `json:"low_balance_percent,omitempty"`
+	MinPurchase    *credit.Amount   `json:"min_purchase,omitempty"`
+	MaxPurchase    *credit.Amount   `json:"max_purchase,omitempty"`
+	Currency       string           `json:"currency"`
+	CreditValue    decimal.Decimal  `json:"credit_value"`
+}
+
+// Terms are the account terms of a prepared subscription under plan.
+func Terms(s *Subscription, plan *Plan) AccountTerms {
+	value, _, _ := EffectiveCreditValue(s, plan)
+	t := AccountTerms{SubscriptionID: s.ID, CustomerID: s.CustomerID, Currency: s.Currency, CreditValue: value}
+	if pc := plan.Prepaid; pc != nil {
+		t.CreditCurrency, t.Overage = pc.CreditCurrency, pc.Overage
+		t.LowCredits, t.LowPercent = pc.LowBalance.Credits, pc.LowBalance.Percent
+		t.MinPurchase, t.MaxPurchase = pc.MinPurchase, pc.MaxPurchase
+	}
+	return t
+}

@@ -702,3 +702,22 @@ func hashToken(tok string) string {
 	h := sha256.Sum256([]byte(tok))
 	return hex.EncodeToString(h[:])
 }
+
+// PlanSubscriptions lists the subscriptions of a plan by id.
+func (s *Store) PlanSubscriptions(ctx context.Context, planID string) ([]*rating.Subscription, error) {
+	ids, err := s.rc.SMembers(ctx, s.key("plansubs", planID)).Result()
+	if err != nil {
+		return nil, err
+	}
+	return s.subscriptions(ctx, s.rc, ids)
+}
+
+// PreviewSubscription validates sub against the stored catalog (filling it as
+// creation would) and returns its preview; nothing is written.
+func (s *Store) PreviewSubscription(ctx context.Context, sub *rating.Subscription) (*rating.Preview, error) {
+	c, err := s.refs(ctx, sub.CustomerID, sub.PlanID, featureIDs(sub.Consumption))
+	if err != nil {
+		return nil, err
+	}
+	return rating.PreviewSubscription(sub, c, s.now())
+}

@@ -1,0 +1,284 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/creditmeter/creditmeter/rating"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+)
+
+// created answers 201 for a new entry, 200 for an idempotent replay.
+func created(w http.ResponseWriter, isNew bool, v any) error {
+	status := http.StatusOK
+	if isNew {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, v)
+	return nil
+}
+
+func ok(w http.ResponseWriter, v any, err error) error {
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// list wraps a collection as {"data": [...]}, so it can gain paging fields.
+func list[T any](w http.ResponseWriter, v []T, err error) error {
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		v = []T{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": v})
+	return nil
+}
+
+// pathID puts the path's id into the body's id field: the body may omit it,
+// but may not contradict it.
+func pathID(r *http.Request, name string, body *string) error {
+	id := r.PathValue(name)
+	if *body != "" && *body != id {
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: name, Message: "the body's " + name + " " + *body + " differs from the path's " + id}
+	}
+	*body = id
+	return nil
+}
+
+func (s *Server) createCurrency(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var c rating.CreditCurrency
+	if err := decode(w, r, &c); err != nil {
+		return err
+	}
+	isNew, err := s.cat.CreateCurrency(r.Context(), &c)
+	if err != nil {
+		return err
+	}
+	return created(w, isNew, &c)
+}
+
+func (s *Server) listCurrencies(w http.ResponseWriter, r *http.Request, _ principal) error {
+	v, err := s.cat.Currencies(r.Context())
+	return list(w, v, err)
+}
+
+func (s *Server) getCurrency(w http.ResponseWriter, r *http.Request, _ principal) error {
+	v, err := s.cat.Currency(r.Context(), r.PathValue("code"))
+	return ok(w, v, err)
+}
+
+func (s *Server) createFeature(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var f rating.Feature
+	if err := decode(w, r, &f); err != nil {
+		return err
+	}
+	isNew, err := s.cat.CreateFeature(r.Context(), &f)
+	if err != nil {
+		return err
+	}
+	return created(w, isNew, &f)
+}
+
+func (s *Server) listFeatures(w http.ResponseWriter, r *http.Request, _ principal) error {
+	v, err := s.cat.Features(r.Context())
+	return list(w, v, err)
+}
+
+func (s *Server) getFeature(w http.ResponseWriter, r *http.Request, _ principal) error {
+	v, err := s.cat.Feature(r.Context(), r.PathValue("id"))
+	return ok(w, v, err)
+}
+
+func (s *Server) createPlan(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var p rating.Plan
+	if err := decode(w, r, &p); err != nil {
+		return err
+	}
+	isNew, err := s.cat.CreatePlan(r.Context(), &p)
+	if err != nil {
+		return err
+	}
+	return created(w, isNew, &p)
+}
+
+func (s *Server) listPlans(w http.ResponseWriter, r *http.Request, _ principal) error {
+	v, err := s.cat.Plans(r.Context())
+	return list(w, v, err)
+}
+
+func (s *Server) getPlan(w http.ResponseWriter, r *http.Request, _ principal) error {
+	v, err := s.cat.Plan(r.Context(), r.PathValue("id"))
+	return ok(w, v, err)
+}
+
+// replacePlan replaces a plan; its subscriptions rate with it from the next
+// catalog refresh, and their ledger accounts get the new terms.
+func (s *Server) replacePlan(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var p rating.Plan
+	if err := decode(w, r, &p); err != nil {
+		return err
+	}
+	if err := pathID(r, "id", &p.ID); err != nil {
+		return err
+	}
+	if err := s.cat.ReplacePlan(r.Context(), &p); err != nil {
+		return err
+	}
+	if s.ledger != nil {
+		subs, err := s.cat.PlanSubscriptions(r.Context(), p.ID)
+		if err != nil {
+			return err
+		}
+		for _, sub := range subs {
+			if err := s.ledger.OpenSubscription(r.Context(), rating.Terms(sub, &p), nil); err != nil {
+				return ledgerError(err)
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, &p)
+	return nil
+}
+
+func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var c rating.Customer
+	if err := decode(w, r, &c); err != nil {
+		return err
+	}
+	isNew, err := s.cat.CreateCustomer(r.Context(), &c)
+	if err != nil {
+		return err
+	}
+	return created(w, isNew, &c)
+}
+
+func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request, _ principal) error {
+	v, err := s.cat.Customers(r.Context())
+	return list(w, v, err)
+}
+
+func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request, who principal) error {
+	id := r.PathValue("id")
+	if !who.may(id) {
+		return forbidden()
+	}
+	v, err := s.cat.Customer(r.Context(), id)
+	return ok(w, v, err)
+}
+
+func (s *Server) replaceCustomer(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var c rating.Customer
+	if err := decode(w, r, &c); err != nil {
+		return err
+	}
+	if err := pathID(r, "id", &c.ID); err != nil {
+		return err
+	}
+	if err := s.cat.ReplaceCustomer(r.Context(), &c); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, &c)
+	return nil
+}
+
+// TokenResponse is the answer of POST /v1/customers/{id}/tokens; the token is
+// shown once, only its hash is stored.
+type TokenResponse struct {
+	Token      string `json:"token"`
+	CustomerID string `json:"customer_id"`
+}
+
+func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, _ principal) error {
+	id := r.PathValue("id")
+	tok, err := s.cat.IssueToken(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, TokenResponse{Token: tok, CustomerID: id})
+	return nil
+}
+
+func (s *Server) customerSubscriptions(w http.ResponseWriter, r *http.Request, who principal) error {
+	id := r.PathValue("id")
+	if !who.may(id) {
+		return forbidden()
+	}
+	if _, err := s.cat.Customer(r.Context(), id); err != nil {
+		return err
+	}
+	v, err := s.cat.CustomerSubscriptions(r.Context(), id)
+	return list(w, v, err)
+}
+
+func decodeSubscription(w http.ResponseWriter, r *http.Request) (*rating.Subscription, error) {
+	var sub rating.Subscription
+	if err := decode(w, r, &sub); err != nil {
+		return nil, err
+	}
+	if !sub.StartAt.IsZero() {
+		return nil, &Error{Status: http.StatusBadRequest, Code: "read_only", Field: "start_at", Message: "start_at is set by the server; use schedule"}
+	}
+	if !sub.CreatedAt.IsZero() {
+		return nil, &Error{Status: http.StatusBadRequest, Code: "read_only", Field: "created_at", Message: "created_at is set by the server"}
+	}
+	return &sub, nil
+}
+
+func (s *Server) previewSubscription(w http.ResponseWriter, r *http.Request, _ principal) error {
+	sub, err := decodeSubscription(w, r)
+	if err != nil {
+		return err
+	}
+	pv, err := s.cat.PreviewSubscription(r.Context(), sub)
+	return ok(w, pv, err)
+}
+
+// createSubscription creates a subscription, idempotent by the Idempotency-Key
+// header or the body's id, then hands its terms and included credits to the
+// ledger (again on every replay, which heals a failed hand-over).
+func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request, _ principal) error {
+	sub, err := decodeSubscription(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := s.cat.CreateSubscription(r.Context(), sub, r.Header.Get("Idempotency-Key"))
+	if err != nil {
+		return err
+	}
+	if s.ledger != nil {
+		var grant *rating.Grant
+		if g, has := rating.InitialGrant(res.Subscription, res.Plan); has {
+			grant = &g
+		}
+		if err := s.ledger.OpenSubscription(r.Context(), rating.Terms(res.Subscription, res.Plan), grant); err != nil {
+			return ledgerError(err)
+		}
+	}
+	return created(w, res.Created, res.Subscription)
+}
+
+func ledgerError(err error) error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable",
+		Message: "the catalog change is stored but the balance ledger did not take it (" + err.Error() + "); repeat the same request"}
+}
+
+func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request, _ principal) error {
+	v, err := s.cat.Subscriptions(r.Context())
+	return list(w, v, err)
+}
+
+// getSubscription answers 404 for another customer's subscription, so a
+// customer token cannot probe which ids exist.
+func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request, who principal) error {
+	v, err := s.cat.Subscription(r.Context(), r.PathValue("id"))
+	if err == nil && !who.may(v.CustomerID) {
+		err = catalogstore.ErrNotFound
+	}
+	if errors.Is(err, catalogstore.ErrNotFound) {
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no subscription " + r.PathValue("id")}
+	}
+	return ok(w, v, err)
+}

@@ -1,0 +1,135 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"strings"
+)
+
+// maxBody bounds a request body.
+const maxBody = 1 << 20
+
+// decode reads exactly one JSON value into v, strictly: unknown fields,
+// trailing data, wrong types and malformed JSON are 400s naming what they can.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "send application/json, got " + ct}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return decodeError(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		e := decodeError(err)
+		if ae, ok := e.(*Error); ok && ae.Code == "invalid_value" {
+			ae.Field = badField(body, reflect.TypeOf(v), "")
+		}
+		return e
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return &Error{Status: http.StatusBadRequest, Code: "malformed_json", Message: "the body must hold exactly one JSON value"}
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var big *http.MaxBytesError
+	switch {
+	case errors.As(err, &big):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("the body exceeds %d bytes", maxBody)}
+	case errors.Is(err, io.EOF):
+		return &Error{Status: http.StatusBadRequest, Code: "malformed_json", Message: "the body is empty; send a JSON object"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &Error{Status: http.StatusBadRequest, Code: "malformed_json", Message: "the JSON body ends early"}
+	case errors.As(err, &syn):
+		return &Error{Status: http.StatusBadRequest, Code: "malformed_json", Message: fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn)}
+	case errors.As(err, &typ):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_type", Field: typ.Field, Message: fmt.Sprintf("%s must be a JSON %s", typ.Field, jsonKind(typ.Type.Kind().String()))}
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		f = strings.Trim(f, `"`)
+		return &Error{Status: http.StatusBadRequest, Code: "unknown_field", Field: f, Message: fmt.Sprintf("unknown field %q", f)}
+	}
+	return &Error{Status: http.StatusBadRequest, Code: "invalid_value", Message: err.Error()}
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+// badField finds the JSON path of the value that fails to decode into t. The
+// decoder names the field of type errors but not of errors from a type's own
+// UnmarshalJSON (amounts, decimals, times), so this walks the body again on
+// that error path only.
+func badField(raw []byte, t reflect.Type, path string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if json.Unmarshal(raw, reflect.New(t).Interface()) == nil {
+		return ""
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return path
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return path
+		}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			if sub, ok := obj[name]; ok {
+				if p := badField(sub, f.Type, join(path, name)); p != "" {
+					return p
+				}
+			}
+		}
+	case reflect.Slice:
+		var arr []json.RawMessage
+		if json.Unmarshal(raw, &arr) != nil {
+			return path
+		}
+		for i, el := range arr {
+			if p := badField(el, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return path
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "slice", "array":
+		return "array"
+	case "struct", "map", "ptr":
+		return "object"
+	}
+	return "number"
+}
