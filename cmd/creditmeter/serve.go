@@ -17,11 +17,13 @@ import (
 
 func newServeCmd() *cobra.Command {
 	cfg := config.Default()
+	var keyPrefix string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the engine, the HTTP API and /metrics",
-		Long: `serve runs creditmeter: the HTTP API with /healthz, /readyz (Kafka, Redis
-and ClickHouse reachable) and /metrics for Prometheus. It stops cleanly on
+		Long: `serve runs creditmeter: the HTTP API (the catalog under /v1, described at
+/v1/openapi.yaml; admin tokens from --admin-tokens) with /healthz, /readyz
+(Kafka, Redis and ClickHouse reachable) and /metrics for Prometheus. It stops cleanly on
 SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -35,7 +37,15 @@ SIGINT or SIGTERM.`,
 				}
 				return errors.Join(errs...)
 			}
-			srv := &http.Server{Handler: api.NewServer(api.Options{Ready: ready}), ReadHeaderTimeout: 10 * time.Second}
+			cat, err := openCatalog(cmd.Context(), cfg.Redis, keyPrefix, log)
+			if err != nil {
+				return err
+			}
+			defer cat.stop()
+			// Ledger is wired when balance lands; until then subscriptions are
+			// created without their first grant.
+			handler := api.NewServer(api.Options{Ready: ready, Catalog: cat.store, AdminTokens: cfg.HTTP.AdminTokens, Logger: log})
+			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 			ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 			if err != nil {
 				return fmt.Errorf("setting --http-addr (%s): %w", config.EnvName("http-addr"), err)
@@ -54,6 +64,7 @@ SIGINT or SIGTERM.`,
 			return srv.Shutdown(ctx)
 		},
 	}
+	cmd.Flags().StringVar(&keyPrefix, "redis-key-prefix", "creditmeter:", "prefix of every Redis key creditmeter writes")
 	withConfig(cmd, &cfg, config.GroupKafka, config.GroupRedis, config.GroupClickHouse, config.GroupHTTP)
 	return cmd
 }
