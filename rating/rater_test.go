@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/big"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -301,6 +302,45 @@ func BenchmarkRate(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		var err error
 		buf, err = r.Rate(&events[i&1], buf[:0])
+		if err != nil || len(buf) != 1 {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/event")
+}
+
+// BenchmarkRateLargeCatalog rates against 100,000 subscriptions, resolving
+// the subscription from the customer half of the time.
+func BenchmarkRateLargeCatalog(b *testing.B) {
+	c, _ := compileSeed(b)
+	base := c.Subscriptions["sub-1"]
+	const n = 100_000
+	custs := make([]string, n)
+	for i := 0; i < n; i++ {
+		s := *base
+		s.ID = "sub-" + strconv.Itoa(i)
+		s.CustomerID = "cust-" + strconv.Itoa(i)
+		custs[i] = s.CustomerID
+		c.Subscriptions[s.ID] = &s
+	}
+	tbl, errs := Compile(c, 1)
+	if len(errs) > 0 {
+		b.Fatal(errs)
+	}
+	events := make([]Event, 1024)
+	for i := range events {
+		k := (i * 7919) % n
+		events[i] = Event{ID: "e", CustomerID: custs[k], Name: "llm.call", Timestamp: t0, Dims: []Dim{{Key: "model", Str: "large"}, {Key: "tokens", Num: Number{Mant: int64(1000 + i)}, IsNum: true}}}
+		if i%2 == 0 {
+			events[i].SubscriptionID = "sub-" + strconv.Itoa(k)
+		}
+	}
+	buf := make([]Line, 0, 8)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var err error
+		buf, err = tbl.Rate(&events[i&1023], buf[:0])
 		if err != nil || len(buf) != 1 {
 			b.Fatal(err)
 		}

@@ -248,3 +248,53 @@ func TestTokens(t *testing.T) {
 		t.Errorf("token for unknown customer: %v", err)
 	}
 }
+
+func TestConcurrentCreatesMakeOneSubscription(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	seed(t, s)
+	const n = 20
+	ids := make(chan string, 2*n)
+	created := make(chan bool, 2*n)
+	errs := make(chan error, 2*n)
+	for i := 0; i < n; i++ {
+		go func() {
+			r, err := s.CreateSubscription(ctx, seedSub(), "same-key")
+			if err != nil {
+				errs <- err
+				return
+			}
+			ids <- r.Subscription.ID
+			created <- r.Created
+		}()
+		go func() {
+			sub := seedSub()
+			sub.ID = "sub-same-id"
+			r, err := s.CreateSubscription(ctx, sub, "")
+			if err != nil {
+				errs <- err
+				return
+			}
+			ids <- r.Subscription.ID
+			created <- r.Created
+		}()
+	}
+	seen, fresh := map[string]int{}, 0
+	for i := 0; i < 2*n; i++ {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case id := <-ids:
+			seen[id]++
+			if <-created {
+				fresh++
+			}
+		}
+	}
+	if len(seen) != 2 || seen["sub-same-id"] != n || fresh != 2 {
+		t.Errorf("ids %v, %d created; want 2 subscriptions created once each", seen, fresh)
+	}
+	if subs, _ := s.Subscriptions(ctx); len(subs) != 2 {
+		t.Errorf("%d subscriptions stored, want 2", len(subs))
+	}
+}
