@@ -18,46 +18,66 @@ local maxoff = wm
 
 -- (b) duplicate ids: fingerprints live in intset-encoded sets (8 bytes
 -- each) keyed by arrival time bucket tb = now / W and fingerprint bits.
--- Each time bucket has levels lo..hi of 2^level sets; when a set nears the
--- intset limit new ids go to level hi+2, so sets stay small whatever the
--- rate. A new time bucket starts at the level the previous one ended with
--- about 200 ids per set. Lookups cover tb and tb-1, so an id is remembered
--- between W and 2W. TTLs are relative to the caller's clock (ARGV[1]), so
--- skew between it and the Redis clock does not matter.
+-- Each time bucket has a few levels of 2^level sets; when a set nears the
+-- intset limit (512) new ids go to a higher level sized for the rate seen
+-- so far, so sets stay small whatever the rate. A new time bucket starts
+-- at the level that held the previous one at ~200 ids per set. Lookups
+-- cover tb and tb-1, so an id is remembered between W and 2W. TTLs are
+-- relative to the caller's clock (ARGV[1]), so skew between it and the
+-- Redis clock does not matter.
 local CAP = 400
 local tb = math.floor(now / W)
+-- meta of a time bucket: "count:level,level,..." (the last is current)
 local function pm(s)
   if not s then return nil end
-  local lo, hi, n = string.match(s, '^(%d+),(%d+),(%d+)$')
-  return {lo = tonumber(lo), hi = tonumber(hi), n = tonumber(n)}
+  local n, ls = string.match(s, '^(%d+):([%d,]+)$')
+  local lv = {}
+  for l in string.gmatch(ls, '%d+') do lv[#lv + 1] = tonumber(l) end
+  return {n = tonumber(n), lv = lv, hi = lv[#lv]}
 end
 local m = redis.call('HMGET', K_DDM, D(tb), D(tb - 1))
 local cur, prev = pm(m[1]), pm(m[2])
 if not cur then
   local k = 0
-  if prev then while k < 30 and prev.n > 200 * 2 ^ k do k = k + 1 end end
-  cur = {lo = k, hi = k, n = 0}
+  if prev then while k < 29 and prev.n > 200 * 2 ^ k do k = k + 1 end end
+  cur = {n = 0, lv = {k}, hi = k}
   for _, f in ipairs(redis.call('HKEYS', K_DDM)) do
     if tonumber(f) < tb - 1 then redis.call('HDEL', K_DDM, f) end
   end
 end
 local curn = cur.n
-local function ddkey(t, l, b) return ddp .. D(t) .. ':' .. l .. ':' .. D(b % 2 ^ l) end
+local kp = {}
+local function ddkey(t, l, b)
+  local p = kp[t * 32 + l]
+  if not p then p = ddp .. D(t) .. ':' .. l .. ':'; kp[t * 32 + l] = p end
+  return p .. D(b % 2 ^ l)
+end
+local ttl = D((tb + 2) * W - now)
 local function seen(fp, b)
   if prev then
-    for l = prev.lo, prev.hi do
+    for _, l in ipairs(prev.lv) do
       if redis.call('SISMEMBER', ddkey(tb - 1, l, b), fp) == 1 then return true end
     end
   end
-  for l = cur.lo, cur.hi - 1 do
-    if redis.call('SISMEMBER', ddkey(tb, l, b), fp) == 1 then return true end
+  for j = 1, #cur.lv - 1 do
+    if redis.call('SISMEMBER', ddkey(tb, cur.lv[j], b), fp) == 1 then return true end
   end
   local k = ddkey(tb, cur.hi, b)
   if redis.call('SADD', k, fp) == 0 then return true end
   cur.n = cur.n + 1
   local c = redis.call('SCARD', k)
-  if c == 1 then redis.call('PEXPIRE', k, D((tb + 2) * W - now)) end
-  if c >= CAP and cur.hi < 29 then cur.hi = cur.hi + 2 end
+  if c == 1 then redis.call('PEXPIRE', k, ttl) end
+  if c >= CAP and cur.hi < 29 then
+    -- jump to the level the rate so far needs: ~200 ids per set by the
+    -- end of the window (projection capped while the window is young)
+    local el = now - tb * W
+    if el < W / 64 then el = W / 64 end
+    local proj = cur.n * W / el
+    local nk = cur.hi + 2
+    while nk < 29 and nk < cur.hi + 6 and proj > 200 * 2 ^ nk do nk = nk + 1 end
+    cur.hi = nk
+    cur.lv[#cur.lv + 1] = nk
+  end
   return false
 end
 
@@ -107,11 +127,12 @@ while i <= #ARGV do
       acc, cnt, unf = acc + delta, cnt + 1, unf + unfunded
       if first == '' then first = D(off) end
       last = D(off)
+      -- integers (< 2^53) go back to Redis exactly as integer replies
       out[#out + 1] = 'A'
-      out[#out + 1] = D(bal)
-      out[#out + 1] = D(unfunded)
-      out[#out + 1] = D(over)
-      out[#out + 1] = D(#draws / 2)
+      out[#out + 1] = bal
+      out[#out + 1] = unfunded
+      out[#out + 1] = over
+      out[#out + 1] = #draws / 2
       for j = 1, #draws do out[#out + 1] = draws[j] end
     end
   end
@@ -119,7 +140,7 @@ end
 flush()
 if src ~= '' and maxoff > wm then redis.call('HSET', K_WM, src, D(maxoff)) end
 if cur.n ~= curn or not m[1] then
-  redis.call('HSET', K_DDM, D(tb), cur.lo .. ',' .. cur.hi .. ',' .. D(cur.n))
+  redis.call('HSET', K_DDM, D(tb), D(cur.n) .. ':' .. table.concat(cur.lv, ','))
   redis.call('PEXPIRE', K_DDM, D((tb + 2) * W - now))
 end
 settle()

@@ -78,7 +78,7 @@ local function draw(at, amount, draws)
       g.rem = g.rem - take
       g.dirty = true
       left = left - take
-      if draws then draws[#draws + 1] = g.id; draws[#draws + 1] = D(take) end
+      if draws then draws[#draws + 1] = g.id; draws[#draws + 1] = take end
     end
   end
   return left

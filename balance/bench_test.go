@@ -1,0 +1,87 @@
+package balance
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/testenv"
+)
+
+// naiveScript is the baseline: one Lua call per event, dedupe by one
+// SET NX key per event id, a plain balance counter and the watermark.
+var naiveScript = redis.NewScript(`
+local off = tonumber(ARGV[2])
+local wm = tonumber(redis.call('HGET', KEYS[2], 'p') or '-1')
+if off <= wm then return 0 end
+redis.call('HSET', KEYS[2], 'p', ARGV[2])
+if not redis.call('SET', KEYS[3] .. ARGV[1], '1', 'NX', 'PX', ARGV[4]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'bal', '-' .. ARGV[3])
+return 1
+`)
+
+func benchStore(b *testing.B) (*Store, *redis.Client, string) {
+	rc := testenv.Redis(b)
+	pfx := testenv.Prefix(b)
+	b.Cleanup(func() { cleanup(rc, pfx) })
+	s, err := New(rc, Options{Prefix: pfx})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, rc, pfx
+}
+
+// BenchmarkApply measures events/s of the batch script at several batch
+// sizes beside the naive one-call-per-event baseline; one op is one event.
+// Run: go test -bench . -run '^$' ./balance/
+func BenchmarkApply(b *testing.B) {
+	ctx := context.Background()
+	b.Run("naive-per-event", func(b *testing.B) {
+		_, rc, pfx := benchStore(b)
+		keys := []string{pfx + "{naive}:a", pfx + "{naive}:w", pfx + "{naive}:e:"}
+		rc.HSet(ctx, keys[0], "bal", int64(credit.MaxAmount))
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			if err := naiveScript.Run(ctx, rc, keys, fmt.Sprintf("evt-%d-5f1c0a2e", i), i, 1000, 3600000).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+	})
+	for _, size := range []int{1, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("batch-%d", size), func(b *testing.B) {
+			s, _, _ := benchStore(b)
+			sub := "bench"
+			if _, err := s.OpenAccount(ctx, AccountSpec{Subscription: sub, Customer: "c", Policy: Overage, Currency: "USD"}); err != nil {
+				b.Fatal(err)
+			}
+			for _, g := range []struct {
+				t GrantType
+				e time.Time
+			}{{Promotional, time.Now().Add(24 * time.Hour)}, {Purchased, time.Time{}}, {Adjustment, time.Time{}}} {
+				if _, err := s.Grant(ctx, GrantRequest{Key: string(g.t), Subscription: sub, Type: g.t, Amount: credit.MaxAmount / 4, ExpiresAt: g.e}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			lines := make([]Line, size)
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i += size {
+				n := min(size, b.N-i)
+				now := time.Now()
+				for j := 0; j < n; j++ {
+					lines[j] = Line{EventID: fmt.Sprintf("evt-%d-5f1c0a2e", i+j), Offset: int64(i + j), Time: now, Credits: 1000}
+				}
+				if _, err := s.Apply(ctx, []Batch{{Subscription: sub, Topic: "usage-events", Partition: 0, Lines: lines[:n]}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}
