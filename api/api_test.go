@@ -259,6 +259,8 @@ func TestInvalidInputNamesTheField(t *testing.T) {
 		{"subscription maps pre-aggregated meter", "/v1/subscriptions", sub(`"feature_id":"ai-agent-email"`, `"feature_id":"storage"`), 400, "meter_not_event_based", "consumption[0].feature_id", "Only event-based meters are currently supported for credit consumption mapping"},
 		{"subscription bad expiration", "/v1/subscriptions", sub(`"rule":"never"`, `"rule":"duration","duration":"30 days"`), 400, "invalid", "included_credits.expiration.duration", "ISO 8601"},
 		{"subscription sets start_at", "/v1/subscriptions", sub(`"currency":"USD"`, `"currency":"USD","start_at":"2030-01-01T00:00:00Z"`), 400, "read_only", "start_at", ""},
+		{"nested unknown field", "/v1/plans", plan(`"overage_policy":"unfunded"`, `"overage_policy":"unfunded","rollover":true`), 400, "unknown_field", "prepaid.rollover", "rollover"},
+		{"unknown field in an array", "/v1/plans", plan(`"credits_per_unit":"1"`, `"credits_per_unit":"1","unit":"email"`), 400, "unknown_field", "prepaid.consumption[0].unit", "unit"},
 		{"subscription unknown field", "/v1/subscriptions/preview", sub(`"currency":"USD"`, `"currency":"USD","discount":5`), 400, "unknown_field", "discount", ""},
 		{"customer bad country", "/v1/customers", `{"id":"x","name":"X","address":{"line1":"1","city":"c","country":"USA"}}`, 400, "invalid", "address.country", ""},
 	}

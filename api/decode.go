@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"sort"
 	"strings"
 )
 
@@ -31,8 +32,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		e := decodeError(err)
-		if ae, ok := e.(*Error); ok && ae.Code == "invalid_value" {
-			ae.Field = badField(body, reflect.TypeOf(v), "")
+		if ae, ok := e.(*Error); ok && (ae.Code == "invalid_value" || ae.Code == "unknown_field") {
+			if f := badField(body, reflect.TypeOf(v), ""); f != "" {
+				ae.Field = f
+			}
 		}
 		return e
 	}
@@ -67,15 +70,21 @@ func decodeError(err error) error {
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
+func strictUnmarshal(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 // badField finds the JSON path of the value that fails to decode into t. The
-// decoder names the field of type errors but not of errors from a type's own
-// UnmarshalJSON (amounts, decimals, times), so this walks the body again on
-// that error path only.
+// decoder names neither the field of an error from a type's own UnmarshalJSON
+// (amounts, decimals, times) nor the path of an unknown field, so this walks
+// the body again, on the error path only.
 func badField(raw []byte, t reflect.Type, path string) string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if json.Unmarshal(raw, reflect.New(t).Interface()) == nil {
+	if strictUnmarshal(raw, reflect.New(t).Interface()) == nil {
 		return ""
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
@@ -87,17 +96,29 @@ func badField(raw []byte, t reflect.Type, path string) string {
 		if json.Unmarshal(raw, &obj) != nil {
 			return path
 		}
+		known := map[string]bool{}
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
 			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 			if name == "" || name == "-" {
 				continue
 			}
+			known[name] = true
 			if sub, ok := obj[name]; ok {
 				if p := badField(sub, f.Type, join(path, name)); p != "" {
 					return p
 				}
 			}
+		}
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			if !known[k] {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) > 0 {
+			sort.Strings(keys)
+			return join(path, keys[0])
 		}
 	case reflect.Slice:
 		var arr []json.RawMessage
