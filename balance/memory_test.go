@@ -100,3 +100,36 @@ func TestDedupeMemory(t *testing.T) {
 	ledger, _ := keyBytes(t, e.rc, e.s.keys(sub)[3])
 	t.Logf("subscription without dedupe sets: %d keys, %d bytes, of which ledger %d bytes for %d entries", allKeys-bothKeys, all-both, ledger, len(e.ledger(sub)))
 }
+
+// TestSubscriptionMemory reports the memory of a typical subscription:
+// account, a few grants, watermarks of 2 partitions, idempotency keys, and
+// the ledger per entry; the dedupe sets are measured above.
+func TestSubscriptionMemory(t *testing.T) {
+	e := newEnv(t, 0)
+	sub := "sub-3f0c6a1e-8a8e-4d0b-9e55-2c1f5d3a7b10"
+	e.open(sub, Overage, func(a *AccountSpec) { a.LowThreshold, a.TopUpMin, a.TopUpMax = c(50), c(250), c(8000) })
+	e.grant(sub, "included", Promotional, c(100), time.Time{}, t0.Add(720*time.Hour))
+	for i := 0; i < 2; i++ {
+		if _, err := e.s.TopUp(e.ctx, TopUpRequest{Key: fmt.Sprint("topup-", i), Subscription: sub, Amount: c(500)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const calls = 1000
+	for i := 0; i < calls; i++ {
+		b := batch(sub, int32(i%2))
+		for j := 0; j < 10; j++ {
+			b.Lines = append(b.Lines, line(fmt.Sprint("e-", i, "-", j), int64(i*10+j), e.clock.Now(), credit.MustParse("0.1")))
+		}
+		e.apply(b)
+	}
+	all, keys := keyBytes(t, e.rc, e.pfx+"{"+sub+"}:*")
+	dd, ddKeys := keyBytes(t, e.rc, e.s.ddPrefix(sub)+"*")
+	ledger, _ := keyBytes(t, e.rc, e.s.keys(sub)[3])
+	n := len(e.checkLedger(sub))
+	base := all - dd - ledger
+	t.Logf("subscription: %d keys besides %d dedupe sets; %d bytes without ledger and dedupe sets; ledger %d entries, %.1f bytes/entry",
+		keys-ddKeys-1, ddKeys, base, n, float64(ledger)/float64(n))
+	if base > 4096 {
+		t.Errorf("subscription state %d bytes, expected under 4 KiB", base)
+	}
+}
