@@ -347,3 +347,22 @@ func BenchmarkRateLargeCatalog(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/event")
 }
+
+// BenchmarkCompile100k compiles a catalog of 100,000 subscriptions: the cost
+// of one catalog refresh besides loading it.
+func BenchmarkCompile100k(b *testing.B) {
+	c, _ := compileSeed(b)
+	base := c.Subscriptions["sub-1"]
+	for i := 0; i < 100_000; i++ {
+		s := *base
+		s.ID, s.CustomerID = "bulk-"+strconv.Itoa(i), "cust-"+strconv.Itoa(i)
+		c.Subscriptions[s.ID] = &s
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if t, errs := Compile(c, 1); len(errs) > 0 || t.Len() != 100_001 {
+			b.Fatal(errs)
+		}
+	}
+}
