@@ -137,12 +137,7 @@ func Compile(c *Catalog, version uint64) (t *Table, errs []error) {
 		t.byCustomer[cs.customerID] = append(t.byCustomer[cs.customerID], cs)
 	}
 	for _, list := range t.byCustomer {
-		sort.Slice(list, func(i, j int) bool {
-			if !list[i].start.Equal(list[j].start) {
-				return list[i].start.After(list[j].start)
-			}
-			return list[i].id > list[j].id
-		})
+		sortNewestFirst(list)
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return t, errs
@@ -325,4 +320,58 @@ func (r *Rater) Rate(ev *Event, dst []Line) ([]Line, error) { return r.t.Load().
 // Resolve is Table.Resolve on the current table.
 func (r *Rater) Resolve(customerID string, at time.Time) (string, bool) {
 	return r.t.Load().Resolve(customerID, at)
+}
+
+// Extend returns a copy of t at version with subs added (or replaced),
+// compiled against c, which must hold their plans and features. It lets a
+// catalog refresh compile only new subscriptions instead of all of them.
+func (t *Table) Extend(c *Catalog, subs []*Subscription, version uint64) (*Table, []error) {
+	n := &Table{version: version, subs: make(map[string]*compiledSub, len(t.subs)+len(subs)), byCustomer: make(map[string][]*compiledSub, len(t.byCustomer)+len(subs))}
+	for k, v := range t.subs {
+		n.subs[k] = v
+	}
+	for k, v := range t.byCustomer {
+		n.byCustomer[k] = v // shared until changed below; never mutated in place
+	}
+	var errs []error
+	for _, s := range subs {
+		cs, err := compileSub(s, c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("subscription %s: %w", s.ID, err))
+			continue
+		}
+		list := make([]*compiledSub, 0, len(n.byCustomer[cs.customerID])+1)
+		for _, o := range n.byCustomer[cs.customerID] {
+			if o.id != cs.id {
+				list = append(list, o)
+			}
+		}
+		if old := n.subs[cs.id]; old != nil && old.customerID != cs.customerID {
+			n.byCustomer[old.customerID] = without(n.byCustomer[old.customerID], cs.id)
+		}
+		list = append(list, cs)
+		sortNewestFirst(list)
+		n.subs[cs.id] = cs
+		n.byCustomer[cs.customerID] = list
+	}
+	return n, errs
+}
+
+func without(list []*compiledSub, id string) []*compiledSub {
+	out := make([]*compiledSub, 0, len(list))
+	for _, o := range list {
+		if o.id != id {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func sortNewestFirst(list []*compiledSub) {
+	sort.Slice(list, func(i, j int) bool {
+		if !list[i].start.Equal(list[j].start) {
+			return list[i].start.After(list[j].start)
+		}
+		return list[i].id > list[j].id
+	})
 }

@@ -366,3 +366,43 @@ func BenchmarkCompile100k(b *testing.B) {
 		}
 	}
 }
+
+// Extending a table with subscriptions rates exactly like compiling the
+// catalog that holds them.
+func TestExtendMatchesCompile(t *testing.T) {
+	c, _ := compileSeed(t)
+	without, _ := Compile(c, 1)
+	later := *c.Subscriptions["sub-1"]
+	later.ID, later.StartAt = "sub-2", t0.Add(time.Hour)
+	later.Consumption = []ConsumptionRate{{FeatureID: "ai-agent-email", CreditsPerUnit: credit.MustParse("0.25")}}
+	other := *c.Subscriptions["sub-1"]
+	other.ID, other.CustomerID = "sub-3", "globex"
+	ext, errs := without.Extend(c, []*Subscription{&later, &other}, 2)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	c.Subscriptions["sub-2"], c.Subscriptions["sub-3"] = &later, &other
+	full, _ := Compile(c, 2)
+	if ext.Len() != 3 || full.Len() != 3 || without.Len() != 1 || ext.Version() != 2 {
+		t.Fatalf("lens %d %d %d", ext.Len(), full.Len(), without.Len())
+	}
+	for _, ev := range []Event{
+		{CustomerID: "acme", Name: "email.sent", Timestamp: t0},
+		{CustomerID: "acme", Name: "email.sent", Timestamp: t0.Add(2 * time.Hour)},
+		{CustomerID: "globex", Name: "email.sent", Timestamp: t0},
+		{CustomerID: "acme", SubscriptionID: "sub-1", Name: "email.sent", Timestamp: t0.Add(2 * time.Hour)},
+	} {
+		a, errA := ext.Rate(&ev, nil)
+		b, errB := full.Rate(&ev, nil)
+		if errA != errB || len(a) != len(b) || len(a) != 1 || a[0] != b[0] {
+			t.Errorf("%+v: extended %+v %v, compiled %+v %v", ev, a, errA, b, errB)
+		}
+	}
+	if lines, _ := ext.Rate(&Event{CustomerID: "acme", Name: "email.sent", Timestamp: t0.Add(2 * time.Hour)}, nil); lines[0].SubscriptionID != "sub-2" || lines[0].Credits != credit.MustParse("0.25") {
+		t.Errorf("newest subscription not resolved: %+v", lines)
+	}
+	// The original table is unchanged.
+	if _, err := without.Rate(&Event{CustomerID: "globex", Name: "email.sent", Timestamp: t0}, nil); !errors.Is(err, ErrNoActiveSubscription) {
+		t.Errorf("Extend changed its receiver: %v", err)
+	}
+}

@@ -1,8 +1,9 @@
 // Package catalogstore keeps the rating catalog in Redis: one hash per kind of
 // entry (JSON values) under a common {catalog} hash tag, so every write is one
 // atomic script or transaction, also on Redis Cluster. Every write increments
-// a version key; Follow polls it and swaps a freshly compiled table into a
-// running rating.Rater.
+// a version key and logs what changed; Follow polls the version and swaps a
+// newly compiled table into a running rating.Rater, compiling only the new
+// subscriptions when nothing else that rating depends on changed.
 //
 // Currencies, features and subscriptions are immutable once created (nothing
 // can then change under a plan or a compiled table); plans and customers may
@@ -20,6 +21,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -63,6 +65,7 @@ const (
 	kSubKeys    = "subkeys"
 	kSubFP      = "subfp"
 	kVersion    = "version"
+	kChanges    = "changes"
 	kTokens     = "tokens"
 )
 
@@ -84,14 +87,32 @@ func (s *Store) Version(ctx context.Context) (uint64, error) {
 	return v, err
 }
 
+// maxChanges bounds the change log; a rater further behind reloads fully.
+const maxChanges = 10000
+
+// bumpLua increments the version and logs the change in the change log, a
+// sorted set scored by version of "<version>:<kind>:<id>", keeping the newest
+// maxChanges entries.
+var bumpLua = `
+local function bump(vkey, ckey, change)
+  local v = redis.call('INCR', vkey)
+  redis.call('ZADD', ckey, v, v .. ':' .. change)
+  redis.call('ZREMRANGEBYRANK', ckey, 0, -` + strconv.Itoa(maxChanges+1) + `)
+  return v
+end
+`
+
+// bumpScript is bump alone: KEYS version, changes; ARGV change.
+var bumpScript = bumpLua + `return bump(KEYS[1], KEYS[2], ARGV[1])`
+
 // createScript stores ARGV[2] at field ARGV[1] of hash KEYS[1] unless the
-// field exists, and bumps the version KEYS[2]. It returns {1, version} or
-// {0, existing value}.
-var createScript = redis.NewScript(`
+// field exists, and bumps the version KEYS[2] logging ARGV[3]:id in KEYS[3].
+// It returns {1, version} or {0, existing value}.
+var createScript = redis.NewScript(bumpLua + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then return {0, cur} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {1, redis.call('INCR', KEYS[2])}
+return {1, bump(KEYS[2], KEYS[3], ARGV[3] .. ':' .. ARGV[1])}
 `)
 
 // create stores v under id unless present. Creating the same content again is
@@ -101,7 +122,7 @@ func (s *Store) create(ctx context.Context, kind, id string, v any) (created boo
 	if err != nil {
 		return false, err
 	}
-	res, err := createScript.Run(ctx, s.rc, []string{s.key(kind), s.key(kVersion)}, id, b).Slice()
+	res, err := createScript.Run(ctx, s.rc, []string{s.key(kind), s.key(kVersion), s.key(kChanges)}, id, b, kind).Slice()
 	if err != nil {
 		return false, fmt.Errorf("catalogstore: create %s %q: %w", kind, id, err)
 	}
@@ -180,7 +201,7 @@ func (s *Store) ReplaceCustomer(ctx context.Context, c *rating.Customer) error {
 	if err != nil {
 		return err
 	}
-	n, err := replaceScript.Run(ctx, s.rc, []string{s.key(kCustomers), s.key(kVersion)}, c.ID, b).Int()
+	n, err := replaceScript.Run(ctx, s.rc, []string{s.key(kCustomers), s.key(kVersion), s.key(kChanges)}, c.ID, b, kCustomers).Int()
 	if err != nil {
 		return err
 	}
@@ -192,10 +213,10 @@ func (s *Store) ReplaceCustomer(ctx context.Context, c *rating.Customer) error {
 
 // replaceScript overwrites an existing field and bumps the version; 0 when
 // the field does not exist.
-var replaceScript = redis.NewScript(`
+var replaceScript = redis.NewScript(bumpLua + `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('INCR', KEYS[2])
+bump(KEYS[2], KEYS[3], ARGV[3] .. ':' .. ARGV[1])
 return 1
 `)
 
@@ -326,7 +347,7 @@ func (s *Store) ReplacePlan(ctx context.Context, p *rating.Plan) error {
 			}
 			_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 				pipe.HSet(ctx, plans, p.ID, b)
-				pipe.Incr(ctx, s.key(kVersion))
+				pipe.Eval(ctx, bumpScript, []string{s.key(kVersion), s.key(kChanges)}, kPlans+":"+p.ID)
 				return nil
 			})
 			return err
@@ -390,9 +411,9 @@ func (s *Store) subscriptions(ctx context.Context, c hmgetter, ids []string) ([]
 
 // createSubScript stores a subscription unless its idempotency key or id is
 // known, checking the plan is the one it was validated against.
-// KEYS: subs, subkeys, subfp, plansubs, custsubs, version, plans.
+// KEYS: subs, subkeys, subfp, plansubs, custsubs, version, plans, changes.
 // ARGV: id, json, key ("" for none), fingerprint, plan id, plan json.
-var createSubScript = redis.NewScript(`
+var createSubScript = redis.NewScript(bumpLua + `
 if redis.call('HGET', KEYS[7], ARGV[5]) ~= ARGV[6] then return {'plan_changed', ''} end
 if ARGV[3] ~= '' then
   local id = redis.call('HGET', KEYS[2], ARGV[3])
@@ -404,7 +425,7 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[1]) end
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
-redis.call('INCR', KEYS[6])
+bump(KEYS[6], KEYS[8], 'subscriptions:' .. ARGV[1])
 return {'created', ARGV[1]}
 `)
 
@@ -455,7 +476,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *rating.Subscription
 		if err != nil {
 			return nil, err
 		}
-		keys := []string{s.key(kSubs), s.key(kSubKeys), s.key(kSubFP), s.key("plansubs", plan.ID), s.key("custsubs", sub.CustomerID), s.key(kVersion), s.key(kPlans)}
+		keys := []string{s.key(kSubs), s.key(kSubKeys), s.key(kSubFP), s.key("plansubs", plan.ID), s.key("custsubs", sub.CustomerID), s.key(kVersion), s.key(kPlans), s.key(kChanges)}
 		res, err := createSubScript.Run(ctx, s.rc, keys, sub.ID, b, idempotencyKey, fp, plan.ID, planRaw).StringSlice()
 		if err != nil {
 			return nil, fmt.Errorf("catalogstore: create subscription: %w", err)
@@ -631,8 +652,8 @@ func fill[T any](m map[string]string, into map[string]*T, id func(*T) string) er
 	return nil
 }
 
-// Refresh loads the catalog and installs its compiled table in r when it is
-// newer than r's. It returns the subscriptions that did not compile.
+// Refresh loads the whole catalog and installs its compiled table in r when
+// it is newer than r's. It returns the subscriptions that did not compile.
 func (s *Store) Refresh(ctx context.Context, r *rating.Rater) ([]error, error) {
 	c, v, err := s.Load(ctx)
 	if err != nil {
@@ -643,29 +664,115 @@ func (s *Store) Refresh(ctx context.Context, r *rating.Rater) ([]error, error) {
 	return errs, nil
 }
 
-// Follow keeps r current until ctx ends: every interval it reads the version
-// key and, when it moved past r's table, reloads and swaps. report receives
-// load errors and subscriptions that did not compile (nil to ignore).
+// SyncKind says what Sync did.
+type SyncKind int
+
+// What Sync did.
+const (
+	SyncNone        SyncKind = iota // r was current
+	SyncIncremental                 // only new subscriptions were compiled
+	SyncFull                        // the whole catalog was reloaded
+)
+
+// Sync brings r to the stored catalog version. When only subscriptions were
+// created (or customers, currencies and features, which no compiled table
+// depends on) since r's version, it compiles just the new subscriptions;
+// otherwise (a plan changed, or the change log no longer reaches back to r's
+// version) it reloads the whole catalog. It returns the subscriptions that did
+// not compile.
+func (s *Store) Sync(ctx context.Context, r *rating.Rater) (SyncKind, []error, error) {
+	v, err := s.Version(ctx)
+	if err != nil {
+		return SyncNone, nil, err
+	}
+	t := r.Table()
+	cur := t.Version()
+	switch {
+	case v == cur && cur > 0:
+		return SyncNone, nil, nil
+	case cur == 0 || v < cur:
+		errs, err := s.Refresh(ctx, r)
+		return SyncFull, errs, err
+	}
+	members, err := s.rc.ZRangeByScore(ctx, s.key(kChanges), &redis.ZRangeBy{Min: "(" + strconv.FormatUint(cur, 10), Max: strconv.FormatUint(v, 10)}).Result()
+	if err != nil {
+		return SyncNone, nil, err
+	}
+	var subIDs []string
+	full := uint64(len(members)) != v-cur
+	for _, m := range members {
+		parts := strings.SplitN(m, ":", 3)
+		if len(parts) != 3 {
+			full = true
+			break
+		}
+		switch parts[1] {
+		case kSubs:
+			subIDs = append(subIDs, parts[2])
+		case kCustomers, kCurrencies, kFeatures:
+		default:
+			full = true
+		}
+	}
+	if full {
+		errs, err := s.Refresh(ctx, r)
+		return SyncFull, errs, err
+	}
+	subs, err := s.subscriptions(ctx, s.rc, subIDs)
+	if err != nil {
+		return SyncNone, nil, err
+	}
+	c := rating.NewCatalog()
+	var featureIDs []string
+	for _, sub := range subs {
+		if _, ok := c.Plans[sub.PlanID]; !ok {
+			p, err := s.Plan(ctx, sub.PlanID)
+			if err != nil {
+				return SyncNone, nil, err
+			}
+			c.Plans[p.ID] = p
+			featureIDs = append(featureIDs, planFeatures(p)...)
+		}
+		for _, row := range sub.Consumption {
+			featureIDs = append(featureIDs, row.FeatureID)
+		}
+	}
+	if len(featureIDs) > 0 {
+		vals, err := s.rc.HMGet(ctx, s.key(kFeatures), featureIDs...).Result()
+		if err != nil {
+			return SyncNone, nil, err
+		}
+		for _, raw := range vals {
+			if b, ok := raw.(string); ok {
+				f := new(rating.Feature)
+				if err := json.Unmarshal([]byte(b), f); err != nil {
+					return SyncNone, nil, err
+				}
+				c.Features[f.ID] = f
+			}
+		}
+	}
+	nt, errs := t.Extend(c, subs, v)
+	r.Swap(nt)
+	return SyncIncremental, errs, nil
+}
+
+// Follow keeps r current until ctx ends, calling Sync every interval. report
+// receives Redis errors and subscriptions that did not compile (nil to
+// ignore).
 func (s *Store) Follow(ctx context.Context, r *rating.Rater, interval time.Duration, report func(error)) {
 	if report == nil {
 		report = func(error) {}
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	loaded := false
 	for {
-		v, err := s.Version(ctx)
+		_, errs, err := s.Sync(ctx, r)
 		if err != nil && ctx.Err() == nil {
 			report(err)
-		} else if err == nil && (!loaded || v > r.Table().Version()) {
-			errs, err := s.Refresh(ctx, r)
-			if err != nil && ctx.Err() == nil {
-				report(err)
-			}
-			loaded = loaded || err == nil
-			for _, e := range errs {
-				report(e)
-			}
+		}
+		for _, e := range errs {
+			report(e)
 		}
 		select {
 		case <-ctx.Done():

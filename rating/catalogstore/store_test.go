@@ -298,3 +298,56 @@ func TestConcurrentCreatesMakeOneSubscription(t *testing.T) {
 		t.Errorf("%d subscriptions stored, want 2", len(subs))
 	}
 }
+
+func TestSyncCompilesOnlyNewSubscriptions(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	seed(t, s)
+	first, err := s.CreateSubscription(ctx, seedSub(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rating.NewRater(nil)
+	sync := func(want catalogstore.SyncKind) {
+		t.Helper()
+		kind, errs, err := s.Sync(ctx, r)
+		if err != nil || len(errs) > 0 || kind != want {
+			t.Fatalf("sync: kind %d (want %d), errs %v, err %v", kind, want, errs, err)
+		}
+		if v, _ := s.Version(ctx); r.Table().Version() != v {
+			t.Fatalf("rater at version %d, store at %d", r.Table().Version(), v)
+		}
+	}
+	sync(catalogstore.SyncFull)
+	sync(catalogstore.SyncNone)
+	if _, err := s.CreateCustomer(ctx, &rating.Customer{ID: "globex", Name: "Globex"}); err != nil {
+		t.Fatal(err)
+	}
+	second := seedSub()
+	second.CustomerID = "globex"
+	second.Consumption = []rating.ConsumptionRate{{FeatureID: "ai-agent-email", CreditsPerUnit: credit.MustParse("0.5")}}
+	res, err := s.CreateSubscription(ctx, second, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync(catalogstore.SyncIncremental)
+	if r.Table().Len() != 2 {
+		t.Fatalf("%d subscriptions compiled, want 2", r.Table().Len())
+	}
+	at := time.Now().Add(time.Minute)
+	for cust, want := range map[string]string{"acme": first.Subscription.ID + " 1", "globex": res.Subscription.ID + " 0.5"} {
+		lines, err := r.Rate(&rating.Event{CustomerID: cust, Name: "email.sent", Timestamp: at}, nil)
+		if err != nil || len(lines) != 1 || lines[0].SubscriptionID+" "+lines[0].Credits.String() != want {
+			t.Errorf("%s: %+v %v, want %s", cust, lines, err, want)
+		}
+	}
+	p := seedPlan()
+	p.Prepaid.Consumption[0].CreditsPerUnit = credit.Credits(3)
+	if err := s.ReplacePlan(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	sync(catalogstore.SyncFull)
+	if lines, _ := r.Rate(&rating.Event{CustomerID: "acme", Name: "email.sent", Timestamp: at}, nil); len(lines) != 1 || lines[0].Credits != credit.Credits(3) {
+		t.Errorf("after plan change: %+v", lines)
+	}
+}
