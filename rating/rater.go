@@ -244,6 +244,9 @@ func (t *Table) Rate(ev *Event, dst []Line) ([]Line, error) {
 		if q.Mant < 0 {
 			return dst[:n0], ErrNegativeQuantity
 		}
+		if q.Scale > MaxScale { // only a hand-built Number; ParseNumber never makes one
+			return dst[:n0], ErrBadNumber
+		}
 		credits, ok := mulDivRound(uint64(q.Mant), r.rate, pow10[q.Scale])
 		if !ok || credits > uint64(credit.MaxAmount) {
 			return dst[:n0], ErrOverflow
