@@ -254,7 +254,20 @@ func (s *Store) TopUp(ctx context.Context, t TopUpRequest) (ChangeResult, error)
 		}
 		if !res.Replayed {
 			res.Charge, res.Currency = charge, cur
+			return res, nil
 		}
+		// A replay reports the charge recorded the first time.
+		es, err := s.Ledger(ctx, t.Subscription, res.Seq, 1)
+		if err != nil {
+			return res, err
+		}
+		if len(es) != 1 || es[0].Seq != res.Seq {
+			return res, fmt.Errorf("%w: ledger entry %d of a top-up is missing", errUnexpectedScriptData, res.Seq)
+		}
+		if res.Charge, err = decimal.NewFromString(es[0].Fields["charge"]); err != nil {
+			return res, fmt.Errorf("%w: charge %q", errUnexpectedScriptData, es[0].Fields["charge"])
+		}
+		res.Currency = es[0].Fields["currency"]
 		return res, nil
 	}
 	return ChangeResult{}, fmt.Errorf("%w: credit value keeps changing", ErrConflict)

@@ -198,7 +198,7 @@ func TestTopUpLimitsChargeAndIdempotency(t *testing.T) {
 		t.Fatalf("top-up %+v", r1)
 	}
 	r2, err := e.s.TopUp(e.ctx, req)
-	if err != nil || !r2.Replayed || r2.Seq != r1.Seq || r2.GrantID != r1.GrantID || r2.Balance != r1.Balance {
+	if err != nil || !r2.Replayed || r2.Seq != r1.Seq || r2.GrantID != r1.GrantID || r2.Balance != r1.Balance || !r2.Charge.Equal(r1.Charge) || r2.Currency != "EUR" {
 		t.Fatalf("replay %+v, %v", r2, err)
 	}
 	if _, err := e.s.TopUp(e.ctx, TopUpRequest{Key: "t1", Subscription: sub, Amount: c(300)}); !errors.Is(err, ErrConflict) {
