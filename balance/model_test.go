@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/internal/testenv"
-)
+	"github.com/creditmeter/creditmeter/credit")
 
 // model is the Go reference of the scripts' state machine, built on book.
 type model struct {
@@ -173,7 +171,6 @@ func TestScriptsMatchModel(t *testing.T) {
 			if int64(len(es)) != m.seq {
 				t.Fatalf("ledger has %d entries, model %d", len(es), m.seq)
 			}
-			_ = testenv.RequireServices
 		})
 	}
 }
