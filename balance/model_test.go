@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creditmeter/creditmeter/credit")
+	"github.com/creditmeter/creditmeter/credit"
+)
 
 // model is the Go reference of the scripts' state machine, built on book.
 type model struct {
