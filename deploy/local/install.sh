@@ -9,6 +9,7 @@ command -v redis-server >/dev/null || need+=(redis-server redis-tools)
 command -v clickhouse-server >/dev/null || need+=(clickhouse-server clickhouse-client)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
+command -v chromium >/dev/null || need+=(chromium) # browser tests of the console (console/)
 command -v go >/dev/null || die "Go is not installed (expected at /usr/local/go)"
 
 if ((${#need[@]})); then
