@@ -327,6 +327,9 @@ func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ G
 			return ChangeResult{}, errUnexpectedScriptData
 		}
 		s.noteLow(ctx, sub, LowChange(r[3]))
+		if r[1] == "CMRANGE" {
+			return ChangeResult{}, fmt.Errorf("%w: deducting %s", ErrOutOfRange, amt)
+		}
 		return ChangeResult{}, fmt.Errorf("%w: %s available, %s asked", ErrInsufficientBalance, amountOrZero(r[2]), amt)
 	case "N", "R":
 		res, err := parseChange(r[1])

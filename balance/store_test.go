@@ -593,3 +593,26 @@ func TestEligibilityBoundaries(t *testing.T) {
 		t.Fatalf("before effective: %+v", r.Lines[2])
 	}
 }
+
+// A refused deduction still records the breakage its script swept, and the
+// stored state stays consistent with the ledger.
+func TestRefusalKeepsSweep(t *testing.T) {
+	e := newEnv(t, 0)
+	sub := "refusal"
+	e.open(sub, Unfunded)
+	e.grant(sub, "p", Promotional, c(5), time.Time{}, t0.Add(time.Minute))
+	e.grant(sub, "q", Purchased, c(5), time.Time{}, time.Time{})
+	e.clock.Add(time.Minute)
+	if _, err := e.s.Adjust(e.ctx, AdjustRequest{Key: "d", Subscription: sub, Amount: c(-6), Reason: "r", Actor: "a"}); !errors.Is(err, ErrInsufficientBalance) {
+		t.Fatalf("deduction: %v", err)
+	}
+	es := e.checkLedger(sub)
+	if len(es) != 3 || es[2].Kind != "expiry" || es[2].Amount != c(-5) {
+		t.Fatalf("ledger %+v", es)
+	}
+	// The key was not consumed by the refusal: the same key may succeed later.
+	if r, err := e.s.Adjust(e.ctx, AdjustRequest{Key: "d", Subscription: sub, Amount: c(-6), Reason: "r", Actor: "a", Force: true}); err != nil || r.Balance != c(-1) {
+		t.Fatalf("forced: %+v %v", r, err)
+	}
+	e.checkLedger(sub)
+}

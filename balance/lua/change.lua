@@ -36,10 +36,14 @@ if op == 'grant' then
   A.last = D(amount)
   settle()
 else
-  if amount > bal + MAX or amount > MAX - debt then return redis.error_reply('CMRANGE balance would fall below the minimum') end
   sweep()
   settle()
   local avail = available(now)
+  -- refusals after the sweep still persist it (finish) and answer as data
+  if amount > bal + MAX or amount > MAX - debt then
+    local change, low = finish()
+    return {'E', 'CMRANGE', D(avail), change, low}
+  end
   if amount > avail and force ~= '1' then
     local change, low = finish()
     return {'E', 'CMINSUFFICIENT', D(avail), change, low}
