@@ -92,6 +92,9 @@ func TestPartialDrawsAcrossLinesAndBatchResult(t *testing.T) {
 	if last.Kind != "usage" || last.Amount != c(-9) || last.Events != 3 || last.Fields["r"] != "usage-events/0:10-12" {
 		t.Fatalf("usage entry %+v", last)
 	}
+	if page, err := e.s.Ledger(e.ctx, sub, 2, 1); err != nil || len(page) != 1 || page[0].Seq != 2 || page[0].Grant != "g2" {
+		t.Fatalf("ledger page from 2: %+v %v", page, err)
+	}
 	// The next grant settles the debt: balance = 10 - 1.
 	g := e.grant(sub, "c", Purchased, c(10), time.Time{}, time.Time{})
 	v := e.balance(sub)
