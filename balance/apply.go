@@ -68,14 +68,14 @@ func (s *Store) Apply(ctx context.Context, batches []Batch) ([]BatchResult, erro
 			results[i].Err = err
 			continue
 		}
-		args := make([]any, 0, 5+5*len(b.Lines))
-		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription))
+		args := make([]any, 0, 6+5*len(b.Lines))
+		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed)
 		for _, l := range b.Lines {
 			fp, bits := eventFingerprint(l.EventID)
 			args = append(args, fp, bits, l.Offset, l.Time.UnixMilli(), int64(l.Credits))
 		}
 		argv[i] = args
-		cmds[i] = applyScript.EvalSha(ctx, pipe, s.keys(b.Subscription), args...)
+		cmds[i] = applyScript.EvalSha(ctx, pipe, s.applyKeys(b), args...)
 	}
 	if pipe.Len() > 0 {
 		_, _ = pipe.Exec(ctx)
@@ -90,7 +90,7 @@ func (s *Store) Apply(ctx context.Context, batches []Batch) ([]BatchResult, erro
 			if err := applyScript.Load(ctx, s.rc).Err(); err == nil {
 				pipe = s.rc.Pipeline()
 				for _, i := range retry {
-					cmds[i] = applyScript.EvalSha(ctx, pipe, s.keys(batches[i].Subscription), argv[i]...)
+					cmds[i] = applyScript.EvalSha(ctx, pipe, s.applyKeys(&batches[i]), argv[i]...)
 				}
 				_, _ = pipe.Exec(ctx)
 			}
@@ -106,7 +106,51 @@ func (s *Store) Apply(ctx context.Context, batches []Batch) ([]BatchResult, erro
 			errs = append(errs, fmt.Errorf("batch %d (%s): %w", i, batches[i].Subscription, results[i].Err))
 		}
 	}
+	if err := s.attachEntries(ctx, batches, results); err != nil {
+		return results, err
+	}
 	return results, errors.Join(errs...)
+}
+
+// applyKeys are the subscription's keys and its journal for the batch's source.
+func (s *Store) applyKeys(b *Batch) []string {
+	return append(s.keys(b.Subscription), s.prefix+"{"+b.Subscription+"}:j:"+b.source())
+}
+
+// attachEntries reads, in one pipelined round trip, the ledger entries each
+// successful batch wrote (or, on a replay, first wrote), so the caller can
+// archive them with the lines.
+func (s *Store) attachEntries(ctx context.Context, batches []Batch, results []BatchResult) error {
+	pipe := s.rc.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(results))
+	for i := range results {
+		r := &results[i]
+		if r.Err != nil || r.FirstSeq <= 0 {
+			continue
+		}
+		cmds[i] = pipe.XRange(ctx, s.keys(batches[i].Subscription)[3], strconv.FormatInt(r.FirstSeq, 10)+"-0", strconv.FormatInt(r.LastSeq, 10)+"-0")
+	}
+	if pipe.Len() == 0 {
+		return nil
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, c := range cmds {
+		if c == nil {
+			continue
+		}
+		msgs, err := c.Result()
+		if err != nil {
+			// The balance changes are made; only their entries could not be
+			// read. Retrying the batch replays it and reads them again.
+			return classify(err)
+		}
+		es, err := entries(msgs)
+		if err != nil {
+			return err
+		}
+		results[i].Entries = es
+	}
+	return nil
 }
 
 func parseApply(b Batch, c *redis.Cmd) BatchResult {
@@ -140,7 +184,10 @@ func parseApply(b Batch, c *redis.Cmd) BatchResult {
 		}
 		lr := LineResult{Status: LineStatus(r[p][0])}
 		p++
-		if lr.Status == Applied {
+		if lr.Status == replayed {
+			lr.Status, lr.Journaled = DuplicateOffset, true
+		}
+		if lr.Status == Applied || lr.Journaled {
 			if p+4 > len(r) {
 				return bad()
 			}
@@ -280,6 +327,12 @@ func (s *Store) Ledger(ctx context.Context, sub string, from int64, limit int) (
 	if err != nil {
 		return nil, classify(err)
 	}
+	return entries(msgs)
+}
+
+// entries parses ledger stream messages.
+func entries(msgs []redis.XMessage) ([]Entry, error) {
+	var err error
 	out := make([]Entry, 0, len(msgs))
 	for _, m := range msgs {
 		e := Entry{Fields: map[string]string{}}

@@ -19,6 +19,9 @@ type model struct {
 	seq    int64
 	wm     map[string]int64
 	seen   map[string]bool
+	// journal is the first result of each applied line by source and
+	// offset; nothing is committed in this test, so every one is kept.
+	journal map[string]LineResult
 }
 
 func (m *model) sweep(now int64) { m.seq += int64(len(m.book.sweep(now, m.grace))) }
@@ -58,14 +61,24 @@ func (m *model) apply(now int64, b Batch) []LineResult {
 	for _, l := range b.Lines {
 		switch {
 		case src != "" && l.Offset <= wm:
-			out = append(out, LineResult{Status: DuplicateOffset})
+			lr, ok := m.journal[fmt.Sprint(src, "@", l.Offset)]
+			if !ok {
+				out = append(out, LineResult{Status: DuplicateOffset})
+				continue
+			}
+			lr.Status, lr.Journaled = DuplicateOffset, true
+			out = append(out, lr)
 			continue
 		case m.seen[l.EventID]:
 			out = append(out, LineResult{Status: DuplicateID})
 		default:
 			m.seen[l.EventID] = true
 			applied = true
-			out = append(out, m.use(l.Time.UnixMilli(), now, m.grace, l.Credits, m.policy))
+			lr := m.use(l.Time.UnixMilli(), now, m.grace, l.Credits, m.policy)
+			if src != "" {
+				m.journal[fmt.Sprint(src, "@", l.Offset)] = lr
+			}
+			out = append(out, lr)
 		}
 		m.wm[src] = max(m.wm[src], l.Offset)
 	}
@@ -90,7 +103,7 @@ func TestScriptsMatchModel(t *testing.T) {
 			e.s = s
 			sub := "model-" + string(policy)
 			e.open(sub, policy)
-			m := &model{policy: policy, grace: (15 * time.Minute).Milliseconds(), wm: map[string]int64{}, seen: map[string]bool{}}
+			m := &model{policy: policy, grace: (15 * time.Minute).Milliseconds(), wm: map[string]int64{}, seen: map[string]bool{}, journal: map[string]LineResult{}}
 			r := rand.New(rand.NewPCG(7, uint64(len(policy))))
 			types := []GrantType{Promotional, Purchased, Adjustment}
 			amt := func() credit.Amount { return credit.Amount(r.Int64N(int64(c(20)))) + 1 }

@@ -619,3 +619,75 @@ func TestRefusalKeepsSweep(t *testing.T) {
 	}
 	e.checkLedger(sub)
 }
+
+// Redelivered lines that were not committed come back with their first
+// results (journaled) and the ledger entries their first call wrote, so an
+// archive that missed them can be completed; committed ones are forgotten.
+func TestJournalReplaysFirstResults(t *testing.T) {
+	e := newEnv(t, 0)
+	sub := "journal"
+	e.open(sub, Unfunded)
+	e.grant(sub, "promo", Promotional, c(3), time.Time{}, time.Time{})
+	e.grant(sub, "paid", Purchased, c(10), time.Time{}, time.Time{})
+	var lines []Line
+	for i := 0; i < 8; i++ {
+		lines = append(lines, line(fmt.Sprint("j", i), int64(100+i), t0, c(2)))
+	}
+	b := batch(sub, 0, lines[:5]...)
+	b.Committed = 100
+	first := e.apply(b)[0]
+	if len(first.Entries) != 1 || first.Entries[0].Kind != "usage" || first.Entries[0].Amount != -c(10) {
+		t.Fatalf("first call's entries: %+v", first.Entries)
+	}
+
+	// The same offsets again, cut differently, with two new ones (a crash
+	// before commit, then a restart from offset 100).
+	b2 := batch(sub, 0, lines[2:7]...)
+	b2.Committed = 100
+	again := e.apply(b2)[0]
+	for i, lr := range again.Lines {
+		off := 2 + i
+		if off < 5 {
+			want := first.Lines[off]
+			if lr.Status != DuplicateOffset || !lr.Journaled || !sameDraws(lr.Draws, want.Draws) || lr.Balance != want.Balance || lr.Unfunded != want.Unfunded {
+				t.Fatalf("offset %d replayed as %+v, first %+v", 100+off, lr, want)
+			}
+			continue
+		}
+		if lr.Status != Applied {
+			t.Fatalf("offset %d: %s", 100+off, lr.Status)
+		}
+	}
+	// Offset 102 drew purchased credits; 101 took the last promotional one first.
+	if d := again.Lines[0].Draws; len(d) != 1 || d[0].Amount != c(2) {
+		t.Fatalf("offset 102 draws %+v", d)
+	}
+	if !sameDraws(first.Lines[1].Draws, draws("g1", c(1), "g2", c(1))) {
+		t.Fatalf("offset 101 draws %+v", first.Lines[1].Draws)
+	}
+	// The replay reports the first call's usage entry beside its own.
+	var kinds []string
+	for _, en := range again.Entries {
+		kinds = append(kinds, fmt.Sprint(en.Seq, en.Kind))
+	}
+	if len(again.Entries) != 2 || again.Entries[0].Seq != first.Entries[0].Seq {
+		t.Fatalf("replay entries %v, first %d", kinds, first.Entries[0].Seq)
+	}
+
+	// Once offsets up to 107 are committed, their records are dropped.
+	b3 := batch(sub, 0, lines[7])
+	b3.Committed = 107
+	e.apply(b3)
+	b4 := batch(sub, 0, lines[4:7]...)
+	b4.Committed = 107
+	for _, lr := range e.apply(b4)[0].Lines {
+		if lr.Status != DuplicateOffset || lr.Journaled {
+			t.Fatalf("committed offsets still journaled: %+v", lr)
+		}
+	}
+	n, err := e.rc.LLen(e.ctx, e.s.applyKeys(&b4)[7]).Result()
+	if err != nil || n != 1 {
+		t.Fatalf("journal holds %d records (%v), want only the uncommitted one", n, err)
+	}
+	e.checkLedger(sub)
+}

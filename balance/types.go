@@ -132,7 +132,11 @@ type Batch struct {
 	Subscription string
 	Topic        string
 	Partition    int32
-	Lines        []Line
+	// Committed is the partition's committed offset in Kafka's sense, the
+	// next offset to consume (0 when none is known): results journaled for
+	// offsets below it are dropped, so they must never be redelivered.
+	Committed int64
+	Lines     []Line
 }
 
 // LineStatus says what Apply did with a line.
@@ -143,6 +147,8 @@ const (
 	Applied         LineStatus = 'A'
 	DuplicateOffset LineStatus = 'O' // at or below the partition watermark: redelivery
 	DuplicateID     LineStatus = 'I' // event id seen within the dedupe window
+
+	replayed LineStatus = 'P' // script reply: DuplicateOffset with its journaled first result
 )
 
 func (s LineStatus) String() string {
@@ -157,13 +163,16 @@ func (s LineStatus) String() string {
 	return "unknown"
 }
 
-// LineResult is what one line did. Only applied lines carry draws.
+// LineResult is what one line did. Applied lines carry their draws, and so
+// do redelivered (DuplicateOffset) lines whose offsets were not yet committed
+// (Journaled): the draws are then those of the first application.
 type LineResult struct {
-	Status   LineStatus
-	Draws    []Draw
-	Unfunded credit.Amount // shortfall recorded, not charged (unfunded policy or beyond the bound)
-	Overage  credit.Amount // shortfall that made the balance go down past the grants
-	Balance  credit.Amount // balance right after the line
+	Status    LineStatus
+	Journaled bool
+	Draws     []Draw
+	Unfunded  credit.Amount // shortfall recorded, not charged (unfunded policy or beyond the bound)
+	Overage   credit.Amount // shortfall that made the balance go down past the grants
+	Balance   credit.Amount // balance right after the line
 }
 
 // BatchResult is the outcome of one batch.
@@ -174,9 +183,13 @@ type BatchResult struct {
 	Debt         credit.Amount
 	Low          bool
 	Crossing     LowChange
-	// FirstSeq..LastSeq are the ledger entries written (0 when none).
+	// FirstSeq..LastSeq are the ledger entries written (0 when none); on a
+	// replay of journaled lines, also those the first application wrote.
 	FirstSeq, LastSeq int64
-	Err               error
+	// Entries are the ledger entries FirstSeq..LastSeq (possibly with
+	// entries of other writes in between), for the archive.
+	Entries []Entry
+	Err     error
 }
 
 // GrantView is one grant in a balance report.

@@ -4,6 +4,7 @@
 -- decimal), bucket bits (31-bit), offset, timestamp ms, credits.
 if not load() then return redis.error_reply('CMUNKNOWN unknown subscription') end
 local W, src, ddp = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local committed, K_J = tonumber(ARGV[6]), KEYS[8]
 local firstseq = seq + 1
 sweep()
 settle()
@@ -15,6 +16,37 @@ if src ~= '' then
   if w then wm = tonumber(w) end
 end
 local maxoff = wm
+
+-- The journal keeps, per source, the results of applied lines whose offsets
+-- the caller has not yet committed, one record per call:
+-- "firstoff lastoff firstseq lastseq|off,bal,unf,over,n,g1,a1,...|...".
+-- A redelivered line gets its first result back (status P), so the caller
+-- can archive it exactly as the first time; records at or below the
+-- committed offset are dropped here, which bounds the journal by what is in
+-- flight. ARGV[6] is the committed offset: the next one to consume.
+if src ~= '' then
+  while true do
+    local h = redis.call('LINDEX', K_J, 0)
+    if not h then break end
+    local lo = tonumber(string.match(h, '^%d+ (%d+) '))
+    if lo and lo < committed then redis.call('LPOP', K_J) else break end
+  end
+end
+local J, jf, jl
+local function journaled(off)
+  if not J then
+    J = {}
+    for _, rec in ipairs(redis.call('LRANGE', K_J, 0, -1)) do
+      local fs, ls = string.match(rec, '^%d+ %d+ (%d+) (%d+)')
+      for line in string.gmatch(rec, '|([^|]+)') do
+        local o = tonumber(string.match(line, '^(%d+),'))
+        J[o] = {line = line, fs = tonumber(fs), ls = tonumber(ls)}
+      end
+    end
+  end
+  return J[off]
+end
+local jrec = {}
 
 -- (b) duplicate ids: fingerprints live in intset-encoded sets (8 bytes
 -- each) keyed by arrival time bucket tb = now / W and fingerprint bits.
@@ -93,13 +125,28 @@ end
 
 local out = {}
 local policy = A.policy
-local i = 6
+local i = 7
 while i <= #ARGV do
   local fp, b, off = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local ts, cr = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
   i = i + 5
   if src ~= '' and off <= wm then
-    out[#out + 1] = 'O'
+    local j = journaled(off)
+    if j then
+      -- off,bal,unf,over,n,draws...: the first result, replayed
+      out[#out + 1] = 'P'
+      local k = 0
+      for f in string.gmatch(j.line, '([^,]+)') do
+        k = k + 1
+        if k > 1 then
+          if k <= 5 or k % 2 == 1 then out[#out + 1] = tonumber(f) else out[#out + 1] = f end
+        end
+      end
+      if j.fs > 0 and (not jf or j.fs < jf) then jf = j.fs end
+      if j.ls > 0 and (not jl or j.ls > jl) then jl = j.ls end
+    else
+      out[#out + 1] = 'O'
+    end
   else
     if off > maxoff then maxoff = off end
     if seen(fp, b) then
@@ -134,6 +181,11 @@ while i <= #ARGV do
       out[#out + 1] = over
       out[#out + 1] = #draws / 2
       for j = 1, #draws do out[#out + 1] = draws[j] end
+      if src ~= '' then
+        local rec = {D(off), D(bal), D(unfunded), D(over), D(#draws / 2)}
+        for j = 1, #draws, 2 do rec[#rec + 1] = draws[j]; rec[#rec + 1] = D(draws[j + 1]) end
+        jrec[#jrec + 1] = table.concat(rec, ',')
+      end
     end
   end
 end
@@ -146,7 +198,19 @@ end
 settle()
 local change, low = finish()
 local lastseq = seq
+if #jrec > 0 then
+  local fs, ls = firstseq, lastseq
+  if ls < fs then fs, ls = 0, 0 end
+  redis.call('RPUSH', K_J, string.match(jrec[1], '^(%d+)') .. ' ' .. last .. ' ' .. D(fs) .. ' ' .. D(ls) .. '|' .. table.concat(jrec, '|'))
+  redis.call('PEXPIRE', K_J, 604800000)
+end
 if lastseq < firstseq then firstseq = 0; lastseq = 0 end
+-- a replay also reports the ledger entries its first call wrote, so the
+-- caller can archive them if it had not
+if jf then
+  if firstseq == 0 or jf < firstseq then firstseq = jf end
+  if jl > lastseq then lastseq = jl end
+end
 local res = {D(bal), D(debt), change, low, D(firstseq), D(lastseq)}
 for j = 1, #out do res[#res + 1] = out[j] end
 return res
