@@ -216,8 +216,16 @@ func (s *Store) Grant(ctx context.Context, g GrantRequest) (ChangeResult, error)
 	if eff.IsZero() {
 		eff = s.now()
 	}
-	fp := fingerprint("grant", string(g.Type), g.Amount.String(), strconv.FormatInt(ms(g.EffectiveAt), 10), strconv.FormatInt(ms(g.ExpiresAt), 10), g.CostBasis.String(), g.Reason)
-	return s.change(ctx, g.Subscription, g.Key, fp, "grant", "grant", g.Type, g.Amount, eff, g.ExpiresAt, g.CostBasis.String(), false, "", "reason", g.Reason)
+	fp := fingerprint("grant", string(g.Type), g.Amount.String(), strconv.FormatInt(ms(g.EffectiveAt), 10), strconv.FormatInt(ms(g.ExpiresAt), 10), g.CostBasis.String(), g.Reason,
+		g.Charge.String(), g.Currency)
+	fields := []string{"reason", g.Reason}
+	if !g.Charge.IsZero() {
+		if g.Currency == "" {
+			return ChangeResult{}, fmt.Errorf("%w: a charge needs its currency", ErrInvalid)
+		}
+		fields = append(fields, "charge", g.Charge.String(), "currency", g.Currency)
+	}
+	return s.change(ctx, g.Subscription, g.Key, fp, "grant", "grant", g.Type, g.Amount, eff, g.ExpiresAt, g.CostBasis.String(), false, "", fields...)
 }
 
 // TopUp buys credits: the amount must be within the plan's min/max; it

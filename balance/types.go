@@ -65,6 +65,10 @@ type GrantRequest struct {
 	ExpiresAt    time.Time // zero: never
 	CostBasis    decimal.Decimal
 	Reason       string
+	// Charge, in Currency, is recorded in the ledger entry when the grant was
+	// paid for (purchased included credits), so invoices can bill it.
+	Charge   decimal.Decimal
+	Currency string
 }
 
 // TopUpRequest is a customer's self-service purchase of credits.

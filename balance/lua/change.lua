@@ -29,6 +29,7 @@ if op == 'grant' then
   gid = 'g' .. D(seq + 1)
   bal = bal + amount
   extra[#extra + 1] = 'g'; extra[#extra + 1] = gid
+  extra[#extra + 1] = 'type'; extra[#extra + 1] = gtype
   ledger(kind, amount, extra)
   G[#G + 1] = {id = gid, type = gtype, amount = amount, rem = amount, eff = eff, exp = exp, seq = seq, cost = cost, dirty = true}
   table.sort(G, before)
