@@ -43,6 +43,9 @@ type Options struct {
 	Catalog *catalogstore.Store
 	// Ledger receives new subscriptions; nil skips it.
 	Ledger Ledger
+	// Balances serves balances, checks, ledgers, top-ups and adjustments;
+	// nil makes those routes answer 503.
+	Balances Balances
 	// AdminTokens are the bearer tokens with admin rights.
 	AdminTokens []string
 	// Logger logs internal errors; nil means slog.Default().
@@ -71,19 +74,20 @@ type handler func(w http.ResponseWriter, r *http.Request, who principal) error
 
 // Server routes HTTP requests.
 type Server struct {
-	mux    *http.ServeMux
-	ready  func(ctx context.Context) error
-	gather prometheus.Gatherer
-	cat    *catalogstore.Store
-	ledger Ledger
-	admins [][]byte
-	log    *slog.Logger
-	routes []Route
+	mux      *http.ServeMux
+	ready    func(ctx context.Context) error
+	gather   prometheus.Gatherer
+	cat      *catalogstore.Store
+	ledger   Ledger
+	balances Balances
+	admins   [][]byte
+	log      *slog.Logger
+	routes   []Route
 }
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
 func NewServer(o Options) *Server {
-	s := &Server{mux: http.NewServeMux(), ready: o.Ready, gather: o.Gatherer, cat: o.Catalog, ledger: o.Ledger, log: o.Logger}
+	s := &Server{mux: http.NewServeMux(), ready: o.Ready, gather: o.Gatherer, cat: o.Catalog, ledger: o.Ledger, balances: o.Balances, log: o.Logger}
 	if s.gather == nil {
 		s.gather = prometheus.DefaultGatherer
 	}
@@ -150,6 +154,12 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/subscriptions/preview", Admin, s.previewSubscription},
 		{"GET", "/v1/subscriptions", Admin, s.listSubscriptions},
 		{"GET", "/v1/subscriptions/{id}", Customer, s.getSubscription},
+
+		{"GET", "/v1/subscriptions/{id}/balance", Customer, s.getBalance},
+		{"POST", "/v1/subscriptions/{id}/check", Customer, s.check},
+		{"GET", "/v1/subscriptions/{id}/ledger", Customer, s.getLedger},
+		{"POST", "/v1/subscriptions/{id}/topups", Customer, s.topUp},
+		{"POST", "/v1/subscriptions/{id}/adjustments", Admin, s.adjust},
 	}
 }
 

@@ -1,0 +1,283 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/rating"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+)
+
+// Balances is the balance ledger's read and write paths as the API needs them
+// (engine.Accounts: balance.Store plus export of ledger entries to the archive).
+type Balances interface {
+	Balance(ctx context.Context, sub string) (balance.BalanceView, error)
+	Check(ctx context.Context, sub string, amount credit.Amount) (balance.CheckResult, error)
+	Ledger(ctx context.Context, sub string, fromSeq int64, limit int) ([]balance.Entry, error)
+	TopUp(ctx context.Context, req balance.TopUpRequest, customer string) (balance.ChangeResult, error)
+	Adjust(ctx context.Context, req balance.AdjustRequest, customer string) (balance.ChangeResult, error)
+}
+
+// subscriptionFor loads the path's subscription and checks who may use it;
+// another customer's subscription is a 404, as for GET /v1/subscriptions/{id}.
+func (s *Server) subscriptionFor(r *http.Request, who principal) (*rating.Subscription, error) {
+	if s.balances == nil {
+		return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the balance ledger is not configured"}
+	}
+	v, err := s.cat.Subscription(r.Context(), r.PathValue("id"))
+	if err == nil && !who.may(v.CustomerID) {
+		err = catalogstore.ErrNotFound
+	}
+	if errors.Is(err, catalogstore.ErrNotFound) {
+		return nil, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no subscription " + r.PathValue("id")}
+	}
+	return v, err
+}
+
+// balanceError maps the ledger's sentinel errors to API errors.
+func balanceError(err error) error {
+	var e *Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &e):
+		return err
+	case errors.Is(err, balance.ErrBelowMinimum):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "below_minimum", Field: "amount", Message: err.Error()}
+	case errors.Is(err, balance.ErrAboveMaximum):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "above_maximum", Field: "amount", Message: err.Error()}
+	case errors.Is(err, balance.ErrInsufficientBalance):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "insufficient_balance", Field: "amount", Message: err.Error()}
+	case errors.Is(err, balance.ErrOutOfRange):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "amount", Message: err.Error()}
+	case errors.Is(err, balance.ErrConflict):
+		return &Error{Status: http.StatusConflict, Code: "idempotency_conflict", Field: "Idempotency-Key", Message: err.Error()}
+	case errors.Is(err, balance.ErrInvalid):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error()}
+	case errors.Is(err, balance.ErrUnknownSubscription):
+		return &Error{Status: http.StatusNotFound, Code: "no_account", Message: "the subscription has no balance account yet; repeat its creation request"}
+	case balance.Retryable(err):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the balance store is unavailable; retry with the same Idempotency-Key"}
+	}
+	return err
+}
+
+// BalanceJSON is GET /v1/subscriptions/{id}/balance.
+type BalanceJSON struct {
+	SubscriptionID string        `json:"subscription_id"`
+	CreditCurrency string        `json:"credit_currency"`
+	Total          credit.Amount `json:"total"`
+	Available      credit.Amount `json:"available"`
+	Debt           credit.Amount `json:"debt"`
+	Unfunded       credit.Amount `json:"unfunded"`
+	Low            bool          `json:"low"`
+	Policy         string        `json:"policy"`
+	Grants         []GrantJSON   `json:"grants"`
+}
+
+// GrantJSON is one live grant, in burn-down order.
+type GrantJSON struct {
+	ID          string        `json:"id"`
+	Type        string        `json:"type"`
+	Amount      credit.Amount `json:"amount"`
+	Remaining   credit.Amount `json:"remaining"`
+	EffectiveAt time.Time     `json:"effective_at"`
+	ExpiresAt   *time.Time    `json:"expires_at"`
+}
+
+func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principal) error {
+	sub, err := s.subscriptionFor(r, who)
+	if err != nil {
+		return err
+	}
+	v, err := s.balances.Balance(r.Context(), sub.ID)
+	if err != nil {
+		return balanceError(err)
+	}
+	out := BalanceJSON{SubscriptionID: sub.ID, Total: v.Total, Available: v.Available, Debt: v.Debt,
+		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}}
+	if p, err := s.cat.Plan(r.Context(), sub.PlanID); err == nil && p.Prepaid != nil {
+		out.CreditCurrency = p.Prepaid.CreditCurrency
+	}
+	for _, g := range v.Grants {
+		gj := GrantJSON{ID: g.ID, Type: string(g.Type), Amount: g.Amount, Remaining: g.Remaining, EffectiveAt: g.EffectiveAt}
+		if !g.ExpiresAt.IsZero() {
+			t := g.ExpiresAt
+			gj.ExpiresAt = &t
+		}
+		out.Grants = append(out.Grants, gj)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+type checkRequest struct {
+	Amount credit.Amount `json:"amount"`
+}
+
+func (s *Server) check(w http.ResponseWriter, r *http.Request, who principal) error {
+	var req checkRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Amount < 0 {
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "amount", Message: "amount must not be negative"}
+	}
+	sub, err := s.subscriptionFor(r, who)
+	if err != nil {
+		return err
+	}
+	v, err := s.balances.Check(r.Context(), sub.ID, req.Amount)
+	if err != nil {
+		return balanceError(err)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"allowed": v.Allowed, "available": v.Available, "policy": string(v.Policy)})
+	return nil
+}
+
+// EntryJSON is one ledger entry.
+type EntryJSON struct {
+	Seq      int64            `json:"seq"`
+	Kind     string           `json:"kind"`
+	Amount   credit.Amount    `json:"amount"`
+	Balance  credit.Amount    `json:"balance_after"`
+	Time     time.Time        `json:"time"`
+	GrantID  string           `json:"grant_id,omitempty"`
+	Events   int64            `json:"events,omitempty"`
+	Unfunded credit.Amount    `json:"unfunded,omitempty"`
+	Reason   string           `json:"reason,omitempty"`
+	Actor    string           `json:"actor,omitempty"`
+	Charge   *decimal.Decimal `json:"charge,omitempty"`
+	Currency string           `json:"currency,omitempty"`
+}
+
+func (s *Server) getLedger(w http.ResponseWriter, r *http.Request, who principal) error {
+	from, limit := int64(1), 100
+	if v := r.URL.Query().Get("from_seq"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "from_seq", Message: "from_seq must be a positive integer"}
+		}
+		from = n
+	}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "limit", Message: "limit must be 1 to 1000"}
+		}
+		limit = n
+	}
+	sub, err := s.subscriptionFor(r, who)
+	if err != nil {
+		return err
+	}
+	es, err := s.balances.Ledger(r.Context(), sub.ID, from, limit)
+	if err != nil {
+		return balanceError(err)
+	}
+	out := make([]EntryJSON, 0, len(es))
+	for _, e := range es {
+		ej := EntryJSON{Seq: e.Seq, Kind: e.Kind, Amount: e.Amount, Balance: e.Balance, Time: e.Time, GrantID: e.Grant,
+			Events: e.Events, Unfunded: e.Unfunded, Reason: e.Fields["reason"], Actor: e.Fields["actor"], Currency: e.Fields["currency"]}
+		if ej.Kind == "adjust" {
+			ej.Kind = "adjustment"
+		}
+		if c, err := decimal.NewFromString(e.Fields["charge"]); err == nil {
+			ej.Charge = &c
+		}
+		out = append(out, ej)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+	return nil
+}
+
+func idempotencyKey(r *http.Request) (string, error) {
+	k := strings.TrimSpace(r.Header.Get("Idempotency-Key"))
+	if k == "" || len(k) > 200 {
+		return "", &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "Idempotency-Key",
+			Message: "an Idempotency-Key header of 1 to 200 characters is required, so a retried request counts once"}
+	}
+	return k, nil
+}
+
+type topUpRequest struct {
+	Amount credit.Amount `json:"amount"`
+}
+
+func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) error {
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
+	var req topUpRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Amount <= 0 {
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "amount", Message: "amount must be positive"}
+	}
+	sub, err := s.subscriptionFor(r, who)
+	if err != nil {
+		return err
+	}
+	res, err := s.balances.TopUp(r.Context(), balance.TopUpRequest{Key: "topup:" + key, Subscription: sub.ID, Amount: req.Amount}, sub.CustomerID)
+	if err != nil {
+		return balanceError(err)
+	}
+	status := http.StatusCreated
+	if res.Replayed {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, map[string]any{"seq": res.Seq, "grant_id": res.GrantID, "amount": req.Amount, "charge": res.Charge,
+		"currency": res.Currency, "balance": res.Balance, "replayed": res.Replayed})
+	return nil
+}
+
+type adjustRequest struct {
+	Amount credit.Amount `json:"amount"`
+	Reason string        `json:"reason"`
+	Actor  string        `json:"actor"`
+	Force  bool          `json:"force"`
+}
+
+func (s *Server) adjust(w http.ResponseWriter, r *http.Request, who principal) error {
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
+	var req adjustRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.Amount == 0:
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "amount", Message: "amount must be non-zero: positive adds credits, negative deducts"}
+	case strings.TrimSpace(req.Reason) == "":
+		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "reason", Message: "an adjustment needs a reason"}
+	case strings.TrimSpace(req.Actor) == "":
+		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "actor", Message: "an adjustment needs the acting admin"}
+	}
+	sub, err := s.subscriptionFor(r, who)
+	if err != nil {
+		return err
+	}
+	res, err := s.balances.Adjust(r.Context(), balance.AdjustRequest{Key: "adjust:" + key, Subscription: sub.ID, Amount: req.Amount,
+		Reason: req.Reason, Actor: req.Actor, Force: req.Force}, sub.CustomerID)
+	if err != nil {
+		return balanceError(err)
+	}
+	status := http.StatusCreated
+	if res.Replayed {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, map[string]any{"seq": res.Seq, "amount": req.Amount, "balance": res.Balance, "replayed": res.Replayed})
+	return nil
+}
