@@ -1,0 +1,225 @@
+// Package engine wires the hot path: Kafka → decode → rate → balance (Redis)
+// → archive (ClickHouse) → commit. Offsets are committed only after the
+// balance change, the archive rows and the dead letters are durable, so a
+// crash at any point replays from the last commit; the balance store's
+// offset watermarks and event-id dedupe make the replay change nothing twice.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/rating"
+)
+
+// Source is the usage topic in a consumer group.
+type Source interface {
+	Fetch(ctx context.Context, max int, linger time.Duration) ([]kafka.Message, error)
+	Commit(ctx context.Context, msgs []kafka.Message) error
+}
+
+// DeadLetters receives the messages that cannot be rated.
+type DeadLetters interface {
+	SendDLQ(ctx context.Context, dls []ingest.DeadLetter) error
+}
+
+// Rater rates an event into lines (rating.Rater).
+type Rater interface {
+	Rate(ev *rating.Event, dst []rating.Line) ([]rating.Line, error)
+}
+
+// Balances applies usage to prepaid balances (balance.Store).
+type Balances interface {
+	Apply(ctx context.Context, batches []balance.Batch) ([]balance.BatchResult, error)
+}
+
+// Archive stores rated lines and ledger entries (archive.Writer).
+type Archive interface {
+	WriteUsage(ctx context.Context, rows []archive.RatedRow) error
+	WriteLedger(ctx context.Context, rows []archive.LedgerRow) error
+}
+
+// Config tunes the engine; zero values take the defaults.
+type Config struct {
+	Topic     string        // usage topic, for the balance watermarks (default usage-events)
+	BatchSize int           // messages per batch (default 5000)
+	Linger    time.Duration // longest wait to fill a batch (default 20ms)
+	RetryMin  time.Duration // first retry delay when a service fails (default 50ms)
+	RetryMax  time.Duration // longest retry delay (default 5s)
+	// DrainTimeout bounds how long shutdown waits for the batch in flight (default 30s).
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+	Metrics      *Metrics // nil: no metrics
+	// Now is the clock of rated_at; nil means time.Now.
+	Now func() time.Time
+}
+
+// Engine runs the pipeline of one consumer-group member.
+type Engine struct {
+	cfg     Config
+	src     Source
+	dlq     DeadLetters
+	rater   Rater
+	bal     Balances
+	archive Archive
+	log     *slog.Logger
+	m       *Metrics
+
+	mu      sync.Mutex
+	stalled error // the failure being retried, nil when flowing
+
+	// Reused between batches: the hot path allocates per batch, not per event.
+	events []rating.Event
+	lines  []rating.Line
+	next   map[int]int64 // per partition, the offset after the last one committed
+}
+
+// ErrConfig is returned by New for missing dependencies or bad settings.
+var ErrConfig = errors.New("engine: bad configuration")
+
+// New validates its dependencies and builds an engine.
+func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive) (*Engine, error) {
+	if src == nil || dlq == nil || r == nil || b == nil || a == nil {
+		return nil, fmt.Errorf("%w: source, dead letters, rater, balances and archive are all required", ErrConfig)
+	}
+	if cfg.BatchSize < 0 || cfg.Linger < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 {
+		return nil, fmt.Errorf("%w: negative batch size, linger or retry delay", ErrConfig)
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = "usage-events"
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 5000
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 20 * time.Millisecond
+	}
+	if cfg.RetryMin == 0 {
+		cfg.RetryMin = 50 * time.Millisecond
+	}
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = 5 * time.Second
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Engine{cfg: cfg, src: src, dlq: dlq, rater: r, bal: b, archive: a, log: cfg.Logger, m: cfg.Metrics,
+		next: map[int]int64{}}, nil
+}
+
+// Ready reports nil while batches flow, and the failure being retried while
+// a service is down (backpressure: nothing more is consumed meanwhile).
+func (e *Engine) Ready() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stalled
+}
+
+// Run consumes until ctx ends. The batch in flight when ctx ends is finished
+// (bounded by DrainTimeout) so its offsets are committed before returning.
+func (e *Engine) Run(ctx context.Context) error {
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	// The batch in flight outlives ctx by DrainTimeout: it is finished and
+	// committed at shutdown, while retries during normal running never time
+	// out (a long outage is waited out, not skipped).
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(e.cfg.DrainTimeout, cancel) })
+	defer stop()
+	for {
+		msgs, err := e.src.Fetch(ctx, e.cfg.BatchSize, e.cfg.Linger)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// A fetch error (broker away, rebalance) is retried like any other.
+			e.setStalled("fetch", err)
+			if !sleep(ctx, e.cfg.RetryMin) {
+				return nil
+			}
+			continue
+		}
+		err = e.Process(pctx, msgs)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (e *Engine) setStalled(stage string, err error) {
+	e.mu.Lock()
+	if err == nil {
+		e.stalled = nil
+	} else {
+		e.stalled = fmt.Errorf("%s: %w", stage, err)
+	}
+	e.mu.Unlock()
+	if e.m != nil {
+		e.m.setBackpressure(err != nil)
+		if err != nil {
+			e.m.Retries.WithLabelValues(stage).Inc()
+		}
+	}
+}
+
+// retry runs f until it succeeds, backing off between failures, or until
+// ctx ends. While it fails the engine reports itself stalled.
+func (e *Engine) retry(ctx context.Context, stage string, f func(context.Context) error) error {
+	delay := e.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		err := f(ctx)
+		if e.m != nil {
+			e.m.StageSeconds.WithLabelValues(stage).Observe(time.Since(start).Seconds())
+		}
+		if err == nil {
+			if attempt > 1 {
+				e.log.Info("recovered", "stage", stage, "attempts", attempt)
+				e.setStalled(stage, nil)
+			}
+			return nil
+		}
+		if permanent(err) {
+			return fmt.Errorf("%s: %w", stage, err)
+		}
+		e.setStalled(stage, err)
+		if attempt == 1 || attempt%20 == 0 {
+			e.log.Warn("retrying", "stage", stage, "attempt", attempt, "err", err)
+		}
+		if !sleep(ctx, delay) {
+			return fmt.Errorf("%s: gave up at shutdown after %d attempts: %w", stage, attempt, err)
+		}
+		delay = min(delay*2, e.cfg.RetryMax)
+	}
+}
+
+// permanent errors are bugs or bad rows: retrying cannot help, and the
+// engine stops rather than skip data.
+func permanent(err error) bool {
+	return errors.Is(err, archive.ErrInvalidRow) || errors.Is(err, balance.ErrInvalid)
+}

@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/rating"
+)
+
+// Accounts connects the catalog's subscriptions to balance accounts and
+// copies every ledger entry they write to the archive. It implements the
+// API's Ledger (api.Ledger) and the write paths of top-ups and adjustments.
+type Accounts struct {
+	Store   *balance.Store
+	Archive Archive
+}
+
+// OpenSubscription opens or updates the subscription's account from its
+// terms and grants its included credits once (the grant's key is fixed per
+// subscription), then archives the ledger entries written.
+func (a *Accounts) OpenSubscription(ctx context.Context, t rating.AccountTerms, g *rating.Grant) error {
+	spec, err := AccountSpec(t)
+	if err != nil {
+		return err
+	}
+	if _, err := a.Store.OpenAccount(ctx, spec); err != nil {
+		return err
+	}
+	if g == nil || g.Amount == 0 {
+		return nil
+	}
+	req := balance.GrantRequest{
+		Key: "included", Subscription: t.SubscriptionID, Type: balance.GrantType(g.Type), Amount: g.Amount,
+		EffectiveAt: g.EffectiveAt, CostBasis: g.CostBasis.Amount, Reason: "included credits",
+		Charge: g.Charge.Amount, Currency: g.Charge.Currency,
+	}
+	if g.ExpiresAt != nil {
+		req.ExpiresAt = *g.ExpiresAt
+	}
+	res, err := a.Store.Grant(ctx, req)
+	if err != nil {
+		return err
+	}
+	return a.Export(ctx, t.SubscriptionID, t.CustomerID, res.Seq, res.Seq)
+}
+
+// Export archives the ledger entries from..to of a subscription. It is
+// idempotent: the archive collapses repeated entries.
+func (a *Accounts) Export(ctx context.Context, sub, customer string, from, to int64) error {
+	if from <= 0 || to < from {
+		return nil
+	}
+	entries, err := a.Store.Ledger(ctx, sub, from, int(to-from+1))
+	if err != nil {
+		return err
+	}
+	rows := make([]archive.LedgerRow, 0, len(entries))
+	for _, en := range entries {
+		if en.Seq > to {
+			break
+		}
+		rows = append(rows, LedgerRow(sub, customer, en))
+	}
+	return a.Archive.WriteLedger(ctx, rows)
+}
+
+// AccountSpec maps the catalog's terms to the balance account.
+func AccountSpec(t rating.AccountTerms) (balance.AccountSpec, error) {
+	s := balance.AccountSpec{
+		Subscription: t.SubscriptionID, Customer: t.CustomerID, Currency: t.Currency, CreditValue: t.CreditValue,
+	}
+	switch t.Overage {
+	case rating.OverageAllow:
+		s.Policy = balance.Overage
+	case rating.OverageUnfunded, "":
+		s.Policy = balance.Unfunded
+	default:
+		return s, fmt.Errorf("%w: overage policy %q", balance.ErrInvalid, t.Overage)
+	}
+	if t.LowCredits != nil {
+		s.LowThreshold = *t.LowCredits
+	}
+	if t.LowPercent != nil {
+		p := t.LowPercent.Round(0)
+		if !p.Equal(*t.LowPercent) || p.IntPart() < 0 || p.IntPart() > 100 {
+			return s, fmt.Errorf("%w: low-balance percent %s must be a whole number 0-100", balance.ErrInvalid, t.LowPercent)
+		}
+		s.LowPercent = int(p.IntPart())
+	}
+	if t.MinPurchase != nil {
+		s.TopUpMin = *t.MinPurchase
+	}
+	if t.MaxPurchase != nil {
+		s.TopUpMax = *t.MaxPurchase
+	}
+	return s, nil
+}
+
+// Balance is the subscription's balance.
+func (a *Accounts) Balance(ctx context.Context, sub string) (balance.BalanceView, error) {
+	return a.Store.Balance(ctx, sub)
+}
+
+// Check answers whether sub may spend amount now.
+func (a *Accounts) Check(ctx context.Context, sub string, amount credit.Amount) (balance.CheckResult, error) {
+	return a.Store.Check(ctx, sub, amount)
+}
+
+// Ledger reads the subscription's ledger from fromSeq.
+func (a *Accounts) Ledger(ctx context.Context, sub string, fromSeq int64, limit int) ([]balance.Entry, error) {
+	return a.Store.Ledger(ctx, sub, fromSeq, limit)
+}
+
+// TopUp buys credits and archives the ledger entry. A retry with the same key
+// replays the top-up and archives the entry again (harmless), which heals an
+// archive failure of the first attempt.
+func (a *Accounts) TopUp(ctx context.Context, req balance.TopUpRequest, customer string) (balance.ChangeResult, error) {
+	res, err := a.Store.TopUp(ctx, req)
+	if err != nil {
+		return res, err
+	}
+	return res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq)
+}
+
+// Adjust adds or deducts credits and archives the ledger entry.
+func (a *Accounts) Adjust(ctx context.Context, req balance.AdjustRequest, customer string) (balance.ChangeResult, error) {
+	res, err := a.Store.Adjust(ctx, req)
+	if err != nil {
+		return res, err
+	}
+	return res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq)
+}

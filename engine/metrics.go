@@ -1,0 +1,109 @@
+package engine
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/ingest"
+)
+
+// Metrics are the engine's Prometheus series. Labels are bounded: stage and
+// DLQ reason are fixed sets, partition is bounded by the topic's partitions.
+type Metrics struct {
+	Consumed     prometheus.Counter
+	Applied      prometheus.Counter
+	Duplicates   *prometheus.CounterVec // kind: offset (redelivery) | id (sent twice)
+	DeadLetters  *prometheus.CounterVec // reason
+	BatchSize    prometheus.Histogram
+	BatchSeconds prometheus.Histogram
+	StageSeconds *prometheus.HistogramVec // stage: rate, balance, archive, dlq, commit
+	Retries      *prometheus.CounterVec   // stage
+	Backpressure prometheus.Gauge
+	Freshness    prometheus.Histogram // Kafka append time → balance updated
+	Lag          *prometheus.GaugeVec // partition
+	LowCrossings *prometheus.CounterVec
+}
+
+// NewMetrics registers the engine's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Consumed: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_events_consumed_total",
+			Help: "Usage events read from Kafka."}),
+		Applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_events_applied_total",
+			Help: "Usage events whose credits were drawn from a balance for the first time."}),
+		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_events_duplicate_total",
+			Help: "Usage events that changed nothing because they were applied before: kind=offset (Kafka redelivery) or id (sent twice)."}, []string{"kind"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_events_dlq_total",
+			Help: "Usage events sent to the dead-letter topic, by reason."}, []string{"reason"}),
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "creditmeter_batch_events",
+			Help: "Events per processed batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
+		BatchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "creditmeter_batch_seconds",
+			Help: "Time to process a batch, fetch to commit.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		StageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "creditmeter_stage_seconds",
+			Help: "Time of one attempt of a pipeline stage.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"stage"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_retries_total",
+			Help: "Failed attempts of a stage that were retried (Redis, ClickHouse or Kafka unavailable)."}, []string{"stage"}),
+		Backpressure: prometheus.NewGauge(prometheus.GaugeOpts{Name: "creditmeter_backpressure",
+			Help: "1 while the engine has stopped consuming because a service fails, else 0."}),
+		Freshness: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "creditmeter_freshness_seconds",
+			Help: "From the event's append to Kafka to its balance change.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "creditmeter_consumer_lag",
+			Help: "Messages behind the end of the partition, as of the last batch."}, []string{"partition"}),
+		LowCrossings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_low_balance_crossings_total",
+			Help: "Balances crossing their low-balance threshold: direction=down|up."}, []string{"direction"}),
+	}
+	reg.MustRegister(m.Consumed, m.Applied, m.Duplicates, m.DeadLetters, m.BatchSize, m.BatchSeconds,
+		m.StageSeconds, m.Retries, m.Backpressure, m.Freshness, m.Lag, m.LowCrossings)
+	for _, k := range []string{"offset", "id"} {
+		m.Duplicates.WithLabelValues(k)
+	}
+	for _, r := range []string{ingest.ReasonMalformed, ingest.ReasonInvalid, ingest.ReasonUnknownCust, ingest.ReasonNoSubscription,
+		ingest.ReasonUnratable, ReasonNoAccount} {
+		m.DeadLetters.WithLabelValues(r)
+	}
+	return m
+}
+
+func (m *Metrics) setBackpressure(on bool) {
+	if on {
+		m.Backpressure.Set(1)
+	} else {
+		m.Backpressure.Set(0)
+	}
+}
+
+func (m *Metrics) observeBatch(msgs []kafka.Message, dead []ingest.DeadLetter, c rowCounts, start, rated time.Time,
+	results []balance.BatchResult, done time.Time) {
+	m.Consumed.Add(float64(len(msgs)))
+	m.Applied.Add(float64(c.applied))
+	m.Duplicates.WithLabelValues("offset").Add(float64(c.dupOffset))
+	m.Duplicates.WithLabelValues("id").Add(float64(c.dupID))
+	for _, d := range dead {
+		m.DeadLetters.WithLabelValues(d.Reason).Inc()
+	}
+	m.BatchSize.Observe(float64(len(msgs)))
+	m.BatchSeconds.Observe(done.Sub(start).Seconds())
+	m.StageSeconds.WithLabelValues("rate").Observe(rated.Sub(start).Seconds())
+	last := map[int]kafka.Message{}
+	for i := range msgs {
+		if !msgs[i].Time.IsZero() {
+			m.Freshness.Observe(done.Sub(msgs[i].Time).Seconds())
+		}
+		last[msgs[i].Partition] = msgs[i]
+	}
+	for p, msg := range last {
+		m.Lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(msg.HighWaterMark-msg.Offset-1, 0)))
+	}
+	for _, r := range results {
+		switch r.Crossing {
+		case balance.WentLow:
+			m.LowCrossings.WithLabelValues("down").Inc()
+		case balance.WentOK:
+			m.LowCrossings.WithLabelValues("up").Inc()
+		}
+	}
+}

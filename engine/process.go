@@ -1,0 +1,291 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/rating"
+)
+
+// ReasonNoAccount: the subscription is in the catalog but has no balance
+// account (its creation did not finish); the events wait in the DLQ.
+const ReasonNoAccount = "no_balance_account"
+
+// eventRef ties a message to its rated lines and its balance line.
+type eventRef struct {
+	msg         int // index in the fetched messages
+	first, last int // its rated lines: lines[first:last]
+	batch, line int // its balance line: batches[batch].Lines[line]
+}
+
+type groupKey struct {
+	sub       string
+	partition int
+}
+
+// Process rates, applies, archives and commits one fetched batch. It returns
+// only when the batch's offsets are committed, or with an error when ctx
+// ended first or a permanent failure stops the engine (nothing is skipped).
+func (e *Engine) Process(ctx context.Context, msgs []kafka.Message) error {
+	start := time.Now()
+	if len(msgs) == 0 {
+		return nil
+	}
+	if cap(e.events) < len(msgs) {
+		e.events = make([]rating.Event, len(msgs))
+	}
+	events := e.events[:len(msgs)]
+	lines := e.lines[:0]
+	refs := make([]eventRef, 0, len(msgs))
+	var dead []ingest.DeadLetter
+	var batches []balance.Batch
+	groups := map[groupKey]int{}
+
+	for i := range msgs {
+		m := &msgs[i]
+		ev := &events[i]
+		if err := ingest.Decode(m.Value, ev); err != nil {
+			var ee *ingest.EventError
+			errors.As(err, &ee)
+			dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: ee.Reason, Field: ee.Field, Detail: ee.Detail})
+			continue
+		}
+		first := len(lines)
+		var err error
+		lines, err = e.rater.Rate(ev, lines)
+		if err != nil {
+			dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: rateReason(err), Detail: err.Error()})
+			continue
+		}
+		if len(lines) == first {
+			dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: ingest.ReasonUnratable, Field: "event_name",
+				Detail: fmt.Sprintf("no meter of the subscription's plan matches event %q", ev.Name)})
+			continue
+		}
+		var total credit.Amount
+		for _, l := range lines[first:] {
+			total += l.Credits
+		}
+		if total > credit.MaxAmount {
+			lines = lines[:first]
+			dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: ingest.ReasonUnratable, Detail: "credits of the event beyond the maximum amount"})
+			continue
+		}
+		k := groupKey{lines[first].SubscriptionID, m.Partition}
+		bi, ok := groups[k]
+		if !ok {
+			bi = len(batches)
+			groups[k] = bi
+			batches = append(batches, balance.Batch{Subscription: k.sub, Topic: m.Topic, Partition: int32(m.Partition),
+				Committed: e.committedBefore(m.Partition, m.Offset)})
+		}
+		b := &batches[bi]
+		if n := len(b.Lines); n > 0 && m.Offset <= b.Lines[n-1].Offset {
+			// Fetched twice in one batch (a rebalance re-read it): the first copy counts.
+			lines = lines[:first]
+			continue
+		}
+		b.Lines = append(b.Lines, balance.Line{EventID: ev.ID, Offset: m.Offset, Time: ev.Timestamp, Credits: total})
+		refs = append(refs, eventRef{msg: i, first: first, last: len(lines), batch: bi, line: len(b.Lines) - 1})
+	}
+	e.lines = lines
+	rated := time.Now()
+
+	results, refused, err := e.apply(ctx, batches)
+	if err != nil {
+		return err
+	}
+	for bi, why := range refused {
+		for _, r := range refs {
+			if r.batch == bi {
+				dead = append(dead, ingest.DeadLetter{Msg: msgs[r.msg], Reason: ReasonNoAccount, Detail: why})
+			}
+		}
+	}
+
+	usage, ledger, counts := e.rows(msgs, events, lines, refs, batches, results)
+	if err := e.retry(ctx, "archive", func(ctx context.Context) error {
+		if err := e.archive.WriteUsage(ctx, usage); err != nil {
+			return err
+		}
+		return e.archive.WriteLedger(ctx, ledger)
+	}); err != nil {
+		return err
+	}
+	if err := e.retry(ctx, "dlq", func(ctx context.Context) error { return e.dlq.SendDLQ(ctx, dead) }); err != nil {
+		return err
+	}
+	if err := e.retry(ctx, "commit", func(ctx context.Context) error { return e.src.Commit(ctx, msgs) }); err != nil {
+		return err
+	}
+	for i := range msgs {
+		if n := msgs[i].Offset + 1; n > e.next[msgs[i].Partition] {
+			e.next[msgs[i].Partition] = n
+		}
+	}
+	if e.m != nil {
+		e.m.observeBatch(msgs, dead, counts, start, rated, results, time.Now())
+	}
+	return nil
+}
+
+// apply runs the balance batches, retrying those that failed for a transient
+// reason and keeping the results of those that succeeded (a re-run would see
+// them as redelivered). Batches refused for good are returned with why.
+func (e *Engine) apply(ctx context.Context, batches []balance.Batch) ([]balance.BatchResult, map[int]string, error) {
+	results := make([]balance.BatchResult, len(batches))
+	refused := map[int]string{}
+	pending := make([]int, len(batches))
+	for i := range pending {
+		pending[i] = i
+	}
+	err := e.retry(ctx, "balance", func(ctx context.Context) error {
+		if len(pending) == 0 {
+			return nil
+		}
+		in := make([]balance.Batch, len(pending))
+		for j, i := range pending {
+			in[j] = batches[i]
+		}
+		out, _ := e.bal.Apply(ctx, in)
+		var next []int
+		var firstErr error
+		for j, i := range pending {
+			r := out[j]
+			switch {
+			case r.Err == nil:
+				results[i] = r
+			case balance.Retryable(r.Err):
+				next = append(next, i)
+				if firstErr == nil {
+					firstErr = r.Err
+				}
+			case errors.Is(r.Err, balance.ErrUnknownSubscription):
+				refused[i] = r.Err.Error()
+			default:
+				return r.Err // invalid batch: a bug; stop rather than skip
+			}
+		}
+		pending = next
+		return firstErr
+	})
+	return results, refused, err
+}
+
+// committedBefore is the partition's committed offset as far as this engine
+// knows: what it committed itself, or else the first offset it fetched
+// (the group resumes at the committed offset).
+func (e *Engine) committedBefore(partition int, offset int64) int64 {
+	if n, ok := e.next[partition]; ok {
+		return min(n, offset)
+	}
+	return offset
+}
+
+// rowCounts are the per-batch outcomes for metrics.
+type rowCounts struct {
+	applied, dupOffset, dupID int
+}
+
+// rows builds the archive rows of the applied events. A line applied now or
+// earlier (redelivery, with its journaled result) is archived; a duplicate
+// event id is not, since the first copy was.
+func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []rating.Line, refs []eventRef,
+	batches []balance.Batch, results []balance.BatchResult) ([]archive.RatedRow, []archive.LedgerRow, rowCounts) {
+	now := e.cfg.Now().UTC()
+	var c rowCounts
+	usage := make([]archive.RatedRow, 0, len(lines))
+	for _, r := range refs {
+		res := &results[r.batch]
+		if res.Lines == nil { // refused batch
+			continue
+		}
+		lr := &res.Lines[r.line]
+		switch lr.Status {
+		case balance.Applied:
+			c.applied++
+		case balance.DuplicateOffset:
+			c.dupOffset++
+			if !lr.Journaled {
+				continue // committed and archived before; nothing to redo
+			}
+		default:
+			c.dupID++
+			continue
+		}
+		m, ev := &msgs[r.msg], &events[r.msg]
+		split := newSplitter(lr)
+		for li := r.first; li < r.last; li++ {
+			l := &lines[li]
+			row := archive.RatedRow{
+				EventID: ev.ID, Line: uint16(li - r.first), CustomerID: l.CustomerID, SubscriptionID: l.SubscriptionID,
+				Feature: l.FeatureID, EventName: ev.Name, Quantity: l.Quantity.Decimal(),
+				Credits: l.Credits, CreditCurrency: l.CreditCurrency, MoneyValue: l.Money.Decimal(), MoneyCurrency: l.MoneyCurrency,
+				EventTime: ev.Timestamp, RatedAt: now, Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
+			}
+			split.take(&row)
+			usage = append(usage, row)
+		}
+	}
+	var ledger []archive.LedgerRow
+	for bi := range results {
+		res := &results[bi]
+		for _, en := range res.Entries {
+			ledger = append(ledger, LedgerRow(batches[bi].Subscription, customerOf(lines, refs, bi), en))
+		}
+	}
+	return usage, ledger, c
+}
+
+func customerOf(lines []rating.Line, refs []eventRef, batch int) string {
+	for _, r := range refs {
+		if r.batch == batch {
+			return lines[r.first].CustomerID
+		}
+	}
+	return ""
+}
+
+// LedgerRow converts a balance ledger entry to its archive row.
+func LedgerRow(sub, customer string, en balance.Entry) archive.LedgerRow {
+	row := archive.LedgerRow{
+		SubscriptionID: sub, Seq: uint64(en.Seq), CustomerID: customer, Kind: ledgerKind(en.Kind),
+		Amount: en.Amount, BalanceAfter: en.Balance, GrantID: en.Grant, EventCount: uint64(max(en.Events, 0)),
+		CreatedAt: en.Time,
+	}
+	row.GrantType = en.Fields["type"]
+	row.Reason = en.Fields["reason"]
+	row.Actor = en.Fields["actor"]
+	row.IdempotencyKey = en.Fields["key"]
+	row.MoneyCurrency = en.Fields["currency"]
+	if v, ok := en.Fields["charge"]; ok {
+		row.MoneyAmount = decimalOrZero(v)
+	}
+	return row
+}
+
+func ledgerKind(k string) string {
+	if k == "adjust" {
+		return archive.KindAdjustment
+	}
+	return k
+}
+
+func rateReason(err error) string {
+	switch {
+	case errors.Is(err, rating.ErrNoActiveSubscription), errors.Is(err, rating.ErrSubscriptionNotActive):
+		return ingest.ReasonNoSubscription
+	case errors.Is(err, rating.ErrUnknownSubscription), errors.Is(err, rating.ErrCustomerMismatch):
+		return ingest.ReasonNoSubscription
+	default:
+		return ingest.ReasonUnratable
+	}
+}
