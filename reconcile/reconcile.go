@@ -1,0 +1,365 @@
+// Package reconcile proves the ledger invariant across the two stores: for
+// every subscription, the Redis balance equals the sum of its credit_ledger
+// entries in ClickHouse, and ClickHouse holds every ledger sequence number
+// Redis wrote. It reports drift and can export missing or altered entries
+// from Redis (the source of truth) to the archive.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+)
+
+// ErrDrift is returned by callers (the CLI) when a report has drift.
+var ErrDrift = errors.New("reconcile: drift between Redis and the archive")
+
+// Options say what to check.
+type Options struct {
+	// Subscriptions to check; empty: every subscription in the archive's
+	// ledger plus Also.
+	Subscriptions []string
+	// Also adds subscriptions known elsewhere (the catalog), so one with a
+	// Redis ledger and no archived entry is checked too.
+	Also []string
+	// Deep compares every entry's amount and kind, not only sums and counts.
+	Deep bool
+	// Repair writes the entries the archive lacks or holds altered, from
+	// Redis, then checks again.
+	Repair bool
+}
+
+// SeqRange is an inclusive range of ledger sequence numbers.
+type SeqRange struct {
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
+}
+
+// Drift is what differs for one subscription.
+type Drift struct {
+	Subscription string          `json:"subscription_id"`
+	RedisTotal   decimal.Decimal `json:"redis_total"`   // balance.BalanceView.Total
+	ArchiveTotal decimal.Decimal `json:"archive_total"` // sum(amount) of credit_ledger FINAL
+	Difference   decimal.Decimal `json:"difference"`    // redis − archive
+	RedisLastSeq int64           `json:"redis_last_seq"`
+	ArchiveSeqs  uint64          `json:"archive_entries"`
+	Missing      []SeqRange      `json:"missing,omitempty"`    // in Redis, not in the archive
+	Mismatched   []int64         `json:"mismatched,omitempty"` // archived with another amount or kind (Deep)
+	Extra        []int64         `json:"extra,omitempty"`      // archived, unknown to Redis
+	RedisMissing bool            `json:"redis_missing,omitempty"`
+	Repaired     int             `json:"repaired,omitempty"` // entries written by Repair
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Checked int     `json:"checked"`
+	Drift   []Drift `json:"drift"` // only subscriptions that drift
+}
+
+type archived struct {
+	count, maxSeq uint64
+	sum           decimal.Decimal
+	customer      string
+}
+
+// Run compares Redis with the archive. With Repair it exports what the
+// archive lacks and reports what still drifts afterwards (with Repaired set).
+func Run(ctx context.Context, store *balance.Store, conn driver.Conn, o Options) (Report, error) {
+	arch, err := archiveTotals(ctx, conn, o.Subscriptions)
+	if err != nil {
+		return Report{}, err
+	}
+	subs := o.Subscriptions
+	if len(subs) == 0 {
+		seen := map[string]bool{}
+		for s := range arch {
+			seen[s] = true
+		}
+		for _, s := range o.Also {
+			seen[s] = true
+		}
+		for s := range seen {
+			subs = append(subs, s)
+		}
+	}
+	sort.Strings(subs)
+	rep := Report{Checked: len(subs), Drift: []Drift{}}
+	for _, sub := range subs {
+		d, err := check(ctx, store, conn, sub, arch[sub], o.Deep)
+		if err != nil {
+			return rep, err
+		}
+		if d == nil {
+			continue
+		}
+		if o.Repair && !d.RedisMissing && (len(d.Missing) > 0 || len(d.Mismatched) > 0) {
+			n, err := repair(ctx, store, conn, sub, arch[sub].customer, d)
+			if err != nil {
+				return rep, err
+			}
+			one, err := archiveTotals(ctx, conn, []string{sub})
+			if err != nil {
+				return rep, err
+			}
+			if d, err = check(ctx, store, conn, sub, one[sub], o.Deep); err != nil {
+				return rep, err
+			}
+			if d == nil {
+				d = &Drift{Subscription: sub}
+			}
+			d.Repaired = n
+		}
+		rep.Drift = append(rep.Drift, *d)
+	}
+	return rep, nil
+}
+
+// archiveTotals reads count, max seq and sum per subscription in one scan.
+func archiveTotals(ctx context.Context, conn driver.Conn, subs []string) (map[string]archived, error) {
+	q := `SELECT subscription_id, count(), max(seq), sum(amount), any(customer_id) FROM credit_ledger FINAL`
+	var args []any
+	if len(subs) > 0 {
+		q += ` WHERE subscription_id IN (?)`
+		args = append(args, subs)
+	}
+	rows, err := conn.Query(ctx, q+` GROUP BY subscription_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: read archive ledger: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]archived{}
+	for rows.Next() {
+		var s string
+		var a archived
+		if err := rows.Scan(&s, &a.count, &a.maxSeq, &a.sum, &a.customer); err != nil {
+			return nil, fmt.Errorf("reconcile: read archive ledger: %w", err)
+		}
+		out[s] = a
+	}
+	return out, rows.Err()
+}
+
+// check returns the subscription's drift, or nil when both stores agree.
+func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub string, a archived, deep bool) (*Drift, error) {
+	d := &Drift{Subscription: sub, ArchiveTotal: a.sum, ArchiveSeqs: a.count}
+	bal, err := store.Balance(ctx, sub)
+	switch {
+	case errors.Is(err, balance.ErrUnknownSubscription):
+		d.RedisMissing = true
+		d.Difference = a.sum.Neg()
+		return d, nil
+	case err != nil:
+		return nil, fmt.Errorf("reconcile: %s: %w", sub, err)
+	}
+	d.RedisTotal = bal.Total.Decimal()
+	d.Difference = d.RedisTotal.Sub(a.sum)
+
+	// Entries past the archive's last one: Redis wrote them, the archive lacks them.
+	tail, err := store.Ledger(ctx, sub, int64(a.maxSeq)+1, 1)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: %s: %w", sub, err)
+	}
+	d.RedisLastSeq = int64(a.maxSeq)
+	if len(tail) > 0 {
+		last, err := lastSeq(ctx, store, sub, tail[0].Seq)
+		if err != nil {
+			return nil, err
+		}
+		d.RedisLastSeq = last
+	}
+	var archivedSeqs map[int64]entryKey
+	if deep || a.count != a.maxSeq {
+		if archivedSeqs, err = archiveEntries(ctx, conn, sub); err != nil {
+			return nil, err
+		}
+	}
+	if deep {
+		if err := compareAll(ctx, store, sub, archivedSeqs, d); err != nil {
+			return nil, err
+		}
+	} else {
+		// Gaps inside the archived range (count below max seq), then the tail.
+		if a.count != a.maxSeq {
+			d.Missing = gaps(archivedSeqs, 1, int64(a.maxSeq))
+		}
+		if d.RedisLastSeq > int64(a.maxSeq) {
+			d.Missing = append(d.Missing, SeqRange{int64(a.maxSeq) + 1, d.RedisLastSeq})
+		}
+	}
+	if d.Difference.IsZero() && len(d.Missing) == 0 && len(d.Mismatched) == 0 && len(d.Extra) == 0 {
+		return nil, nil
+	}
+	return d, nil
+}
+
+// lastSeq pages forward from a known Redis entry to the last one.
+func lastSeq(ctx context.Context, store *balance.Store, sub string, from int64) (int64, error) {
+	last := from
+	for {
+		es, err := store.Ledger(ctx, sub, last+1, 1000)
+		if err != nil {
+			return 0, fmt.Errorf("reconcile: %s: %w", sub, err)
+		}
+		if len(es) == 0 {
+			return last, nil
+		}
+		last = es[len(es)-1].Seq
+	}
+}
+
+type entryKey struct {
+	kind   string
+	amount decimal.Decimal
+}
+
+func archiveEntries(ctx context.Context, conn driver.Conn, sub string) (map[int64]entryKey, error) {
+	rows, err := conn.Query(ctx, `SELECT seq, toString(kind), amount FROM credit_ledger FINAL WHERE subscription_id = ?`, sub)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: %s: read archive entries: %w", sub, err)
+	}
+	defer rows.Close()
+	out := map[int64]entryKey{}
+	for rows.Next() {
+		var seq uint64
+		var k entryKey
+		if err := rows.Scan(&seq, &k.kind, &k.amount); err != nil {
+			return nil, fmt.Errorf("reconcile: %s: read archive entries: %w", sub, err)
+		}
+		out[int64(seq)] = k
+	}
+	return out, rows.Err()
+}
+
+func gaps(have map[int64]entryKey, from, to int64) []SeqRange {
+	var out []SeqRange
+	for s := from; s <= to; s++ {
+		if _, ok := have[s]; ok {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].To == s-1 {
+			out[n-1].To = s
+		} else {
+			out = append(out, SeqRange{s, s})
+		}
+	}
+	return out
+}
+
+// compareAll walks the whole Redis ledger against the archived entries.
+func compareAll(ctx context.Context, store *balance.Store, sub string, have map[int64]entryKey, d *Drift) error {
+	seen := map[int64]bool{}
+	missing := map[int64]bool{}
+	for from := int64(1); ; {
+		es, err := store.Ledger(ctx, sub, from, 1000)
+		if err != nil {
+			return fmt.Errorf("reconcile: %s: %w", sub, err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			seen[e.Seq] = true
+			a, ok := have[e.Seq]
+			switch {
+			case !ok:
+				missing[e.Seq] = true
+			case a.kind != archiveKind(e.Kind) || !a.amount.Equal(e.Amount.Decimal()):
+				d.Mismatched = append(d.Mismatched, e.Seq)
+			}
+			d.RedisLastSeq = e.Seq
+		}
+		from = es[len(es)-1].Seq + 1
+	}
+	for s := range have {
+		if !seen[s] {
+			d.Extra = append(d.Extra, s)
+		}
+	}
+	sort.Slice(d.Extra, func(i, j int) bool { return d.Extra[i] < d.Extra[j] })
+	m := map[int64]entryKey{}
+	for s := range seen {
+		if !missing[s] {
+			m[s] = entryKey{}
+		}
+	}
+	if len(missing) > 0 {
+		d.Missing = gaps(m, 1, d.RedisLastSeq)
+	}
+	return nil
+}
+
+// repair writes the missing and mismatched entries from Redis; a rewrite
+// replaces an altered row since it carries a higher version.
+func repair(ctx context.Context, store *balance.Store, conn driver.Conn, sub, customer string, d *Drift) (int, error) {
+	want := map[int64]bool{}
+	for _, r := range d.Missing {
+		for s := r.From; s <= r.To; s++ {
+			want[s] = true
+		}
+	}
+	for _, s := range d.Mismatched {
+		want[s] = true
+	}
+	var rows []archive.LedgerRow
+	for from := int64(1); ; {
+		es, err := store.Ledger(ctx, sub, from, 1000)
+		if err != nil {
+			return 0, fmt.Errorf("reconcile: %s: %w", sub, err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			if want[e.Seq] {
+				rows = append(rows, EntryRow(sub, customer, e))
+			}
+		}
+		from = es[len(es)-1].Seq + 1
+	}
+	if err := archive.NewWriter(conn).WriteLedger(ctx, rows); err != nil {
+		return 0, fmt.Errorf("reconcile: %s: repair: %w", sub, err)
+	}
+	return len(rows), nil
+}
+
+// EntryRow is the archive row of a balance ledger entry (the engine's
+// mapping: kind adjust is stored as adjustment; a top-up creates a
+// purchased grant).
+func EntryRow(sub, customer string, e balance.Entry) archive.LedgerRow {
+	r := archive.LedgerRow{
+		SubscriptionID: sub, Seq: uint64(e.Seq), CustomerID: customer, Kind: archiveKind(e.Kind),
+		Amount: e.Amount, BalanceAfter: e.Balance, GrantID: e.Grant, EventCount: uint64(max(e.Events, 0)),
+		GrantType: e.Fields["type"], Reason: e.Fields["reason"], Actor: e.Fields["actor"],
+		IdempotencyKey: e.Fields["key"], MoneyCurrency: e.Fields["currency"], CreatedAt: e.Time,
+	}
+	if r.GrantType == "" {
+		switch r.Kind {
+		case archive.KindTopUp:
+			r.GrantType = string(balance.Purchased)
+		case archive.KindAdjustment:
+			if e.Amount > 0 {
+				r.GrantType = string(balance.Adjustment)
+			}
+		}
+	}
+	if v, ok := e.Fields["charge"]; ok {
+		if m, err := decimal.NewFromString(v); err == nil {
+			r.MoneyAmount = m
+		}
+	}
+	return r
+}
+
+func archiveKind(k string) string {
+	if k == "adjust" {
+		return archive.KindAdjustment
+	}
+	return k
+}
