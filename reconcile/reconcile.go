@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
@@ -124,12 +125,14 @@ func Run(ctx context.Context, store *balance.Store, conn driver.Conn, o Options)
 // archiveTotals reads count, max seq and sum per subscription in one scan.
 func archiveTotals(ctx context.Context, conn driver.Conn, subs []string) (map[string]archived, error) {
 	q := `SELECT subscription_id, count(), max(seq), sum(amount), any(customer_id) FROM credit_ledger FINAL`
-	var args []any
 	if len(subs) > 0 {
-		q += ` WHERE subscription_id IN (?)`
-		args = append(args, subs)
+		lits := make([]string, len(subs))
+		for i, s := range subs {
+			lits[i] = "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+		}
+		q += ` WHERE subscription_id IN (` + strings.Join(lits, ", ") + `)`
 	}
-	rows, err := conn.Query(ctx, q+` GROUP BY subscription_id`, args...)
+	rows, err := conn.Query(ctx, q+` GROUP BY subscription_id`)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: read archive ledger: %w", err)
 	}
@@ -151,6 +154,8 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 	d := &Drift{Subscription: sub, ArchiveTotal: a.sum, ArchiveSeqs: a.count}
 	bal, err := store.Balance(ctx, sub)
 	switch {
+	case errors.Is(err, balance.ErrUnknownSubscription) && a.count == 0:
+		return nil, nil // known to neither store (e.g. a catalog entry without an account yet)
 	case errors.Is(err, balance.ErrUnknownSubscription):
 		d.RedisMissing = true
 		d.Difference = a.sum.Neg()

@@ -1,0 +1,177 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/reconcile"
+)
+
+type env struct {
+	t     *testing.T
+	store *balance.Store
+	conn  driver.Conn
+	w     *archive.Writer
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	conn, cc := testenv.ClickHouse(t)
+	if err := archive.Migrate(context.Background(), cc); err != nil {
+		t.Fatal(err)
+	}
+	store, err := balance.New(testenv.Redis(t), balance.Options{Prefix: testenv.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, store: store, conn: conn, w: archive.NewWriter(conn)}
+}
+
+// account opens sub with a grant, a top-up and three usage batches: 5 ledger
+// entries, and archives them except the sequence numbers in skip.
+func (e *env) account(sub string, skip ...int64) {
+	e.t.Helper()
+	ctx := context.Background()
+	if _, err := e.store.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c-" + sub, Policy: balance.Overage,
+		Currency: "USD", CreditValue: decimal.RequireFromString("0.5")}); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.store.Grant(ctx, balance.GrantRequest{Key: "included", Subscription: sub, Type: balance.Promotional, Amount: credit.Credits(100)}); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.store.TopUp(ctx, balance.TopUpRequest{Key: "t1", Subscription: sub, Amount: credit.MustParse("12.5")}); err != nil {
+		e.t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		b := balance.Batch{Subscription: sub, Lines: []balance.Line{{EventID: fmt.Sprintf("e%d", i), Time: time.Now(), Credits: credit.MustParse("7.25")}}}
+		if _, err := e.store.Apply(ctx, []balance.Batch{b}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	e.export(sub, skip...)
+}
+
+func (e *env) export(sub string, skip ...int64) {
+	e.t.Helper()
+	entries, err := e.store.Ledger(context.Background(), sub, 1, 1000)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var rows []archive.LedgerRow
+next:
+	for _, en := range entries {
+		for _, s := range skip {
+			if en.Seq == s {
+				continue next
+			}
+		}
+		rows = append(rows, reconcile.EntryRow(sub, "c-"+sub, en))
+	}
+	if err := e.w.WriteLedger(context.Background(), rows); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) run(o reconcile.Options) map[string]reconcile.Drift {
+	e.t.Helper()
+	rep, err := reconcile.Run(context.Background(), e.store, e.conn, o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]reconcile.Drift{}
+	for _, d := range rep.Drift {
+		out[d.Subscription] = d
+	}
+	return out
+}
+
+func TestHealthyHasNoDrift(t *testing.T) {
+	e := newEnv(t)
+	e.account("s1")
+	e.account("s2")
+	e.export("s1") // archived twice: collapses
+	for _, deep := range []bool{false, true} {
+		rep, err := reconcile.Run(context.Background(), e.store, e.conn, reconcile.Options{Deep: deep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Checked != 2 || len(rep.Drift) != 0 {
+			t.Fatalf("deep=%v: checked %d, drift %+v", deep, rep.Checked, rep.Drift)
+		}
+	}
+}
+
+func TestDriftReportedAndRepaired(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.account("gap", 2)    // an archived entry lost
+	e.account("tail")      // then a Redis change never archived
+	e.account("altered")   // then an archived row changed
+	e.account("only-here") // healthy, checked through Also
+	if _, err := e.store.Adjust(ctx, balance.AdjustRequest{Key: "a1", Subscription: "tail", Amount: credit.Credits(-3), Reason: "goodwill", Actor: "ops", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := e.store.Ledger(ctx, "altered", 4, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := reconcile.EntryRow("altered", "c-altered", entries[0])
+	bad.Amount -= credit.Credits(1)
+	if err := e.w.WriteLedger(ctx, []archive.LedgerRow{bad}); err != nil {
+		t.Fatal(err)
+	}
+
+	d := e.run(reconcile.Options{})
+	if len(d) != 3 {
+		t.Fatalf("drift on %d subscriptions, want 3: %+v", len(d), d)
+	}
+	if g := d["gap"]; fmt.Sprint(g.Missing) != "[{2 2}]" || !g.Difference.Equal(decimal.RequireFromString("12.5")) {
+		t.Errorf("gap: missing %v, difference %s; want [{2 2}] and the 12.5 top-up", g.Missing, g.Difference)
+	}
+	if g := d["tail"]; fmt.Sprint(g.Missing) != "[{6 6}]" || g.RedisLastSeq != 6 || !g.Difference.Equal(decimal.NewFromInt(-3)) {
+		t.Errorf("tail: %+v", g)
+	}
+	if g := d["altered"]; len(g.Missing) != 0 || !g.Difference.Equal(decimal.NewFromInt(1)) {
+		t.Errorf("altered (shallow): %+v", g)
+	}
+	deep := e.run(reconcile.Options{Deep: true, Subscriptions: []string{"altered"}})
+	if g := deep["altered"]; fmt.Sprint(g.Mismatched) != "[4]" {
+		t.Errorf("altered (deep): mismatched %v, want [4]", g.Mismatched)
+	}
+
+	// Redis lost an account the archive knows.
+	rep, err := reconcile.Run(ctx, e.store, e.conn, reconcile.Options{Subscriptions: []string{"ghost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Drift) != 0 {
+		t.Fatalf("ghost without any ledger: %+v", rep.Drift)
+	}
+	ghost := reconcile.EntryRow("ghost", "c", balance.Entry{Seq: 1, Kind: "grant", Amount: credit.Credits(5), Balance: credit.Credits(5), Time: time.Now()})
+	if err := e.w.WriteLedger(ctx, []archive.LedgerRow{ghost}); err != nil {
+		t.Fatal(err)
+	}
+	if g := e.run(reconcile.Options{})["ghost"]; !g.RedisMissing {
+		t.Errorf("ghost: %+v, want RedisMissing", g)
+	}
+
+	fixed := e.run(reconcile.Options{Repair: true, Deep: true, Subscriptions: []string{"gap", "tail", "altered"}})
+	for _, s := range []string{"gap", "tail", "altered"} {
+		g := fixed[s]
+		if g.Repaired != 1 || !g.Difference.IsZero() || len(g.Missing)+len(g.Mismatched)+len(g.Extra) != 0 {
+			t.Errorf("%s after repair: %+v", s, g)
+		}
+	}
+	if d := e.run(reconcile.Options{Deep: true, Subscriptions: []string{"gap", "tail", "altered", "only-here"}}); len(d) != 0 {
+		t.Errorf("drift after repair: %+v", d)
+	}
+}
