@@ -61,6 +61,12 @@ type Config struct {
 	Metrics      *Metrics // nil: no metrics
 	// Now is the clock of rated_at; nil means time.Now.
 	Now func() time.Time
+	// Refresh brings the rater up to date with the catalog; the engine calls
+	// it before dead-lettering events of subscriptions it does not know.
+	Refresh func(ctx context.Context) error
+	// CustomerExists tells an unknown customer from one without an active
+	// subscription, for the dead-letter reason; nil reports the latter.
+	CustomerExists func(ctx context.Context, id string) bool
 }
 
 // Engine runs the pipeline of one consumer-group member.

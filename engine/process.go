@@ -49,33 +49,64 @@ func (e *Engine) Process(ctx context.Context, msgs []kafka.Message) error {
 	var batches []balance.Batch
 	groups := map[groupKey]int{}
 
+	// Pass 1: decode and rate every message; lines[span[i]] are message i's.
+	spans := make([][2]int, len(msgs))
+	failed := make([]error, len(msgs))
+	var unknown []int // rated against a catalog that may not yet know the subscription
 	for i := range msgs {
-		m := &msgs[i]
-		ev := &events[i]
-		if err := ingest.Decode(m.Value, ev); err != nil {
-			var ee *ingest.EventError
-			errors.As(err, &ee)
-			dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: ee.Reason, Field: ee.Field, Detail: ee.Detail})
+		if err := ingest.Decode(msgs[i].Value, &events[i]); err != nil {
+			failed[i] = err
 			continue
 		}
 		first := len(lines)
-		var err error
-		lines, err = e.rater.Rate(ev, lines)
-		if err != nil {
-			dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: rateReason(err), Detail: err.Error()})
+		lines, failed[i] = e.rater.Rate(&events[i], lines)
+		spans[i] = [2]int{first, len(lines)}
+		if isUnknownSubscription(failed[i]) {
+			unknown = append(unknown, i)
+		}
+	}
+	// A subscription created a moment ago may not have reached the rater:
+	// refresh the catalog once and rate those events again.
+	if len(unknown) > 0 && e.cfg.Refresh != nil {
+		if err := e.cfg.Refresh(ctx); err != nil {
+			e.log.Warn("catalog refresh before dead-lettering", "err", err)
+		}
+		for _, i := range unknown {
+			first := len(lines)
+			lines, failed[i] = e.rater.Rate(&events[i], lines)
+			spans[i] = [2]int{first, len(lines)}
+		}
+	}
+
+	// Pass 2, in offset order: dead letters, and balance lines per
+	// (subscription, partition).
+	for i := range msgs {
+		m := &msgs[i]
+		ev := &events[i]
+		first, last := spans[i][0], spans[i][1]
+		if err := failed[i]; err != nil {
+			var ee *ingest.EventError
+			if errors.As(err, &ee) {
+				dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: ee.Reason, Field: ee.Field, Detail: ee.Detail})
+			} else {
+				reason := rateReason(err)
+				if reason == ingest.ReasonNoSubscription && e.cfg.CustomerExists != nil && !e.cfg.CustomerExists(ctx, ev.CustomerID) {
+					reason = ingest.ReasonUnknownCust
+				}
+				dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: reason, Field: reasonField(reason), Detail: err.Error()})
+			}
 			continue
 		}
-		if len(lines) == first {
+		if last == first {
 			dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: ingest.ReasonUnratable, Field: "event_name",
 				Detail: fmt.Sprintf("no meter of the subscription's plan matches event %q", ev.Name)})
 			continue
 		}
 		var total credit.Amount
-		for _, l := range lines[first:] {
+		for _, l := range lines[first:last] {
 			total += l.Credits
 		}
 		if total > credit.MaxAmount {
-			lines = lines[:first]
 			dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: ingest.ReasonUnratable, Detail: "credits of the event beyond the maximum amount"})
 			continue
 		}
@@ -89,12 +120,10 @@ func (e *Engine) Process(ctx context.Context, msgs []kafka.Message) error {
 		}
 		b := &batches[bi]
 		if n := len(b.Lines); n > 0 && m.Offset <= b.Lines[n-1].Offset {
-			// Fetched twice in one batch (a rebalance re-read it): the first copy counts.
-			lines = lines[:first]
-			continue
+			continue // fetched twice in one batch (a rebalance re-read it): the first copy counts
 		}
 		b.Lines = append(b.Lines, balance.Line{EventID: ev.ID, Offset: m.Offset, Time: ev.Timestamp, Credits: total})
-		refs = append(refs, eventRef{msg: i, first: first, last: len(lines), batch: bi, line: len(b.Lines) - 1})
+		refs = append(refs, eventRef{msg: i, first: first, last: last, batch: bi, line: len(b.Lines) - 1})
 	}
 	e.lines = lines
 	rated := time.Now()
@@ -277,6 +306,21 @@ func ledgerKind(k string) string {
 		return archive.KindAdjustment
 	}
 	return k
+}
+
+func reasonField(reason string) string {
+	switch reason {
+	case ingest.ReasonUnknownCust:
+		return "customer_id"
+	case ingest.ReasonNoSubscription:
+		return "subscription_id"
+	}
+	return ""
+}
+
+func isUnknownSubscription(err error) bool {
+	return errors.Is(err, rating.ErrNoActiveSubscription) || errors.Is(err, rating.ErrUnknownSubscription) ||
+		errors.Is(err, rating.ErrSubscriptionNotActive)
 }
 
 func rateReason(err error) string {
