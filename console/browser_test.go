@@ -1,0 +1,486 @@
+package console_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/creditmeter/creditmeter/api"
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/console"
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+)
+
+const admin = "admin-token-0123456789"
+
+// stack is the API over the real catalog (Redis), balance ledger (Redis) and
+// archive (ClickHouse), wired as creditmeter serve wires them, with the
+// console mounted beside it at /console/.
+type stack struct {
+	url      string
+	balances *balance.Store
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	rc := testenv.Redis(t)
+	prefix := testenv.Prefix(t)
+	t.Cleanup(func() {
+		keys, _ := rc.Keys(context.Background(), prefix+"*").Result()
+		if len(keys) > 0 {
+			rc.Del(context.Background(), keys...)
+		}
+	})
+	conn, cc := testenv.ClickHouse(t)
+	if err := archive.Migrate(context.Background(), cc); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalogstore.New(rc, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := balance.New(rc, balance.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
+	mux := http.NewServeMux()
+	mux.Handle("/console/", console.Handler())
+	mux.Handle("/", api.NewServer(api.Options{Catalog: cat, Ledger: acc, Balances: acc, AdminTokens: []string{admin}}))
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	return &stack{url: hs.URL, balances: bs}
+}
+
+// call is an API request the test makes outside the browser (set-up the seed
+// takes for granted, and checks of what the console did).
+func (s *stack) call(t *testing.T, method, path, body string, want int) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != want {
+		t.Fatalf("%s %s: %d, want %d: %s", method, path, res.StatusCode, want, b)
+	}
+	var v map[string]any
+	_ = json.Unmarshal(b, &v)
+	return v
+}
+
+// browser drives one headless Chromium tab.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	shot string // screenshot directory
+	n    int
+}
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	bin := testenv.Chromium(t)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(bin),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		testenv.Unavailable(t, "chromium", bin, err)
+	}
+	dir := filepath.Join(os.TempDir(), "creditmeter-console")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "*.png"))
+	for _, f := range old {
+		_ = os.Remove(f)
+	}
+	return &browser{t: t, ctx: ctx, shot: dir}
+}
+
+func (b *browser) run(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.fail("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		b.fail("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// fail saves a screenshot and the page's text, then fails the test.
+func (b *browser) fail(format string, args ...any) {
+	b.t.Helper()
+	p := b.screenshot("FAILED")
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+	b.t.Fatalf(format+"\n--- page (screenshot %s) ---\n%s", append(args, p, body)...)
+}
+
+func (b *browser) screenshot(name string) string {
+	b.t.Helper()
+	b.n++
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+		return ""
+	}
+	p := filepath.Join(b.shot, fmt.Sprintf("%02d-%s.png", b.n, name))
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+	}
+	return p
+}
+
+func (b *browser) open(url string) {
+	b.t.Helper()
+	b.run("open "+url, chromedp.Navigate(url))
+}
+
+// text is the text of the first element matching sel ("" when there is none).
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	return eval[string](b, fmt.Sprintf(`(document.querySelector(%q)||{}).textContent||""`, sel))
+}
+
+func (b *browser) exists(sel string) bool {
+	b.t.Helper()
+	return eval[bool](b, fmt.Sprintf(`!!document.querySelector(%q)`, sel))
+}
+
+// waitText waits until the element sel shows want.
+func (b *browser) waitText(sel, want string) string {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var got string
+	for time.Now().Before(deadline) {
+		if got = b.text(sel); strings.Contains(got, want) {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.fail("%s shows %q, want it to contain %q", sel, got, want)
+	return ""
+}
+
+// fill sets an input's or select's value the way typing or picking does: the
+// input and change events fire.
+func (b *browser) fill(id, value string) {
+	b.t.Helper()
+	ok := eval[bool](b, fmt.Sprintf(`(function(){
+		const el = document.getElementById(%q); if (!el) return false;
+		if (el.tagName === 'SELECT' && ![...el.options].some(o => o.value === %q)) return false;
+		el.value = %q;
+		el.dispatchEvent(new Event('input', {bubbles: true}));
+		el.dispatchEvent(new Event('change', {bubbles: true}));
+		return true })()`, id, value, value))
+	if !ok {
+		b.fail("no input #%s taking %q", id, value)
+	}
+}
+
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	b.run("click "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+}
+
+// value is the current value of the control id.
+func (b *browser) value(id string) string {
+	b.t.Helper()
+	return eval[string](b, fmt.Sprintf(`(document.getElementById(%q)||{}).value||""`, id))
+}
+
+// labelFor is the text of the label tied to the control id.
+func (b *browser) labelFor(id string) string {
+	return b.text(`label[for="` + id + `"]`)
+}
+
+func TestConsoleSeedStory(t *testing.T) {
+	s := newStack(t)
+	b := newBrowser(t)
+
+	// What the seed takes for granted: the credit currency, the metered
+	// features (one with a meter that is not event-based) and the customer.
+	s.call(t, "POST", "/v1/currencies", `{"code":"AIT","name":"AI Tokens","symbol":"AIT"}`, 201)
+	s.call(t, "POST", "/v1/features", `{"id":"ai-agent-email","name":"AI Agent Email","meter":{"kind":"event_based","event_name":"email.sent","aggregation":"COUNT"}}`, 201)
+	s.call(t, "POST", "/v1/features", `{"id":"storage","name":"Storage","meter":{"kind":"pre_aggregated"}}`, 201)
+	s.call(t, "POST", "/v1/customers", `{"id":"acme","name":"Acme Inc","billing_provider":"Customers EMEA","address":{"line1":"123 Main St","city":"NY","country":"US"},"payment_method":"card **** 4242 exp 12/2034"}`, 201)
+
+	// Sign in as an admin.
+	b.open(s.url + "/console/")
+	b.waitText("h1", "Sign in")
+	if l := b.labelFor("login-token"); l != "API token" {
+		t.Errorf("token label %q", l)
+	}
+	b.fill("login-token", admin)
+	b.click(`#login-form button[type=submit]`)
+
+	// Product Catalog > Plans > + New plan.
+	b.waitText("h1", "Plans")
+	b.click("#new-plan")
+	b.waitText("h1", "New plan")
+	b.fill("plan-id", "ai-prepaid")
+	b.fill("plan-product", "ai-agents")
+	b.fill("plan-name", "AI Agents Prepaid")
+	b.fill("plan-type", "paid")
+	b.fill("plan-billing-model", "prepaid")
+	b.fill("plan-credit-currency", "AIT")
+	b.fill("plan-topup-model", "flat_rate")
+	b.fill("plan-cv-0-value", "1.00")
+	b.fill("plan-cv-0-currency", "USD")
+	b.click("#plan-cv-add")
+	b.fill("plan-cv-1-value", "0.95")
+	b.fill("plan-cv-1-currency", "EUR")
+	b.click("#plan-minmax")
+	b.fill("plan-min", "250")
+	b.fill("plan-max", "8000")
+	b.fill("plan-cons-0-feature", "ai-agent-email")
+	b.fill("plan-cons-0-rate", "1")
+	b.fill("plan-overage", "unfunded")
+	// A second consumption row mapping a pre-aggregated meter is refused,
+	// and the message shows next to that row's feature.
+	b.click("#plan-cons-add")
+	b.fill("plan-cons-1-feature", "storage")
+	b.fill("plan-cons-1-rate", "2")
+	b.screenshot("new-plan-form")
+	b.click("#plan-save")
+	b.waitText("#plan-cons-1-feature-error", "Only event-based meters are currently supported for credit consumption mapping")
+	if !b.exists(`#plan-cons-1-feature[aria-invalid="true"]`) {
+		t.Errorf("the refused feature is not marked invalid")
+	}
+	if got := b.text("#plan-cons-0-feature-error"); got != "" {
+		t.Errorf("the valid row shows an error: %q", got)
+	}
+	b.screenshot("plan-non-event-meter-refused")
+	// Remove that row; a minimum above the maximum is refused next to the minimum.
+	b.click(`#plan-consumption tbody tr:nth-child(2) button`)
+	if b.exists("#plan-cons-1-feature") {
+		t.Fatal("the removed row is still there")
+	}
+	b.fill("plan-min", "9000")
+	b.click("#plan-save")
+	b.waitText("#plan-min-error", "must not exceed")
+	if got := b.text("#plan-cons-1-feature-error"); got != "" {
+		t.Errorf("an old error stayed: %q", got)
+	}
+	b.screenshot("plan-min-above-max")
+	b.fill("plan-min", "250")
+	b.click("#plan-save")
+	b.waitText("h1", "Plan AI Agents Prepaid")
+	if got := b.text("#plan-min-error"); got != "" {
+		t.Errorf("error after a successful save: %q", got)
+	}
+	p := s.call(t, "GET", "/v1/plans/ai-prepaid", "", 200)
+	pp, _ := p["prepaid"].(map[string]any)
+	if pp["min_purchase"] != "250" || pp["max_purchase"] != "8000" || len(pp["consumption"].([]any)) != 1 || len(pp["currency_values"].([]any)) != 2 {
+		t.Errorf("the plan the console saved: %v", p)
+	}
+	b.click(`#nav a[href="#/plans"]`)
+	b.waitText("#plans tbody", "AI Agents Prepaid")
+	b.waitText("#plans tbody", "250 – 8,000 AIT")
+	b.waitText("#plans tbody", "1 AIT = 1.00 USD, 1 AIT = 0.95 EUR")
+	b.screenshot("plans")
+
+	// Customers > Acme > Create subscription.
+	b.click(`#nav a[href="#/customers"]`)
+	b.waitText("#customers", "Acme Inc")
+	b.click(`#customers a[href="#/customers/acme"]`)
+	b.waitText("h1", "Acme Inc")
+	b.click("#create-subscription")
+	b.waitText("h1", "Create subscription")
+	b.fill("sub-product", "ai-agents")
+	b.fill("sub-plan", "ai-prepaid")
+	b.fill("sub-currency", "USD")
+	b.waitText("#sub-credit-value-text", "1 AI Tokens (AIT) = 1.00 USD")
+	b.click("#sub-edit-value")
+	b.fill("sub-credit-value", "0.04")
+	b.click("#sub-included-enabled")
+	b.click("#sub-grant-promotional")
+	b.fill("sub-included-amount", "lots")
+	b.fill("sub-expiration", "never")
+	if got := b.text("#sub-cons-0-feature option:checked"); got != "AI Agent Email" {
+		t.Errorf("consumption row 0 shows %q, want the plan's AI Agent Email", got)
+	}
+	if !b.exists("#sub-start-now:checked") {
+		t.Errorf("schedule not immediately by default")
+	}
+	provider, line1, pm := b.value("sub-provider"), b.value("sub-addr-line1"), b.value("sub-payment")
+	if provider != "Customers EMEA" || line1 != "123 Main St" || pm != "card **** 4242 exp 12/2034" {
+		t.Errorf("billing section not prefilled from the customer: %q %q %q", provider, line1, pm)
+	}
+	// An amount that is not a number is refused next to the amount.
+	b.click("#sub-preview-btn")
+	b.waitText("#sub-included-amount-error", "decimal")
+	if !b.exists("#sub-preview[hidden]") {
+		t.Error("a preview shows after a refused request")
+	}
+	b.screenshot("subscription-field-error")
+	b.fill("sub-included-amount", "100")
+	b.click("#sub-preview-btn")
+	b.waitText("#sub-preview h2", "Subscription preview")
+	b.waitText("#preview-credit-value", "1 AIT = 0.04 USD (edited for this subscription)")
+	b.waitText("#preview-included", "100 AIT · promo grant · never expires")
+	b.waitText("#preview-charge", "0.00 USD")
+	b.waitText("#preview-consumption", "AI Agent Email")
+	b.waitText("#preview-summary", "Customers EMEA · 123 Main St, NY, US · card **** 4242 exp 12/2034")
+	b.screenshot("subscription-preview")
+	b.click("#sub-create")
+	b.waitText("h1", "Subscription ")
+
+	// The subscription page: balance, grants, ledger.
+	b.waitText("#bal-available", "100 AIT")
+	b.waitText("#grants-body", "promotional")
+	b.waitText("#ledger-body", "Grant")
+	b.waitText("#sub-value", "1 AIT = 0.04 USD")
+	hash := eval[string](b, `location.hash`)
+	subID := strings.TrimPrefix(hash, "#/subscriptions/")
+	if subID == "" || subID == hash {
+		t.Fatalf("not on a subscription page: %q", hash)
+	}
+
+	// Usage drawn by the engine shows up live (the page polls): 3 emails.
+	now := time.Now()
+	res, err := s.balances.Apply(context.Background(), []balance.Batch{{Subscription: subID, Lines: []balance.Line{
+		{EventID: "e1", Time: now, Credits: credit.Amount(1_000000)},
+		{EventID: "e2", Time: now, Credits: credit.Amount(1_000000)},
+		{EventID: "e3", Time: now, Credits: credit.Amount(1_000000)},
+	}}})
+	if err != nil || len(res) != 1 {
+		t.Fatalf("apply usage: %v %v", res, err)
+	}
+	b.waitText("#bal-available", "97 AIT")
+	b.waitText("#ledger-body", "Usage")
+	today := now.UTC().Format("2006-01-02")
+	b.waitText("#usage-total", "Last 14 days: 3 AIT used")
+	bar := eval[string](b, fmt.Sprintf(`(document.querySelector('#usage-chart rect[data-day=%q]')||{getAttribute(){return ''}}).getAttribute('data-credits')`, today))
+	if bar != "3" {
+		t.Errorf("today's bar holds %q credits, want 3", bar)
+	}
+
+	// Credit adjustment: the reason is required, a deduction beyond the
+	// balance needs force, then a deduction of 20.
+	b.fill("adj-amount", "-20")
+	b.fill("adj-actor", "alice@example.com")
+	b.click("#adj-submit")
+	b.waitText("#adj-reason-error", "reason")
+	b.fill("adj-amount", "-1000")
+	b.fill("adj-reason", "Duplicate emails billed twice")
+	b.click("#adj-submit")
+	b.waitText("#adj-amount-error", "Not enough credits for this deduction")
+	if got := b.text("#adj-reason-error"); got != "" {
+		t.Errorf("stale reason error %q", got)
+	}
+	b.screenshot("adjustment-insufficient")
+	b.fill("adj-amount", "-20")
+	b.click("#adj-submit")
+	b.waitText("#adj-result", "Adjusted by -20 AIT · balance 77 AIT")
+	b.waitText("#bal-available", "77 AIT")
+	b.waitText("#ledger-body", "reason: Duplicate emails billed twice · by alice@example.com")
+	b.screenshot("subscription-admin")
+
+	// Issue a customer token, sign in as the customer.
+	b.open(s.url + "/console/#/customers/acme")
+	b.waitText("h1", "Acme Inc")
+	b.waitText("#customer-subscriptions", subID)
+	b.click("#issue-token")
+	b.waitText("#token-out", "Customer token")
+	tok := strings.TrimSpace(b.text("#customer-token"))
+	if len(tok) < 16 {
+		b.fail("customer token %q", tok)
+	}
+	b.click(`#who button`)
+	b.waitText("h1", "Sign in")
+	b.fill("login-token", tok)
+	b.click(`#login-form button[type=submit]`)
+	b.waitText("#login-customer-error", "customer ID")
+	b.fill("login-customer", "acme")
+	b.click(`#login-form button[type=submit]`)
+	b.waitText("h1", "My subscriptions")
+	b.click(`#my-subscriptions a`)
+	b.waitText("#bal-available", "77 AIT")
+	if b.exists("#adjust-form") {
+		t.Error("a customer sees the admin's credit adjustment form")
+	}
+	b.waitText("#topup-amount-hint", "Limits: 250 – 8,000 AIT. Price: 1 AIT = 0.04 USD.")
+	b.waitText("#usage-total", "3 AIT used")
+
+	// Credit top-up: below the minimum is refused next to the amount, 500 is
+	// bought at 0.04 USD a credit.
+	b.fill("topup-amount", "100")
+	b.click("#topup-submit")
+	b.waitText("#topup-amount-error", "The minimum top-up is 250 AIT; you asked for 100 AIT.")
+	if got := b.text("#topup-result"); got != "" {
+		t.Errorf("a refused top-up reports %q", got)
+	}
+	b.screenshot("topup-below-minimum")
+	b.fill("topup-amount", "9000")
+	b.click("#topup-submit")
+	b.waitText("#topup-amount-error", "The maximum top-up is 8,000 AIT")
+	b.fill("topup-amount", "500")
+	b.click("#topup-submit")
+	b.waitText("#topup-result", "Added 500 AIT · charged 20.00 USD · balance 577 AIT")
+	if got := b.text("#topup-amount-error"); got != "" {
+		t.Errorf("stale top-up error %q", got)
+	}
+	b.waitText("#bal-available", "577 AIT")
+	b.waitText("#ledger-body", "charged 20.00 USD")
+	b.waitText("#grants-body", "purchased")
+	b.screenshot("customer-after-topup")
+
+	// The ledger the API holds is what the page showed.
+	led := s.call(t, "GET", "/v1/subscriptions/"+subID+"/ledger", "", 200)
+	var kinds []string
+	for _, e := range led["entries"].([]any) {
+		kinds = append(kinds, e.(map[string]any)["kind"].(string))
+	}
+	if got := strings.Join(kinds, ","); got != "grant,usage,adjustment,topup" {
+		t.Errorf("ledger kinds %s", got)
+	}
+	t.Logf("screenshots in %s", b.shot)
+}
