@@ -46,6 +46,8 @@ type Options struct {
 	// Balances serves balances, checks, ledgers, top-ups and adjustments;
 	// nil makes those routes answer 503.
 	Balances Balances
+	// Events produces POST /v1/events to the usage topic; nil answers 503.
+	Events Events
 	// AdminTokens are the bearer tokens with admin rights.
 	AdminTokens []string
 	// Logger logs internal errors; nil means slog.Default().
@@ -80,6 +82,7 @@ type Server struct {
 	cat      *catalogstore.Store
 	ledger   Ledger
 	balances Balances
+	events   Events
 	admins   [][]byte
 	log      *slog.Logger
 	routes   []Route
@@ -87,7 +90,7 @@ type Server struct {
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
 func NewServer(o Options) *Server {
-	s := &Server{mux: http.NewServeMux(), ready: o.Ready, gather: o.Gatherer, cat: o.Catalog, ledger: o.Ledger, balances: o.Balances, log: o.Logger}
+	s := &Server{mux: http.NewServeMux(), ready: o.Ready, gather: o.Gatherer, cat: o.Catalog, ledger: o.Ledger, balances: o.Balances, events: o.Events, log: o.Logger}
 	if s.gather == nil {
 		s.gather = prometheus.DefaultGatherer
 	}
@@ -160,6 +163,8 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/subscriptions/{id}/ledger", Customer, s.getLedger},
 		{"POST", "/v1/subscriptions/{id}/topups", Customer, s.topUp},
 		{"POST", "/v1/subscriptions/{id}/adjustments", Admin, s.adjust},
+
+		{"POST", "/v1/events", Admin, s.postEvents},
 	}
 }
 

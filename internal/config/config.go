@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -28,6 +29,17 @@ type Config struct {
 	HTTP       HTTP
 	Prometheus Prometheus
 	Broker     Broker
+	Engine     Engine
+}
+
+// Engine tunes the hot path of serve.
+type Engine struct {
+	Enabled      bool
+	BatchSize    int
+	Linger       time.Duration
+	DedupeWindow time.Duration
+	GraceWindow  time.Duration
+	KeyPrefix    string
 }
 
 // Kafka is where usage events flow.
@@ -85,6 +97,8 @@ func Default() Config {
 		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
 		Prometheus: Prometheus{URL: "http://127.0.0.1:9090"},
 		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
+		Engine: Engine{Enabled: true, BatchSize: 5000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
+			GraceWindow: 15 * time.Minute, KeyPrefix: "creditmeter:"},
 	}
 }
 
@@ -99,6 +113,7 @@ const (
 	GroupHTTP
 	GroupPrometheus
 	GroupBroker
+	GroupEngine
 )
 
 // Bind registers the flags of the given groups on fs, writing into c.
@@ -128,6 +143,13 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.StringVar(&c.Broker.Listen, "listen", c.Broker.Listen, "listen address of the embedded broker, host:port (loopback only)")
 			fs.StringVar(&c.Broker.DataDir, "data-dir", c.Broker.DataDir, "directory where the broker keeps topics and committed offsets")
 			fs.IntVar(&c.Broker.Partitions, "partitions", c.Broker.Partitions, "partitions of the topics the broker creates")
+		case GroupEngine:
+			fs.BoolVar(&c.Engine.Enabled, "engine", c.Engine.Enabled, "consume and rate usage events (false: serve the API only)")
+			fs.IntVar(&c.Engine.BatchSize, "batch-size", c.Engine.BatchSize, "most events per engine batch")
+			fs.DurationVar(&c.Engine.Linger, "linger", c.Engine.Linger, "longest wait to fill an engine batch")
+			fs.DurationVar(&c.Engine.DedupeWindow, "dedupe-window", c.Engine.DedupeWindow, "how long a producer's duplicate event id is recognised (ids are kept 1 to 2 windows)")
+			fs.DurationVar(&c.Engine.GraceWindow, "grace-window", c.Engine.GraceWindow, "late events draw from grants eligible at their time if no older than this; expiry waits for it")
+			fs.StringVar(&c.Engine.KeyPrefix, "redis-key-prefix", c.Engine.KeyPrefix, "prefix of every Redis key creditmeter writes")
 		}
 	}
 }
@@ -258,6 +280,22 @@ func (c Config) Validate(groups ...Group) error {
 			u, err := url.Parse(c.Prometheus.URL)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				bad("prometheus-url", "must be an http(s) URL, got %q", c.Prometheus.URL)
+			}
+		case GroupEngine:
+			if c.Engine.BatchSize < 1 || c.Engine.BatchSize > 100_000 {
+				bad("batch-size", "must be between 1 and 100000, got %d", c.Engine.BatchSize)
+			}
+			if c.Engine.Linger < time.Millisecond || c.Engine.Linger > time.Minute {
+				bad("linger", "must be between 1ms and 1m, got %s", c.Engine.Linger)
+			}
+			if c.Engine.DedupeWindow < time.Second {
+				bad("dedupe-window", "must be at least 1s, got %s", c.Engine.DedupeWindow)
+			}
+			if c.Engine.GraceWindow < 0 {
+				bad("grace-window", "must not be negative, got %s", c.Engine.GraceWindow)
+			}
+			if strings.ContainsAny(c.Engine.KeyPrefix, "{}") {
+				bad("redis-key-prefix", "must not contain braces (they are Redis Cluster hash tags), got %q", c.Engine.KeyPrefix)
 			}
 		case GroupBroker:
 			if err := checkHostPort(c.Broker.Listen); err != nil {

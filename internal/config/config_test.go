@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/pflag"
 )
 
-var all = []Group{GroupKafka, GroupRedis, GroupClickHouse, GroupHTTP, GroupPrometheus, GroupBroker}
+var all = []Group{GroupKafka, GroupRedis, GroupClickHouse, GroupHTTP, GroupPrometheus, GroupBroker, GroupEngine}
 
 func parse(t *testing.T, args []string, env map[string]string) (Config, error) {
 	t.Helper()
@@ -82,6 +82,10 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{"prometheus url", []string{"--prometheus-url", "localhost:9090"}, nil, []string{"--prometheus-url", "http(s)"}},
 		{"broker off loopback", []string{"--listen", "0.0.0.0:9092"}, nil, []string{"--listen", "CREDITMETER_BROKER_LISTEN", "loopback"}},
 		{"partitions", nil, map[string]string{"CREDITMETER_BROKER_PARTITIONS": "0"}, []string{"--partitions", "CREDITMETER_BROKER_PARTITIONS"}},
+		{"batch size", []string{"--batch-size", "0"}, nil, []string{"--batch-size", "CREDITMETER_BATCH_SIZE"}},
+		{"linger", nil, map[string]string{"CREDITMETER_LINGER": "soon"}, []string{"--linger", `"soon"`}},
+		{"dedupe window", []string{"--dedupe-window", "10ms"}, nil, []string{"--dedupe-window", "at least 1s"}},
+		{"key prefix", []string{"--redis-key-prefix", "a{b}"}, nil, []string{"--redis-key-prefix", "braces"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

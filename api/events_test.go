@@ -1,0 +1,78 @@
+package api_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/creditmeter/creditmeter/api"
+	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+)
+
+func TestPostEventsProducesValidItems(t *testing.T) {
+	rc := testenv.Redis(t)
+	store, err := catalogstore.New(rc, testenv.Prefix(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testenv.Broker(t, 2, "usage-events", "usage-events-dlq")
+	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
+	defer w.Close()
+	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	defer hs.Close()
+	e := &env{t: t, url: hs.URL}
+
+	body := `{"events":[
+	  {"id":"e1","customer_id":"acme","event_name":"email.sent","timestamp":"2026-11-27T10:00:00Z"},
+	  {"id":"e2","customer_id":"acme","event_name":"email.sent","timestamp":"yesterday"},
+	  {"id":"e3","customer_id":"acme","event_name":"llm.call","timestamp":"2026-11-27T10:00:01Z","dimensions":{"tokens":1500}},
+	  {"customer_id":"acme","event_name":"email.sent","timestamp":"2026-11-27T10:00:00Z"}
+	]}`
+	r := e.must(202, "POST", "/v1/events", admin, body)
+	if r.body["accepted"] != float64(2) {
+		t.Fatalf("accepted: %s", r.raw)
+	}
+	rej := r.body["rejected"].([]any)
+	if len(rej) != 2 {
+		t.Fatalf("rejected: %s", r.raw)
+	}
+	first := rej[0].(map[string]any)
+	if first["index"] != float64(1) || first["error"].(map[string]any)["field"] != "events[1].timestamp" {
+		t.Errorf("rejected[0]: %v", first)
+	}
+	if f := rej[1].(map[string]any)["error"].(map[string]any)["field"]; f != "events[3].id" {
+		t.Errorf("rejected[1] field %v", f)
+	}
+	r = e.must(400, "POST", "/v1/events", admin, `{"events":[{"id":"x"}]}`)
+	if _, f, _ := r.err(); f != "events[0].customer_id" {
+		t.Errorf("all invalid: %s", r.raw)
+	}
+	e.must(400, "POST", "/v1/events", admin, `{"events":[]}`)
+	e.must(400, "POST", "/v1/events", admin, `{"evnts":[]}`)
+	e.must(401, "POST", "/v1/events", "", body)
+
+	// The two valid events are on the topic, keyed by customer.
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.Addr()}, Topic: "usage-events", GroupID: "check", StartOffset: kafka.FirstOffset, MaxWait: 50 * time.Millisecond})
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := map[string]bool{}
+	for len(got) < 2 {
+		m, err := rd.ReadMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Key) != "acme" {
+			t.Errorf("key %q", m.Key)
+		}
+		got[string(m.Value)] = true
+	}
+	if !got[`{"id":"e1","customer_id":"acme","event_name":"email.sent","timestamp":"2026-11-27T10:00:00Z"}`] {
+		t.Errorf("produced %v", got)
+	}
+}
