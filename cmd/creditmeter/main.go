@@ -40,6 +40,8 @@ CREDITMETER_REDIS_ADDR, and so on. A flag given on the command line wins.`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(newServeCmd(), newBrokerCmd(), newDoctorCmd())
+	root.AddCommand(newInvoiceCmd())
+	root.AddCommand(newReconcileCmd())
 	return root
 }
 

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/internal/config"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/reconcile"
+)
+
+func newReconcileCmd() *cobra.Command {
+	cfg := config.Default()
+	var subs []string
+	var deep, repair, asJSON bool
+	var keyPrefix string
+	cmd := &cobra.Command{
+		Use:   "reconcile [--subscription S]... [--deep] [--repair] [--json]",
+		Short: "Compare every subscription's Redis balance with its ClickHouse ledger and report drift",
+		Long: `reconcile checks the ledger invariant across the two stores, for every
+subscription in the archive's credit_ledger or in the catalog (or only those
+given with --subscription):
+
+  - the Redis balance (total) equals the sum of the archived ledger entries;
+  - the archive holds every ledger sequence number Redis wrote (a gap, or
+    entries past the archive's last one, is drift);
+  - with --deep, every archived entry has Redis's kind and amount.
+
+It prints one line per drifting subscription and exits non-zero when any
+drifts. With --repair it writes the missing (and, with --deep, altered)
+entries from Redis, the source of truth, to the archive, then checks again.
+A subscription the archive knows but Redis lost is reported ("redis lost");
+it cannot be rebuilt from here yet.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
+			defer rc.Close()
+			store, err := balance.New(rc, balance.Options{Prefix: keyPrefix})
+			if err != nil {
+				return err
+			}
+			o := reconcile.Options{Subscriptions: subs, Deep: deep, Repair: repair}
+			if len(subs) == 0 {
+				cat, err := catalogstore.New(rc, keyPrefix)
+				if err != nil {
+					return err
+				}
+				all, err := cat.Subscriptions(ctx)
+				if err != nil {
+					return fmt.Errorf("catalog subscriptions: %w", err)
+				}
+				for _, s := range all {
+					o.Also = append(o.Also, s.ID)
+				}
+			}
+			conn, err := openArchive(ctx, cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			rep, err := reconcile.Run(ctx, store, conn, o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				e := json.NewEncoder(cmd.OutOrStdout())
+				e.SetIndent("", "  ")
+				if err := e.Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				printReport(cmd.OutOrStdout(), rep)
+			}
+			for _, d := range rep.Drift {
+				if !d.Difference.IsZero() || d.RedisMissing || len(d.Missing)+len(d.Mismatched)+len(d.Extra) > 0 {
+					return reconcile.ErrDrift
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&subs, "subscription", nil, "check only these subscriptions (repeat or comma-separate)")
+	cmd.Flags().BoolVar(&deep, "deep", false, "also compare every entry's kind and amount (reads whole ledgers)")
+	cmd.Flags().BoolVar(&repair, "repair", false, "write missing or altered entries from Redis to the archive, then check again")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.Flags().StringVar(&keyPrefix, "redis-key-prefix", "creditmeter:", "prefix of every Redis key creditmeter writes")
+	withConfig(cmd, &cfg, config.GroupClickHouse, config.GroupRedis)
+	return cmd
+}
+
+func printReport(w io.Writer, rep reconcile.Report) {
+	fmt.Fprintf(w, "checked %d subscriptions, %d with drift\n", rep.Checked, len(rep.Drift))
+	for _, d := range rep.Drift {
+		if d.RedisMissing {
+			fmt.Fprintf(w, "%s: redis lost the account; archive has %d entries summing %s\n", d.Subscription, d.ArchiveSeqs, d.ArchiveTotal)
+			continue
+		}
+		fmt.Fprintf(w, "%s: redis %s, archive %s, difference %s; redis last seq %d, archived %d",
+			d.Subscription, d.RedisTotal, d.ArchiveTotal, d.Difference, d.RedisLastSeq, d.ArchiveSeqs)
+		if len(d.Missing) > 0 {
+			fmt.Fprintf(w, "; missing seqs %v", d.Missing)
+		}
+		if len(d.Mismatched) > 0 {
+			fmt.Fprintf(w, "; altered seqs %v", d.Mismatched)
+		}
+		if len(d.Extra) > 0 {
+			fmt.Fprintf(w, "; seqs unknown to redis %v", d.Extra)
+		}
+		if d.Repaired > 0 {
+			fmt.Fprintf(w, "; repaired %d entries", d.Repaired)
+		}
+		fmt.Fprintln(w)
+	}
+}
