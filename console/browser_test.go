@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,30 +11,57 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/console"
-	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
 const admin = "admin-token-0123456789"
 
 // stack is the API over the real catalog (Redis), balance ledger (Redis) and
-// archive (ClickHouse), wired as creditmeter serve wires them, with the
-// console mounted beside it at /console/.
+// archive (ClickHouse), and the engine consuming usage events from a real
+// Kafka-protocol broker, wired as creditmeter serve wires them, with the
+// console mounted beside the API at /console/.
 type stack struct {
-	url      string
-	balances *balance.Store
+	url    string
+	events *ingest.Writers // the usage topic of the stack's broker
+
+	mu       sync.Mutex
+	unrouted []string // requests that matched no API route
 }
+
+// unroutedCalls are the API requests that matched no route, but for the
+// usage report, which the console probes and replaces with the ledger where
+// the API does not serve it yet.
+func (s *stack) unroutedCalls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, u := range s.unrouted {
+		if !(strings.HasPrefix(u, "GET /v1/subscriptions/") && strings.HasSuffix(u, "/usage")) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+const (
+	usageTopic = "usage-events"
+	dlqTopic   = "usage-events-dlq"
+)
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
@@ -57,13 +85,57 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
+	aw := archive.NewWriter(conn)
+	acc := &engine.Accounts{Store: bs, Archive: aw}
+
+	// The engine: usage events from the broker, rated with the catalog as
+	// the console changes it, drawn from the balances, archived.
+	br := testenv.Broker(t, 1, usageTopic, dlqTopic)
+	rater := rating.NewRater(nil)
+	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{br.Addr()}, Topic: usageTopic, Group: "console-test", MaxWait: 50 * time.Millisecond})
+	wr := ingest.NewWriters([]string{br.Addr()}, usageTopic, dlqTopic)
+	eng, err := engine.New(engine.Config{
+		Topic:          usageTopic,
+		Refresh:        func(ctx context.Context) error { _, _, err := cat.Sync(ctx, rater); return err },
+		CustomerExists: func(ctx context.Context, id string) bool { _, err := cat.Customer(ctx, id); return err == nil },
+	}, src, wr, rater, bs, aw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("engine: %v", err)
+		}
+		src.Close()
+		wr.Close()
+	})
+
+	srv := api.NewServer(api.Options{Catalog: cat, Ledger: acc, Balances: acc, AdminTokens: []string{admin}})
+	st := &stack{events: wr}
+	// Every API call the console makes must match a route of the API's
+	// table; the misses are recorded.
+	known := http.NewServeMux()
+	for _, rt := range srv.Routes() {
+		known.Handle(rt.Method+" "+rt.Path, http.NotFoundHandler())
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/console/", console.Handler())
-	mux.Handle("/", api.NewServer(api.Options{Catalog: cat, Ledger: acc, Balances: acc, AdminTokens: []string{admin}}))
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := known.Handler(r); pattern == "" {
+			st.mu.Lock()
+			st.unrouted = append(st.unrouted, r.Method+" "+r.URL.Path)
+			st.mu.Unlock()
+		}
+		srv.ServeHTTP(w, r)
+	}))
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
-	return &stack{url: hs.URL, balances: bs}
+	st.url = hs.URL
+	return st
 }
 
 // call is an API request the test makes outside the browser (set-up the seed
@@ -230,6 +302,15 @@ func (b *browser) click(sel string) {
 	b.run("click "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
 }
 
+// noProblem fails the test when the page reported a script error or a
+// content-security-policy block.
+func (b *browser) noProblem() {
+	b.t.Helper()
+	if b.exists("#console-problem") {
+		b.fail("the console reported a problem: %s", b.text("#console-problem"))
+	}
+}
+
 // value is the current value of the control id.
 func (b *browser) value(id string) string {
 	b.t.Helper()
@@ -326,6 +407,7 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.waitText("#plans tbody", "250 – 8,000 AIT")
 	b.waitText("#plans tbody", "1 AIT = 1.00 USD, 1 AIT = 0.95 EUR")
 	b.screenshot("plans")
+	b.noProblem()
 
 	// Customers > Acme > Create subscription.
 	b.click(`#nav a[href="#/customers"]`)
@@ -384,16 +466,19 @@ func TestConsoleSeedStory(t *testing.T) {
 		t.Fatalf("not on a subscription page: %q", hash)
 	}
 
-	// Usage drawn by the engine shows up live (the page polls): 3 emails.
+	// The AI agent sends 3 emails; the engine rates them (1 email = 1 AIT)
+	// and the page, which polls, shows the balance drop.
 	now := time.Now()
-	res, err := s.balances.Apply(context.Background(), []balance.Batch{{Subscription: subID, Lines: []balance.Line{
-		{EventID: "e1", Time: now, Credits: credit.Amount(1_000000)},
-		{EventID: "e2", Time: now, Credits: credit.Amount(1_000000)},
-		{EventID: "e3", Time: now, Credits: credit.Amount(1_000000)},
-	}}})
-	if err != nil || len(res) != 1 {
-		t.Fatalf("apply usage: %v %v", res, err)
+	var msgs []kafka.Message
+	for i := range 3 {
+		ev := rating.Event{ID: fmt.Sprint("email-", i), CustomerID: "acme", Name: "email.sent", Timestamp: now}
+		msgs = append(msgs, kafka.Message{Key: []byte("acme"), Value: ingest.AppendJSON(nil, &ev)})
 	}
+	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if err := s.events.PublishRaw(pctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	pcancel()
 	b.waitText("#bal-available", "97 AIT")
 	b.waitText("#ledger-body", "Usage")
 	today := now.UTC().Format("2006-01-02")
@@ -423,6 +508,8 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.waitText("#bal-available", "77 AIT")
 	b.waitText("#ledger-body", "reason: Duplicate emails billed twice · by alice@example.com")
 	b.screenshot("subscription-admin")
+
+	b.noProblem()
 
 	// Issue a customer token, sign in as the customer.
 	b.open(s.url + "/console/#/customers/acme")
@@ -482,5 +569,13 @@ func TestConsoleSeedStory(t *testing.T) {
 	if got := strings.Join(kinds, ","); got != "grant,usage,adjustment,topup" {
 		t.Errorf("ledger kinds %s", got)
 	}
+	b.noProblem()
+	if u := s.unroutedCalls(); len(u) > 0 {
+		t.Errorf("the console called routes the API does not have: %v", u)
+	}
+	// The check above can fail: an inline style, which the content security
+	// policy blocks, is reported on the page.
+	eval[bool](b, `document.body.setAttribute('style', 'color: red'), true`)
+	b.waitText("#console-problem", "content security policy")
 	t.Logf("screenshots in %s", b.shot)
 }

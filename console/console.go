@@ -11,7 +11,6 @@ import (
 	"embed"
 	"encoding/hex"
 	"io/fs"
-	"mime"
 	"net/http"
 	"path"
 	"strings"
@@ -20,6 +19,16 @@ import (
 
 //go:embed static
 var static embed.FS
+
+// types are fixed here rather than read from the system's MIME database,
+// which differs between machines.
+var types = map[string]string{
+	".html": "text/html; charset=utf-8",
+	".js":   "text/javascript; charset=utf-8",
+	".css":  "text/css; charset=utf-8",
+	".svg":  "image/svg+xml",
+	".png":  "image/png",
+}
 
 type asset struct {
 	body  []byte
@@ -46,8 +55,8 @@ func Handler() http.Handler {
 			return err
 		}
 		sum := sha256.Sum256(b)
-		ct := mime.TypeByExtension(path.Ext(p))
-		if ct == "" {
+		ct, ok := types[path.Ext(p)]
+		if !ok {
 			ct = "application/octet-stream"
 		}
 		assets[path.Base(p)] = asset{body: b, ctype: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}

@@ -934,6 +934,17 @@
     return () => { stopped = true; clearTimeout(timer); };
   }
 
+  // A script error or a content-security-policy block is shown, not hidden
+  // in the developer tools.
+  function problem(msg) {
+    let b = document.getElementById('console-problem');
+    if (!b) { b = h('div', { class: 'banner error', id: 'console-problem', role: 'alert' }); document.body.prepend(b); }
+    b.textContent = 'Console problem: ' + msg;
+  }
+  window.addEventListener('error', (e) => problem(e.message));
+  window.addEventListener('unhandledrejection', (e) => problem(String((e.reason && e.reason.message) || e.reason)));
+  document.addEventListener('securitypolicyviolation', (e) => problem('blocked by the content security policy: ' + e.violatedDirective + ' ' + (e.blockedURI || 'inline')));
+
   window.addEventListener('hashchange', route);
   route();
 })();
