@@ -281,6 +281,20 @@ func (b *browser) waitText(sel, want string) string {
 	return ""
 }
 
+// waitNonEmpty waits until the element sel shows some text.
+func (b *browser) waitNonEmpty(sel string) string {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if got := strings.TrimSpace(b.text(sel)); got != "" {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.fail("%s stays empty", sel)
+	return ""
+}
+
 // fill sets an input's or select's value the way typing or picking does: the
 // input and change events fire.
 func (b *browser) fill(id, value string) {
@@ -326,23 +340,67 @@ func TestConsoleSeedStory(t *testing.T) {
 	s := newStack(t)
 	b := newBrowser(t)
 
-	// What the seed takes for granted: the credit currency, the metered
-	// features (one with a meter that is not event-based) and the customer.
-	s.call(t, "POST", "/v1/currencies", `{"code":"AIT","name":"AI Tokens","symbol":"AIT"}`, 201)
-	s.call(t, "POST", "/v1/features", `{"id":"ai-agent-email","name":"AI Agent Email","meter":{"kind":"event_based","event_name":"email.sent","aggregation":"COUNT"}}`, 201)
-	s.call(t, "POST", "/v1/features", `{"id":"storage","name":"Storage","meter":{"kind":"pre_aggregated"}}`, 201)
-	s.call(t, "POST", "/v1/customers", `{"id":"acme","name":"Acme Inc","billing_provider":"Customers EMEA","address":{"line1":"123 Main St","city":"NY","country":"US"},"payment_method":"card **** 4242 exp 12/2034"}`, 201)
-
 	// Sign in as an admin.
 	b.open(s.url + "/console/")
 	b.waitText("h1", "Sign in")
 	if l := b.labelFor("login-token"); l != "API token" {
 		t.Errorf("token label %q", l)
 	}
+	b.fill("login-token", "wrong-token-0123456789")
+	b.click(`#login-form button[type=submit]`)
+	b.waitText("#login-token-error", "unknown token")
 	b.fill("login-token", admin)
 	b.click(`#login-form button[type=submit]`)
+	b.waitText("h1", "Plans")
+
+	// What the seed takes for granted, made in the console too: the credit
+	// currency, the metered features (one whose meter is not event-based)
+	// and the customer.
+	b.click(`#nav a[href="#/currencies"]`)
+	b.waitText("h1", "Credit currencies")
+	b.fill("cur-code", "AIT")
+	b.fill("cur-name", "AI Tokens")
+	b.fill("cur-symbol", "AIT")
+	b.click(`#currency-form button[type=submit]`)
+	b.waitText("#currencies", "AI Tokens")
+	b.click(`#nav a[href="#/features"]`)
+	b.waitText("h1", "Features")
+	b.fill("feat-id", "ai-agent-email")
+	b.fill("feat-name", "AI Agent Email")
+	b.fill("feat-kind", "event_based")
+	b.fill("feat-event", "email.sent")
+	b.fill("feat-agg", "SUM")
+	b.click(`#feature-form button[type=submit]`)
+	b.waitText("#feat-dim-error", "dimension")
+	b.fill("feat-agg", "COUNT")
+	b.click(`#feature-form button[type=submit]`)
+	b.waitText("#features", `event "email.sent" · COUNT`)
+	b.fill("feat-id", "storage")
+	b.fill("feat-name", "Storage")
+	b.fill("feat-kind", "pre_aggregated")
+	b.click(`#feature-form button[type=submit]`)
+	b.waitText("#features", "pre-aggregated (cannot map to credits)")
+	b.click(`#nav a[href="#/customers"]`)
+	b.waitText("h1", "Customers")
+	b.fill("cust-id", "acme")
+	b.fill("cust-name", "Acme Inc")
+	b.fill("cust-provider", "Customers EMEA")
+	b.fill("cust-pm", "card **** 4242 exp 12/2034")
+	b.fill("cust-addr-line1", "123 Main St")
+	b.fill("cust-addr-city", "NY")
+	b.fill("cust-addr-country", "USA")
+	b.click(`#customer-form button[type=submit]`)
+	b.waitNonEmpty("#cust-addr-country-error")
+	b.fill("cust-addr-country", "US")
+	b.click(`#customer-form button[type=submit]`)
+	b.waitText("h1", "Acme Inc")
+	c := s.call(t, "GET", "/v1/customers/acme", "", 200)
+	if a, _ := c["address"].(map[string]any); a["line1"] != "123 Main St" || a["country"] != "US" || c["billing_provider"] != "Customers EMEA" {
+		t.Errorf("the customer the console created: %v", c)
+	}
 
 	// Product Catalog > Plans > + New plan.
+	b.click(`#nav a[href="#/plans"]`)
 	b.waitText("h1", "Plans")
 	b.click("#new-plan")
 	b.waitText("h1", "New plan")
@@ -397,9 +455,14 @@ func TestConsoleSeedStory(t *testing.T) {
 	if got := b.text("#plan-min-error"); got != "" {
 		t.Errorf("error after a successful save: %q", got)
 	}
+	// Save changes on the stored plan: a low-balance alert below 80 credits.
+	b.fill("plan-low-credits", "80")
+	b.click("#plan-save")
+	b.waitText("#plan-saved", "Saved plan AI Agents Prepaid.")
 	p := s.call(t, "GET", "/v1/plans/ai-prepaid", "", 200)
 	pp, _ := p["prepaid"].(map[string]any)
-	if pp["min_purchase"] != "250" || pp["max_purchase"] != "8000" || len(pp["consumption"].([]any)) != 1 || len(pp["currency_values"].([]any)) != 2 {
+	low, _ := pp["low_balance"].(map[string]any)
+	if pp["min_purchase"] != "250" || pp["max_purchase"] != "8000" || len(pp["consumption"].([]any)) != 1 || len(pp["currency_values"].([]any)) != 2 || low["credits"] != "80" {
 		t.Errorf("the plan the console saved: %v", p)
 	}
 	b.click(`#nav a[href="#/plans"]`)
@@ -480,6 +543,7 @@ func TestConsoleSeedStory(t *testing.T) {
 	}
 	pcancel()
 	b.waitText("#bal-available", "97 AIT")
+	b.waitText("#bal-low", "OK")
 	b.waitText("#ledger-body", "Usage")
 	today := now.UTC().Format("2006-01-02")
 	b.waitText("#usage-total", "Last 14 days: 3 AIT used")
@@ -506,6 +570,7 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.click("#adj-submit")
 	b.waitText("#adj-result", "Adjusted by -20 AIT · balance 77 AIT")
 	b.waitText("#bal-available", "77 AIT")
+	b.waitText("#bal-low", "Low balance") // below the plan's 80
 	b.waitText("#ledger-body", "reason: Duplicate emails billed twice · by alice@example.com")
 	b.screenshot("subscription-admin")
 
@@ -556,6 +621,7 @@ func TestConsoleSeedStory(t *testing.T) {
 		t.Errorf("stale top-up error %q", got)
 	}
 	b.waitText("#bal-available", "577 AIT")
+	b.waitText("#bal-low", "OK")
 	b.waitText("#ledger-body", "charged 20.00 USD")
 	b.waitText("#grants-body", "purchased")
 	b.screenshot("customer-after-topup")
