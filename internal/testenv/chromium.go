@@ -24,7 +24,7 @@ func Chromium(t testing.TB) string {
 		}
 	}
 	if _, err := os.Stat(bin); err != nil {
-		Unavailable(t, "chromium", bin, err)
+		noChromium(t, bin, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -33,7 +33,16 @@ func Chromium(t testing.TB) string {
 		err = errors.New("no version printed")
 	}
 	if err != nil {
-		Unavailable(t, "chromium", bin, errors.Join(err, errors.New(string(out))))
+		noChromium(t, bin, errors.Join(err, errors.New(string(out))))
 	}
 	return bin
+}
+
+func noChromium(t testing.TB, bin string, err error) {
+	t.Helper()
+	const how = "install it with deploy/local/install.sh (apt-get install chromium) or point CREDITMETER_CHROMIUM at it"
+	if RequireServices() {
+		t.Fatalf("chromium at %s is required (CREDITMETER_REQUIRE_SERVICES=1) but not usable; %s: %v", bin, how, err)
+	}
+	t.Skipf("chromium at %s not usable; %s: %v", bin, how, err)
 }
