@@ -1,0 +1,150 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/reconcile"
+)
+
+// The archive's view of a balance (what a restore would write) equals what
+// Redis holds: per-grant remainders, total, cumulative unfunded, and the last
+// offset per partition.
+func TestArchiveStateMatchesRedis(t *testing.T) {
+	conn, cc := testenv.ClickHouse(t)
+	ctx := context.Background()
+	if err := archive.Migrate(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+	store, err := balance.New(testenv.Redis(t), balance.Options{Prefix: testenv.Prefix(t), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sub = "st"
+	if _, err := store.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD", CreditValue: decimal.NewFromInt(1)}); err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]string{}
+	grant := func(key string, typ balance.GrantType, n int64, exp time.Time) {
+		res, err := store.Grant(ctx, balance.GrantRequest{Key: key, Subscription: sub, Type: typ, Amount: credit.Credits(n), ExpiresAt: exp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		types[res.GrantID] = string(typ)
+	}
+	grant("promo", balance.Promotional, 30, now.Add(48*time.Hour))
+	grant("paid", balance.Purchased, 100, time.Time{})
+	if _, err := store.TopUp(ctx, balance.TopUpRequest{Key: "t", Subscription: sub, Amount: credit.Credits(20)}); err != nil {
+		t.Fatal(err)
+	}
+	w := archive.NewWriter(conn)
+	offset := int64(0)
+	use := func(events int, each string) {
+		b := balance.Batch{Subscription: sub, Topic: "usage-events", Partition: 3}
+		for i := 0; i < events; i++ {
+			offset++
+			b.Lines = append(b.Lines, balance.Line{EventID: fmt.Sprint("e", offset), Offset: offset, Time: now, Credits: credit.MustParse(each)})
+		}
+		res, err := store.Apply(ctx, []balance.Batch{b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows []archive.RatedRow
+		for i, lr := range res[0].Lines {
+			r := archive.RatedRow{EventID: b.Lines[i].EventID, SubscriptionID: sub, Feature: "f", Credits: b.Lines[i].Credits,
+				EventTime: now, Status: archive.StatusApplied, Topic: b.Topic, Partition: b.Partition, Offset: b.Lines[i].Offset}
+			for _, d := range lr.Draws {
+				r.GrantIDs = append(r.GrantIDs, d.Grant)
+				r.GrantAmounts = append(r.GrantAmounts, d.Amount)
+				r.Funded += d.Amount
+			}
+			if lr.Unfunded > 0 {
+				r.Unfunded, r.Status = lr.Unfunded, archive.StatusUnfunded
+			}
+			rows = append(rows, r)
+		}
+		if err := w.WriteUsage(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	use(4, "5.5") // 22 from promo
+	now = now.Add(72 * time.Hour)
+	use(10, "9.75") // promo's 8 expired on this write; 97.5 from paid
+	use(3, "10")    // 2.5 paid, 20 top-up, 7.5 unfunded
+	grant("late", balance.Purchased, 50, time.Time{})
+	use(1, "4") // 46 left of the late grant
+
+	entries, err := store.Ledger(ctx, sub, 1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []archive.LedgerRow
+	for _, e := range entries {
+		r := reconcile.EntryRow(sub, "c", e)
+		if r.GrantType == "" && r.GrantID != "" && r.Kind != archive.KindExpiry {
+			r.GrantType = types[r.GrantID] // balance does not record it in the entry yet
+		}
+		rows = append(rows, r)
+	}
+	if err := w.WriteLedger(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := reconcile.ArchiveState(ctx, conn, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bal, err := store.Balance(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Exact || st.LastSeq != entries[len(entries)-1].Seq || !st.Balance.Equal(bal.Total.Decimal()) ||
+		!st.Unfunded.Equal(bal.Unfunded.Decimal()) || !st.Debt.Equal(bal.Debt.Decimal()) || st.Watermarks["usage-events/3"] != offset {
+		t.Fatalf("archive state %+v\nredis %+v", st, bal)
+	}
+	redis := map[string]string{}
+	for _, g := range bal.Grants {
+		if g.Remaining > 0 {
+			redis[g.ID] = g.Remaining.String()
+		}
+	}
+	arch := map[string]string{}
+	for _, g := range st.Grants {
+		arch[g.ID] = g.Remaining.String()
+	}
+	if fmt.Sprint(arch) != fmt.Sprint(redis) || len(arch) != 1 {
+		t.Fatalf("grant remainders: archive %v, redis %v", arch, redis)
+	}
+	if !st.Unfunded.Equal(decimal.RequireFromString("7.5")) {
+		t.Fatalf("unfunded %s, want 7.5", st.Unfunded)
+	}
+
+	// A deduction draws from grants no archived row names: no longer exact,
+	// the balance still is.
+	res, err := store.Adjust(ctx, balance.AdjustRequest{Key: "d", Subscription: sub, Amount: -credit.Credits(6), Reason: "fix", Actor: "ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := store.Ledger(ctx, sub, res.Seq, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteLedger(ctx, []archive.LedgerRow{reconcile.EntryRow(sub, "c", es[0])}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = reconcile.ArchiveState(ctx, conn, sub); err != nil {
+		t.Fatal(err)
+	}
+	if st.Exact || !st.Balance.Equal(decimal.NewFromInt(40)) {
+		t.Fatalf("after a deduction: exact %v, balance %s; want false, 40", st.Exact, st.Balance)
+	}
+}
