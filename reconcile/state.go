@@ -152,7 +152,9 @@ func ArchiveState(ctx context.Context, conn driver.Conn, sub string) (State, err
 			live = live.Add(g.Remaining)
 		}
 	}
-	sort.Slice(st.Grants, func(i, j int) bool { return st.Grants[i].Created.Before(st.Grants[j].Created) || st.Grants[i].ID < st.Grants[j].ID && st.Grants[i].Created.Equal(st.Grants[j].Created) })
+	sort.Slice(st.Grants, func(i, j int) bool {
+		return st.Grants[i].Created.Before(st.Grants[j].Created) || st.Grants[i].ID < st.Grants[j].ID && st.Grants[i].Created.Equal(st.Grants[j].Created)
+	})
 	st.Debt = live.Sub(st.Balance)
 	if st.Debt.IsNegative() {
 		st.Exact = false
