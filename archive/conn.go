@@ -22,15 +22,9 @@ type ConnConfig struct {
 // Open connects over the native protocol (ClickHouse 18.16 answers only that
 // one reliably) and pings the server.
 func Open(ctx context.Context, c ConnConfig) (driver.Conn, error) {
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{c.Addr},
-		Protocol:    clickhouse.Native,
-		Auth:        clickhouse.Auth{Database: c.Database, Username: c.User, Password: c.Password},
-		DialTimeout: 5 * time.Second,
-		ReadTimeout: 60 * time.Second,
-	})
+	conn, err := Connect(c)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", c.Addr, err)
+		return nil, err
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
@@ -52,4 +46,20 @@ func EnsureDatabase(ctx context.Context, c ConnConfig) error {
 		return fmt.Errorf("clickhouse %s: create database %s: %w", c.Addr, db, err)
 	}
 	return nil
+}
+
+// Connect is Open without the ping: it never fails for an unreachable server
+// (the first query does), so a service can start while ClickHouse is down.
+func Connect(c ConnConfig) (driver.Conn, error) {
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{c.Addr},
+		Protocol:    clickhouse.Native,
+		Auth:        clickhouse.Auth{Database: c.Database, Username: c.User, Password: c.Password},
+		DialTimeout: 5 * time.Second,
+		ReadTimeout: 60 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: %w", c.Addr, err)
+	}
+	return conn, nil
 }

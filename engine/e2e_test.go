@@ -13,6 +13,7 @@ import (
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/e2e"
 )
 
 // run starts e and returns a stop function that cancels it and waits.
@@ -35,21 +36,21 @@ func run(t *testing.T, e *engine.Engine) (stop func()) {
 // ClickHouse. Balances, rated_usage and credit_ledger must be exactly right
 // and the bad events must be in the DLQ with their reasons.
 func TestStreamExact(t *testing.T) {
-	h := newHarness(t, 4)
-	h.subscribe(200)
+	h := e2e.New(t, 4)
+	h.Subscribe(200)
 	const valid, dups, bad = 200_000, 2_000, 150
-	st := h.generate(1, valid, dups, bad)
-	h.produce(st.msgs)
+	st := h.Generate(1, valid, dups, bad)
+	h.Produce(st.Msgs)
 
-	e, m, src := h.newEngine("engine-e2e", engine.Config{})
+	e, m, src := h.NewEngine("engine-e2e", engine.Config{})
 	defer src.Close()
 	start := time.Now()
 	stop := run(t, e)
-	waitConsumed(t, m, len(st.msgs), 3*time.Minute)
+	e2e.WaitConsumed(t, m, len(st.Msgs), 3*time.Minute)
 	took := time.Since(start)
 	stop()
 	t.Logf("%d events in %s: %.0f events/s end to end (Kafka → Redis → ClickHouse, commits included)",
-		len(st.msgs), took.Round(time.Millisecond), float64(len(st.msgs))/took.Seconds())
+		len(st.Msgs), took.Round(time.Millisecond), float64(len(st.Msgs))/took.Seconds())
 
 	if got := testutil.ToFloat64(m.Applied); got != valid {
 		t.Errorf("applied %v events, want %d", got, valid)
@@ -57,9 +58,9 @@ func TestStreamExact(t *testing.T) {
 	if got := testutil.ToFloat64(m.Duplicates.WithLabelValues("id")); got != dups {
 		t.Errorf("duplicate ids %v, want %d", got, dups)
 	}
-	h.verify()
-	got := h.deadLetters(bad)
-	for reason, n := range st.dlq {
+	h.Verify()
+	got := h.DeadLetters(bad)
+	for reason, n := range st.DLQ {
 		if got[reason] != n {
 			t.Errorf("DLQ reason %s: %d, want %d (all: %v)", reason, got[reason], n, got)
 		}
@@ -139,27 +140,27 @@ func (p *proxy) restore() {
 // consuming, retries with backoff, reports itself not ready and in
 // backpressure, and when ClickHouse is back everything is exact.
 func TestArchiveOutage(t *testing.T) {
-	h := newHarness(t, 2)
-	h.subscribe(20)
-	p := newProxy(t, h.cc.Addr)
-	cc := h.cc
+	h := e2e.New(t, 2)
+	h.Subscribe(20)
+	p := newProxy(t, h.CC.Addr)
+	cc := h.CC
 	cc.Addr = p.addr()
-	conn, err := archive.Open(h.ctx, cc)
+	conn, err := archive.Open(context.Background(), cc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	h.writer = archive.NewWriter(conn) // the engine archives through the proxy
+	h.Writer = archive.NewWriter(conn) // the engine archives through the proxy
 
-	st := h.generate(4, 20_000, 200, 0)
-	h.produce(st.msgs[:10_000])
-	e, m, src := h.newEngine("engine-outage", engine.Config{BatchSize: 500, RetryMax: 500 * time.Millisecond})
+	st := h.Generate(4, 20_000, 200, 0)
+	h.Produce(st.Msgs[:10_000])
+	e, m, src := h.NewEngine("engine-outage", engine.Config{BatchSize: 500, RetryMax: 500 * time.Millisecond})
 	defer src.Close()
 	stop := run(t, e)
-	waitConsumed(t, m, 10_000, time.Minute)
+	e2e.WaitConsumed(t, m, 10_000, time.Minute)
 
 	p.cut()
-	h.produce(st.msgs[10_000:])
+	h.Produce(st.Msgs[10_000:])
 	deadline := time.Now().Add(20 * time.Second)
 	for e.Ready() == nil || testutil.ToFloat64(m.Backpressure) != 1 {
 		if time.Now().After(deadline) {
@@ -179,10 +180,10 @@ func TestArchiveOutage(t *testing.T) {
 		t.Error("no archive retries counted")
 	}
 	p.restore()
-	waitConsumed(t, m, len(st.msgs), time.Minute)
+	e2e.WaitConsumed(t, m, len(st.Msgs), time.Minute)
 	if err := e.Ready(); err != nil {
 		t.Errorf("still not ready after ClickHouse returned: %v", err)
 	}
 	stop()
-	h.verify()
+	h.Verify()
 }
