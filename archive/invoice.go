@@ -31,6 +31,8 @@ const (
 	LineUsage          = "usage"           // credits used per feature and their money value
 	LinePromotional    = "promotional_used"
 	LineBreakage       = "breakage" // expired, unused credits
+	LineGrant          = "grant"    // credits granted free (promotional) or of a type not recorded
+	LineAdjustment     = "adjustment"
 )
 
 // InvoiceLine is one line. Money = Credits × UnitPrice unless a charge was
@@ -173,6 +175,16 @@ func BuildInvoice(ctx context.Context, conn driver.Conn, sub, period string, ter
 			inv.Lines = append(inv.Lines, InvoiceLine{Kind: LinePurchasedGrant, Description: d, Credits: amt,
 				UnitPrice: unitPrice(money, amt), Money: money, Billable: true, Ref: ref})
 			inv.PurchasedGrants = inv.PurchasedGrants.Add(money)
+		case kind == KindGrant:
+			d := "Credits granted (" + gtype + ")"
+			if gtype == "" {
+				d = "Credits granted (type not recorded)"
+			}
+			inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineGrant, Description: d, Credits: amt, UnitPrice: price,
+				Money: amt.Mul(price), Ref: ref})
+		case kind == KindAdjustment:
+			inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineAdjustment, Description: "Adjustment: " + reason, Credits: amt,
+				UnitPrice: price, Money: amt.Mul(price), Ref: ref})
 		case kind == KindExpiry:
 			expiries = append(expiries, expiry{seq, grant, amt.Neg()})
 		}

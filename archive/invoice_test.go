@@ -226,7 +226,7 @@ func TestInvoiceMatchesRedisLedger(t *testing.T) {
 		kinds[l.Kind]++
 	}
 	want := map[string]int{archive.LineTopUp: 1, archive.LinePurchasedGrant: 1, archive.LineUsage: 2,
-		archive.LinePromotional: 1, archive.LineBreakage: 1, archive.LineOverage: 1}
+		archive.LinePromotional: 1, archive.LineBreakage: 1, archive.LineOverage: 1, archive.LineGrant: 1}
 	if fmt.Sprint(kinds) != fmt.Sprint(want) {
 		t.Errorf("line kinds %v, want %v", kinds, want)
 	}

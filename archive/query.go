@@ -117,4 +117,32 @@ func Usage(ctx context.Context, conn driver.Conn, q UsageQuery) ([]UsageRow, err
 	return out, nil
 }
 
+// ParseUsageQuery reads the API's parameters: from and to as RFC 3339 times
+// or YYYY-MM-DD dates (UTC midnight); group_by feature (default) or day.
+func ParseUsageQuery(sub, from, to, groupBy string) (UsageQuery, error) {
+	q := UsageQuery{Subscription: sub, GroupBy: groupBy}
+	if q.GroupBy == "" {
+		q.GroupBy = GroupByFeature
+	}
+	var err error
+	if q.From, err = parseTime(from); err != nil {
+		return q, fmt.Errorf("%w: from: %v", ErrInvalidQuery, err)
+	}
+	if q.To, err = parseTime(to); err != nil {
+		return q, fmt.Errorf("%w: to: %v", ErrInvalidQuery, err)
+	}
+	return q, nil
+}
+
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither YYYY-MM-DD nor an RFC 3339 time", s)
+	}
+	return t.UTC(), nil
+}
+
 func isMidnight(t time.Time) bool { return t.Equal(t.Truncate(24 * time.Hour)) }

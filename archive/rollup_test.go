@@ -2,6 +2,7 @@ package archive_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -172,6 +173,21 @@ func TestUsageRejectsBadQueries(t *testing.T) {
 	} {
 		if _, err := archive.Usage(context.Background(), conn, q); err == nil {
 			t.Errorf("%+v: want ErrInvalidQuery", q)
+		}
+	}
+}
+
+func TestParseUsageQuery(t *testing.T) {
+	q, err := archive.ParseUsageQuery("s", "2026-11-01", "2026-11-03T12:00:00+01:00", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.GroupBy != archive.GroupByFeature || !q.From.Equal(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)) || !q.To.Equal(time.Date(2026, 11, 3, 11, 0, 0, 0, time.UTC)) {
+		t.Fatalf("%+v", q)
+	}
+	for _, bad := range [][2]string{{"2026-11", "2026-12-01"}, {"2026-11-01", "tomorrow"}} {
+		if _, err := archive.ParseUsageQuery("s", bad[0], bad[1], "day"); !errors.Is(err, archive.ErrInvalidQuery) {
+			t.Errorf("%v: err %v, want ErrInvalidQuery", bad, err)
 		}
 	}
 }
