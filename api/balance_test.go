@@ -3,7 +3,9 @@ package api_test
 import (
 	"context"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/shopspring/decimal"
 
@@ -41,7 +43,7 @@ func newBalanceEnv(t *testing.T) (*env, *archive.Writer, func() decimal.Decimal)
 		t.Fatal(err)
 	}
 	acc := &engine.Accounts{Store: bs, Archive: w}
-	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, AdminTokens: []string{admin}})
+	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin}})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	archived := func() decimal.Decimal {
@@ -141,5 +143,26 @@ func TestBalanceTopUpAdjustFlow(t *testing.T) {
 	// Every entry reached the archive: its sum equals the balance.
 	if got := archived(); !got.Equal(decimal.NewFromInt(550)) {
 		t.Errorf("archived ledger sums to %s, want 550", got)
+	}
+
+	// The month's invoice bills the top-up (500 × 0.04 USD) and nothing else.
+	period := time.Now().UTC().Format("2006-01")
+	inv := e.must(200, "GET", base+"/invoices?period="+period, tok, "")
+	if inv.body["topups"] != "20" || inv.body["total_due"] != "20" || inv.body["currency"] != "USD" || inv.body["closing_balance"] != "550" {
+		t.Errorf("invoice: %s", inv.raw)
+	}
+	e.must(400, "GET", base+"/invoices?period=2026-13", tok, "")
+	e.must(404, "GET", base+"/invoices?period="+period, other, "")
+	csv := e.do("GET", base+"/invoices?period="+period+"&format=csv", tok, "")
+	if csv.status != 200 || !strings.Contains(csv.raw, "topup") {
+		t.Errorf("csv invoice: %d %s", csv.status, csv.raw)
+	}
+	u := e.must(200, "GET", base+"/usage?from=2026-01-01&to=2026-12-31&group_by=feature", tok, "")
+	if rows := u.body["rows"].([]any); len(rows) != 0 {
+		t.Errorf("usage without events: %s", u.raw)
+	}
+	r = e.must(400, "GET", base+"/usage?from=yesterday&to=2099-01-01", tok, "")
+	if _, f, _ := r.err(); f != "from" {
+		t.Errorf("bad from: %s", r.raw)
 	}
 }

@@ -48,6 +48,8 @@ type Options struct {
 	Balances Balances
 	// Events produces POST /v1/events to the usage topic; nil answers 503.
 	Events Events
+	// Reports answers usage and invoice queries from the archive; nil answers 503.
+	Reports Reports
 	// AdminTokens are the bearer tokens with admin rights.
 	AdminTokens []string
 	// Logger logs internal errors; nil means slog.Default().
@@ -83,6 +85,7 @@ type Server struct {
 	ledger   Ledger
 	balances Balances
 	events   Events
+	reports  Reports
 	admins   [][]byte
 	log      *slog.Logger
 	routes   []Route
@@ -90,7 +93,7 @@ type Server struct {
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
 func NewServer(o Options) *Server {
-	s := &Server{mux: http.NewServeMux(), ready: o.Ready, gather: o.Gatherer, cat: o.Catalog, ledger: o.Ledger, balances: o.Balances, events: o.Events, log: o.Logger}
+	s := &Server{mux: http.NewServeMux(), ready: o.Ready, gather: o.Gatherer, cat: o.Catalog, ledger: o.Ledger, balances: o.Balances, events: o.Events, reports: o.Reports, log: o.Logger}
 	if s.gather == nil {
 		s.gather = prometheus.DefaultGatherer
 	}
@@ -163,6 +166,9 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/subscriptions/{id}/ledger", Customer, s.getLedger},
 		{"POST", "/v1/subscriptions/{id}/topups", Customer, s.topUp},
 		{"POST", "/v1/subscriptions/{id}/adjustments", Admin, s.adjust},
+
+		{"GET", "/v1/subscriptions/{id}/usage", Customer, s.getUsage},
+		{"GET", "/v1/subscriptions/{id}/invoices", Customer, s.getInvoice},
 
 		{"POST", "/v1/events", Admin, s.postEvents},
 	}

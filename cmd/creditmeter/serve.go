@@ -87,7 +87,7 @@ func serve(ctx context.Context, cfg config.Config) error {
 		return errors.Join(errs...)
 	}
 	handler := api.NewServer(api.Options{Ready: ready, Gatherer: reg, Catalog: cat.store, Ledger: accounts, Balances: accounts,
-		Events: writers, AdminTokens: cfg.HTTP.AdminTokens, Logger: log})
+		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
