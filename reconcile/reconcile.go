@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
@@ -32,6 +33,9 @@ type Options struct {
 	Also []string
 	// Deep compares every entry's amount and kind, not only sums and counts.
 	Deep bool
+	// Lag is how long an entry may stay unarchived before it is missing:
+	// younger entries are in flight (the engine archives after Redis).
+	Lag time.Duration
 	// Repair writes the entries the archive lacks or holds altered, from
 	// Redis, then checks again.
 	Repair bool
@@ -48,14 +52,20 @@ type Drift struct {
 	Subscription string          `json:"subscription_id"`
 	RedisTotal   decimal.Decimal `json:"redis_total"`   // balance.BalanceView.Total
 	ArchiveTotal decimal.Decimal `json:"archive_total"` // sum(amount) of credit_ledger FINAL
-	Difference   decimal.Decimal `json:"difference"`    // redis − archive
+	// Difference is Redis's balance after the archive's last entry less the
+	// archived sum: zero when every archived entry is right.
+	Difference   decimal.Decimal `json:"difference"`
 	RedisLastSeq int64           `json:"redis_last_seq"`
 	ArchiveSeqs  uint64          `json:"archive_entries"`
 	Missing      []SeqRange      `json:"missing,omitempty"`    // in Redis, not in the archive
 	Mismatched   []int64         `json:"mismatched,omitempty"` // archived with another amount or kind (Deep)
 	Extra        []int64         `json:"extra,omitempty"`      // archived, unknown to Redis
 	RedisMissing bool            `json:"redis_missing,omitempty"`
-	Repaired     int             `json:"repaired,omitempty"` // entries written by Repair
+	// RedisInconsistent: Redis's total differs from the balance after its
+	// own last ledger entry.
+	RedisInconsistent bool `json:"redis_inconsistent,omitempty"`
+	Pending           int  `json:"pending,omitempty"`  // recent entries not archived yet (not drift)
+	Repaired          int  `json:"repaired,omitempty"` // entries written by Repair
 }
 
 // Report is the outcome of a run.
@@ -93,7 +103,7 @@ func Run(ctx context.Context, store *balance.Store, conn driver.Conn, o Options)
 	sort.Strings(subs)
 	rep := Report{Checked: len(subs), Drift: []Drift{}}
 	for _, sub := range subs {
-		d, err := check(ctx, store, conn, sub, arch[sub], o.Deep)
+		d, err := check(ctx, store, conn, sub, arch[sub], o)
 		if err != nil {
 			return rep, err
 		}
@@ -109,7 +119,7 @@ func Run(ctx context.Context, store *balance.Store, conn driver.Conn, o Options)
 			if err != nil {
 				return rep, err
 			}
-			if d, err = check(ctx, store, conn, sub, one[sub], o.Deep); err != nil {
+			if d, err = check(ctx, store, conn, sub, one[sub], o); err != nil {
 				return rep, err
 			}
 			if d == nil {
@@ -150,7 +160,13 @@ func archiveTotals(ctx context.Context, conn driver.Conn, subs []string) (map[st
 }
 
 // check returns the subscription's drift, or nil when both stores agree.
-func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub string, a archived, deep bool) (*Drift, error) {
+//
+// The engine archives a ledger entry after Redis wrote it, so on a live
+// system the archive trails Redis. The comparison is therefore made at the
+// archive's last entry M: the archived sum must equal Redis's balance after
+// entry M. Entries after M are in flight while younger than lag, missing
+// once older.
+func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub string, a archived, o Options) (*Drift, error) {
 	d := &Drift{Subscription: sub, ArchiveTotal: a.sum, ArchiveSeqs: a.count}
 	bal, err := store.Balance(ctx, sub)
 	switch {
@@ -164,28 +180,52 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 		return nil, fmt.Errorf("reconcile: %s: %w", sub, err)
 	}
 	d.RedisTotal = bal.Total.Decimal()
-	d.Difference = d.RedisTotal.Sub(a.sum)
 
-	// Entries past the archive's last one: Redis wrote them, the archive lacks them.
-	tail, err := store.Ledger(ctx, sub, int64(a.maxSeq)+1, 1)
-	if err != nil {
-		return nil, fmt.Errorf("reconcile: %s: %w", sub, err)
-	}
-	d.RedisLastSeq = int64(a.maxSeq)
-	if len(tail) > 0 {
-		last, err := lastSeq(ctx, store, sub, tail[0].Seq)
+	// Redis's ledger from M on: entry M itself, then the tail.
+	from := max(int64(a.maxSeq), 1)
+	var atM decimal.Decimal
+	var last balance.Entry
+	cut := int64(0) // first tail seq still in flight
+	oldest := time.Now().Add(-o.Lag)
+	for {
+		es, err := store.Ledger(ctx, sub, from, 1000)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reconcile: %s: %w", sub, err)
 		}
-		d.RedisLastSeq = last
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			if e.Seq == int64(a.maxSeq) {
+				atM = e.Balance.Decimal()
+			}
+			if e.Seq > int64(a.maxSeq) && cut == 0 && e.Time.After(oldest) {
+				cut = e.Seq
+			}
+			last = e
+		}
+		from = es[len(es)-1].Seq + 1
 	}
+	d.RedisLastSeq = last.Seq
+	if a.maxSeq > 0 && last.Seq < int64(a.maxSeq) {
+		d.Extra = append(d.Extra, int64(a.maxSeq)) // archived past Redis's last entry
+	}
+	d.Difference = atM.Sub(a.sum)
+	if cut > 0 {
+		d.Pending = int(last.Seq - cut + 1)
+	}
+	// Redis's own invariant: its total is the balance after its last entry.
+	if last.Seq > 0 && !last.Balance.Decimal().Equal(d.RedisTotal) {
+		d.RedisInconsistent = true
+	}
+
 	var archivedSeqs map[int64]entryKey
-	if deep || a.count != a.maxSeq {
+	if o.Deep || a.count != a.maxSeq {
 		if archivedSeqs, err = archiveEntries(ctx, conn, sub); err != nil {
 			return nil, err
 		}
 	}
-	if deep {
+	if o.Deep {
 		if err := compareAll(ctx, store, sub, archivedSeqs, d); err != nil {
 			return nil, err
 		}
@@ -198,25 +238,31 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 			d.Missing = append(d.Missing, SeqRange{int64(a.maxSeq) + 1, d.RedisLastSeq})
 		}
 	}
-	if d.Difference.IsZero() && len(d.Missing) == 0 && len(d.Mismatched) == 0 && len(d.Extra) == 0 {
+	if cut > 0 {
+		d.Missing = clip(d.Missing, cut)
+	}
+	if !d.Drifts() {
 		return nil, nil
 	}
 	return d, nil
 }
 
-// lastSeq pages forward from a known Redis entry to the last one.
-func lastSeq(ctx context.Context, store *balance.Store, sub string, from int64) (int64, error) {
-	last := from
-	for {
-		es, err := store.Ledger(ctx, sub, last+1, 1000)
-		if err != nil {
-			return 0, fmt.Errorf("reconcile: %s: %w", sub, err)
+// Drifts reports whether d is drift (pending entries alone are not).
+func (d *Drift) Drifts() bool {
+	return d.RedisMissing || d.RedisInconsistent || !d.Difference.IsZero() || len(d.Missing)+len(d.Mismatched)+len(d.Extra) > 0
+}
+
+// clip drops the sequence numbers from cut on.
+func clip(rs []SeqRange, cut int64) []SeqRange {
+	var out []SeqRange
+	for _, r := range rs {
+		if r.From >= cut {
+			continue
 		}
-		if len(es) == 0 {
-			return last, nil
-		}
-		last = es[len(es)-1].Seq
+		r.To = min(r.To, cut-1)
+		out = append(out, r)
 	}
+	return out
 }
 
 type entryKey struct {

@@ -66,12 +66,12 @@ func TestReconcileCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
-	args := []string{"reconcile", "--subscription", "s1", "--redis-key-prefix", prefix}
+	args := []string{"reconcile", "--subscription", "s1", "--redis-key-prefix", prefix, "--lag", "0s"}
 	out, err := run(t, env, args...)
-	if err == nil || !strings.Contains(out, "s1: redis 20, archive 10, difference 10") || !strings.Contains(out, "missing seqs [{2 2}]") {
+	if err == nil || !strings.Contains(out, "s1: redis total 20, archive sum 10, difference at the archive's last entry 0") || !strings.Contains(out, "missing seqs [{2 2}]") {
 		t.Fatalf("drift: err %v\n%s", err, out)
 	}
-	if out, err = run(t, env, append(args, "--repair")...); err != nil || !strings.Contains(out, "repaired 1 entries") {
+	if out, err = run(t, env, append(args, "--repair")...); err != nil || !strings.Contains(out, "repaired 1 entries") || !strings.Contains(out, "0 with drift") {
 		t.Fatalf("repair: err %v\n%s", err, out)
 	}
 	if out, err = run(t, env, append(args, "--deep")...); err != nil || !strings.Contains(out, "0 with drift") {

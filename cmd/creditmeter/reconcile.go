@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ func newReconcileCmd() *cobra.Command {
 	cfg := config.Default()
 	var subs []string
 	var deep, repair, asJSON bool
+	var lag time.Duration
 	var keyPrefix string
 	cmd := &cobra.Command{
 		Use:   "reconcile [--subscription S]... [--deep] [--repair] [--json]",
@@ -26,9 +28,12 @@ func newReconcileCmd() *cobra.Command {
 subscription in the archive's credit_ledger or in the catalog (or only those
 given with --subscription):
 
-  - the Redis balance (total) equals the sum of the archived ledger entries;
-  - the archive holds every ledger sequence number Redis wrote (a gap, or
-    entries past the archive's last one, is drift);
+  - the sum of the archived ledger entries equals Redis's balance after the
+    archive's last entry (and Redis's total equals the balance after its own
+    last entry);
+  - the archive holds every ledger sequence number Redis wrote: a gap is
+    drift, and so is an entry past the archive's last one once it is older
+    than --lag (younger ones are in flight: the engine archives after Redis);
   - with --deep, every archived entry has Redis's kind and amount.
 
 It prints one line per drifting subscription and exits non-zero when any
@@ -45,7 +50,7 @@ it cannot be rebuilt from here yet.`,
 			if err != nil {
 				return err
 			}
-			o := reconcile.Options{Subscriptions: subs, Deep: deep, Repair: repair}
+			o := reconcile.Options{Subscriptions: subs, Deep: deep, Repair: repair, Lag: lag}
 			if len(subs) == 0 {
 				cat, err := catalogstore.New(rc, keyPrefix)
 				if err != nil {
@@ -78,7 +83,7 @@ it cannot be rebuilt from here yet.`,
 				printReport(cmd.OutOrStdout(), rep)
 			}
 			for _, d := range rep.Drift {
-				if !d.Difference.IsZero() || d.RedisMissing || len(d.Missing)+len(d.Mismatched)+len(d.Extra) > 0 {
+				if d.Drifts() {
 					return reconcile.ErrDrift
 				}
 			}
@@ -89,19 +94,29 @@ it cannot be rebuilt from here yet.`,
 	cmd.Flags().BoolVar(&deep, "deep", false, "also compare every entry's kind and amount (reads whole ledgers)")
 	cmd.Flags().BoolVar(&repair, "repair", false, "write missing or altered entries from Redis to the archive, then check again")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.Flags().DurationVar(&lag, "lag", time.Minute, "how long a Redis ledger entry may stay unarchived (in flight) before it counts as missing")
 	cmd.Flags().StringVar(&keyPrefix, "redis-key-prefix", "creditmeter:", "prefix of every Redis key creditmeter writes")
 	withConfig(cmd, &cfg, config.GroupClickHouse, config.GroupRedis)
 	return cmd
 }
 
 func printReport(w io.Writer, rep reconcile.Report) {
-	fmt.Fprintf(w, "checked %d subscriptions, %d with drift\n", rep.Checked, len(rep.Drift))
+	drifting := 0
+	for _, d := range rep.Drift {
+		if d.Drifts() {
+			drifting++
+		}
+	}
+	fmt.Fprintf(w, "checked %d subscriptions, %d with drift\n", rep.Checked, drifting)
 	for _, d := range rep.Drift {
 		if d.RedisMissing {
 			fmt.Fprintf(w, "%s: redis lost the account; archive has %d entries summing %s\n", d.Subscription, d.ArchiveSeqs, d.ArchiveTotal)
 			continue
 		}
-		fmt.Fprintf(w, "%s: redis %s, archive %s, difference %s; redis last seq %d, archived %d",
+		if d.RedisInconsistent {
+			fmt.Fprintf(w, "%s: redis total %s differs from the balance after its last ledger entry\n", d.Subscription, d.RedisTotal)
+		}
+		fmt.Fprintf(w, "%s: redis total %s, archive sum %s, difference at the archive's last entry %s; redis last seq %d, archived entries %d",
 			d.Subscription, d.RedisTotal, d.ArchiveTotal, d.Difference, d.RedisLastSeq, d.ArchiveSeqs)
 		if len(d.Missing) > 0 {
 			fmt.Fprintf(w, "; missing seqs %v", d.Missing)
@@ -111,6 +126,9 @@ func printReport(w io.Writer, rep reconcile.Report) {
 		}
 		if len(d.Extra) > 0 {
 			fmt.Fprintf(w, "; seqs unknown to redis %v", d.Extra)
+		}
+		if d.Pending > 0 {
+			fmt.Fprintf(w, "; %d recent entries in flight", d.Pending)
 		}
 		if d.Repaired > 0 {
 			fmt.Fprintf(w, "; repaired %d entries", d.Repaired)
