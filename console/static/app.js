@@ -563,7 +563,8 @@
     }
     function pickCurrency() {
       const code = plan ? plan.prepaid.credit_currency : '';
-      valueText.textContent = '1 ' + curName(code) + ' = ' + (editValue ? '' : money(planValue(), locSel.value));
+      valueText.textContent = '1 ' + curName(code) + ' = ' + (editValue ? '(edited below)' : money(planValue(), locSel.value));
+      document.querySelector('label[for="sub-credit-value"]').textContent = 'Credit value (' + locSel.value + ' per ' + code + ')';
       if (!editValue) valueInput.value = planValue();
       document.querySelectorAll('.sub-credit-code').forEach((x) => { x.textContent = code; });
       const lim = plan ? limitsText(plan.prepaid.min_purchase, plan.prepaid.max_purchase, code) : '';
@@ -741,6 +742,46 @@
     const grantsBody = h('tbody', { id: 'grants-body' });
     const ledgerBody = h('tbody', { id: 'ledger-body' });
     const chart = h('div', { class: 'chart', id: 'usage-chart' });
+    const byFeature = h('div', { id: 'usage-by-feature' });
+    const features = await get('/features').then((r) => r.data).catch(() => []);
+    const featureName = (fid) => { const f = features.find((x) => x.id === fid); return f ? f.name : fid; };
+
+    // The invoice of a month, when the API serves invoices.
+    const months = [];
+    for (let i = 0, d = new Date(); i < 3; i++) {
+      months.push(new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - i, 1)).toISOString().slice(0, 7));
+    }
+    const periodSel = h('select', { id: 'invoice-period' }, options(months.map((m) => [m, m]), months[0]));
+    const invoiceBody = h('div', { id: 'invoice-body' });
+    const invoiceCard = h('section', { class: 'card', id: 'invoice', hidden: true, 'aria-labelledby': 'invoice-h' },
+      h('div', { class: 'bar' }, h('h2', { id: 'invoice-h' }, 'Invoice'), h('div', {}, h('label', { class: 'sr-only', for: 'invoice-period' }, 'Invoice period'), periodSel)), invoiceBody);
+    let invoiceDue = true;
+    periodSel.addEventListener('change', () => loadInvoice());
+    async function loadInvoice() {
+      let r;
+      try {
+        r = await get('/subscriptions/' + enc + '/invoices?period=' + periodSel.value);
+      } catch (e) {
+        if (e.status === 404 || e.status === 405 || e.status === 501) { invoiceCard.hidden = true; return; }
+        invoiceCard.hidden = false;
+        invoiceBody.replaceChildren(h('div', { class: 'banner error', role: 'alert' }, e.message));
+        return;
+      }
+      const inv = r && (r.lines ? r : ((r.invoices || r.data || [])[0]));
+      invoiceCard.hidden = false;
+      if (!inv) { invoiceBody.replaceChildren(h('p', { class: 'muted' }, 'No invoice for ' + periodSel.value + '.')); return; }
+      const cur = inv.currency || sub.currency;
+      invoiceBody.replaceChildren(
+        h('table', { id: 'invoice-lines' },
+          h('thead', {}, h('tr', {}, ['Line', 'Credits', 'Price per credit', 'Amount', ''].map((t, i) => h('th', { class: i && i < 4 ? 'num' : null }, t)))),
+          h('tbody', {}, (inv.lines || []).map((l) => h('tr', {}, h('td', {}, l.description || l.kind),
+            h('td', { class: 'num' }, fmt(l.credits) + ' ' + (inv.credit_currency || code)), h('td', { class: 'num' }, money(l.unit_price, cur)),
+            h('td', { class: 'num' }, money(l.money, cur)), h('td', { class: 'muted' }, l.billable ? '' : 'not billed'))))),
+        h('dl', { class: 'kv', id: 'invoice-totals' },
+          h('dt', {}, 'Opening balance'), h('dd', {}, fmt(inv.opening_balance) + ' ' + code),
+          h('dt', {}, 'Closing balance'), h('dd', {}, fmt(inv.closing_balance) + ' ' + code),
+          h('dt', {}, 'Total due'), h('dd', { id: 'invoice-total' }, money(inv.total_due, cur))));
+    }
 
     function stat(k, v, id2) { return h('div', { class: 'stat' }, h('div', { class: 'k' }, k), h('div', { class: 'v', id: id2 }, v)); }
     function renderBalance(b) {
@@ -782,27 +823,32 @@
       }
       if (ledger.length > 5000) ledger.splice(0, ledger.length - 5000);
     }
-    // usageDays is credits consumed per UTC day over the last 14 days: from
-    // the usage API when it serves it, else summed (exactly) from the ledger.
+    // usageDays is credits consumed per UTC day over the last 14 days, and
+    // per feature when the API serves the usage report; where it does not
+    // (yet), the days are summed (exactly) from the ledger's usage entries.
+    let usageNote = '';
     async function usageDays() {
+      usageNote = '';
       const days = [];
       const today = new Date(); today.setUTCHours(0, 0, 0, 0);
       for (let i = 13; i >= 0; i--) days.push(new Date(today.getTime() - i * 86400000).toISOString().slice(0, 10));
       const sums = new Map(days.map((d) => [d, 0n]));
       if (usageSource !== 'ledger') {
         try {
-          const from = days[0] + 'T00:00:00Z';
-          const to = new Date(today.getTime() + 86400000).toISOString().replace(/\.\d+Z$/, 'Z');
-          const r = await get('/subscriptions/' + enc + '/usage?from=' + from + '&to=' + to + '&group_by=day');
+          const q = '/subscriptions/' + enc + '/usage?from=' + days[0] + 'T00:00:00Z&to=' +
+            new Date(today.getTime() + 86400000).toISOString().replace(/\.\d+Z$/, 'Z') + '&group_by=';
+          const [byDay, byFeature] = await Promise.all([get(q + 'day'), get(q + 'feature')]);
           usageSource = 'usage';
-          for (const row of (r && r.rows) || []) {
+          for (const row of (byDay && byDay.rows) || []) {
             const d = String(row.day || '').slice(0, 10);
             if (sums.has(d)) sums.set(d, sums.get(d) + (toBig(row.credits) || 0n));
           }
-          return { days, sums };
+          return { days, sums, features: (byFeature && byFeature.rows) || [] };
         } catch (e) {
-          if (e.status !== 404 && e.status !== 405 && e.status !== 501) throw e;
-          usageSource = 'ledger';
+          // No such route: use the ledger from now on; the report failing
+          // (archive down or not configured): use the ledger this time.
+          if (e.status === 404 || e.status === 405 || e.status === 501) usageSource = 'ledger';
+          else usageNote = ' (from the ledger; the usage report answered: ' + e.message + ')';
         }
       }
       for (const e of ledger) {
@@ -812,7 +858,16 @@
         let a = toBig(e.amount) || 0n; if (a < 0n) a = -a;
         sums.set(d, sums.get(d) + a + (toBig(e.unfunded || '0') || 0n));
       }
-      return { days, sums };
+      return { days, sums, features: null };
+    }
+    function renderFeatures(rows) {
+      if (!rows) { byFeature.replaceChildren(); return; }
+      byFeature.replaceChildren(h('h3', {}, 'By feature, last 14 days'), h('table', { id: 'usage-features' },
+        h('thead', {}, h('tr', {}, ['Feature', 'Quantity', 'Events', 'Credits', 'Money value'].map((t, i) => h('th', { class: i ? 'num' : null }, t)))),
+        h('tbody', {}, rows.length ? rows.map((r) => h('tr', {}, h('td', {}, featureName(r.feature)), h('td', { class: 'num' }, r.quantity != null ? fmt(r.quantity) : '—'),
+          h('td', { class: 'num' }, r.events != null ? fmt(String(r.events)) : '—'), h('td', { class: 'num' }, fmt(r.credits) + ' ' + code),
+          h('td', { class: 'num' }, r.money_value != null ? money(r.money_value, r.money_currency || sub.currency) : (r.money != null ? money(r.money, sub.currency) : '—'))))
+          : h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No usage.')))));
     }
     function renderChart(u) {
       const W = 700, H = 220, L = 56, B = 28, T = 12;
@@ -836,15 +891,27 @@
           s('title', {}, d + ': ' + fmt(fromBig(v)) + ' ' + code)));
         if (i % 2 === 1 || u.days.length <= 7) svg.append(s('text', { x: x + (bw - 6) / 2, y: H - 10, 'text-anchor': 'middle', 'font-size': 10, fill: '#5b6475' }, d.slice(5)));
       });
-      chart.replaceChildren(svg, h('p', { class: 'hint', id: 'usage-total' }, 'Last 14 days: ' + fmt(fromBig(total)) + ' ' + code + ' used' + (usageSource === 'ledger' ? ' (from the ledger)' : '') + '.'));
+      chart.replaceChildren(svg, h('p', { class: 'hint', id: 'usage-total' }, 'Last 14 days: ' + fmt(fromBig(total)) + ' ' + code + ' used' + (usageSource === 'ledger' ? ' (from the ledger)' : usageNote) + '.'));
     }
+    // The usage report is archived a moment after the balance changes: it is
+    // asked again for a few polls after the ledger grows, and every 30 s.
+    let usageDue = 1, polls = 0;
     async function refresh() {
       try {
+        const before = lastSeq;
         const [b] = await Promise.all([get('/subscriptions/' + enc + '/balance'), loadLedger()]);
         if (stopped) return;
         balErr.textContent = '';
         renderBalance(b); renderLedger();
-        renderChart(await usageDays());
+        if (lastSeq !== before) usageDue = 3;
+        if (usageDue > 0 || polls++ % 15 === 0 || usageSource !== 'usage') {
+          if (usageDue > 0 && !invoiceCard.hidden) invoiceDue = true;
+          usageDue = Math.max(0, usageDue - 1);
+          const u = await usageDays();
+          if (stopped) return;
+          renderChart(u); renderFeatures(u.features);
+        }
+        if (invoiceDue) { invoiceDue = false; loadInvoice(); }
       } catch (e) {
         if (!stopped) balErr.textContent = 'Could not refresh: ' + e.message;
       }
@@ -925,7 +992,8 @@
         h('dt', {}, 'Started'), h('dd', {}, when(sub.start_at)))),
       h('section', { class: 'card', 'aria-labelledby': 'balance-h' }, h('h2', { id: 'balance-h' }, 'Balance'), balErr, stats, updated),
       h('div', { class: 'row' }, topForm, adjForm),
-      h('section', { class: 'card', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Usage'), chart),
+      h('section', { class: 'card', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Usage'), chart, byFeature),
+      invoiceCard,
       h('section', { class: 'card', 'aria-labelledby': 'grants-h' }, h('h2', { id: 'grants-h' }, 'Grants (in burn-down order)'),
         h('table', { id: 'grants' }, h('thead', {}, h('tr', {}, ['Grant', 'Type', 'Amount', 'Remaining', 'Effective', 'Expires'].map((t, i) => h('th', { class: i === 2 || i === 3 ? 'num' : null }, t)))), grantsBody)),
       h('section', { class: 'card', 'aria-labelledby': 'ledger-h' }, h('h2', { id: 'ledger-h' }, 'Ledger (newest first)'),
