@@ -16,6 +16,8 @@ import (
 type Accounts struct {
 	Store   *balance.Store
 	Archive Archive
+	// Observer, when set, hears of every top-up and adjustment (metrics).
+	Observer AccountObserver
 }
 
 // OpenSubscription opens or updates the subscription's account from its
@@ -119,6 +121,9 @@ func (a *Accounts) Ledger(ctx context.Context, sub string, fromSeq int64, limit 
 // archive failure of the first attempt.
 func (a *Accounts) TopUp(ctx context.Context, req balance.TopUpRequest, customer string) (balance.ChangeResult, error) {
 	res, err := a.Store.TopUp(ctx, req)
+	if a.Observer != nil {
+		a.Observer.ObserveTopUp(req, res, err)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -128,6 +133,9 @@ func (a *Accounts) TopUp(ctx context.Context, req balance.TopUpRequest, customer
 // Adjust adds or deducts credits and archives the ledger entry.
 func (a *Accounts) Adjust(ctx context.Context, req balance.AdjustRequest, customer string) (balance.ChangeResult, error) {
 	res, err := a.Store.Adjust(ctx, req)
+	if a.Observer != nil {
+		a.Observer.ObserveAdjust(req, res, err)
+	}
 	if err != nil {
 		return res, err
 	}

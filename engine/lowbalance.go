@@ -1,0 +1,216 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
+)
+
+// LowBalanceSource is what the low-balance collector reads (balance.Store).
+type LowBalanceSource interface {
+	LowSubscriptions(ctx context.Context) ([]string, error)
+	Balance(ctx context.Context, sub string) (balance.BalanceView, error)
+}
+
+// SubscriptionLabels gives a subscription's customer and plan (from the
+// catalog).
+type SubscriptionLabels func(ctx context.Context, sub string) (customer, plan string, err error)
+
+// LowBalanceOptions bound the collector's cost; zero values take defaults.
+type LowBalanceOptions struct {
+	// MaxSeries caps the per-subscription series (default 1000). Low
+	// subscriptions beyond it, in id order, are only counted in
+	// creditmeter_balances_low_unlisted.
+	MaxSeries int
+	// MaxAge is how long a refresh serves scrapes (default 1s), so several
+	// Prometheus servers scraping at once cost one refresh.
+	MaxAge time.Duration
+	// Timeout bounds a refresh (default 5s).
+	Timeout time.Duration
+	// Workers read balances in parallel (default 8).
+	Workers int
+}
+
+// LowBalanceCollector exposes, at scrape time, the subscriptions below their
+// low-balance threshold. Only those get series, so label cardinality is
+// bounded by the number of low subscriptions (and MaxSeries), not by all
+// subscriptions; a topped-up subscription leaves the low set and its series
+// disappear at the next scrape.
+//
+// It relies on the balance store's low set, which holds only subscriptions
+// with a threshold: one without a threshold is never listed, even at zero.
+type LowBalanceCollector struct {
+	src    LowBalanceSource
+	labels SubscriptionLabels
+	opt    LowBalanceOptions
+
+	mu        sync.Mutex
+	at        time.Time
+	snap      []lowSub
+	unlisted  int
+	errs      float64
+	labelMemo map[string][2]string // customer, plan of subscriptions low at the last refresh
+
+	descLow, descExhausted, descLowByPlan, descExhaustedByPlan, descUnlisted, descErrs *prometheus.Desc
+}
+
+type lowSub struct {
+	sub, customer, plan string
+	total               credit.Amount
+	exhausted           bool
+	labeled             bool
+}
+
+// NewLowBalanceCollector builds the collector; register it on a registry.
+func NewLowBalanceCollector(src LowBalanceSource, labels SubscriptionLabels, opt LowBalanceOptions) *LowBalanceCollector {
+	if opt.MaxSeries <= 0 {
+		opt.MaxSeries = 1000
+	}
+	if opt.MaxAge <= 0 {
+		opt.MaxAge = time.Second
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = 5 * time.Second
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = 8
+	}
+	subLabels := []string{"subscription", "customer", "plan"}
+	return &LowBalanceCollector{src: src, labels: labels, opt: opt, labelMemo: map[string][2]string{},
+		descLow: prometheus.NewDesc("creditmeter_balance_low_credits",
+			"Balance in credits of a subscription below its low-balance threshold; only low subscriptions have this series.", subLabels, nil),
+		descExhausted: prometheus.NewDesc("creditmeter_balance_exhausted",
+			"1 for a low subscription with no credits available now (available balance <= 0); absent otherwise.", subLabels, nil),
+		descLowByPlan: prometheus.NewDesc("creditmeter_balances_low",
+			"Subscriptions below their low-balance threshold, by plan (listed ones only, see creditmeter_balances_low_unlisted).", []string{"plan"}, nil),
+		descExhaustedByPlan: prometheus.NewDesc("creditmeter_balances_exhausted",
+			"Low subscriptions with no credits available now, by plan.", []string{"plan"}, nil),
+		descUnlisted: prometheus.NewDesc("creditmeter_balances_low_unlisted",
+			"Low subscriptions beyond the per-subscription series cap, not broken down.", nil, nil),
+		descErrs: prometheus.NewDesc("creditmeter_low_balance_refresh_errors_total",
+			"Failed reads of the low balances; the last good reading is served meanwhile.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *LowBalanceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.descLow, c.descExhausted, c.descLowByPlan, c.descExhaustedByPlan, c.descUnlisted, c.descErrs} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *LowBalanceCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	if time.Since(c.at) >= c.opt.MaxAge {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opt.Timeout)
+		if err := c.refresh(ctx); err != nil {
+			c.errs++
+		}
+		cancel()
+		// Also after a failure: a Redis outage must not make every scrape wait out the timeout.
+		c.at = time.Now()
+	}
+	snap, unlisted, errs := c.snap, c.unlisted, c.errs
+	c.mu.Unlock()
+
+	low, exhausted := map[string]int{}, map[string]int{}
+	for _, s := range snap {
+		ch <- prometheus.MustNewConstMetric(c.descLow, prometheus.GaugeValue, credits(s.total), s.sub, s.customer, s.plan)
+		low[s.plan]++
+		if s.exhausted {
+			ch <- prometheus.MustNewConstMetric(c.descExhausted, prometheus.GaugeValue, 1, s.sub, s.customer, s.plan)
+			exhausted[s.plan]++
+		}
+	}
+	for p, n := range low {
+		ch <- prometheus.MustNewConstMetric(c.descLowByPlan, prometheus.GaugeValue, float64(n), p)
+		ch <- prometheus.MustNewConstMetric(c.descExhaustedByPlan, prometheus.GaugeValue, float64(exhausted[p]), p)
+	}
+	ch <- prometheus.MustNewConstMetric(c.descUnlisted, prometheus.GaugeValue, float64(unlisted))
+	ch <- prometheus.MustNewConstMetric(c.descErrs, prometheus.CounterValue, errs)
+}
+
+func credits(a credit.Amount) float64 { return float64(a) / float64(credit.Unit) }
+
+// refresh reads the low set and the balances of its first MaxSeries
+// members; on any failure the previous reading stays. Called with c.mu held.
+func (c *LowBalanceCollector) refresh(ctx context.Context) error {
+	subs, err := c.src.LowSubscriptions(ctx)
+	if err != nil {
+		return err
+	}
+	unlisted := 0
+	if len(subs) > c.opt.MaxSeries {
+		// LowSubscriptions is sorted, so the listed ones stay the same between scrapes.
+		unlisted = len(subs) - c.opt.MaxSeries
+		subs = subs[:c.opt.MaxSeries]
+	}
+	out := make([]lowSub, len(subs))
+	keep := make([]bool, len(subs))
+	errs := make([]error, len(subs))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(c.opt.Workers, len(subs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				keep[i], errs[i] = c.read(ctx, subs[i], &out[i])
+			}
+		}()
+	}
+	for i := range subs {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	snap := out[:0]
+	memo := make(map[string][2]string, len(subs))
+	for i := range out {
+		if keep[i] {
+			snap = append(snap, out[i])
+			if out[i].labeled {
+				memo[out[i].sub] = [2]string{out[i].customer, out[i].plan}
+			}
+		}
+	}
+	c.snap, c.unlisted, c.labelMemo = snap, unlisted, memo
+	return nil
+}
+
+// read fills s with sub's balance and labels; false when sub is no longer
+// low (a crossing between the two reads) or has no account.
+func (c *LowBalanceCollector) read(ctx context.Context, sub string, s *lowSub) (bool, error) {
+	v, err := c.src.Balance(ctx, sub)
+	if errors.Is(err, balance.ErrUnknownSubscription) {
+		return false, nil
+	}
+	if err != nil || !v.Low {
+		return false, err
+	}
+	*s = lowSub{sub: sub, total: v.Total, exhausted: v.Available <= 0}
+	// labelMemo is only written by refresh, under the same lock as this read.
+	if l, ok := c.labelMemo[sub]; ok {
+		s.customer, s.plan, s.labeled = l[0], l[1], true
+		return true, nil
+	}
+	s.customer, s.plan = "unknown", "unknown"
+	if c.labels != nil {
+		// A catalog miss must not hide a low balance: it is listed with
+		// "unknown" labels and looked up again next time.
+		if cust, plan, err := c.labels(ctx, sub); err == nil {
+			s.customer, s.plan, s.labeled = cust, plan, true
+		}
+	}
+	return true, nil
+}
