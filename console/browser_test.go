@@ -577,6 +577,16 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.waitText("#bal-available", "77 AIT")
 	b.waitText("#bal-low", "Low balance") // below the plan's 80
 	b.waitText("#ledger-body", "reason: Duplicate emails billed twice · by alice@example.com")
+	// The spend check a product backend makes.
+	b.fill("check-amount", "50")
+	b.click("#check-submit")
+	b.waitText("#check-result", "Allowed · available 77 AIT · shortfall unfunded.")
+	b.fill("check-amount", "80")
+	b.click("#check-submit")
+	b.waitText("#check-result", "Not allowed · available 77 AIT")
+	b.fill("check-amount", "-1")
+	b.click("#check-submit")
+	b.waitText("#check-amount-error", "negative")
 	b.screenshot("subscription-admin")
 
 	b.noProblem()
@@ -636,6 +646,8 @@ func TestConsoleSeedStory(t *testing.T) {
 		t.Errorf("usage summed from the ledger although the API serves the report: %q", got)
 	}
 	b.waitText("#invoice-lines", "20.00 USD")
+	b.click("#invoice-csv")
+	b.waitText("#invoice-csv-status", "Saved invoice-"+subID+"-")
 	b.screenshot("customer-after-topup")
 
 	// The ledger the API holds is what the page showed.

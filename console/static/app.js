@@ -753,8 +753,26 @@
     }
     const periodSel = h('select', { id: 'invoice-period' }, options(months.map((m) => [m, m]), months[0]));
     const invoiceBody = h('div', { id: 'invoice-body' });
+    const csvStatus = h('span', { class: 'hint', id: 'invoice-csv-status', role: 'status' });
     const invoiceCard = h('section', { class: 'card', id: 'invoice', hidden: true, 'aria-labelledby': 'invoice-h' },
-      h('div', { class: 'bar' }, h('h2', { id: 'invoice-h' }, 'Invoice'), h('div', {}, h('label', { class: 'sr-only', for: 'invoice-period' }, 'Invoice period'), periodSel)), invoiceBody);
+      h('div', { class: 'bar' }, h('h2', { id: 'invoice-h' }, 'Invoice'),
+        h('div', { class: 'actions' }, csvStatus, h('button', { type: 'button', class: 'secondary', id: 'invoice-csv', onclick: downloadCSV }, 'Download CSV'),
+          h('label', { class: 'sr-only', for: 'invoice-period' }, 'Invoice period'), periodSel)), invoiceBody);
+    // downloadCSV fetches the CSV with the token (a plain link cannot send
+    // it) and saves it.
+    async function downloadCSV() {
+      csvStatus.textContent = '';
+      const name = 'invoice-' + sub.id + '-' + periodSel.value + '.csv';
+      try {
+        const res = await fetch(API + '/subscriptions/' + enc + '/invoices?period=' + periodSel.value + '&format=csv', { headers: { Authorization: 'Bearer ' + store.getItem('cm.token') } });
+        if (!res.ok) throw new Error(res.status + ' ' + res.statusText);
+        const url = URL.createObjectURL(await res.blob());
+        const a = h('a', { href: url, download: name, hidden: true });
+        document.body.append(a); a.click(); a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 10000);
+        csvStatus.textContent = 'Saved ' + name;
+      } catch (e) { csvStatus.textContent = 'Download failed: ' + e.message; }
+    }
     let invoiceDue = true;
     periodSel.addEventListener('change', () => loadInvoice());
     async function loadInvoice() {
@@ -951,6 +969,24 @@
     });
 
     // Credit adjustment (admin).
+    // Spend check (admin): what a product backend asks before expensive work.
+    let checkForm = null;
+    if (admin) {
+      checkForm = h('form', { class: 'card', id: 'check-form', novalidate: true }, h('h2', {}, 'Spend check'), formError(),
+        field('Credits about to be spent', input('check-amount', 'amount', { inputmode: 'decimal', placeholder: '12.5' }), 'Asks POST /v1/subscriptions/{id}/check, as a product backend does.'),
+        h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'check-submit' }, 'Check')),
+        h('div', { class: 'banner', id: 'check-result', role: 'status' }));
+      checkForm.addEventListener('submit', async (ev) => {
+        ev.preventDefault(); clearErrors(checkForm);
+        const out = document.getElementById('check-result'); out.textContent = ''; out.className = 'banner';
+        try {
+          const r = await api('POST', '/subscriptions/' + enc + '/check', { amount: val('check-amount') });
+          out.className = 'banner ' + (r.allowed ? 'ok' : 'warn');
+          out.textContent = (r.allowed ? 'Allowed' : 'Not allowed') + ' · available ' + fmt(r.available) + ' ' + code + ' · ' + (r.policy === 'overage' ? 'overage allowed' : 'shortfall unfunded') + '.';
+        } catch (e) { showError(checkForm, e); }
+      });
+    }
+
     let adjForm = null;
     if (admin) {
       adjForm = h('form', { class: 'card', id: 'adjust-form', novalidate: true }, h('h2', {}, 'Credit adjustment'), formError(),
@@ -991,7 +1027,7 @@
         h('dt', {}, 'Credit value'), h('dd', { id: 'sub-value' }, '1 ' + code + ' = ' + money(cv, sub.currency)),
         h('dt', {}, 'Started'), h('dd', {}, when(sub.start_at)))),
       h('section', { class: 'card', 'aria-labelledby': 'balance-h' }, h('h2', { id: 'balance-h' }, 'Balance'), balErr, stats, updated),
-      h('div', { class: 'row' }, topForm, adjForm),
+      h('div', { class: 'row' }, topForm, adjForm, checkForm),
       h('section', { class: 'card', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Usage'), chart, byFeature),
       invoiceCard,
       h('section', { class: 'card', 'aria-labelledby': 'grants-h' }, h('h2', { id: 'grants-h' }, 'Grants (in burn-down order)'),
