@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/rating"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/reconcile"
 	"github.com/shopspring/decimal"
 )
@@ -76,5 +81,94 @@ func TestReconcileCommand(t *testing.T) {
 	}
 	if out, err = run(t, env, append(args, "--deep")...); err != nil || !strings.Contains(out, "0 with drift") {
 		t.Fatalf("after repair: err %v\n%s", err, out)
+	}
+}
+
+// archivingLedger opens balance accounts and archives their ledger entries,
+// as the engine does, recording the grant type the entry does not carry.
+type archivingLedger struct {
+	store *balance.Store
+	w     *archive.Writer
+}
+
+func (l archivingLedger) OpenSubscription(ctx context.Context, t rating.AccountTerms, g *rating.Grant) error {
+	if _, err := l.store.OpenAccount(ctx, balance.AccountSpec{Subscription: t.SubscriptionID, Customer: t.CustomerID,
+		Policy: balance.Overage, Currency: t.Currency, CreditValue: t.CreditValue}); err != nil {
+		return err
+	}
+	res, err := l.store.Grant(ctx, balance.GrantRequest{Key: "included", Subscription: t.SubscriptionID, Type: balance.GrantType(g.Type),
+		Amount: g.Amount, CostBasis: g.CostBasis.Amount, Reason: "included credits"})
+	if err != nil {
+		return err
+	}
+	es, err := l.store.Ledger(ctx, t.SubscriptionID, res.Seq, 1)
+	if err != nil {
+		return err
+	}
+	row := reconcile.EntryRow(t.SubscriptionID, t.CustomerID, es[0])
+	row.GrantType = string(g.Type)
+	return l.w.WriteLedger(ctx, []archive.LedgerRow{row})
+}
+
+// invoice prices with the catalog's terms: 100 purchased included credits
+// and a 250-credit top-up at the subscription's 0.04 USD.
+func TestInvoiceCommand(t *testing.T) {
+	conn, cc := testenv.ClickHouse(t)
+	rc := testenv.Redis(t)
+	prefix := testenv.Prefix(t)
+	ctx := context.Background()
+	if err := archive.Migrate(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+	store, err := balance.New(rc, balance.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalogstore.New(rc, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := seed.Catalog(ctx, cat); err != nil {
+		t.Fatal(err)
+	}
+	w := archive.NewWriter(conn)
+	sub, err := seed.Subscribe(ctx, cat, archivingLedger{store, w}, seed.Subscription{Customer: "acme", Plan: seed.PlanOverage,
+		Included: "100", GrantType: "purchased", CreditValue: "0.04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := store.TopUp(ctx, balance.TopUpRequest{Key: "t1", Subscription: sub, Amount: credit.Credits(250)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := store.Ledger(ctx, sub, res.Seq, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteLedger(ctx, []archive.LedgerRow{reconcile.EntryRow(sub, "acme", es[0])}); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
+	period := time.Now().UTC().Format("2006-01")
+	args := []string{"invoice", "--subscription", sub, "--period", period, "--redis-key-prefix", prefix}
+	out, err := run(t, env, args...)
+	if err != nil {
+		t.Fatalf("invoice: %v\n%s", err, out)
+	}
+	var inv archive.Invoice
+	if err := json.Unmarshal([]byte(out), &inv); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	d := decimal.RequireFromString
+	if !inv.TotalDue.Equal(d("14")) || !inv.TopUps.Equal(d("10")) || !inv.PurchasedGrants.Equal(d("4")) || inv.Currency != "USD" ||
+		inv.CreditCurrency != "AIT" || !inv.ClosingBalance.Equal(d("350")) {
+		t.Fatalf("invoice:\n%s", out)
+	}
+	out, err = run(t, env, append(args, "--format", "csv")...)
+	if err != nil || !strings.Contains(out, sub+","+period+",total_due,Total due,,,,0,AIT,0,14,USD,true,") {
+		t.Fatalf("csv: %v\n%s", err, out)
+	}
+	if out, err = run(t, env, "invoice", "--subscription", "nobody", "--period", period, "--redis-key-prefix", prefix); err == nil || !strings.Contains(out, "nobody") {
+		t.Fatalf("unknown subscription: %v\n%s", err, out)
 	}
 }
