@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -230,7 +231,7 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) er
 	}
 	res, err := s.balances.TopUp(r.Context(), balance.TopUpRequest{Key: "topup:" + key, Subscription: sub.ID, Amount: req.Amount}, sub.CustomerID)
 	if err != nil {
-		return balanceError(err)
+		return s.limitError(r.Context(), sub, req.Amount, balanceError(err))
 	}
 	status := http.StatusCreated
 	if res.Replayed {
@@ -239,6 +240,26 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) er
 	writeJSON(w, status, map[string]any{"seq": res.Seq, "grant_id": res.GrantID, "amount": req.Amount, "charge": res.Charge,
 		"currency": res.Currency, "balance": res.Balance, "replayed": res.Replayed})
 	return nil
+}
+
+// limitError says which of the plan's purchase limits a top-up broke.
+func (s *Server) limitError(ctx context.Context, sub *rating.Subscription, amount credit.Amount, err error) error {
+	var e *Error
+	if !errors.As(err, &e) || (e.Code != "below_minimum" && e.Code != "above_maximum") {
+		return err
+	}
+	plan, perr := s.cat.Plan(ctx, sub.PlanID)
+	if perr != nil || plan.Prepaid == nil {
+		return err
+	}
+	unit := plan.Prepaid.CreditCurrency
+	switch {
+	case e.Code == "below_minimum" && plan.Prepaid.MinPurchase != nil:
+		e.Message = fmt.Sprintf("a top-up of %s %s is below the plan's minimum purchase of %s %s", amount, unit, plan.Prepaid.MinPurchase, unit)
+	case e.Code == "above_maximum" && plan.Prepaid.MaxPurchase != nil:
+		e.Message = fmt.Sprintf("a top-up of %s %s is above the plan's maximum purchase of %s %s", amount, unit, plan.Prepaid.MaxPurchase, unit)
+	}
+	return e
 }
 
 type adjustRequest struct {

@@ -39,7 +39,7 @@ CREDITMETER_REDIS_ADDR, and so on. A flag given on the command line wins.`,
 		SilenceErrors: true,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newServeCmd(), newBrokerCmd(), newDoctorCmd())
+	root.AddCommand(newServeCmd(), newBrokerCmd(), newDoctorCmd(), newDemoCmd())
 	root.AddCommand(newInvoiceCmd())
 	root.AddCommand(newReconcileCmd())
 	return root

@@ -47,8 +47,11 @@ SIGTERM finish the batch in flight, commit it and exit.`,
 	return cmd
 }
 
-func serve(ctx context.Context, cfg config.Config) error {
-	log := logger()
+func serve(ctx context.Context, cfg config.Config) error { return serveOn(ctx, cfg, logger(), nil) }
+
+// serveOn is serve with its logger and, when ln is not nil, an open listener
+// for the HTTP API (the demo runs the service in-process on a free port).
+func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
 	cat, err := openCatalog(ctx, cfg.Redis, cfg.Engine.KeyPrefix, log)
 	if err != nil {
 		return err
@@ -89,9 +92,10 @@ func serve(ctx context.Context, cfg config.Config) error {
 	handler := api.NewServer(api.Options{Ready: ready, Gatherer: reg, Catalog: cat.store, Ledger: accounts, Balances: accounts,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("setting --http-addr (%s): %w", config.EnvName("http-addr"), err)
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+			return fmt.Errorf("setting --http-addr (%s): %w", config.EnvName("http-addr"), err)
+		}
 	}
 	log.Info("serving", "http", "http://"+ln.Addr().String(), "engine", cfg.Engine.Enabled)
 	errc := make(chan error, 2)
