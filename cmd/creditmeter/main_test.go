@@ -160,6 +160,9 @@ func TestServeHealthReadyMetrics(t *testing.T) {
 	if err := get(base + "/metrics"); err != nil {
 		t.Errorf("metrics: %v", err)
 	}
+	if err := get(base + "/console/"); err != nil {
+		t.Errorf("the console is not served: %v", err)
+	}
 	if code, err := httpGet(base + "/nope"); err != nil || code != http.StatusNotFound {
 		t.Errorf("unknown route: %v %d", err, code)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/console"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/config"
@@ -91,7 +92,11 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	}
 	handler := api.NewServer(api.Options{Ready: ready, Gatherer: reg, Catalog: cat.store, Ledger: accounts, Balances: accounts,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log})
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/console/", console.Handler()) // the web console, over the same API
+	mux.Handle("/console", console.Handler())
+	mux.Handle("/", handler)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 			return fmt.Errorf("setting --http-addr (%s): %w", config.EnvName("http-addr"), err)
