@@ -17,11 +17,13 @@ demo: services build
 	bin/creditmeter doctor
 	bin/creditmeter serve
 
-## check: formatting and vet
+## check: formatting, vet, and the Prometheus rules and config (promtool)
 check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@command -v promtool >/dev/null || { echo "check: promtool not found: install Debian's prometheus (bash deploy/local/install.sh)" >&2; exit 1; }
+	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules rules_test.yml && promtool check config prometheus.yml
 
 ## test: every test, with the race detector, against the real services
 test: services check
