@@ -2,7 +2,7 @@
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 
-.PHONY: demo test services build check stop
+.PHONY: demo serve test services build check stop
 
 ## services: install (apt, as root) and start Redis, ClickHouse, Prometheus and the broker
 services:
@@ -12,9 +12,13 @@ services:
 build:
 	$(GO) build -o bin/creditmeter ./cmd/creditmeter
 
-## demo: the main job, on the real services
+## demo: the main job: the seed's prepaid-credit story on the real services
 demo: services build
 	bin/creditmeter doctor
+	bin/creditmeter demo
+
+## serve: run creditmeter (engine, API, console, /metrics) on the real services
+serve: services build
 	bin/creditmeter serve
 
 ## check: formatting, vet, and the Prometheus rules and config (promtool)
