@@ -176,6 +176,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
+		chromedp.Env("TZ=UTC"), // datetime-local inputs are read in UTC
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
@@ -328,6 +329,36 @@ func (b *browser) labelFor(id string) string {
 	return b.text(`label[for="` + id + `"]`)
 }
 
+// TestConsoleHelpers checks the page's decimal and error-path helpers in the
+// browser, where they run.
+func TestConsoleHelpers(t *testing.T) {
+	b := newBrowser(t)
+	hs := httptest.NewServer(console.Handler())
+	t.Cleanup(hs.Close)
+	b.open(hs.URL + "/console/")
+	b.waitText("h1", "Sign in")
+	for expr, want := range map[string]string{
+		`fromBig(toBig("0.1") + toBig("0.2"))`:                   "0.3",
+		`fromBig(toBig("9007199254740993") + toBig("0.000001"))`: "9007199254740993.000001",
+		`fromBig(toBig("-20") + toBig("97"))`:                    "77",
+		`String(toBig("1.0000000001"))`:                          "null", // beyond the 9 places kept
+		`String(toBig("lots"))`:                                  "null",
+		`fmt("8000")`:                                            "8,000",
+		`fmt("-1234567.891")`:                                    "-1,234,567.891",
+		`money("20", "USD")`:                                     "20.00 USD",
+		`money("0.125", "EUR")`:                                  "0.125 EUR",
+		`money("1500", "JPY")`:                                   "1,500 JPY",
+		`parentPath("prepaid.consumption[1].feature_id")`:        "prepaid.consumption[1]",
+		`parentPath("prepaid.consumption[1]")`:                   "prepaid.consumption",
+		`parentPath("prepaid")`:                                  "",
+		`isoOrRaw("tomorrow")`:                                   "tomorrow",
+	} {
+		if got := eval[string](b, "(function(){ const {toBig, fromBig, fmt, money, parentPath, isoOrRaw} = window.creditmeterConsole; return String("+expr+") })()"); got != want {
+			t.Errorf("%s = %q, want %q", expr, got, want)
+		}
+	}
+}
+
 func TestConsoleSeedStory(t *testing.T) {
 	s := newStack(t)
 	b := newBrowser(t)
@@ -386,6 +417,15 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.fill("cust-addr-country", "US")
 	b.click(`#customer-form button[type=submit]`)
 	b.waitText("h1", "Acme Inc")
+	// Names are text, never markup.
+	s.call(t, "POST", "/v1/customers", `{"id":"evil","name":"<img src=x id=injected onerror=alert(1)>"}`, 201)
+	b.click(`#nav a[href="#/plans"]`)
+	b.waitText("h1", "Plans")
+	b.click(`#nav a[href="#/customers"]`)
+	b.waitText("#customers", "<img src=x id=injected onerror=alert(1)>")
+	if b.exists("#injected") {
+		t.Error("a customer's name was rendered as markup")
+	}
 	c := s.call(t, "GET", "/v1/customers/acme", "", 200)
 	if a, _ := c["address"].(map[string]any); a["line1"] != "123 Main St" || a["country"] != "US" || c["billing_provider"] != "Customers EMEA" {
 		t.Errorf("the customer the console created: %v", c)
@@ -498,6 +538,25 @@ func TestConsoleSeedStory(t *testing.T) {
 		t.Error("a preview shows after a refused request")
 	}
 	b.screenshot("subscription-field-error")
+	// A later start and a 30-day expiry show in the preview; then back to
+	// the seed's Immediately and Never.
+	b.fill("sub-included-amount", "100")
+	b.click("#sub-start-at")
+	b.fill("sub-start-time", "2030-01-02T03:04")
+	b.fill("sub-expiration", "duration")
+	b.fill("sub-exp-duration", "P30D")
+	b.click("#sub-preview-btn")
+	b.waitText("#preview-start", "2030-01-02 03:04:00 UTC")
+	b.waitText("#preview-included", "expires 2030-02-01 03:04:00 UTC")
+	b.fill("sub-exp-duration", "30 days")
+	b.click("#sub-preview-btn")
+	b.waitText("#sub-exp-duration-error", "ISO 8601")
+	if !b.exists("#sub-preview[hidden]") {
+		t.Error("the preview stays after the form changed")
+	}
+	b.click("#sub-start-now")
+	b.fill("sub-expiration", "never")
+
 	// An added consumption row with a pre-aggregated meter: only the
 	// overrides are sent, so the API's consumption[0] is the second row on
 	// screen, and the message shows there.

@@ -1049,6 +1049,9 @@
   window.addEventListener('unhandledrejection', (e) => problem(String((e.reason && e.reason.message) || e.reason)));
   document.addEventListener('securitypolicyviolation', (e) => problem('blocked by the content security policy: ' + e.violatedDirective + ' ' + (e.blockedURI || 'inline')));
 
+  // The pure helpers, for the browser test's checks of decimal handling.
+  window.creditmeterConsole = Object.freeze({ toBig, fromBig, fmt, money, parentPath, isoOrRaw });
+
   window.addEventListener('hashchange', route);
   route();
 })();
