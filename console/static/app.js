@@ -593,12 +593,12 @@
       h('div', { class: 'card' }, h('h2', {}, 'Configuration'),
         h('div', { class: 'row' }, field('Product', productSel), field('Plan', planSel), field('Price localization', locSel))),
       h('div', { class: 'card' }, h('h2', {}, 'Credits'),
-        h('p', {}, valueText, ' ', h('button', { type: 'button', class: 'link', id: 'sub-edit-value', 'aria-label': 'Edit credit value', title: 'Edit credit value', onclick: () => {
+        h('p', {}, valueText, ' ', h('button', { type: 'button', class: 'link', id: 'sub-edit-value', 'aria-controls': 'sub-credit-value-box', onclick: () => {
           editValue = !editValue; valueBox.hidden = !editValue;
-          document.getElementById('sub-edit-value').textContent = editValue ? 'Use the plan\'s value' : '✎ Edit';
+          document.getElementById('sub-edit-value').textContent = editValue ? 'Use the plan\'s value' : '✎ Edit credit value';
           if (!editValue) valueInput.value = planValue();
           pickCurrency(); if (editValue) valueInput.focus();
-        } }, '✎ Edit')), valueBox, h('p', { class: 'hint', id: 'sub-limits' }),
+        } }, '✎ Edit credit value')), valueBox, h('p', { class: 'hint', id: 'sub-limits' }),
         h('h3', {}, 'Included credits'), h('div', { class: 'field' }, h('label', { class: 'inline', for: 'sub-included-enabled' }, incOn, 'Enable'), errorP('sub-included-enabled')), incBox),
       h('div', { class: 'card' }, h('fieldset', { id: 'sub-consumption', 'data-field': 'consumption' }, h('legend', {}, 'Credit consumption'), errorP('sub-consumption'),
         h('p', { class: 'hint' }, 'The plan\'s rates apply unless changed here; a changed or added row overrides it for this subscription only.'),
