@@ -223,3 +223,22 @@ func recompute(ctx context.Context, conn driver.Conn, keys []dayKey, counts map[
 func quote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
+
+// KeepRollupFresh refreshes the whole rollup every interval until ctx ends,
+// so analysts reading usage_daily directly see it at most about one interval
+// behind (Usage and BuildInvoice refresh what they read anyway). report gets
+// each failed refresh; the next tick retries.
+func KeepRollupFresh(ctx context.Context, conn driver.Conn, interval time.Duration, report func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := RefreshRollup(ctx, conn, RollupScope{}); err != nil && ctx.Err() == nil && report != nil {
+			report(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -191,3 +191,32 @@ func TestParseUsageQuery(t *testing.T) {
 		}
 	}
 }
+
+func TestKeepRollupFresh(t *testing.T) {
+	conn, w := migrated(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		archive.KeepRollupFresh(ctx, conn, 50*time.Millisecond, func(err error) { t.Errorf("refresh: %v", err) })
+	}()
+	defer func() { cancel(); <-done }()
+	rows := mixedRows("sub-k", 30)
+	if err := w.WriteUsage(context.Background(), append(rows, rows[:10]...)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n uint64
+		if err := conn.QueryRow(context.Background(), "SELECT sum(events) FROM usage_daily FINAL WHERE subscription_id = 'sub-k'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 30 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage_daily has %d events of sub-k after 10s, want 30", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
