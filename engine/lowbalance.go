@@ -33,6 +33,9 @@ type LowBalanceOptions struct {
 	MaxAge time.Duration
 	// Timeout bounds a refresh (default 5s).
 	Timeout time.Duration
+	// Wait is the longest a scrape waits for a refresh (default 1s) before
+	// it serves the last reading; the refresh goes on in the background.
+	Wait time.Duration
 	// Workers read balances in parallel (default 8).
 	Workers int
 }
@@ -51,11 +54,12 @@ type LowBalanceCollector struct {
 	opt    LowBalanceOptions
 
 	mu        sync.Mutex
-	at        time.Time
+	running   chan struct{} // closed when the refresh in progress ends; nil when none
+	at        time.Time     // end of the last refresh
 	snap      []lowSub
 	unlisted  int
 	errs      float64
-	labelMemo map[string][2]string // customer, plan of subscriptions low at the last refresh
+	labelMemo map[string][2]string // customer, plan of subscriptions low at the last refresh; replaced, never modified
 
 	descLow, descExhausted, descLowByPlan, descExhaustedByPlan, descUnlisted, descErrs *prometheus.Desc
 }
@@ -77,6 +81,9 @@ func NewLowBalanceCollector(src LowBalanceSource, labels SubscriptionLabels, opt
 	}
 	if opt.Timeout <= 0 {
 		opt.Timeout = 5 * time.Second
+	}
+	if opt.Wait <= 0 {
+		opt.Wait = time.Second
 	}
 	if opt.Workers <= 0 {
 		opt.Workers = 8
@@ -105,18 +112,26 @@ func (c *LowBalanceCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. A slow Redis must not fail the
+// scrape (the engine's own series matter most then), so it waits at most
+// Wait for a refresh and otherwise serves the last reading.
 func (c *LowBalanceCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	if time.Since(c.at) >= c.opt.MaxAge {
-		ctx, cancel := context.WithTimeout(context.Background(), c.opt.Timeout)
-		if err := c.refresh(ctx); err != nil {
-			c.errs++
-		}
-		cancel()
-		// Also after a failure: a Redis outage must not make every scrape wait out the timeout.
-		c.at = time.Now()
+	if c.running == nil && time.Since(c.at) >= c.opt.MaxAge {
+		c.running = make(chan struct{})
+		go c.refreshNow(c.running, c.labelMemo)
 	}
+	running := c.running
+	c.mu.Unlock()
+	if running != nil {
+		t := time.NewTimer(c.opt.Wait)
+		select {
+		case <-running:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
 	snap, unlisted, errs := c.snap, c.unlisted, c.errs
 	c.mu.Unlock()
 
@@ -139,12 +154,30 @@ func (c *LowBalanceCollector) Collect(ch chan<- prometheus.Metric) {
 
 func credits(a credit.Amount) float64 { return float64(a) / float64(credit.Unit) }
 
+// refreshNow runs one refresh and publishes its result.
+func (c *LowBalanceCollector) refreshNow(done chan struct{}, memo map[string][2]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opt.Timeout)
+	snap, unlisted, memo, err := c.refresh(ctx, memo)
+	cancel()
+	c.mu.Lock()
+	if err != nil {
+		c.errs++
+	} else {
+		c.snap, c.unlisted, c.labelMemo = snap, unlisted, memo
+	}
+	// Also after a failure: a Redis outage costs one attempt per MaxAge.
+	c.at = time.Now()
+	c.running = nil
+	c.mu.Unlock()
+	close(done)
+}
+
 // refresh reads the low set and the balances of its first MaxSeries
-// members; on any failure the previous reading stays. Called with c.mu held.
-func (c *LowBalanceCollector) refresh(ctx context.Context) error {
+// members, labelled from memo or the catalog.
+func (c *LowBalanceCollector) refresh(ctx context.Context, memo map[string][2]string) ([]lowSub, int, map[string][2]string, error) {
 	subs, err := c.src.LowSubscriptions(ctx)
 	if err != nil {
-		return err
+		return nil, 0, nil, err
 	}
 	unlisted := 0
 	if len(subs) > c.opt.MaxSeries {
@@ -162,7 +195,7 @@ func (c *LowBalanceCollector) refresh(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				keep[i], errs[i] = c.read(ctx, subs[i], &out[i])
+				keep[i], errs[i] = c.read(ctx, subs[i], memo, &out[i])
 			}
 		}()
 	}
@@ -172,25 +205,24 @@ func (c *LowBalanceCollector) refresh(ctx context.Context) error {
 	close(work)
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return nil, 0, nil, err
 	}
 	snap := out[:0]
-	memo := make(map[string][2]string, len(subs))
+	next := make(map[string][2]string, len(subs))
 	for i := range out {
 		if keep[i] {
 			snap = append(snap, out[i])
 			if out[i].labeled {
-				memo[out[i].sub] = [2]string{out[i].customer, out[i].plan}
+				next[out[i].sub] = [2]string{out[i].customer, out[i].plan}
 			}
 		}
 	}
-	c.snap, c.unlisted, c.labelMemo = snap, unlisted, memo
-	return nil
+	return snap, unlisted, next, nil
 }
 
 // read fills s with sub's balance and labels; false when sub is no longer
 // low (a crossing between the two reads) or has no account.
-func (c *LowBalanceCollector) read(ctx context.Context, sub string, s *lowSub) (bool, error) {
+func (c *LowBalanceCollector) read(ctx context.Context, sub string, memo map[string][2]string, s *lowSub) (bool, error) {
 	v, err := c.src.Balance(ctx, sub)
 	if errors.Is(err, balance.ErrUnknownSubscription) {
 		return false, nil
@@ -199,8 +231,7 @@ func (c *LowBalanceCollector) read(ctx context.Context, sub string, s *lowSub) (
 		return false, err
 	}
 	*s = lowSub{sub: sub, total: v.Total, exhausted: v.Available <= 0}
-	// labelMemo is only written by refresh, under the same lock as this read.
-	if l, ok := c.labelMemo[sub]; ok {
+	if l, ok := memo[sub]; ok {
 		s.customer, s.plan, s.labeled = l[0], l[1], true
 		return true, nil
 	}

@@ -301,3 +301,65 @@ func TestLowBalanceAndTopUpsOnRedis(t *testing.T) {
 	want["creditmeter_adjustments_total{direction=deduct,result=applied}"] = 1
 	diff(t, got, want)
 }
+
+// hanging blocks reads of the low set while hang is set, until the refresh times out.
+type hanging struct {
+	*fakeBalances
+	hang chan struct{}
+}
+
+func (h *hanging) LowSubscriptions(ctx context.Context) ([]string, error) {
+	h.mu.Lock()
+	gate := h.hang
+	h.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return h.fakeBalances.LowSubscriptions(ctx)
+}
+
+// A Redis that hangs must not hold up the scrape: it gets the last reading
+// after Wait, and the new one once the refresh finishes.
+func TestLowBalanceSlowRedisDoesNotBlockScrape(t *testing.T) {
+	f := &fakeBalances{views: map[string]balance.BalanceView{}, stale: map[string]bool{}}
+	f.set("sub-00001", 3, 3, true)
+	h := &hanging{fakeBalances: f}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(engine.NewLowBalanceCollector(h, nil, engine.LowBalanceOptions{MaxAge: time.Nanosecond, Wait: 100 * time.Millisecond, Timeout: time.Minute}))
+	if got := series(t, reg, "creditmeter_balance_low_credits"); len(got) != 1 {
+		t.Fatalf("first scrape: %v", got)
+	}
+	gate := make(chan struct{})
+	f.mu.Lock()
+	h.hang = gate
+	f.mu.Unlock()
+	f.set("sub-00002", 4, 4, true)
+	for range 3 {
+		start := time.Now()
+		if got := series(t, reg, "creditmeter_balance_low_credits"); len(got) != 1 {
+			t.Errorf("while Redis hangs, want the last reading, got %v", got)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("scrape took %s with Redis hanging, want about Wait", d)
+		}
+	}
+	f.mu.Lock()
+	h.hang = nil
+	f.mu.Unlock()
+	close(gate)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := series(t, reg, "creditmeter_balance_low_credits")
+		if len(got) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the hang: %v", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

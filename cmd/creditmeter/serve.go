@@ -22,6 +22,7 @@ import (
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/doctor"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
 func newServeCmd() *cobra.Command {
@@ -76,6 +77,8 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := engine.NewMetrics(reg)
+	accounts.Observer = engine.NewAccountMetrics(reg, metrics)
+	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{}))
 
 	run := &engineRun{}
 	ready := func(ctx context.Context) error {
@@ -200,4 +203,16 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 	r.mu.Unlock()
 	log.Info("engine consuming", "topic", cfg.Kafka.Topic, "group", cfg.Kafka.Group, "brokers", cfg.Kafka.Brokers)
 	return e.Run(ctx)
+}
+
+// subscriptionLabels labels the low-balance series with the catalog's
+// customer and plan of a subscription.
+func subscriptionLabels(st *catalogstore.Store) engine.SubscriptionLabels {
+	return func(ctx context.Context, id string) (string, string, error) {
+		s, err := st.Subscription(ctx, id)
+		if err != nil {
+			return "", "", err
+		}
+		return s.CustomerID, s.PlanID, nil
+	}
 }
