@@ -71,7 +71,7 @@ type Drift struct {
 // Report is the outcome of a run.
 type Report struct {
 	Checked int     `json:"checked"`
-	Drift   []Drift `json:"drift"` // only subscriptions that drift
+	Drift   []Drift `json:"drift"` // subscriptions that drift or were repaired (see Drift.Drifts)
 }
 
 type archived struct {
@@ -210,7 +210,6 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 	if a.maxSeq > 0 && last.Seq < int64(a.maxSeq) {
 		d.Extra = append(d.Extra, int64(a.maxSeq)) // archived past Redis's last entry
 	}
-	d.Difference = atM.Sub(a.sum)
 	if cut > 0 {
 		d.Pending = int(last.Seq - cut + 1)
 	}
@@ -241,6 +240,14 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 	if cut > 0 {
 		d.Missing = clip(d.Missing, cut)
 	}
+	// Gaps below M may be in flight too (entries written by two processes,
+	// e.g. the API's top-up archived before the engine's usage): they count
+	// on the archive's side while young.
+	inFlight, err := youngGaps(ctx, store, sub, d, int64(a.maxSeq), oldest)
+	if err != nil {
+		return nil, err
+	}
+	d.Difference = atM.Sub(a.sum).Sub(inFlight)
 	if !d.Drifts() {
 		return nil, nil
 	}
@@ -250,6 +257,49 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 // Drifts reports whether d is drift (pending entries alone are not).
 func (d *Drift) Drifts() bool {
 	return d.RedisMissing || d.RedisInconsistent || !d.Difference.IsZero() || len(d.Missing)+len(d.Mismatched)+len(d.Extra) > 0
+}
+
+// youngGaps moves the missing entries up to seq m that are younger than
+// oldest from d.Missing to d.Pending and returns the sum of their amounts.
+func youngGaps(ctx context.Context, store *balance.Store, sub string, d *Drift, m int64, oldest time.Time) (decimal.Decimal, error) {
+	sum := decimal.Zero
+	var keep []SeqRange
+	for _, r := range d.Missing {
+		if r.From > m {
+			keep = append(keep, r)
+			continue
+		}
+		young := map[int64]bool{}
+		for from := r.From; from <= min(r.To, m); {
+			es, err := store.Ledger(ctx, sub, from, int(min(r.To, m)-from+1))
+			if err != nil {
+				return sum, fmt.Errorf("reconcile: %s: %w", sub, err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			for _, e := range es {
+				if e.Seq <= min(r.To, m) && e.Time.After(oldest) {
+					young[e.Seq] = true
+					sum = sum.Add(e.Amount.Decimal())
+				}
+			}
+			from = es[len(es)-1].Seq + 1
+		}
+		d.Pending += len(young)
+		for s := r.From; s <= r.To; s++ {
+			if young[s] {
+				continue
+			}
+			if n := len(keep); n > 0 && keep[n-1].To == s-1 {
+				keep[n-1].To = s
+			} else {
+				keep = append(keep, SeqRange{s, s})
+			}
+		}
+	}
+	d.Missing = keep
+	return sum, nil
 }
 
 // clip drops the sequence numbers from cut on.
