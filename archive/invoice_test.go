@@ -38,7 +38,6 @@ type scenario struct {
 	w     *archive.Writer
 	conn  driver.Conn
 	sub   string
-	types map[string]string // grant id → type (not in balance's ledger entries yet)
 	rated []archive.RatedRow
 	n     int
 }
@@ -53,7 +52,7 @@ func newScenario(t *testing.T, sub string) (*scenario, *archive.Writer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &scenario{t: t, store: store, clk: clk, w: w, conn: conn, sub: sub, types: map[string]string{}}
+	s := &scenario{t: t, store: store, clk: clk, w: w, conn: conn, sub: sub}
 	if _, err := store.OpenAccount(context.Background(), balance.AccountSpec{Subscription: sub, Customer: "cust-" + sub,
 		Policy: balance.Overage, Currency: "USD", CreditValue: creditValue}); err != nil {
 		t.Fatal(err)
@@ -64,12 +63,14 @@ func newScenario(t *testing.T, sub string) (*scenario, *archive.Writer) {
 func (s *scenario) grant(at time.Time, typ balance.GrantType, credits int64, expires time.Time) {
 	s.t.Helper()
 	s.clk.Set(at)
-	res, err := s.store.Grant(context.Background(), balance.GrantRequest{Key: fmt.Sprintf("g-%s-%d", typ, credits), Subscription: s.sub,
-		Type: typ, Amount: credit.Credits(credits), ExpiresAt: expires, CostBasis: creditValue, Reason: string(typ) + " credits"})
-	if err != nil {
+	req := balance.GrantRequest{Key: fmt.Sprintf("g-%s-%d", typ, credits), Subscription: s.sub,
+		Type: typ, Amount: credit.Credits(credits), ExpiresAt: expires, Reason: string(typ) + " credits"}
+	if typ == balance.Purchased {
+		req.CostBasis, req.Charge, req.Currency = creditValue, req.Amount.Decimal().Mul(creditValue), "USD"
+	}
+	if _, err := s.store.Grant(context.Background(), req); err != nil {
 		s.t.Fatal(err)
 	}
-	s.types[res.GrantID] = string(typ)
 }
 
 func (s *scenario) topUp(at time.Time, credits int64) decimal.Decimal {
@@ -127,11 +128,7 @@ func (s *scenario) archiveAll() []balance.Entry {
 	}
 	var rows []archive.LedgerRow
 	for _, e := range entries {
-		r := reconcile.EntryRow(s.sub, "cust-"+s.sub, e)
-		if r.Kind == archive.KindGrant && r.GrantType == "" {
-			r.GrantType = s.types[r.GrantID]
-		}
-		rows = append(rows, r)
+		rows = append(rows, reconcile.EntryRow(s.sub, "cust-"+s.sub, e))
 	}
 	for _, batch := range [][]archive.LedgerRow{rows, rows[2:5]} {
 		if err := s.w.WriteLedger(ctx, batch); err != nil {

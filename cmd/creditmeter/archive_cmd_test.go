@@ -85,7 +85,7 @@ func TestReconcileCommand(t *testing.T) {
 }
 
 // archivingLedger opens balance accounts and archives their ledger entries,
-// as the engine does, recording the grant type the entry does not carry.
+// as the engine does.
 type archivingLedger struct {
 	store *balance.Store
 	w     *archive.Writer
@@ -97,7 +97,7 @@ func (l archivingLedger) OpenSubscription(ctx context.Context, t rating.AccountT
 		return err
 	}
 	res, err := l.store.Grant(ctx, balance.GrantRequest{Key: "included", Subscription: t.SubscriptionID, Type: balance.GrantType(g.Type),
-		Amount: g.Amount, CostBasis: g.CostBasis.Amount, Reason: "included credits"})
+		Amount: g.Amount, CostBasis: g.CostBasis.Amount, Charge: g.Charge.Amount, Currency: g.Charge.Currency, Reason: "included credits"})
 	if err != nil {
 		return err
 	}
@@ -105,9 +105,7 @@ func (l archivingLedger) OpenSubscription(ctx context.Context, t rating.AccountT
 	if err != nil {
 		return err
 	}
-	row := reconcile.EntryRow(t.SubscriptionID, t.CustomerID, es[0])
-	row.GrantType = string(g.Type)
-	return l.w.WriteLedger(ctx, []archive.LedgerRow{row})
+	return l.w.WriteLedger(ctx, []archive.LedgerRow{reconcile.EntryRow(t.SubscriptionID, t.CustomerID, es[0])})
 }
 
 // invoice prices with the catalog's terms: 100 purchased included credits
