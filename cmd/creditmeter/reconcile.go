@@ -22,7 +22,7 @@ func newReconcileCmd() *cobra.Command {
 	var lag time.Duration
 	var keyPrefix string
 	cmd := &cobra.Command{
-		Use:   "reconcile [--subscription S]... [--deep] [--repair] [--json]",
+		Use:   "reconcile [--subscription S]... [--deep] [--repair] [--lag D] [--json]",
 		Short: "Compare every subscription's Redis balance with its ClickHouse ledger and report drift",
 		Long: `reconcile checks the ledger invariant across the two stores, for every
 subscription in the archive's credit_ledger or in the catalog (or only those
@@ -36,8 +36,8 @@ given with --subscription):
     than --lag (younger ones are in flight: the engine archives after Redis);
   - with --deep, every archived entry has Redis's kind and amount.
 
-It prints one line per drifting subscription and exits non-zero when any
-drifts. With --repair it writes the missing (and, with --deep, altered)
+It prints a summary line, then one line per drifting (or repaired)
+subscription, and exits non-zero when any drifts. With --repair it writes the missing (and, with --deep, altered)
 entries from Redis, the source of truth, to the archive, then checks again.
 A subscription the archive knows but Redis lost is reported ("redis lost");
 it cannot be rebuilt from here yet.`,
