@@ -32,6 +32,11 @@ check:
 ## test: every test, with the race detector, against the real services
 test: services check
 	CREDITMETER_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) bench-smoke
+
+## bench-smoke: every hot-path benchmark once (smoke only, no figures asserted)
+bench-smoke:
+	CREDITMETER_REQUIRE_SERVICES=1 $(GO) test -run '^$$' -bench . -benchtime=1x -count=1 ./bench/
 
 stop:
 	bash deploy/local/stop.sh

@@ -42,6 +42,7 @@ CREDITMETER_REDIS_ADDR, and so on. A flag given on the command line wins.`,
 	root.AddCommand(newServeCmd(), newBrokerCmd(), newDoctorCmd(), newDemoCmd())
 	root.AddCommand(newInvoiceCmd())
 	root.AddCommand(newReconcileCmd())
+	root.AddCommand(newBenchCmd())
 	return root
 }
 

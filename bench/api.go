@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/creditmeter/creditmeter/api"
+)
+
+// APIResult is scenario 5: latency of the balance read and the spend check
+// through the real HTTP handler (api.NewServer over the world's Redis), with
+// concurrent clients on loopback.
+type APIResult struct {
+	Workers    int     `json:"workers"`
+	Seconds    float64 `json:"seconds_each"`
+	Balance    Latency `json:"balance"`
+	BalanceRPS float64 `json:"balance_rps"`
+	Check      Latency `json:"check"`
+	CheckRPS   float64 `json:"check_rps"`
+	Errors     int64   `json:"errors"`
+}
+
+func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
+	const token = "bench-admin-token-0123456789"
+	h := api.NewServer(api.Options{Catalog: w.Catalog, Ledger: w.Accounts, Balances: w.Accounts, AdminTokens: []string{token},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	base := "http://" + ln.Addr().String()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConns: o.APIWorkers * 2, MaxIdleConnsPerHost: o.APIWorkers * 2}}
+	res := &APIResult{Workers: o.APIWorkers, Seconds: o.APIFor.Seconds()}
+	o.logf("scenario 5 (api): %d concurrent clients, %s per endpoint, %s", o.APIWorkers, o.APIFor, base)
+
+	run := func(name string, req func(r *rand.Rand) (*http.Request, error)) (Latency, float64, error) {
+		var mu sync.Mutex
+		var all Hist
+		var errs int64
+		var firstErr error
+		bar := o.bar(-1, name)
+		var wg sync.WaitGroup
+		end := time.Now().Add(o.APIFor)
+		// Warm the connections and the code paths first.
+		for i := range o.APIWorkers {
+			wg.Add(1)
+			go func(seed uint64) {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(seed, 5))
+				var hist Hist
+				var bad int64
+				var firstBad error
+				warm := time.Now().Add(time.Second)
+				for now := time.Now(); now.Before(end.Add(time.Second)) && ctx.Err() == nil; now = time.Now() {
+					q, err := req(r)
+					if err != nil {
+						firstBad = err
+						break
+					}
+					t0 := time.Now()
+					resp, err := client.Do(q)
+					if err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							err = fmt.Errorf("%s %s: status %d", q.Method, q.URL.Path, resp.StatusCode)
+						}
+					}
+					d := time.Since(t0)
+					if err != nil {
+						bad++
+						if firstBad == nil {
+							firstBad = err
+						}
+						continue
+					}
+					if t0.After(warm) {
+						hist.Add(d)
+					}
+				}
+				mu.Lock()
+				all.Merge(&hist)
+				errs += bad
+				if firstErr == nil {
+					firstErr = firstBad
+				}
+				mu.Unlock()
+				_ = bar.Add(int(hist.Count()))
+			}(uint64(i))
+		}
+		wg.Wait()
+		_ = bar.Finish()
+		res.Errors += errs
+		return all.Summary(), float64(all.Count()) / o.APIFor.Seconds(), firstErr
+	}
+	pick := func(r *rand.Rand) string { return w.Subs[r.IntN(len(w.Subs))] }
+	var e1, e2 error
+	res.Balance, res.BalanceRPS, e1 = run("GET balance", func(r *rand.Rand) (*http.Request, error) {
+		q, err := http.NewRequest(http.MethodGet, base+"/v1/subscriptions/"+pick(r)+"/balance", nil)
+		if err == nil {
+			q.Header.Set("Authorization", "Bearer "+token)
+		}
+		return q, err
+	})
+	res.Check, res.CheckRPS, e2 = run("POST check", func(r *rand.Rand) (*http.Request, error) {
+		q, err := http.NewRequest(http.MethodPost, base+"/v1/subscriptions/"+pick(r)+"/check", bytes.NewReader([]byte(`{"amount":"2.5"}`)))
+		if err == nil {
+			q.Header.Set("Authorization", "Bearer "+token)
+			q.Header.Set("Content-Type", "application/json")
+		}
+		return q, err
+	})
+	o.logf("scenario 5 (api): balance p50 %.2f ms p99 %.2f ms (%.0f req/s); check p50 %.2f ms p99 %.2f ms (%.0f req/s); errors %d",
+		res.Balance.P50, res.Balance.P99, res.BalanceRPS, res.Check.P50, res.Check.P99, res.CheckRPS, res.Errors)
+	if res.Errors > 0 {
+		return res, fmt.Errorf("%d failed requests, first: %v %v", res.Errors, e1, e2)
+	}
+	return res, nil
+}

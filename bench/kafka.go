@@ -1,0 +1,92 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/creditmeter/creditmeter/engine"
+)
+
+func deleteTopics(ctx context.Context, brokers []string, topics []string) error {
+	if len(brokers) == 0 {
+		return errNoBrokers
+	}
+	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	_, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: topics})
+	return err
+}
+
+// producer sends chunks of messages with a few concurrent synchronous
+// writers (acks=all, lz4, keyed by customer as ingest.Writers does).
+type producer struct {
+	w     *kafka.Writer
+	ch    chan []kafka.Message
+	wg    sync.WaitGroup
+	sent  atomic.Int64
+	errMu sync.Mutex
+	err   error
+}
+
+func newProducer(brokers []string, topic string, workers int) *producer {
+	p := &producer{
+		w: &kafka.Writer{
+			Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+			BatchSize: 2000, BatchBytes: 16 << 20, BatchTimeout: 2 * time.Millisecond, Compression: kafka.Lz4,
+		},
+		ch: make(chan []kafka.Message, workers*2),
+	}
+	for range workers {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for msgs := range p.ch {
+				if err := p.w.WriteMessages(context.Background(), msgs...); err != nil {
+					p.errMu.Lock()
+					p.err = errors.Join(p.err, err)
+					p.errMu.Unlock()
+					continue
+				}
+				p.sent.Add(int64(len(msgs)))
+			}
+		}()
+	}
+	return p
+}
+
+// send queues a chunk; it blocks when every writer is busy (the producer is
+// then the limit, which the caller can see as falling behind its rate).
+func (p *producer) send(msgs []kafka.Message) { p.ch <- msgs }
+
+func (p *producer) close() error {
+	close(p.ch)
+	p.wg.Wait()
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return errors.Join(p.err, p.w.Close())
+}
+
+// countingSource wraps the engine's source and counts committed messages.
+type countingSource struct {
+	engine.Source
+	committed atomic.Int64
+	fetched   atomic.Int64
+}
+
+func (s *countingSource) Fetch(ctx context.Context, max int, linger time.Duration) ([]kafka.Message, error) {
+	m, err := s.Source.Fetch(ctx, max, linger)
+	s.fetched.Add(int64(len(m)))
+	return m, err
+}
+
+func (s *countingSource) Commit(ctx context.Context, msgs []kafka.Message) error {
+	if err := s.Source.Commit(ctx, msgs); err != nil {
+		return err
+	}
+	s.committed.Add(int64(len(msgs)))
+	return nil
+}

@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+)
+
+func targets(r *Report) []Target {
+	var ts []Target
+	if r.E2E != nil {
+		ts = append(ts, Target{Name: "end-to-end throughput", Want: ">= 100,000 events/s",
+			Got: fmt.Sprintf("%.0f events/s", r.E2E.EventsPerSec), Met: r.E2E.EventsPerSec >= 100_000})
+		ts = append(ts, Target{Name: "exactly-once", Want: "applied = unique, duplicates caught, archive FINAL = unique",
+			Got: fmt.Sprintf("applied %d/%d, dup %d/%d, archived %d", r.E2E.Applied, r.E2E.Unique, r.E2E.DupID, r.E2E.Duplicates, r.E2E.ArchivedFinal), Met: r.E2E.Exact})
+		if r.Limits != nil {
+			s := r.Limits.Slowest
+			ratio := r.E2E.EventsPerSec / s.PerSec
+			ts = append(ts, Target{Name: "vs slowest raw limit", Want: ">= 50% of " + s.Name,
+				Got: fmt.Sprintf("%.0f%% of %.0f/s", 100*ratio, s.PerSec), Met: ratio >= 0.5})
+			for _, n := range []Limit{r.Limits.NaivePipe, r.Limits.NaiveSeq} {
+				x := r.E2E.EventsPerSec / n.PerSec
+				ts = append(ts, Target{Name: "vs " + n.Name, Want: ">= 3x", Got: fmt.Sprintf("%.1fx of %.0f/s", x, n.PerSec), Met: x >= 3})
+			}
+		}
+	}
+	if r.Freshness != nil {
+		f := r.Freshness.Freshness
+		ts = append(ts, Target{Name: "freshness p99 at 50% load", Want: "<= 1000 ms",
+			Got: fmt.Sprintf("%.1f ms at %.0f/s", f.P99, r.Freshness.ProducedRate), Met: f.Count > 0 && f.P99 <= 1000})
+	}
+	if r.Memory != nil && r.Memory.IDs > 0 {
+		ts = append(ts, Target{Name: "Redis bytes per remembered id", Want: "<= 16", Got: fmt.Sprintf("%.2f", r.Memory.BytesPerID), Met: r.Memory.BytesPerID <= 16})
+	}
+	if r.API != nil {
+		ts = append(ts, Target{Name: "check API p99", Want: "<= 2 ms", Got: fmt.Sprintf("%.2f ms", r.API.Check.P99), Met: r.API.Check.P99 <= 2})
+	}
+	return ts
+}
+
+func mark(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// printReport writes the results table.
+func printReport(out io.Writer, r *Report) {
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\ncreditmeter bench — %s, %d CPUs, %s; load %s → %s; %.0fs\n", r.Started.Format("2006-01-02 15:04 UTC"), r.Host.CPUs, r.Host.GoVersion, r.LoadBefore, r.LoadAfter, r.Took)
+	if r.Command != "" {
+		fmt.Fprintf(tw, "command: %s\n", r.Command)
+	}
+	fmt.Fprintln(tw, "\nscenario\tfigure\tvalue\t")
+	row := func(s, f, v string) { fmt.Fprintf(tw, "%s\t%s\t%s\t\n", s, f, v) }
+	if e := r.E2E; e != nil {
+		row("1 end-to-end", "Kafka→Redis→ClickHouse→commit", fmt.Sprintf("%.0f events/s (%d events, %.1fs; steady 10–90%%: %.0f/s)", e.EventsPerSec, e.Events, e.Seconds, e.SteadyPerSec))
+		row("", "exactly-once check", fmt.Sprintf("%v: applied %d of %d unique, %d of %d duplicate ids caught, %d archived (FINAL)", e.Exact, e.Applied, e.Unique, e.DupID, e.Duplicates, e.ArchivedFinal))
+		row("", "producer (kafka-go, 4 writers)", fmt.Sprintf("%.0f events/s", e.ProducePerSec))
+	}
+	if f := r.Freshness; f != nil {
+		row("2 freshness", fmt.Sprintf("at %.0f events/s", f.ProducedRate), fmt.Sprintf("p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms (%d events, warm-up %.0fs excluded)",
+			f.Freshness.P50, f.Freshness.P99, f.Freshness.P999, f.Freshness.Max, f.Freshness.Count, f.WarmupS))
+	}
+	if l := r.Limits; l != nil {
+		for _, x := range l.All() {
+			v := fmt.Sprintf("%.0f /s", x.PerSec)
+			if r.E2E != nil {
+				v += fmt.Sprintf("  (end-to-end = %.0f%%)", 100*r.E2E.EventsPerSec/x.PerSec)
+			}
+			row("3 raw limit", x.Name, v)
+		}
+	}
+	if m := r.Memory; m != nil {
+		row("4 memory", "Redis per remembered id", fmt.Sprintf("%.2f B (%d ids in %d dedupe sets, %d B)", m.BytesPerID, m.IDs, m.DedupeKeys, m.DedupeBytes))
+		row("", "Redis per subscription", fmt.Sprintf("%.0f B with ledger, %.0f B without (%d subscriptions, %d keys)", m.BytesPerSub, m.BytesPerSubBase, m.Subscriptions, m.SubKeys))
+		row("", "used_memory per event", fmt.Sprintf("%.1f B (INFO delta over scenario 1, shared Redis)", m.UsedPerEvent))
+	}
+	if l := r.Long; l != nil {
+		row("4 long run", fmt.Sprintf("%d events at %.0f/s", l.Events, l.ProducedRate), fmt.Sprintf("RSS %.0f → %.0f MiB (max %.0f); freshness p99 %.1f ms, max %.1f ms", l.RSSStart, l.RSSEnd, l.RSSMax, l.Freshness.P99, l.Freshness.Max))
+	}
+	if a := r.API; a != nil {
+		row("5 API", fmt.Sprintf("GET balance, %d clients", a.Workers), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.1f ms, %.0f req/s", a.Balance.P50, a.Balance.P99, a.Balance.Max, a.BalanceRPS))
+		row("", fmt.Sprintf("POST check, %d clients", a.Workers), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.1f ms, %.0f req/s", a.Check.P50, a.Check.P99, a.Check.Max, a.CheckRPS))
+	}
+	fmt.Fprintln(tw, "\ntarget\twant\tgot\tverdict")
+	for _, t := range r.Targets {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Want, t.Got, mark(t.Met))
+	}
+	tw.Flush()
+}
+
+// markdown renders the tables for bench/README.md.
+func markdown(r *Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Run %s, %d CPUs, %s, load average %s before / %s after, %.0f s.\n\n", r.Started.Format("2006-01-02 15:04 UTC"), r.Host.CPUs, r.Host.GoVersion, r.LoadBefore, r.LoadAfter, r.Took)
+	if r.Command != "" {
+		fmt.Fprintf(&b, "`%s`\n\n", r.Command)
+	}
+	b.WriteString("| target | want | got | |\n|---|---|---|---|\n")
+	for _, t := range r.Targets {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, mark(t.Met))
+	}
+	return b.String()
+}
+
+func writeResults(dir string, r *Report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "summary.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	var tbl strings.Builder
+	printReport(&tbl, r)
+	if err := os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(tbl.String()+"\n"+markdown(r)), 0o644); err != nil {
+		return err
+	}
+	return writePlots(dir, r)
+}

@@ -1,0 +1,106 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creditmeter/creditmeter/internal/testenv"
+)
+
+func TestProducedAt(t *testing.T) {
+	g := NewGen(GenConfig{Customers: []string{"a", "b"}, Tag: "x-y", LateRate: 1, NotBefore: time.Now().Add(-time.Hour)})
+	now := time.Now()
+	msgs := g.Next(nil, now)
+	if !strings.Contains(string(msgs[0].Value), `"id":"x-y-1-`) {
+		t.Fatalf("id not tagged: %s", msgs[0].Value)
+	}
+	id := string(msgs[0].Value)
+	id = id[strings.Index(id, `"id":"`)+6:]
+	id = id[:strings.IndexByte(id, '"')]
+	at, ok := ProducedAt(id)
+	if !ok || at.UnixMicro() != now.UnixMicro() {
+		t.Fatalf("ProducedAt(%q) = %v, %v; want %v", id, at, ok, now)
+	}
+	if g.Late != 1 {
+		t.Fatalf("late %d, want 1", g.Late)
+	}
+}
+
+func TestGenSkewAndDuplicates(t *testing.T) {
+	custs := make([]string, 100)
+	for i := range custs {
+		custs[i] = string(rune('A'+i%26)) + string(rune('a'+i/26))
+	}
+	g := NewGen(GenConfig{Customers: custs, DupRate: 0.1, Seed: 3, Tag: "s"})
+	count := map[string]int{}
+	for range 20000 {
+		m := g.Next(nil, time.Now())
+		count[string(m[0].Key)]++
+	}
+	top := 0
+	for _, n := range count {
+		top = max(top, n)
+	}
+	// Zipf: the busiest customer has far more than the 1% a uniform spread gives.
+	if top < 20000/20 {
+		t.Errorf("busiest customer has %d of 20000 events; want a skewed spread", top)
+	}
+	if g.Dups < 1500 || g.Dups > 2500 {
+		t.Errorf("%d duplicates of 20000 at rate 0.1", g.Dups)
+	}
+}
+
+func TestHist(t *testing.T) {
+	var h Hist
+	for i := 1; i <= 1000; i++ {
+		h.Add(time.Duration(i) * time.Millisecond)
+	}
+	if p := h.Quantile(.5); p < 490 || p > 520 {
+		t.Errorf("p50 %.1f ms, want ~500", p)
+	}
+	if p := h.Quantile(.99); p < 970 || p > 1000 {
+		t.Errorf("p99 %.1f ms, want ~990", p)
+	}
+	if h.Max() != 1000 {
+		t.Errorf("max %.1f", h.Max())
+	}
+}
+
+// TestRunSmoke runs every scenario at a tiny size on the real services
+// (embedded broker), checking that each produces its figures, the
+// exactly-once check passes and the results are written. No figure is
+// asserted: this is a smoke test, not a benchmark.
+func TestRunSmoke(t *testing.T) {
+	testenv.Redis(t)
+	testenv.ClickHouse(t)
+	cfg := testenv.Config(t)
+	out := t.TempDir()
+	rep, err := Run(context.Background(), Options{
+		World:  WorldConfig{RedisAddr: cfg.Redis.Addr, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 20},
+		Events: 4000, RawEvents: 2000, NaiveSeq: 200, FreshFor: 2 * time.Second, LongEvents: 3000,
+		APIWorkers: 2, APIFor: 500 * time.Millisecond, DupRate: 0.02, LateRate: 0.02, Out: out, Stdout: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.E2E.Exact {
+		t.Errorf("e2e not exact: %+v", rep.E2E)
+	}
+	if rep.E2E.Duplicates == 0 || rep.E2E.Late == 0 {
+		t.Errorf("stream without duplicates (%d) or late events (%d)", rep.E2E.Duplicates, rep.E2E.Late)
+	}
+	if rep.Memory.DedupeKeys == 0 || rep.Limits.LuaBatched.Events == 0 || rep.Freshness.Freshness.Count == 0 ||
+		rep.API.Check.Count == 0 || rep.Long.Applied == 0 {
+		t.Errorf("a scenario measured nothing: %+v %+v %+v %+v", rep.Memory, rep.Limits, rep.Freshness.Freshness, rep.API)
+	}
+	for _, f := range []string{"summary.json", "summary.txt", "e2e.png", "freshness.png", "limits.png", "long.png"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s not written: %v", f, err)
+		}
+	}
+}
