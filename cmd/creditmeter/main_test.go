@@ -154,9 +154,8 @@ func TestServeHealthReadyMetrics(t *testing.T) {
 	start(t, "serve", "--http-addr", httpAddr, "--kafka-brokers", b.Addr(), "--redis-addr", c.Redis.Addr, "--clickhouse-addr", c.ClickHouse.Addr)
 	base := "http://" + httpAddr
 	eventually(t, "serve answers /healthz", func() error { return get(base + "/healthz") })
-	if err := get(base + "/readyz"); err != nil {
-		t.Errorf("readyz with all services up: %v", err)
-	}
+	// Ready once the engine has loaded the catalog and created the archive tables.
+	eventually(t, "readyz with all services up", func() error { return get(base + "/readyz") })
 	if err := get(base + "/metrics"); err != nil {
 		t.Errorf("metrics: %v", err)
 	}

@@ -30,8 +30,8 @@ func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the engine, the HTTP API and /metrics",
-		Long: `serve runs creditmeter: the engine, which consumes usage events from
---kafka-topic in consumer group --kafka-group, rates them with the catalog,
+		Long: `serve runs creditmeter: the engine, which consumes usage events from the
+topic --kafka-topic in the consumer group --kafka-group, rates them with the catalog,
 draws their credits from the balances in Redis, archives every rated line and
 ledger entry in ClickHouse (creating its tables at start) and only then commits
 the offsets; rejected events go to --kafka-dlq-topic. Beside it, the HTTP API
