@@ -56,7 +56,8 @@ func balanceError(err error) error {
 	case errors.Is(err, balance.ErrAboveMaximum):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "above_maximum", Field: "amount", Message: err.Error()}
 	case errors.Is(err, balance.ErrInsufficientBalance):
-		return &Error{Status: http.StatusUnprocessableEntity, Code: "insufficient_balance", Field: "amount", Message: err.Error()}
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "insufficient_balance", Field: "amount",
+			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; set force to deduct anyway (the balance may then go negative)"}
 	case errors.Is(err, balance.ErrOutOfRange):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "amount", Message: err.Error()}
 	case errors.Is(err, balance.ErrConflict):
