@@ -86,6 +86,7 @@ type Engine struct {
 	// Reused between batches: the hot path allocates per batch, not per event.
 	events []rating.Event
 	lines  []rating.Line
+	nextMu sync.Mutex
 	next   map[int]int64 // per partition, the offset after the last one committed
 }
 
@@ -136,20 +137,48 @@ func (e *Engine) Ready() error {
 	return e.stalled
 }
 
-// Run consumes until ctx ends. The batch in flight when ctx ends is finished
-// (bounded by DrainTimeout) so its offsets are committed before returning.
+// Run consumes until ctx ends. Two stages overlap: while one batch is being
+// archived and committed, the next is fetched, rated and applied to the
+// balances (Redis and ClickHouse work at the same time). Batches still commit
+// in order, each only after its archive rows are durable. The batches in
+// flight when ctx ends are finished (bounded by DrainTimeout) and committed
+// before Run returns.
 func (e *Engine) Run(ctx context.Context) error {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	// The batch in flight outlives ctx by DrainTimeout: it is finished and
-	// committed at shutdown, while retries during normal running never time
-	// out (a long outage is waited out, not skipped).
+	// Retries during normal running never time out (a long outage is waited
+	// out, not skipped); at shutdown the drain has DrainTimeout.
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(e.cfg.DrainTimeout, cancel) })
 	defer stop()
+
+	work := make(chan *pending, 1)
+	finished := make(chan error, 1)
+	go func() {
+		var err error
+		for p := range work {
+			if err == nil {
+				err = e.finish(pctx, p)
+				if err != nil {
+					cancel() // stop the other stage too
+				}
+			}
+		}
+		finished <- err
+	}()
+	err := e.produce(ctx, pctx, work)
+	close(work)
+	if ferr := <-finished; ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// produce is Run's first stage: fetch, rate, apply, hand over.
+func (e *Engine) produce(ctx, pctx context.Context, work chan<- *pending) error {
 	for {
 		msgs, err := e.src.Fetch(ctx, e.cfg.BatchSize, e.cfg.Linger)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || pctx.Err() != nil {
 				return nil
 			}
 			// A fetch error (broker away, rebalance) is retried like any other.
@@ -159,9 +188,20 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		err = e.Process(pctx, msgs)
+		p, err := e.prepare(pctx, msgs)
 		if err != nil {
+			if pctx.Err() != nil {
+				return nil // the finishing stage failed, or the drain ran out
+			}
 			return err
+		}
+		if p == nil {
+			continue
+		}
+		select {
+		case work <- p:
+		case <-pctx.Done():
+			return nil
 		}
 	}
 }

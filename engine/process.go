@@ -35,9 +35,32 @@ type groupKey struct {
 // only when the batch's offsets are committed, or with an error when ctx
 // ended first or a permanent failure stops the engine (nothing is skipped).
 func (e *Engine) Process(ctx context.Context, msgs []kafka.Message) error {
+	p, err := e.prepare(ctx, msgs)
+	if err != nil || p == nil {
+		return err
+	}
+	return e.finish(ctx, p)
+}
+
+// pending is a batch whose balance changes are made and whose archive rows,
+// dead letters and commit are still to do.
+type pending struct {
+	msgs         []kafka.Message
+	usage        []archive.RatedRow
+	ledger       []archive.LedgerRow
+	dead         []ingest.DeadLetter
+	counts       rowCounts
+	results      []balance.BatchResult
+	start, rated time.Time
+}
+
+// prepare decodes, rates and applies a batch to the balances and builds its
+// archive rows; the rows hold nothing of the engine's reused buffers, so the
+// next batch may be prepared while this one finishes.
+func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, error) {
 	start := time.Now()
 	if len(msgs) == 0 {
-		return nil
+		return nil, nil
 	}
 	if cap(e.events) < len(msgs) {
 		e.events = make([]rating.Event, len(msgs))
@@ -130,7 +153,7 @@ func (e *Engine) Process(ctx context.Context, msgs []kafka.Message) error {
 
 	results, refused, err := e.apply(ctx, batches)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for bi, why := range refused {
 		for _, r := range refs {
@@ -141,27 +164,35 @@ func (e *Engine) Process(ctx context.Context, msgs []kafka.Message) error {
 	}
 
 	usage, ledger, counts := e.rows(msgs, events, lines, refs, batches, results)
+	return &pending{msgs: msgs, usage: usage, ledger: ledger, dead: dead, counts: counts, results: results, start: start, rated: rated}, nil
+}
+
+// finish archives a prepared batch, sends its dead letters and commits its
+// offsets, in that order. Batches must finish in the order they were prepared.
+func (e *Engine) finish(ctx context.Context, p *pending) error {
 	if err := e.retry(ctx, "archive", func(ctx context.Context) error {
-		if err := e.archive.WriteUsage(ctx, usage); err != nil {
+		if err := e.archive.WriteUsage(ctx, p.usage); err != nil {
 			return err
 		}
-		return e.archive.WriteLedger(ctx, ledger)
+		return e.archive.WriteLedger(ctx, p.ledger)
 	}); err != nil {
 		return err
 	}
-	if err := e.retry(ctx, "dlq", func(ctx context.Context) error { return e.dlq.SendDLQ(ctx, dead) }); err != nil {
+	if err := e.retry(ctx, "dlq", func(ctx context.Context) error { return e.dlq.SendDLQ(ctx, p.dead) }); err != nil {
 		return err
 	}
-	if err := e.retry(ctx, "commit", func(ctx context.Context) error { return e.src.Commit(ctx, msgs) }); err != nil {
+	if err := e.retry(ctx, "commit", func(ctx context.Context) error { return e.src.Commit(ctx, p.msgs) }); err != nil {
 		return err
 	}
-	for i := range msgs {
-		if n := msgs[i].Offset + 1; n > e.next[msgs[i].Partition] {
-			e.next[msgs[i].Partition] = n
+	e.nextMu.Lock()
+	for i := range p.msgs {
+		if n := p.msgs[i].Offset + 1; n > e.next[p.msgs[i].Partition] {
+			e.next[p.msgs[i].Partition] = n
 		}
 	}
+	e.nextMu.Unlock()
 	if e.m != nil {
-		e.m.observeBatch(msgs, dead, counts, start, rated, results, time.Now())
+		e.m.observeBatch(p.msgs, p.dead, p.counts, p.start, p.rated, p.results, time.Now())
 	}
 	return nil
 }
@@ -213,7 +244,10 @@ func (e *Engine) apply(ctx context.Context, batches []balance.Batch) ([]balance.
 // knows: what it committed itself, or else the first offset it fetched
 // (the group resumes at the committed offset).
 func (e *Engine) committedBefore(partition int, offset int64) int64 {
-	if n, ok := e.next[partition]; ok {
+	e.nextMu.Lock()
+	n, ok := e.next[partition]
+	e.nextMu.Unlock()
+	if ok {
 		return min(n, offset)
 	}
 	return offset
@@ -281,31 +315,6 @@ func customerOf(lines []rating.Line, refs []eventRef, batch int) string {
 		}
 	}
 	return ""
-}
-
-// LedgerRow converts a balance ledger entry to its archive row.
-func LedgerRow(sub, customer string, en balance.Entry) archive.LedgerRow {
-	row := archive.LedgerRow{
-		SubscriptionID: sub, Seq: uint64(en.Seq), CustomerID: customer, Kind: ledgerKind(en.Kind),
-		Amount: en.Amount, BalanceAfter: en.Balance, GrantID: en.Grant, EventCount: uint64(max(en.Events, 0)),
-		CreatedAt: en.Time,
-	}
-	row.GrantType = en.Fields["type"]
-	row.Reason = en.Fields["reason"]
-	row.Actor = en.Fields["actor"]
-	row.IdempotencyKey = en.Fields["key"]
-	row.MoneyCurrency = en.Fields["currency"]
-	if v, ok := en.Fields["charge"]; ok {
-		row.MoneyAmount = decimalOrZero(v)
-	}
-	return row
-}
-
-func ledgerKind(k string) string {
-	if k == "adjust" {
-		return archive.KindAdjustment
-	}
-	return k
 }
 
 func reasonField(reason string) string {

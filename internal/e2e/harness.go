@@ -163,13 +163,17 @@ func (h *Harness) Generate(seedN uint64, n, dup, bad int) *Stream {
 		e.Usage += credits
 		m := kafka.Message{Key: []byte(cust), Value: ingest.AppendJSON(nil, &ev)}
 		sent = append(sent, m)
-		st.Msgs = append(st.Msgs, m)
 	}
+	// Duplicates and bad events go in at random places among the valid ones.
+	type insert struct {
+		at int
+		m  kafka.Message
+	}
+	var inserts []insert
 	for i := 0; i < dup; i++ {
 		// A producer retry: the same event again, somewhere later.
 		m := sent[r.IntN(len(sent))]
-		at := r.IntN(len(st.Msgs)+1-len(sent)/2) + len(sent)/2
-		st.Msgs = append(st.Msgs[:at], append([]kafka.Message{m}, st.Msgs[at:]...)...)
+		inserts = append(inserts, insert{at: r.IntN(len(sent)+1-len(sent)/2) + len(sent)/2, m: m})
 	}
 	for i := 0; i < bad; i++ {
 		var m kafka.Message
@@ -186,8 +190,19 @@ func (h *Harness) Generate(seedN uint64, n, dup, bad int) *Stream {
 			m = kafka.Message{Key: []byte(custs[0]), Value: ingest.AppendJSON(nil, &ev)}
 			st.DLQ[ingest.ReasonUnratable]++
 		}
-		at := r.IntN(len(st.Msgs) + 1)
-		st.Msgs = append(st.Msgs[:at], append([]kafka.Message{m}, st.Msgs[at:]...)...)
+		inserts = append(inserts, insert{at: r.IntN(len(sent) + 1), m: m})
+	}
+	sort.SliceStable(inserts, func(i, j int) bool { return inserts[i].at < inserts[j].at })
+	st.Msgs = make([]kafka.Message, 0, len(sent)+len(inserts))
+	k := 0
+	for i := 0; i <= len(sent); i++ {
+		for k < len(inserts) && inserts[k].at == i {
+			st.Msgs = append(st.Msgs, inserts[k].m)
+			k++
+		}
+		if i < len(sent) {
+			st.Msgs = append(st.Msgs, sent[i])
+		}
 	}
 	return st
 }
