@@ -18,6 +18,7 @@ import (
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/engine"
 )
 
 // ErrDrift is returned by callers (the CLI) when a report has drift.
@@ -371,7 +372,7 @@ func compareAll(ctx context.Context, store *balance.Store, sub string, have map[
 			switch {
 			case !ok:
 				missing[e.Seq] = true
-			case a.kind != archiveKind(e.Kind) || !a.amount.Equal(e.Amount.Decimal()):
+			case a.kind != engine.LedgerRow("", "", e).Kind || !a.amount.Equal(e.Amount.Decimal()):
 				d.Mismatched = append(d.Mismatched, e.Seq)
 			}
 			d.RedisLastSeq = e.Seq
@@ -419,7 +420,7 @@ func repair(ctx context.Context, store *balance.Store, conn driver.Conn, sub, cu
 		}
 		for _, e := range es {
 			if want[e.Seq] {
-				rows = append(rows, EntryRow(sub, customer, e))
+				rows = append(rows, engine.LedgerRow(sub, customer, e))
 			}
 		}
 		from = es[len(es)-1].Seq + 1
@@ -428,39 +429,4 @@ func repair(ctx context.Context, store *balance.Store, conn driver.Conn, sub, cu
 		return 0, fmt.Errorf("reconcile: %s: repair: %w", sub, err)
 	}
 	return len(rows), nil
-}
-
-// EntryRow is the archive row of a balance ledger entry (the engine's
-// mapping: kind adjust is stored as adjustment; a top-up creates a
-// purchased grant).
-func EntryRow(sub, customer string, e balance.Entry) archive.LedgerRow {
-	r := archive.LedgerRow{
-		SubscriptionID: sub, Seq: uint64(e.Seq), CustomerID: customer, Kind: archiveKind(e.Kind),
-		Amount: e.Amount, BalanceAfter: e.Balance, GrantID: e.Grant, EventCount: uint64(max(e.Events, 0)),
-		GrantType: e.Fields["type"], Reason: e.Fields["reason"], Actor: e.Fields["actor"],
-		IdempotencyKey: e.Fields["key"], MoneyCurrency: e.Fields["currency"], CreatedAt: e.Time,
-	}
-	if r.GrantType == "" {
-		switch r.Kind {
-		case archive.KindTopUp:
-			r.GrantType = string(balance.Purchased)
-		case archive.KindAdjustment:
-			if e.Amount > 0 {
-				r.GrantType = string(balance.Adjustment)
-			}
-		}
-	}
-	if v, ok := e.Fields["charge"]; ok {
-		if m, err := decimal.NewFromString(v); err == nil {
-			r.MoneyAmount = m
-		}
-	}
-	return r
-}
-
-func archiveKind(k string) string {
-	if k == "adjust" {
-		return archive.KindAdjustment
-	}
-	return k
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/reconcile"
 )
@@ -74,7 +75,7 @@ next:
 				continue next
 			}
 		}
-		rows = append(rows, reconcile.EntryRow(sub, "c-"+sub, en))
+		rows = append(rows, engine.LedgerRow(sub, "c-"+sub, en))
 	}
 	if err := e.w.WriteLedger(context.Background(), rows); err != nil {
 		e.t.Fatal(err)
@@ -124,7 +125,7 @@ func TestDriftReportedAndRepaired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := reconcile.EntryRow("altered", "c-altered", entries[0])
+	bad := engine.LedgerRow("altered", "c-altered", entries[0])
 	bad.Amount -= credit.Credits(1)
 	if err := e.w.WriteLedger(ctx, []archive.LedgerRow{bad}); err != nil {
 		t.Fatal(err)
@@ -168,7 +169,7 @@ func TestDriftReportedAndRepaired(t *testing.T) {
 	if len(rep.Drift) != 0 {
 		t.Fatalf("ghost without any ledger: %+v", rep.Drift)
 	}
-	ghost := reconcile.EntryRow("ghost", "c", balance.Entry{Seq: 1, Kind: "grant", Amount: credit.Credits(5), Balance: credit.Credits(5), Time: time.Now()})
+	ghost := engine.LedgerRow("ghost", "c", balance.Entry{Seq: 1, Kind: "grant", Amount: credit.Credits(5), Balance: credit.Credits(5), Time: time.Now()})
 	if err := e.w.WriteLedger(ctx, []archive.LedgerRow{ghost}); err != nil {
 		t.Fatal(err)
 	}

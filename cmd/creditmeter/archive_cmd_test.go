@@ -10,11 +10,11 @@ import (
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
-	"github.com/creditmeter/creditmeter/reconcile"
 	"github.com/shopspring/decimal"
 )
 
@@ -67,7 +67,7 @@ func TestReconcileCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := archive.NewWriter(conn).WriteLedger(ctx, []archive.LedgerRow{reconcile.EntryRow("s1", "c1", es[0])}); err != nil {
+	if err := archive.NewWriter(conn).WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow("s1", "c1", es[0])}); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
@@ -105,7 +105,7 @@ func (l archivingLedger) OpenSubscription(ctx context.Context, t rating.AccountT
 	if err != nil {
 		return err
 	}
-	return l.w.WriteLedger(ctx, []archive.LedgerRow{reconcile.EntryRow(t.SubscriptionID, t.CustomerID, es[0])})
+	return l.w.WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow(t.SubscriptionID, t.CustomerID, es[0])})
 }
 
 // invoice prices with the catalog's terms: 100 purchased included credits
@@ -143,7 +143,7 @@ func TestInvoiceCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WriteLedger(ctx, []archive.LedgerRow{reconcile.EntryRow(sub, "acme", es[0])}); err != nil {
+	if err := w.WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow(sub, "acme", es[0])}); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
