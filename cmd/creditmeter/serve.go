@@ -111,6 +111,12 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Analysts reading usage_daily directly see it at most a minute behind.
+		archive.KeepRollupFresh(engineCtx, conn, time.Minute, func(err error) { log.Warn("rollup refresh", "err", err) })
+	}()
 	if cfg.Engine.Enabled {
 		wg.Add(1)
 		go func() {
