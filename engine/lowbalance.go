@@ -60,6 +60,7 @@ type LowBalanceCollector struct {
 	unlisted  int
 	errs      float64
 	labelMemo map[string][2]string // customer, plan of subscriptions low at the last refresh; replaced, never modified
+	plans     map[string]bool      // plans ever seen low
 
 	descLow, descExhausted, descLowByPlan, descExhaustedByPlan, descUnlisted, descErrs *prometheus.Desc
 }
@@ -89,7 +90,7 @@ func NewLowBalanceCollector(src LowBalanceSource, labels SubscriptionLabels, opt
 		opt.Workers = 8
 	}
 	subLabels := []string{"subscription", "customer", "plan"}
-	return &LowBalanceCollector{src: src, labels: labels, opt: opt, labelMemo: map[string][2]string{},
+	return &LowBalanceCollector{src: src, labels: labels, opt: opt, labelMemo: map[string][2]string{}, plans: map[string]bool{},
 		descLow: prometheus.NewDesc("creditmeter_balance_low_credits",
 			"Balance in credits of a subscription below its low-balance threshold; only low subscriptions have this series.", subLabels, nil),
 		descExhausted: prometheus.NewDesc("creditmeter_balance_exhausted",
@@ -131,11 +132,18 @@ func (c *LowBalanceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		t.Stop()
 	}
+	low, exhausted := map[string]int{}, map[string]int{}
 	c.mu.Lock()
 	snap, unlisted, errs := c.snap, c.unlisted, c.errs
+	for _, s := range snap {
+		c.plans[s.plan] = true
+	}
+	// A plan once low stays at 0 rather than vanishing (plans are few).
+	for p := range c.plans {
+		low[p] = 0
+	}
 	c.mu.Unlock()
 
-	low, exhausted := map[string]int{}, map[string]int{}
 	for _, s := range snap {
 		ch <- prometheus.MustNewConstMetric(c.descLow, prometheus.GaugeValue, credits(s.total), s.sub, s.customer, s.plan)
 		low[s.plan]++

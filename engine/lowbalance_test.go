@@ -155,6 +155,18 @@ func TestLowBalanceOnlyLowSubscriptions(t *testing.T) {
 		"creditmeter_balances_low{plan=plan-0}":                                                   1,
 		"creditmeter_balances_low{plan=plan-1}":                                                   2,
 	})
+
+	// The last low subscription of plan-0 topped up: its plan counts 0, not nothing.
+	f.set("sub-00010", 400, 400, false)
+	got = series(t, reg, "creditmeter_balance_low_credits", "creditmeter_balances_low", "creditmeter_balances_exhausted")
+	diff(t, got, map[string]float64{
+		"creditmeter_balance_low_credits{customer=cust-00013,plan=plan-1,subscription=sub-00013}": 12,
+		"creditmeter_balance_low_credits{customer=cust-09999,plan=plan-1,subscription=sub-09999}": 1,
+		"creditmeter_balances_low{plan=plan-0}":                                                   0,
+		"creditmeter_balances_low{plan=plan-1}":                                                   2,
+		"creditmeter_balances_exhausted{plan=plan-0}":                                             0,
+		"creditmeter_balances_exhausted{plan=plan-1}":                                             1,
+	})
 }
 
 func diff(t *testing.T, got, want map[string]float64) {
