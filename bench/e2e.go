@@ -34,6 +34,23 @@ type E2EResult struct {
 	Exact         bool    `json:"exact"`
 	Series        []Point `json:"series"` // committed events/s per second
 	RedisBytes    int64   `json:"redis_used_memory_delta"`
+	// Where the drain's wall time went: time inside each stage's calls. If
+	// the engine runs its stages one after the other they add up to Seconds;
+	// if it overlaps them (pipelining), to more, and CPU is then 0.
+	Stages        Stages  `json:"stages"`
+	Batches       int64   `json:"batches"`         // engine batches (fetches)
+	LuaCalls      int64   `json:"lua_calls"`       // balance batches: one Lua call per (subscription, partition)
+	EventsPerCall float64 `json:"events_per_call"` // average events per Lua call
+}
+
+// Stages are seconds of wall time per engine stage.
+type Stages struct {
+	Fetch   float64 `json:"fetch"`
+	CPU     float64 `json:"decode_rate_assemble"` // the rest: decode, rate, batch assembly, row building
+	Balance float64 `json:"balance"`
+	Archive float64 `json:"archive"`
+	DLQ     float64 `json:"dlq"`
+	Commit  float64 `json:"commit"`
 }
 
 func produceBacklog(ctx context.Context, o *Options, w *World, topic string, g *Gen, n int) (float64, error) {
@@ -151,7 +168,16 @@ func runE2E(ctx context.Context, o *Options, w *World, startProf func() error, s
 		return res, topic, err
 	}
 	res.DeadLetters = r.probe.dead.Load()
+	sec := func(a int64) float64 { return float64(a) / 1e9 }
+	res.Stages = Stages{Fetch: sec(r.src.tFetch.Load()), Balance: sec(r.probe.tApply.Load()), Archive: sec(r.probe.tArchive.Load()),
+		DLQ: sec(r.probe.tDLQ.Load()), Commit: sec(r.src.tCommit.Load())}
+	res.Stages.CPU = max(0, res.Seconds-res.Stages.Fetch-res.Stages.Balance-res.Stages.Archive-res.Stages.DLQ-res.Stages.Commit)
+	res.Batches, res.LuaCalls = r.src.fetches.Load(), r.probe.calls.Load()
+	if res.LuaCalls > 0 {
+		res.EventsPerCall = float64(res.Events) / float64(res.LuaCalls)
+	}
 	res.Exact = res.Applied == res.Unique && res.DupID == res.Duplicates && res.ArchivedFinal == uint64(res.Unique) && res.DeadLetters == 0
+	o.logf("scenario 1 (e2e): stages %+v s; %d batches, %d Lua calls, %.1f events per call", res.Stages, res.Batches, res.LuaCalls, res.EventsPerCall)
 	o.logf("scenario 1 (e2e): %d events in %.1fs = %.0f events/s (steady %.0f); exact=%v (applied %d/%d, dup ids %d/%d, archived %d, dead letters %d)",
 		o.Events, res.Seconds, res.EventsPerSec, res.SteadyPerSec, res.Exact, res.Applied, res.Unique, res.DupID, res.Duplicates, res.ArchivedFinal, res.DeadLetters)
 	return res, topic, nil

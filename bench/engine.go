@@ -21,7 +21,10 @@ type probe struct {
 	applied, dupID, dupOffset atomic.Int64
 	usageRows, ledgerRows     atomic.Int64
 	dead                      atomic.Int64
-	dlq                       engine.DeadLetters
+	calls                     atomic.Int64 // Lua calls (balance batches)
+	// time spent in each stage, ns
+	tApply, tArchive, tDLQ atomic.Int64
+	dlq                    engine.DeadLetters
 
 	mu     sync.Mutex
 	start  time.Time
@@ -31,8 +34,11 @@ type probe struct {
 }
 
 func (p *probe) Apply(ctx context.Context, batches []balance.Batch) ([]balance.BatchResult, error) {
+	t0 := time.Now()
 	res, err := p.bal.Apply(ctx, batches)
 	now := time.Now()
+	p.tApply.Add(int64(now.Sub(t0)))
+	p.calls.Add(int64(len(batches)))
 	var a, di, do int64
 	p.mu.Lock()
 	sec := int(now.Sub(p.start) / time.Second)
@@ -70,7 +76,13 @@ func (p *probe) Apply(ctx context.Context, batches []balance.Batch) ([]balance.B
 	return res, err
 }
 
+func (p *probe) timed(acc *atomic.Int64) func() {
+	t0 := time.Now()
+	return func() { acc.Add(int64(time.Since(t0))) }
+}
+
 func (p *probe) SendDLQ(ctx context.Context, dls []ingest.DeadLetter) error {
+	defer p.timed(&p.tDLQ)()
 	if err := p.dlq.SendDLQ(ctx, dls); err != nil {
 		return err
 	}
@@ -79,6 +91,7 @@ func (p *probe) SendDLQ(ctx context.Context, dls []ingest.DeadLetter) error {
 }
 
 func (p *probe) WriteUsage(ctx context.Context, rows []archive.RatedRow) error {
+	defer p.timed(&p.tArchive)()
 	if err := p.arch.WriteUsage(ctx, rows); err != nil {
 		return err
 	}
@@ -87,6 +100,7 @@ func (p *probe) WriteUsage(ctx context.Context, rows []archive.RatedRow) error {
 }
 
 func (p *probe) WriteLedger(ctx context.Context, rows []archive.LedgerRow) error {
+	defer p.timed(&p.tArchive)()
 	if err := p.arch.WriteLedger(ctx, rows); err != nil {
 		return err
 	}

@@ -75,18 +75,26 @@ type countingSource struct {
 	engine.Source
 	committed atomic.Int64
 	fetched   atomic.Int64
+	fetches   atomic.Int64
+	// time spent, ns
+	tFetch, tCommit atomic.Int64
 }
 
 func (s *countingSource) Fetch(ctx context.Context, max int, linger time.Duration) ([]kafka.Message, error) {
+	t0 := time.Now()
 	m, err := s.Source.Fetch(ctx, max, linger)
+	s.tFetch.Add(int64(time.Since(t0)))
 	s.fetched.Add(int64(len(m)))
+	s.fetches.Add(1)
 	return m, err
 }
 
 func (s *countingSource) Commit(ctx context.Context, msgs []kafka.Message) error {
+	t0 := time.Now()
 	if err := s.Source.Commit(ctx, msgs); err != nil {
 		return err
 	}
+	s.tCommit.Add(int64(time.Since(t0)))
 	s.committed.Add(int64(len(msgs)))
 	return nil
 }

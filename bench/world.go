@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -126,10 +127,15 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 		return w, err
 	}
 	w.Writer = archive.NewWriter(w.Conn)
-	w.Accounts = &engine.Accounts{Store: w.Balances, Archive: w.Writer}
 	if err := seed.Catalog(ctx, w.Catalog); err != nil {
 		return w, err
 	}
+	// Provisioning archives each subscription's grant entry: one ClickHouse
+	// insert each would take most of the set-up, so they are collected and
+	// inserted at once.
+	buf := &ledgerBuffer{}
+	prov := &engine.Accounts{Store: w.Balances, Archive: buf}
+	w.Accounts = &engine.Accounts{Store: w.Balances, Archive: w.Writer}
 	// Subscriptions are created concurrently: each is a few round trips.
 	w.Custs = make([]string, c.Customers)
 	w.Subs = make([]string, c.Customers)
@@ -144,7 +150,7 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 			if i%5 == 4 {
 				s.Plan, s.Included = seed.PlanOverage, "50"
 			}
-			id, err := seed.Subscribe(ctx, w.Catalog, w.Accounts, s)
+			id, err := seed.Subscribe(ctx, w.Catalog, prov, s)
 			w.Subs[i] = id
 			errc <- err
 		}(i)
@@ -155,7 +161,25 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 		}
 	}
 	w.Seeded = time.Now()
-	return w, err
+	if err != nil {
+		return w, err
+	}
+	return w, w.Writer.WriteLedger(ctx, buf.rows)
+}
+
+// ledgerBuffer collects ledger rows instead of inserting them.
+type ledgerBuffer struct {
+	mu   sync.Mutex
+	rows []archive.LedgerRow
+}
+
+func (b *ledgerBuffer) WriteUsage(context.Context, []archive.RatedRow) error { return nil }
+
+func (b *ledgerBuffer) WriteLedger(_ context.Context, rows []archive.LedgerRow) error {
+	b.mu.Lock()
+	b.rows = append(b.rows, rows...)
+	b.mu.Unlock()
+	return nil
 }
 
 // Topic creates a fresh usage topic (and its DLQ) of the run.
