@@ -280,6 +280,15 @@ func (s *Store) Balance(ctx context.Context, sub string) (BalanceView, error) {
 	if v.Unfunded, err = amount(a["unf"]); err != nil {
 		return BalanceView{}, err
 	}
+	if b := a["base"]; b != "" {
+		// A restored account: its ledger up to base lives only in the archive.
+		if v.LedgerBase, err = strconv.ParseInt(b, 10, 64); err != nil {
+			return BalanceView{}, fmt.Errorf("%w: base %q", errUnexpectedScriptData, b)
+		}
+		if v.BaseBalance, err = amount(a["basebal"]); err != nil {
+			return BalanceView{}, err
+		}
+	}
 	for _, g := range bk.Grants {
 		gv := GrantView{ID: g.ID, Type: g.Type, Amount: g.Amount, Remaining: g.Remaining,
 			EffectiveAt: time.UnixMilli(g.Effective).UTC(), CostBasis: g.CostBasis}

@@ -42,10 +42,11 @@ func script(name string) *redis.Script {
 }
 
 var (
-	applyScript  = script("apply.lua")
-	changeScript = script("change.lua")
-	openScript   = script("open.lua")
-	expireScript = script("expire.lua")
+	applyScript   = script("apply.lua")
+	changeScript  = script("change.lua")
+	openScript    = script("open.lua")
+	restoreScript = script("restore.lua")
+	expireScript  = script("expire.lua")
 )
 
 // Options configure a Store.
@@ -133,6 +134,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %s", ErrOutOfRange, msg)
 	case strings.HasPrefix(msg, "CMSTALE"):
 		return errStaleCreditValue
+	case strings.HasPrefix(msg, "CMINVALID"):
+		return fmt.Errorf("%w: %s", ErrInvalid, msg)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
@@ -160,23 +163,8 @@ func (s *Store) OpenAccount(ctx context.Context, a AccountSpec) (ChangeResult, e
 	if err := validSub(a.Subscription); err != nil {
 		return ChangeResult{}, err
 	}
-	switch {
-	case a.Customer == "":
-		return ChangeResult{}, fmt.Errorf("%w: customer is required", ErrInvalid)
-	case a.Policy != Overage && a.Policy != Unfunded:
-		return ChangeResult{}, fmt.Errorf("%w: policy %q, want overage or unfunded", ErrInvalid, a.Policy)
-	case a.LowThreshold < 0 || !a.LowThreshold.Valid():
-		return ChangeResult{}, fmt.Errorf("%w: low threshold %s", ErrInvalid, a.LowThreshold)
-	case a.LowPercent < 0 || a.LowPercent > 100:
-		return ChangeResult{}, fmt.Errorf("%w: low percent %d, want 0-100", ErrInvalid, a.LowPercent)
-	case a.TopUpMin < 0 || a.TopUpMax < 0 || !a.TopUpMin.Valid() || !a.TopUpMax.Valid():
-		return ChangeResult{}, fmt.Errorf("%w: negative top-up bound", ErrInvalid)
-	case a.TopUpMax > 0 && a.TopUpMin > a.TopUpMax:
-		return ChangeResult{}, fmt.Errorf("%w: top-up min %s above max %s", ErrInvalid, a.TopUpMin, a.TopUpMax)
-	case a.Currency == "":
-		return ChangeResult{}, fmt.Errorf("%w: currency is required", ErrInvalid)
-	case a.CreditValue.IsNegative():
-		return ChangeResult{}, fmt.Errorf("%w: negative credit value", ErrInvalid)
+	if err := a.validate(); err != nil {
+		return ChangeResult{}, err
 	}
 	v, err := s.run(ctx, openScript, s.keys(a.Subscription), s.nowMs(), s.grace, a.Customer,
 		"policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
@@ -195,6 +183,29 @@ func (s *Store) OpenAccount(ctx context.Context, a AccountSpec) (ChangeResult, e
 	res := ChangeResult{Balance: bal, Crossing: LowChange(r[1]), Low: r[2] == "1"}
 	s.noteLow(ctx, a.Subscription, res.Crossing)
 	return res, nil
+}
+
+// validate checks an account's plan parameters.
+func (a AccountSpec) validate() error {
+	switch {
+	case a.Customer == "":
+		return fmt.Errorf("%w: customer is required", ErrInvalid)
+	case a.Policy != Overage && a.Policy != Unfunded:
+		return fmt.Errorf("%w: policy %q, want overage or unfunded", ErrInvalid, a.Policy)
+	case a.LowThreshold < 0 || !a.LowThreshold.Valid():
+		return fmt.Errorf("%w: low threshold %s", ErrInvalid, a.LowThreshold)
+	case a.LowPercent < 0 || a.LowPercent > 100:
+		return fmt.Errorf("%w: low percent %d, want 0-100", ErrInvalid, a.LowPercent)
+	case a.TopUpMin < 0 || a.TopUpMax < 0 || !a.TopUpMin.Valid() || !a.TopUpMax.Valid():
+		return fmt.Errorf("%w: negative top-up bound", ErrInvalid)
+	case a.TopUpMax > 0 && a.TopUpMin > a.TopUpMax:
+		return fmt.Errorf("%w: top-up min %s above max %s", ErrInvalid, a.TopUpMin, a.TopUpMax)
+	case a.Currency == "":
+		return fmt.Errorf("%w: currency is required", ErrInvalid)
+	case a.CreditValue.IsNegative():
+		return fmt.Errorf("%w: negative credit value", ErrInvalid)
+	}
+	return nil
 }
 
 // fingerprint identifies a request's content for idempotency conflicts.
@@ -469,4 +480,80 @@ func eventFingerprint(id string) (string, int64) {
 	h.Write([]byte(id))
 	v := h.Sum64()
 	return strconv.FormatInt(int64(v), 10), int64(v & 0x7fffffff)
+}
+
+// RestoreGrant is one grant of a restored account.
+type RestoreGrant struct {
+	ID          string // "g<seq>", as the ledger named it
+	Type        GrantType
+	Amount      credit.Amount
+	Remaining   credit.Amount
+	EffectiveAt time.Time
+	ExpiresAt   time.Time // zero: never
+	CostBasis   decimal.Decimal
+}
+
+// RestoreSpec is a lost account as the archive knows it.
+type RestoreSpec struct {
+	Account    AccountSpec
+	LastSeq    int64 // the ledger continues after it
+	Debt       credit.Amount
+	Unfunded   credit.Amount
+	Grants     []RestoreGrant
+	Watermarks map[string]int64 // "topic/partition" → last offset applied
+}
+
+// Restore recreates a subscription's account after Redis lost it: grants
+// with their remainders, debt, cumulative unfunded usage, the ledger's next
+// sequence number and the offset watermarks (so redelivered events still
+// count once). The balance is the grants' remainders less the debt. Event
+// ids remembered for producer duplicates are not restored. It refuses
+// (ErrConflict) when the account or its ledger exists.
+func (s *Store) Restore(ctx context.Context, r RestoreSpec) (ChangeResult, error) {
+	a := r.Account
+	if err := validSub(a.Subscription); err != nil {
+		return ChangeResult{}, err
+	}
+	if err := a.validate(); err != nil {
+		return ChangeResult{}, err
+	}
+	if r.LastSeq < 0 || r.Debt < 0 || r.Unfunded < 0 || !r.Debt.Valid() || !r.Unfunded.Valid() {
+		return ChangeResult{}, fmt.Errorf("%w: negative sequence, debt or unfunded", ErrInvalid)
+	}
+	args := []any{s.nowMs(), s.grace, a.Customer, r.LastSeq, int64(r.Debt), int64(r.Unfunded), len(r.Grants)}
+	var total credit.Amount
+	for _, g := range r.Grants {
+		if !g.Type.valid() || g.Remaining < 0 || g.Remaining > g.Amount || !g.Amount.Valid() {
+			return ChangeResult{}, fmt.Errorf("%w: grant %s", ErrInvalid, g.ID)
+		}
+		total += g.Remaining
+		args = append(args, g.ID, string(g.Type), int64(g.Amount), int64(g.Remaining), ms(g.EffectiveAt), ms(g.ExpiresAt), g.CostBasis.String())
+	}
+	if !(total - r.Debt).Valid() {
+		return ChangeResult{}, fmt.Errorf("%w: restored balance out of range", ErrOutOfRange)
+	}
+	args = append(args, len(r.Watermarks))
+	for src, off := range r.Watermarks {
+		if off < 0 || off > maxOffset {
+			return ChangeResult{}, fmt.Errorf("%w: watermark %s %d", ErrInvalid, src, off)
+		}
+		args = append(args, src, off)
+	}
+	args = append(args, "policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
+		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String())
+	v, err := s.run(ctx, restoreScript, s.keys(a.Subscription), args...)
+	if err != nil {
+		return ChangeResult{}, err
+	}
+	res, ok := strs(v)
+	if !ok || len(res) != 3 {
+		return ChangeResult{}, errUnexpectedScriptData
+	}
+	bal, err := amount(res[0])
+	if err != nil {
+		return ChangeResult{}, err
+	}
+	out := ChangeResult{Seq: r.LastSeq, Balance: bal, Crossing: LowChange(res[1]), Low: res[2] == "1"}
+	s.noteLow(ctx, a.Subscription, out.Crossing)
+	return out, nil
 }

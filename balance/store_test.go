@@ -691,3 +691,52 @@ func TestJournalReplaysFirstResults(t *testing.T) {
 	}
 	e.checkLedger(sub)
 }
+
+// A lost account restored from its remainders, debt, unfunded total, last
+// ledger seq and watermarks behaves as the original: same balance and
+// grants, redelivered offsets skipped, the ledger continuing in sequence.
+func TestRestoreLostAccount(t *testing.T) {
+	e := newEnv(t, 0)
+	sub := "restore"
+	e.open(sub, Unfunded, func(a *AccountSpec) { a.LowThreshold = c(20) })
+	e.grant(sub, "promo", Promotional, c(30), time.Time{}, t0.Add(48*time.Hour))
+	e.grant(sub, "paid", Purchased, c(100), time.Time{}, time.Time{})
+	var lines []Line
+	for i := 0; i < 10; i++ {
+		lines = append(lines, line(fmt.Sprint("r", i), int64(i), t0, c(4)))
+	}
+	e.apply(batch(sub, 2, lines...))
+	before := e.balance(sub)
+	last := e.ledger(sub)
+	spec := RestoreSpec{Account: AccountSpec{Subscription: sub, Customer: "cust", Policy: Unfunded, LowThreshold: c(20), Currency: "USD", CreditValue: decimal.NewFromInt(1)},
+		LastSeq: last[len(last)-1].Seq, Unfunded: before.Unfunded, Debt: before.Debt, Watermarks: map[string]int64{"usage-events/2": 9}}
+	for _, g := range before.Grants {
+		spec.Grants = append(spec.Grants, RestoreGrant{ID: g.ID, Type: g.Type, Amount: g.Amount, Remaining: g.Remaining, EffectiveAt: g.EffectiveAt, ExpiresAt: g.ExpiresAt})
+	}
+	if _, err := e.s.Restore(e.ctx, spec); !errors.Is(err, ErrConflict) {
+		t.Fatalf("restore over a live account: %v, want ErrConflict", err)
+	}
+	cleanup(e.rc, e.pfx) // Redis loses everything
+	res, err := e.s.Restore(e.ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := e.balance(sub)
+	if res.Balance != before.Total || after.Total != before.Total || after.Available != before.Available || fmt.Sprint(after.Grants) != fmt.Sprint(before.Grants) {
+		t.Fatalf("restored %+v\noriginal %+v", after, before)
+	}
+	// Redelivered offsets change nothing; new ones apply; the ledger goes on.
+	r := e.apply(batch(sub, 2, append(lines[8:], line("r10", 10, t0, c(4)))...))[0]
+	if r.Lines[0].Status != DuplicateOffset || r.Lines[1].Status != DuplicateOffset || r.Lines[2].Status != Applied {
+		t.Fatalf("after restore: %+v", r.Lines)
+	}
+	if r.FirstSeq != spec.LastSeq+1 || r.Balance != before.Total-c(4) {
+		t.Fatalf("ledger resumed at %d (want %d), balance %s", r.FirstSeq, spec.LastSeq+1, r.Balance)
+	}
+	bad := spec
+	bad.Grants = []RestoreGrant{{ID: "x", Type: Promotional, Amount: c(1), Remaining: c(1)}}
+	bad.Account.Subscription = "restore-bad"
+	if _, err := e.s.Restore(e.ctx, bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a grant id not of the ledger: %v, want ErrInvalid", err)
+	}
+}

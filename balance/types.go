@@ -220,6 +220,11 @@ type BalanceView struct {
 	Low       bool
 	Policy    Policy
 	Grants    []GrantView // live grants in burn-down order
+	// LedgerBase is set on an account restored from the archive: its
+	// ledger entries up to this seq are only in the archive, and the
+	// balance after them was BaseBalance.
+	LedgerBase  int64
+	BaseBalance credit.Amount
 }
 
 // CheckResult answers whether a subscription may spend an amount now.

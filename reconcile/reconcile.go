@@ -207,6 +207,15 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 		}
 		from = es[len(es)-1].Seq + 1
 	}
+	if base := bal.LedgerBase; base > 0 {
+		// Restored from the archive: entries up to base live only there.
+		if int64(a.maxSeq) == base {
+			atM = bal.BaseBalance.Decimal()
+		}
+		if last.Seq < base {
+			last = balance.Entry{Seq: base, Balance: bal.BaseBalance}
+		}
+	}
 	d.RedisLastSeq = last.Seq
 	if a.maxSeq > 0 && last.Seq < int64(a.maxSeq) {
 		d.Extra = append(d.Extra, int64(a.maxSeq)) // archived past Redis's last entry
@@ -226,7 +235,7 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 		}
 	}
 	if o.Deep {
-		if err := compareAll(ctx, store, sub, archivedSeqs, d); err != nil {
+		if err := compareAll(ctx, store, sub, archivedSeqs, d, bal.LedgerBase); err != nil {
 			return nil, err
 		}
 	} else {
@@ -355,7 +364,7 @@ func gaps(have map[int64]entryKey, from, to int64) []SeqRange {
 }
 
 // compareAll walks the whole Redis ledger against the archived entries.
-func compareAll(ctx context.Context, store *balance.Store, sub string, have map[int64]entryKey, d *Drift) error {
+func compareAll(ctx context.Context, store *balance.Store, sub string, have map[int64]entryKey, d *Drift, base int64) error {
 	seen := map[int64]bool{}
 	missing := map[int64]bool{}
 	for from := int64(1); ; {
@@ -380,7 +389,7 @@ func compareAll(ctx context.Context, store *balance.Store, sub string, have map[
 		from = es[len(es)-1].Seq + 1
 	}
 	for s := range have {
-		if !seen[s] {
+		if !seen[s] && s > base { // up to base only the archive has them (restored account)
 			d.Extra = append(d.Extra, s)
 		}
 	}
@@ -392,7 +401,7 @@ func compareAll(ctx context.Context, store *balance.Store, sub string, have map[
 		}
 	}
 	if len(missing) > 0 {
-		d.Missing = gaps(m, 1, d.RedisLastSeq)
+		d.Missing = gaps(m, base+1, d.RedisLastSeq)
 	}
 	return nil
 }

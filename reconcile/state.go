@@ -10,10 +10,8 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// State is what the archive knows of a subscription's balance: the input a
-// restore of a lost Redis account needs. balance has no call to write it
-// yet (see README: balance.Store.Restore); ArchiveState is the half that
-// can be built and checked now.
+// State is what the archive knows of a subscription's balance: the input
+// Rebuild hands to balance.Store.Restore when Redis lost the account.
 type State struct {
 	Subscription string          `json:"subscription_id"`
 	Customer     string          `json:"customer_id"`

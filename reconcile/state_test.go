@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -26,12 +27,14 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
-	store, err := balance.New(testenv.Redis(t), balance.Options{Prefix: testenv.Prefix(t), Now: func() time.Time { return now }})
+	rc, prefix := testenv.Redis(t), testenv.Prefix(t)
+	store, err := balance.New(rc, balance.Options{Prefix: prefix, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	const sub = "st"
-	if _, err := store.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD", CreditValue: decimal.NewFromInt(1)}); err != nil {
+	spec := balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD", CreditValue: decimal.NewFromInt(1)}
+	if _, err := store.OpenAccount(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	grant := func(key string, typ balance.GrantType, n int64, exp time.Time) {
@@ -125,6 +128,34 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 		t.Fatalf("unfunded %s, want 7.5", st.Unfunded)
 	}
 
+	// Redis loses the account: it is rebuilt from the archive alone.
+	lose := func() {
+		keys, _ := rc.Keys(ctx, prefix+"*").Result()
+		if len(keys) > 0 {
+			rc.Del(ctx, keys...)
+		}
+	}
+	lose()
+	if _, _, err := reconcile.Rebuild(ctx, store, conn, spec, reconcile.RebuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt, err := store.Balance(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rebuilt.Total != bal.Total || rebuilt.Unfunded != bal.Unfunded || fmt.Sprint(rebuilt.Grants) != fmt.Sprint(bal.Grants) {
+		t.Fatalf("rebuilt %+v\nlost %+v", rebuilt, bal)
+	}
+	if _, _, err := reconcile.Rebuild(ctx, store, conn, spec, reconcile.RebuildOptions{}); !errors.Is(err, balance.ErrConflict) {
+		t.Fatalf("rebuilding a live account: %v, want ErrConflict", err)
+	}
+	// Redelivered events still count once: the watermark came back.
+	again, err := store.Apply(ctx, []balance.Batch{{Subscription: sub, Topic: "usage-events", Partition: 3,
+		Lines: []balance.Line{{EventID: "e1", Offset: 1, Time: now, Credits: credit.Credits(1)}}}})
+	if err != nil || again[0].Lines[0].Status != balance.DuplicateOffset {
+		t.Fatalf("redelivery after rebuild: %+v %v", again, err)
+	}
+
 	// A deduction draws from grants no archived row names: no longer exact,
 	// the balance still is.
 	res, err := store.Adjust(ctx, balance.AdjustRequest{Key: "d", Subscription: sub, Amount: -credit.Credits(6), Reason: "fix", Actor: "ops"})
@@ -143,5 +174,23 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 	}
 	if st.Exact || !st.Balance.Equal(decimal.NewFromInt(40)) {
 		t.Fatalf("after a deduction: exact %v, balance %s; want false, 40", st.Exact, st.Balance)
+	}
+	want, err := store.Balance(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lose()
+	if _, _, err := reconcile.Rebuild(ctx, store, conn, spec, reconcile.RebuildOptions{}); !errors.Is(err, reconcile.ErrInexact) {
+		t.Fatalf("inexact rebuild without force: %v", err)
+	}
+	if _, _, err := reconcile.Rebuild(ctx, store, conn, spec, reconcile.RebuildOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Balance(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Total != want.Total || fmt.Sprint(got.Grants) != fmt.Sprint(want.Grants) {
+		t.Fatalf("forced rebuild %+v\nlost %+v", got, want)
 	}
 }

@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/config"
+	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/reconcile"
 )
@@ -18,11 +22,11 @@ import (
 func newReconcileCmd() *cobra.Command {
 	cfg := config.Default()
 	var subs []string
-	var deep, repair, asJSON bool
+	var deep, repair, asJSON, rebuild, force bool
 	var lag time.Duration
 	var keyPrefix string
 	cmd := &cobra.Command{
-		Use:   "reconcile [--subscription S]... [--deep] [--repair] [--lag D] [--json]",
+		Use:   "reconcile [--subscription S]... [--deep] [--repair] [--rebuild [--force]] [--lag D] [--json]",
 		Short: "Compare every subscription's Redis balance with its ClickHouse ledger and report drift",
 		Long: `reconcile checks the ledger invariant across the two stores, for every
 subscription in the archive's credit_ledger or in the catalog (or only those
@@ -39,8 +43,14 @@ given with --subscription):
 It prints a summary line, then one line per drifting (or repaired)
 subscription, and exits non-zero when any drifts. With --repair it writes the missing (and, with --deep, altered)
 entries from Redis, the source of truth, to the archive, then checks again.
-A subscription the archive knows but Redis lost is reported ("redis lost");
-it cannot be rebuilt from here yet.`,
+A subscription the archive knows but Redis lost is reported ("redis lost").
+With --rebuild such an account is rebuilt from the archive: its grants and
+their remainders, debt, unfunded total, the ledger's next sequence number and
+the Kafka offset watermarks, with the plan's terms and the included credits'
+expiry from the catalog. When the archive cannot tell each grant's remainder
+(after an admin deduction or a settled overage) it refuses unless --force,
+which takes the unknown draws in burn-down order; the balance is exact either
+way. Event ids remembered for producer duplicates are not rebuilt.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -73,6 +83,30 @@ it cannot be rebuilt from here yet.`,
 			if err != nil {
 				return err
 			}
+			if rebuild {
+				cat, err := catalogstore.New(rc, keyPrefix)
+				if err != nil {
+					return err
+				}
+				var lost []string
+				for _, d := range rep.Drift {
+					if d.RedisMissing {
+						lost = append(lost, d.Subscription)
+					}
+				}
+				for _, sub := range lost {
+					res, err := rebuildAccount(ctx, cat, store, conn, sub, force)
+					if err != nil {
+						return fmt.Errorf("rebuild %s: %w", sub, err)
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: rebuilt from the archive: balance %s, ledger continues after seq %d\n", sub, res.Balance, res.Seq)
+				}
+				if len(lost) > 0 {
+					if rep, err = reconcile.Run(ctx, store, conn, o); err != nil {
+						return err
+					}
+				}
+			}
 			if asJSON {
 				e := json.NewEncoder(cmd.OutOrStdout())
 				e.SetIndent("", "  ")
@@ -96,6 +130,8 @@ it cannot be rebuilt from here yet.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().DurationVar(&lag, "lag", time.Minute, "how long a Redis ledger entry may stay unarchived (in flight) before it counts as missing")
 	cmd.Flags().StringVar(&keyPrefix, "redis-key-prefix", "creditmeter:", "prefix of every Redis key creditmeter writes")
+	cmd.Flags().BoolVar(&rebuild, "rebuild", false, "rebuild accounts Redis lost from the archive, then check again")
+	cmd.Flags().BoolVar(&force, "force", false, "with --rebuild: rebuild even when per-grant remainders are not exact in the archive")
 	withConfig(cmd, &cfg, config.GroupClickHouse, config.GroupRedis)
 	return cmd
 }
@@ -135,4 +171,33 @@ func printReport(w io.Writer, rep reconcile.Report) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// rebuildAccount restores a lost account with the catalog's terms. The
+// included credits are the account's first ledger entry (grant g1: the
+// account is opened with them), so their expiry rule applies to it.
+func rebuildAccount(ctx context.Context, cat *catalogstore.Store, store *balance.Store, conn driver.Conn, sub string, force bool) (balance.ChangeResult, error) {
+	s, err := cat.Subscription(ctx, sub)
+	if err != nil {
+		return balance.ChangeResult{}, fmt.Errorf("catalog: %w", err)
+	}
+	plan, err := cat.Plan(ctx, s.PlanID)
+	if err != nil {
+		return balance.ChangeResult{}, fmt.Errorf("catalog: %w", err)
+	}
+	spec, err := engine.AccountSpec(rating.Terms(s, plan))
+	if err != nil {
+		return balance.ChangeResult{}, err
+	}
+	var included time.Time
+	if g, ok := rating.InitialGrant(s, plan); ok && g.ExpiresAt != nil {
+		included = *g.ExpiresAt
+	}
+	res, _, err := reconcile.Rebuild(ctx, store, conn, spec, reconcile.RebuildOptions{Force: force, Expiry: func(g reconcile.GrantState) time.Time {
+		if g.ID == "g1" {
+			return included
+		}
+		return time.Time{}
+	}})
+	return res, err
 }
