@@ -46,14 +46,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix(t)
-	t.Cleanup(func() {
-		keys, _ := rc.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rc.Del(context.Background(), keys...)
-		}
-	})
+	rc, prefix := testenv.Keyspace(t)
 	store, err := catalogstore.New(rc, prefix)
 	if err != nil {
 		t.Fatal(err)

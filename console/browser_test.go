@@ -57,14 +57,7 @@ const (
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix(t)
-	t.Cleanup(func() {
-		keys, _ := rc.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rc.Del(context.Background(), keys...)
-		}
-	})
+	rc, prefix := testenv.Keyspace(t)
 	conn, cc := testenv.ClickHouse(t)
 	if err := archive.Migrate(context.Background(), cc); err != nil {
 		t.Fatal(err)

@@ -13,15 +13,8 @@ import (
 // test broker, Redis key prefix and ClickHouse database).
 func TestDemoPlaysTheSeedStory(t *testing.T) {
 	b := testenv.Broker(t, 2, "usage-events", "usage-events-dlq")
-	rc := testenv.Redis(t)
+	_, prefix := testenv.Keyspace(t)
 	_, cc := testenv.ClickHouse(t)
-	prefix := testenv.Prefix(t)
-	t.Cleanup(func() {
-		keys, _ := rc.Keys(t.Context(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rc.Del(t.Context(), keys...)
-		}
-	})
 	cmd := exec.Command(bin, "demo", "--kafka-brokers", b.Addr(), "--redis-addr", testenv.Config(t).Redis.Addr,
 		"--redis-key-prefix", prefix, "--clickhouse-addr", cc.Addr, "--clickhouse-database", cc.Database)
 	out, err := cmd.CombinedOutput()

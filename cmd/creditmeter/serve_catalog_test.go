@@ -15,14 +15,7 @@ import (
 func TestServeCatalogAPI(t *testing.T) {
 	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
 	c := testenv.Config(t)
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix(t)
-	t.Cleanup(func() {
-		keys, _ := rc.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rc.Del(context.Background(), keys...)
-		}
-	})
+	rc, prefix := testenv.Keyspace(t)
 	const token = "serve-admin-token-0123"
 	call := func(base, method, path, tok, body string) (int, string) {
 		t.Helper()

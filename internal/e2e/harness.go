@@ -68,18 +68,9 @@ type Expect struct {
 func New(t *testing.T, partitions int) *Harness {
 	t.Helper()
 	h := &Harness{t: t, ctx: context.Background(), Subs: map[string]*Expect{}, parts: partitions}
-	h.RC = testenv.Redis(t)
+	h.RC, h.Prefix = testenv.Keyspace(t)
 	h.Conn, h.CC = testenv.ClickHouse(t)
 	h.Broker = testenv.Broker(t, partitions, Topic, DLQTopic)
-	h.Prefix = testenv.Prefix(t)
-	t.Cleanup(func() {
-		keys, _ := h.RC.Keys(context.Background(), h.Prefix+"*").Result()
-		for len(keys) > 0 {
-			n := min(len(keys), 1000)
-			h.RC.Del(context.Background(), keys[:n]...)
-			keys = keys[n:]
-		}
-	})
 	if err := archive.Migrate(h.ctx, h.CC); err != nil {
 		t.Fatal(err)
 	}

@@ -63,6 +63,31 @@ func Redis(t testing.TB) *redis.Client {
 	return rc
 }
 
+// Keyspace is the real Redis and a random key prefix for one test; every key
+// under the prefix is deleted when the test ends.
+func Keyspace(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	rc := Redis(t)
+	prefix := Prefix(t)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		var cursor uint64
+		for {
+			keys, next, err := rc.Scan(ctx, cursor, prefix+"*", 1000).Result()
+			if err != nil {
+				return
+			}
+			if len(keys) > 0 {
+				rc.Del(ctx, keys...)
+			}
+			if cursor = next; cursor == 0 {
+				return
+			}
+		}
+	})
+	return rc, prefix
+}
+
 // Prefix is a random key prefix for one test.
 func Prefix(t testing.TB) string {
 	t.Helper()

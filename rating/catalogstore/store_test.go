@@ -16,15 +16,7 @@ import (
 
 func newStore(t *testing.T) *catalogstore.Store {
 	t.Helper()
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix(t)
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := rc.Keys(ctx, prefix+"*").Result()
-		if len(keys) > 0 {
-			rc.Del(ctx, keys...)
-		}
-	})
+	rc, prefix := testenv.Keyspace(t)
 	s, err := catalogstore.New(rc, prefix)
 	if err != nil {
 		t.Fatal(err)
