@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,13 @@ import (
 // through the real HTTP handler (api.NewServer over the world's Redis), with
 // concurrent clients on loopback.
 type APIResult struct {
+	// Closed loop: every client sends its next request when the last
+	// returns, so the machine is saturated and latency is mostly queueing.
+	// Open loop: requests at a fixed total rate (OpenRate), latency counted
+	// from when each was due, so a stall is not hidden.
+	OpenRate   float64 `json:"open_rate"`
+	OpenBal    Latency `json:"open_balance"`
+	OpenCheck  Latency `json:"open_check"`
 	Workers    int     `json:"workers"`
 	Seconds    float64 `json:"seconds_each"`
 	Balance    Latency `json:"balance"`
@@ -44,7 +52,7 @@ func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
 	res := &APIResult{Workers: o.APIWorkers, Seconds: o.APIFor.Seconds()}
 	o.logf("scenario 5 (api): %d concurrent clients, %s per endpoint, %s", o.APIWorkers, o.APIFor, base)
 
-	run := func(name string, req func(r *rand.Rand) (*http.Request, error)) (Latency, float64, error) {
+	run := func(name string, rate float64, req func(r *rand.Rand) (*http.Request, error)) (Latency, float64, error) {
 		var mu sync.Mutex
 		var all Hist
 		var errs int64
@@ -52,7 +60,27 @@ func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
 		bar := o.bar(-1, name)
 		var wg sync.WaitGroup
 		end := time.Now().Add(o.APIFor)
-		// Warm the connections and the code paths first.
+		// Open loop: a pacer hands out due times; a request's latency counts
+		// from when it was due, so queueing behind a slow one is not hidden.
+		var dues chan time.Time
+		if rate > 0 {
+			dues = make(chan time.Time, 1<<16)
+			go func() {
+				defer close(dues)
+				every := time.Duration(float64(time.Second) / rate)
+				due := time.Now()
+				for due.Before(end.Add(time.Second)) && ctx.Err() == nil {
+					if d := time.Until(due); d > 0 {
+						time.Sleep(d)
+					}
+					for ; !due.After(time.Now()); due = due.Add(every) {
+						dues <- due
+					}
+				}
+			}()
+		}
+		// The first second warms the connections and code paths; it is not counted.
+		warm := time.Now().Add(time.Second)
 		for i := range o.APIWorkers {
 			wg.Add(1)
 			go func(seed uint64) {
@@ -61,14 +89,22 @@ func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
 				var hist Hist
 				var bad int64
 				var firstBad error
-				warm := time.Now().Add(time.Second)
-				for now := time.Now(); now.Before(end.Add(time.Second)) && ctx.Err() == nil; now = time.Now() {
+				for ctx.Err() == nil {
+					var t0 time.Time
+					if dues != nil {
+						due, ok := <-dues
+						if !ok {
+							break
+						}
+						t0 = due
+					} else if t0 = time.Now(); t0.After(end.Add(time.Second)) {
+						break
+					}
 					q, err := req(r)
 					if err != nil {
 						firstBad = err
 						break
 					}
-					t0 := time.Now()
 					resp, err := client.Do(q)
 					if err == nil {
 						_, _ = io.Copy(io.Discard, resp.Body)
@@ -106,21 +142,32 @@ func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
 	}
 	pick := func(r *rand.Rand) string { return w.Subs[r.IntN(len(w.Subs))] }
 	var e1, e2 error
-	res.Balance, res.BalanceRPS, e1 = run("GET balance", func(r *rand.Rand) (*http.Request, error) {
+	balReq := func(r *rand.Rand) (*http.Request, error) {
 		q, err := http.NewRequest(http.MethodGet, base+"/v1/subscriptions/"+pick(r)+"/balance", nil)
 		if err == nil {
 			q.Header.Set("Authorization", "Bearer "+token)
 		}
 		return q, err
-	})
-	res.Check, res.CheckRPS, e2 = run("POST check", func(r *rand.Rand) (*http.Request, error) {
+	}
+	checkReq := func(r *rand.Rand) (*http.Request, error) {
 		q, err := http.NewRequest(http.MethodPost, base+"/v1/subscriptions/"+pick(r)+"/check", bytes.NewReader([]byte(`{"amount":"2.5"}`)))
 		if err == nil {
 			q.Header.Set("Authorization", "Bearer "+token)
 			q.Header.Set("Content-Type", "application/json")
 		}
 		return q, err
-	})
+	}
+	res.Balance, res.BalanceRPS, e1 = run("GET balance", 0, balReq)
+	res.Check, res.CheckRPS, e2 = run("POST check", 0, checkReq)
+	if o.APIRate > 0 {
+		res.OpenRate = o.APIRate
+		var e3, e4 error
+		res.OpenBal, _, e3 = run("GET balance (open loop)", o.APIRate, balReq)
+		res.OpenCheck, _, e4 = run("POST check (open loop)", o.APIRate, checkReq)
+		e1, e2 = errors.Join(e1, e3), errors.Join(e2, e4)
+		o.logf("scenario 5 (api): open loop at %.0f req/s: balance p50 %.2f ms p99 %.2f ms; check p50 %.2f ms p99 %.2f ms",
+			o.APIRate, res.OpenBal.P50, res.OpenBal.P99, res.OpenCheck.P50, res.OpenCheck.P99)
+	}
 	o.logf("scenario 5 (api): balance p50 %.2f ms p99 %.2f ms (%.0f req/s); check p50 %.2f ms p99 %.2f ms (%.0f req/s); errors %d",
 		res.Balance.P50, res.Balance.P99, res.BalanceRPS, res.Check.P50, res.Check.P99, res.CheckRPS, res.Errors)
 	if res.Errors > 0 {

@@ -36,8 +36,13 @@ func targets(r *Report) []Target {
 	if r.Memory != nil && r.Memory.IDs > 0 {
 		ts = append(ts, Target{Name: "Redis bytes per remembered id", Want: "<= 16", Got: fmt.Sprintf("%.2f", r.Memory.BytesPerID), Met: r.Memory.BytesPerID <= 16})
 	}
-	if r.API != nil {
-		ts = append(ts, Target{Name: "check API p99", Want: "<= 2 ms", Got: fmt.Sprintf("%.2f ms", r.API.Check.P99), Met: r.API.Check.P99 <= 2})
+	if a := r.API; a != nil {
+		ts = append(ts, Target{Name: "check API p99, saturated", Want: "<= 2 ms",
+			Got: fmt.Sprintf("%.2f ms at %.0f req/s, %d clients", a.Check.P99, a.CheckRPS, a.Workers), Met: a.Check.P99 <= 2})
+		if a.OpenRate > 0 {
+			ts = append(ts, Target{Name: "check API p99, open loop", Want: "<= 2 ms",
+				Got: fmt.Sprintf("%.2f ms at %.0f req/s", a.OpenCheck.P99, a.OpenRate), Met: a.OpenCheck.Count > 0 && a.OpenCheck.P99 <= 2})
+		}
 	}
 	return ts
 }
@@ -87,6 +92,10 @@ func printReport(out io.Writer, r *Report) {
 	if a := r.API; a != nil {
 		row("5 API", fmt.Sprintf("GET balance, %d clients", a.Workers), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.1f ms, %.0f req/s", a.Balance.P50, a.Balance.P99, a.Balance.Max, a.BalanceRPS))
 		row("", fmt.Sprintf("POST check, %d clients", a.Workers), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.1f ms, %.0f req/s", a.Check.P50, a.Check.P99, a.Check.Max, a.CheckRPS))
+		if a.OpenRate > 0 {
+			row("", fmt.Sprintf("GET balance, open loop %.0f req/s", a.OpenRate), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.1f ms", a.OpenBal.P50, a.OpenBal.P99, a.OpenBal.Max))
+			row("", fmt.Sprintf("POST check, open loop %.0f req/s", a.OpenRate), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.1f ms", a.OpenCheck.P50, a.OpenCheck.P99, a.OpenCheck.Max))
+		}
 	}
 	fmt.Fprintln(tw, "\ntarget\twant\tgot\tverdict")
 	for _, t := range r.Targets {

@@ -44,7 +44,8 @@ type Options struct {
 	LongRate   float64       // long run rate; 0: as the freshness run
 	APIWorkers int
 	APIFor     time.Duration
-	Out        string // results directory; "" writes nothing
+	APIRate    float64 // open-loop request rate; 0: closed loop only
+	Out        string  // results directory; "" writes nothing
 	Progress   bool
 	CPUProfile string // CPU profile of scenario 1's drain
 	BrokerPID  int    // pid of an external broker process, for its RSS
@@ -154,7 +155,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Config: map[string]any{"events": o.Events, "partitions": o.World.Partitions, "customers": o.World.Customers,
 			"batch_size": o.Engine.BatchSize, "linger": o.Engine.Linger.String(), "dup_rate": o.DupRate, "late_rate": o.LateRate,
 			"raw_events": o.RawEvents, "fresh_for": o.FreshFor.String(), "long_events": o.LongEvents,
-			"api_workers": o.APIWorkers, "api_for": o.APIFor.String(), "scenarios": o.Scenarios}}
+			"api_workers": o.APIWorkers, "api_rate": o.APIRate, "api_for": o.APIFor.String(), "scenarios": o.Scenarios}}
 	o.logf("provisioning %d customers (load %s)", o.World.Customers, rep.LoadBefore)
 	w, err := NewWorld(ctx, o.World)
 	if err != nil {

@@ -46,7 +46,8 @@ Scenarios (--scenarios, in this order):
              --fresh-for while the engine consumes: produced → balance
              updated, p50/p99/max
   api        GET /v1/subscriptions/{id}/balance and POST .../check latency
-             through the real HTTP handler, --api-workers concurrent clients
+             through the real HTTP handler, --api-workers concurrent clients:
+             closed loop (saturated), then open loop at --api-rate
   long       --long-events at --long-rate with the engine consuming: process
              RSS and Go heap over time
 
@@ -108,6 +109,7 @@ summary.json, summary.txt and PNG plots.`,
 	fs.Float64Var(&o.LongRate, "long-rate", 0, "long run rate in events/s (0: as the freshness run)")
 	fs.IntVar(&o.APIWorkers, "api-workers", 32, "concurrent API clients")
 	fs.DurationVar(&o.APIFor, "api-for", 10*time.Second, "API measurement per endpoint")
+	fs.Float64Var(&o.APIRate, "api-rate", 2000, "open-loop API request rate in req/s, measured after the saturated closed-loop run (0: skip)")
 	fs.StringVar(&o.Out, "out", "bench/results", "directory of summary.json, summary.txt and the PNG plots (empty: none)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the e2e drain to this file")
 	fs.BoolVar(&o.Progress, "progress", true, "show progress bars on stderr")
