@@ -88,6 +88,9 @@ type Engine struct {
 	lines  []rating.Line
 	nextMu sync.Mutex
 	next   map[int]int64 // per partition, the offset after the last one committed
+	// firstSeen is, per partition, the first offset fetched (prepare's
+	// goroutine only).
+	firstSeen map[int]int64
 }
 
 // ErrConfig is returned by New for missing dependencies or bad settings.
@@ -126,7 +129,7 @@ func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive
 		cfg.Now = time.Now
 	}
 	return &Engine{cfg: cfg, src: src, dlq: dlq, rater: r, bal: b, archive: a, log: cfg.Logger, m: cfg.Metrics,
-		next: map[int]int64{}}, nil
+		next: map[int]int64{}, firstSeen: map[int]int64{}}, nil
 }
 
 // Ready reports nil while batches flow, and the failure being retried while

@@ -101,6 +101,11 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 		}
 	}
 
+	for i := range msgs {
+		if _, ok := e.firstSeen[msgs[i].Partition]; !ok {
+			e.firstSeen[msgs[i].Partition] = msgs[i].Offset
+		}
+	}
 	// Pass 2, in offset order: dead letters, and balance lines per
 	// (subscription, partition).
 	for i := range msgs {
@@ -240,15 +245,22 @@ func (e *Engine) apply(ctx context.Context, batches []balance.Batch) ([]balance.
 	return results, refused, err
 }
 
-// committedBefore is the partition's committed offset as far as this engine
-// knows: what it committed itself, or else the first offset it fetched
-// (the group resumes at the committed offset).
+// committedBefore is a lower bound of the partition's committed offset that
+// is at or below every offset this engine may still have to redeliver: what
+// it committed itself, or else the first offset it fetched from the
+// partition (the group resumes at the committed offset). Not the batch's
+// own offsets: earlier batches may still be in flight, and their journaled
+// results must survive until they are committed.
 func (e *Engine) committedBefore(partition int, offset int64) int64 {
 	e.nextMu.Lock()
 	n, ok := e.next[partition]
 	e.nextMu.Unlock()
-	if ok {
+	first, seen := e.firstSeen[partition]
+	switch {
+	case ok: // every batch in flight comes after the last one committed
 		return min(n, offset)
+	case seen:
+		return min(first, offset)
 	}
 	return offset
 }
