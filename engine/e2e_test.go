@@ -52,6 +52,9 @@ func TestStreamExact(t *testing.T) {
 	t.Logf("%d events in %s: %.0f events/s end to end (Kafka → Redis → ClickHouse, commits included)",
 		len(st.Msgs), took.Round(time.Millisecond), float64(len(st.Msgs))/took.Seconds())
 
+	if got := testutil.ToFloat64(m.Rated); got != valid+dups {
+		t.Errorf("rated %v lines, want %d (one per valid event, duplicates included)", got, valid+dups)
+	}
 	if got := testutil.ToFloat64(m.Applied); got != valid {
 		t.Errorf("applied %v events, want %d", got, valid)
 	}

@@ -15,6 +15,7 @@ import (
 // DLQ reason are fixed sets, partition is bounded by the topic's partitions.
 type Metrics struct {
 	Consumed     prometheus.Counter
+	Rated        prometheus.Counter
 	Applied      prometheus.Counter
 	Duplicates   *prometheus.CounterVec // kind: offset (redelivery) | id (sent twice)
 	DeadLetters  *prometheus.CounterVec // reason
@@ -33,6 +34,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Consumed: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_events_consumed_total",
 			Help: "Usage events read from Kafka."}),
+		Rated: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_lines_rated_total",
+			Help: "Rated lines (an event matching several meters makes several)."}),
 		Applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_events_applied_total",
 			Help: "Usage events whose credits were drawn from a balance for the first time."}),
 		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_events_duplicate_total",
@@ -56,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LowCrossings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_low_balance_crossings_total",
 			Help: "Balances crossing their low-balance threshold: direction=down|up."}, []string{"direction"}),
 	}
-	reg.MustRegister(m.Consumed, m.Applied, m.Duplicates, m.DeadLetters, m.BatchSize, m.BatchSeconds,
+	reg.MustRegister(m.Consumed, m.Rated, m.Applied, m.Duplicates, m.DeadLetters, m.BatchSize, m.BatchSeconds,
 		m.StageSeconds, m.Retries, m.Backpressure, m.Freshness, m.Lag, m.LowCrossings)
 	for _, k := range []string{"offset", "id"} {
 		m.Duplicates.WithLabelValues(k)
@@ -79,6 +82,7 @@ func (m *Metrics) setBackpressure(on bool) {
 func (m *Metrics) observeBatch(msgs []kafka.Message, dead []ingest.DeadLetter, c rowCounts, start, rated time.Time,
 	results []balance.BatchResult, done time.Time) {
 	m.Consumed.Add(float64(len(msgs)))
+	m.Rated.Add(float64(c.rated))
 	m.Applied.Add(float64(c.applied))
 	m.Duplicates.WithLabelValues("offset").Add(float64(c.dupOffset))
 	m.Duplicates.WithLabelValues("id").Add(float64(c.dupID))
@@ -88,15 +92,24 @@ func (m *Metrics) observeBatch(msgs []kafka.Message, dead []ingest.DeadLetter, c
 	m.BatchSize.Observe(float64(len(msgs)))
 	m.BatchSeconds.Observe(done.Sub(start).Seconds())
 	m.StageSeconds.WithLabelValues("rate").Observe(rated.Sub(start).Seconds())
-	last := map[int]kafka.Message{}
+	// last[p] is 1 + the index of partition p's last message: no map and no
+	// copy of a (large) message per event.
+	var last []int
 	for i := range msgs {
 		if !msgs[i].Time.IsZero() {
 			m.Freshness.Observe(done.Sub(msgs[i].Time).Seconds())
 		}
-		last[msgs[i].Partition] = msgs[i]
+		p := msgs[i].Partition
+		for p >= len(last) {
+			last = append(last, 0)
+		}
+		last[p] = i + 1
 	}
-	for p, msg := range last {
-		m.Lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(msg.HighWaterMark-msg.Offset-1, 0)))
+	for p, i := range last {
+		if i > 0 {
+			msg := &msgs[i-1]
+			m.Lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(msg.HighWaterMark-msg.Offset-1, 0)))
+		}
 	}
 	for _, r := range results {
 		switch r.Crossing {

@@ -169,6 +169,7 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 	}
 
 	usage, ledger, counts := e.rows(msgs, events, lines, refs, batches, results)
+	counts.rated = len(lines)
 	return &pending{msgs: msgs, usage: usage, ledger: ledger, dead: dead, counts: counts, results: results, start: start, rated: rated}, nil
 }
 
@@ -267,7 +268,7 @@ func (e *Engine) committedBefore(partition int, offset int64) int64 {
 
 // rowCounts are the per-batch outcomes for metrics.
 type rowCounts struct {
-	applied, dupOffset, dupID int
+	rated, applied, dupOffset, dupID int
 }
 
 // rows builds the archive rows of the applied events. A line applied now or
