@@ -122,7 +122,18 @@ func writeResults(dir string, r *Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(r, "", "  ")
+	if err := writePlots(dir, r); err != nil {
+		return err
+	}
+	// The JSON keeps at most ~300 points per series (the plots have all).
+	for _, sr := range []*SteadyResult{r.Freshness, r.Long} {
+		if sr != nil {
+			for _, ps := range []*[]Point{&sr.Throughput, &sr.P50, &sr.P99, &sr.MaxF, &sr.RSS, &sr.Heap, &sr.BrokerRSS} {
+				*ps = thin(*ps, 300)
+			}
+		}
+	}
+	js, err := json.MarshalIndent(r, "", " ")
 	if err != nil {
 		return err
 	}
@@ -131,8 +142,18 @@ func writeResults(dir string, r *Report) error {
 	}
 	var tbl strings.Builder
 	printReport(&tbl, r)
-	if err := os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(tbl.String()+"\n"+markdown(r)), 0o644); err != nil {
-		return err
+	return os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(tbl.String()+"\n"+markdown(r)), 0o644)
+}
+
+// thin keeps every k-th point so at most about n remain.
+func thin(ps []Point, n int) []Point {
+	if len(ps) <= n {
+		return ps
 	}
-	return writePlots(dir, r)
+	k := (len(ps) + n - 1) / n
+	out := make([]Point, 0, n+1)
+	for i := 0; i < len(ps); i += k {
+		out = append(out, ps[i])
+	}
+	return out
 }
