@@ -34,8 +34,8 @@ addresses are accepted.
 
 Scenarios (--scenarios, in this order):
   e2e        a backlog of --events realistic AI-agent events (Zipf-skewed
-             customers, email.sent and llm.call, --dup-rate duplicates,
-             --late-rate late events) drained by an in-process engine:
+             customers, email.sent and llm.call, duplicates at --dup-rate,
+             late events at --late-rate) drained by an in-process engine:
              Kafka → decode → rate → Redis → ClickHouse → commit, exactly-once
              and dedupe on; checks the counts and the archive afterwards
   memory     Redis bytes per remembered event id and per subscription
@@ -43,8 +43,8 @@ Scenarios (--scenarios, in this order):
              dedupe, ClickHouse batch insert, decode+rate, and the naive
              one-Lua-call-per-event baselines (pipelined and sequential)
   freshness  events produced at --rate (default half the e2e figure) for
-             --fresh-for while the engine consumes: produced → balance
-             updated, p50/p99/max
+             the time of --fresh-for while the engine consumes: produced →
+             balance updated, p50/p99/max
   api        GET /v1/subscriptions/{id}/balance and POST .../check latency
              through the real HTTP handler, --api-workers concurrent clients:
              closed loop (saturated), then open loop at --api-rate
