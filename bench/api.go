@@ -57,7 +57,8 @@ func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
 		var all Hist
 		var errs int64
 		var firstErr error
-		bar := o.bar(-1, name)
+		// A bar of clients finished (an open-ended bar's spinner goroutine races).
+		bar := o.bar(int64(o.APIWorkers), name+" (clients done)")
 		var wg sync.WaitGroup
 		end := time.Now().Add(o.APIFor)
 		// Open loop: a pacer hands out due times; a request's latency counts
@@ -131,8 +132,8 @@ func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
 				if firstErr == nil {
 					firstErr = firstBad
 				}
+				_ = bar.Add(1) // under mu: the bar is not safe for concurrent use
 				mu.Unlock()
-				_ = bar.Add(int(hist.Count()))
 			}(uint64(i))
 		}
 		wg.Wait()
