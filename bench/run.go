@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/creditmeter/creditmeter/internal/config"
 )
 
 // Scenario names, in the order they run.
@@ -79,7 +81,7 @@ func (o *Options) defaults() {
 		o.APIFor = 10 * time.Second
 	}
 	if o.Engine.BatchSize == 0 {
-		o.Engine.BatchSize = 5000
+		o.Engine.BatchSize = config.Default().Engine.BatchSize
 	}
 	if o.Engine.Linger == 0 {
 		o.Engine.Linger = 20 * time.Millisecond

@@ -51,7 +51,7 @@ type Archive interface {
 // Config tunes the engine; zero values take the defaults.
 type Config struct {
 	Topic     string        // usage topic, for the balance watermarks (default usage-events)
-	BatchSize int           // messages per batch (default 5000)
+	BatchSize int           // messages per batch (default 20000)
 	Linger    time.Duration // longest wait to fill a batch (default 20ms)
 	RetryMin  time.Duration // first retry delay when a service fails (default 50ms)
 	RetryMax  time.Duration // longest retry delay (default 5s)
@@ -108,7 +108,7 @@ func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive
 		cfg.Topic = "usage-events"
 	}
 	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 5000
+		cfg.BatchSize = 20000
 	}
 	if cfg.Linger == 0 {
 		cfg.Linger = 20 * time.Millisecond

@@ -311,23 +311,19 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 			usage = append(usage, row)
 		}
 	}
+	customers := make([]string, len(batches))
+	for _, r := range refs {
+		if customers[r.batch] == "" {
+			customers[r.batch] = lines[r.first].CustomerID
+		}
+	}
 	var ledger []archive.LedgerRow
 	for bi := range results {
-		res := &results[bi]
-		for _, en := range res.Entries {
-			ledger = append(ledger, LedgerRow(batches[bi].Subscription, customerOf(lines, refs, bi), en))
+		for _, en := range results[bi].Entries {
+			ledger = append(ledger, LedgerRow(batches[bi].Subscription, customers[bi], en))
 		}
 	}
 	return usage, ledger, c
-}
-
-func customerOf(lines []rating.Line, refs []eventRef, batch int) string {
-	for _, r := range refs {
-		if r.batch == batch {
-			return lines[r.first].CustomerID
-		}
-	}
-	return ""
 }
 
 func reasonField(reason string) string {

@@ -85,6 +85,8 @@ local function ddkey(t, l, b)
   return p .. D(b % 2 ^ l)
 end
 local ttl = D((tb + 2) * W - now)
+-- sizes of the sets this call adds to: one SCARD per set, not per id
+local size = {}
 local function seen(fp, b)
   if prev then
     for _, l in ipairs(prev.lv) do
@@ -97,7 +99,9 @@ local function seen(fp, b)
   local k = ddkey(tb, cur.hi, b)
   if redis.call('SADD', k, fp) == 0 then return true end
   cur.n = cur.n + 1
-  local c = redis.call('SCARD', k)
+  local c = size[k]
+  if c then c = c + 1 else c = redis.call('SCARD', k) end
+  size[k] = c
   if c == 1 then redis.call('PEXPIRE', k, ttl) end
   if c >= CAP and cur.hi < 29 then
     -- jump to the level the rate so far needs: ~200 ids per set by the
@@ -201,8 +205,9 @@ local lastseq = seq
 if #jrec > 0 then
   local fs, ls = firstseq, lastseq
   if ls < fs then fs, ls = 0, 0 end
-  redis.call('RPUSH', K_J, string.match(jrec[1], '^(%d+)') .. ' ' .. last .. ' ' .. D(fs) .. ' ' .. D(ls) .. '|' .. table.concat(jrec, '|'))
-  redis.call('PEXPIRE', K_J, 604800000)
+  local len = redis.call('RPUSH', K_J, string.match(jrec[1], '^(%d+)') .. ' ' .. last .. ' ' .. D(fs) .. ' ' .. D(ls) .. '|' .. table.concat(jrec, '|'))
+  -- a journal left by an idle subscription expires; set once per new list
+  if len == 1 then redis.call('PEXPIRE', K_J, 604800000) end
 end
 if lastseq < firstseq then firstseq = 0; lastseq = 0 end
 -- a replay also reports the ledger entries its first call wrote, so the

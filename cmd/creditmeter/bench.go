@@ -99,7 +99,7 @@ summary.json, summary.txt and PNG plots.`,
 	fs.IntVar(&o.World.Partitions, "topic-partitions", 8, "partitions of the benchmark topics")
 	fs.Float64Var(&o.DupRate, "dup-rate", 0.01, "share of sends that repeat a recent event (producer retries)")
 	fs.Float64Var(&o.LateRate, "late-rate", 0.005, "share of events timestamped 1-10 minutes in the past")
-	fs.IntVar(&o.Engine.BatchSize, "batch-size", 5000, "engine batch size")
+	fs.IntVar(&o.Engine.BatchSize, "batch-size", config.Default().Engine.BatchSize, "engine batch size (as serve's default)")
 	fs.DurationVar(&o.Engine.Linger, "linger", 20*time.Millisecond, "engine batch linger")
 	fs.IntVar(&o.RawEvents, "raw-events", 200_000, "events per raw-limit measurement")
 	fs.IntVar(&o.NaiveSeq, "naive-events", 30_000, "events of the sequential naive baseline")

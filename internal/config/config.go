@@ -97,7 +97,7 @@ func Default() Config {
 		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
 		Prometheus: Prometheus{URL: "http://127.0.0.1:9090"},
 		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
-		Engine: Engine{Enabled: true, BatchSize: 5000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
+		Engine: Engine{Enabled: true, BatchSize: 20000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
 			GraceWindow: 15 * time.Minute, KeyPrefix: "creditmeter:"},
 	}
 }
