@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,8 +17,47 @@ import (
 type serveProc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  lockedBuffer
 	done chan error
+}
+
+// lockedBuffer is the process's output, readable while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitDone waits for the group to commit everything, showing the process's
+// log if it does not.
+func (p *serveProc) waitDone(h *e2e.Harness, group string, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		lag, err := h.GroupLag(p.t.Context(), group)
+		if err == nil && lag == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			out := p.out.String()
+			if len(out) > 8000 {
+				out = out[len(out)-8000:]
+			}
+			p.t.Fatalf("group %s still %d behind after %s (%v); serve's log ends:\n%s", group, lag, timeout, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func startServe(t *testing.T, h *e2e.Harness, group string) *serveProc {
@@ -71,7 +111,7 @@ func (p *serveProc) stop() {
 func TestKilledAndRestartedIsExact(t *testing.T) {
 	h := e2e.New(t, 4)
 	h.Subscribe(50)
-	st := h.Generate(2, 60_000, 600, 30)
+	st := h.Generate(2, 30_000, 300, 30)
 	h.Produce(st.Msgs)
 
 	r := rand.New(rand.NewPCG(2, 2))
@@ -98,7 +138,7 @@ func TestKilledAndRestartedIsExact(t *testing.T) {
 		p.kill()
 		p = startServe(t, h, "crash")
 	}
-	h.WaitGroupDone("crash", 4*time.Minute)
+	p.waitDone(h, "crash", 6*time.Minute)
 	p.stop()
 	h.Verify()
 	got := h.DeadLetters(30)
@@ -123,7 +163,7 @@ func TestTwoEnginesOneKilledIsExact(t *testing.T) {
 	lag, _ := h.GroupLag(t.Context(), "pair")
 	t.Logf("killing one of two engines with %d events not committed", lag)
 	a.kill()
-	h.WaitGroupDone("pair", 4*time.Minute)
+	b.waitDone(h, "pair", 6*time.Minute)
 	b.stop()
 	h.Verify()
 }
