@@ -14,7 +14,6 @@ import (
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/rating"
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
 // Balances is the balance ledger's read and write paths as the API needs them
@@ -33,14 +32,7 @@ func (s *Server) subscriptionFor(r *http.Request, who principal) (*rating.Subscr
 	if s.balances == nil {
 		return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the balance ledger is not configured"}
 	}
-	v, err := s.cat.Subscription(r.Context(), r.PathValue("id"))
-	if err == nil && !who.may(v.CustomerID) {
-		err = catalogstore.ErrNotFound
-	}
-	if errors.Is(err, catalogstore.ErrNotFound) {
-		return nil, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no subscription " + r.PathValue("id")}
-	}
-	return v, err
+	return s.ownedSubscription(r, who)
 }
 
 // balanceError maps the ledger's sentinel errors to API errors.
@@ -189,9 +181,6 @@ func (s *Server) getLedger(w http.ResponseWriter, r *http.Request, who principal
 	for _, e := range es {
 		ej := EntryJSON{Seq: e.Seq, Kind: e.Kind, Amount: e.Amount, Balance: e.Balance, Time: e.Time, GrantID: e.Grant,
 			Events: e.Events, Unfunded: e.Unfunded, Reason: e.Fields["reason"], Actor: e.Fields["actor"], Currency: e.Fields["currency"]}
-		if ej.Kind == "adjust" {
-			ej.Kind = "adjustment"
-		}
 		if c, err := decimal.NewFromString(e.Fields["charge"]); err == nil {
 			ej.Charge = &c
 		}

@@ -273,12 +273,19 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request, _ pri
 // getSubscription answers 404 for another customer's subscription, so a
 // customer token cannot probe which ids exist.
 func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request, who principal) error {
+	v, err := s.ownedSubscription(r, who)
+	return ok(w, v, err)
+}
+
+// ownedSubscription is the path's subscription if who may see it; another
+// customer's is a 404, like a missing one.
+func (s *Server) ownedSubscription(r *http.Request, who principal) (*rating.Subscription, error) {
 	v, err := s.cat.Subscription(r.Context(), r.PathValue("id"))
 	if err == nil && !who.may(v.CustomerID) {
 		err = catalogstore.ErrNotFound
 	}
 	if errors.Is(err, catalogstore.ErrNotFound) {
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no subscription " + r.PathValue("id")}
+		return nil, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no subscription " + r.PathValue("id")}
 	}
-	return ok(w, v, err)
+	return v, err
 }

@@ -19,11 +19,7 @@ func (s *Server) reportsFor(r *http.Request, who principal) (*rating.Subscriptio
 	if s.reports == nil {
 		return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the archive is not configured"}
 	}
-	v, err := s.cat.Subscription(r.Context(), r.PathValue("id"))
-	if err == nil && !who.may(v.CustomerID) {
-		return nil, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no subscription " + r.PathValue("id")}
-	}
-	return v, err
+	return s.ownedSubscription(r, who)
 }
 
 func reportError(err error, field string) error {

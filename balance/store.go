@@ -307,9 +307,9 @@ func (s *Store) Adjust(ctx context.Context, a AdjustRequest) (ChangeResult, erro
 	}
 	fp := fingerprint("adjust", a.Amount.String(), a.Reason, a.Actor, strconv.FormatBool(a.Force), strconv.FormatInt(ms(a.ExpiresAt), 10))
 	if a.Amount > 0 {
-		return s.change(ctx, a.Subscription, a.Key, fp, "grant", "adjust", Adjustment, a.Amount, s.now(), a.ExpiresAt, "", false, "", "reason", a.Reason, "actor", a.Actor)
+		return s.change(ctx, a.Subscription, a.Key, fp, "grant", "adjustment", Adjustment, a.Amount, s.now(), a.ExpiresAt, "", false, "", "reason", a.Reason, "actor", a.Actor)
 	}
-	return s.change(ctx, a.Subscription, a.Key, fp, "deduct", "adjust", Adjustment, -a.Amount, s.now(), time.Time{}, "", a.Force, "", "reason", a.Reason, "actor", a.Actor)
+	return s.change(ctx, a.Subscription, a.Key, fp, "deduct", "adjustment", Adjustment, -a.Amount, s.now(), time.Time{}, "", a.Force, "", "reason", a.Reason, "actor", a.Actor)
 }
 
 func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ GrantType, amt credit.Amount,

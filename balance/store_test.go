@@ -258,7 +258,7 @@ func TestAdjustments(t *testing.T) {
 		t.Fatalf("add: %+v %v", r, err)
 	}
 	es := e.checkLedger(sub)
-	if es[len(es)-1].Fields["reason"] != "goodwill" || es[len(es)-1].Fields["actor"] != "ops@x" || es[len(es)-1].Kind != "adjust" {
+	if es[len(es)-1].Fields["reason"] != "goodwill" || es[len(es)-1].Fields["actor"] != "ops@x" || es[len(es)-1].Kind != "adjustment" {
 		t.Fatalf("ledger %+v", es[len(es)-1])
 	}
 	// The debt was settled from the adjustment grant.
@@ -509,7 +509,7 @@ func TestConcurrentInvariant(t *testing.T) {
 			usage += int(x.Events)
 		case "topup":
 			topups++
-		case "adjust":
+		case "adjustment":
 			adjusts++
 		}
 	}

@@ -237,7 +237,7 @@ type CheckResult struct {
 // Entry is one immutable ledger entry.
 type Entry struct {
 	Seq      int64
-	Kind     string // grant, topup, adjust, usage, expiry
+	Kind     string // grant, topup, adjustment, usage, expiry
 	Amount   credit.Amount
 	Balance  credit.Amount // after the entry
 	Time     time.Time

@@ -8,10 +8,10 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/engine/enginetest"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
@@ -118,43 +118,13 @@ func BenchmarkRate(b *testing.B) {
 	perSec(b, b.N)
 }
 
-// fakes for engine.Process without I/O.
-type nopSource struct{}
-
-func (nopSource) Fetch(context.Context, int, time.Duration) ([]kafka.Message, error) { return nil, nil }
-func (nopSource) Commit(context.Context, []kafka.Message) error                      { return nil }
-
-type nopDLQ struct{}
-
-func (nopDLQ) SendDLQ(context.Context, []ingest.DeadLetter) error { return nil }
-
-type nopArchive struct{}
-
-func (nopArchive) WriteUsage(context.Context, []archive.RatedRow) error   { return nil }
-func (nopArchive) WriteLedger(context.Context, []archive.LedgerRow) error { return nil }
-
-// allApplied answers every line as applied from one grant, without Redis.
-type allApplied struct{}
-
-func (allApplied) Apply(_ context.Context, bs []balance.Batch) ([]balance.BatchResult, error) {
-	out := make([]balance.BatchResult, len(bs))
-	for i, b := range bs {
-		out[i].Subscription = b.Subscription
-		out[i].Lines = make([]balance.LineResult, len(b.Lines))
-		for j, l := range b.Lines {
-			out[i].Lines[j] = balance.LineResult{Status: balance.Applied, Draws: []balance.Draw{{Grant: "g1", Amount: l.Credits}}}
-		}
-	}
-	return out, nil
-}
-
 // BenchmarkProcessAssembly: engine.Process of a 5,000-message batch with the
 // services faked: decode, rate, grouping into balance batches per
 // (subscription, partition), splitting draws and building archive rows. One
 // op is one batch.
 func BenchmarkProcessAssembly(b *testing.B) {
 	r, msgs, _ := hotWorld(b, 200, 5000)
-	e, err := engine.New(engine.Config{}, nopSource{}, nopDLQ{}, r, allApplied{}, nopArchive{})
+	e, err := engine.New(engine.Config{}, enginetest.NopSource{}, enginetest.NopDLQ{}, r, enginetest.AllApplied{}, enginetest.NopArchive{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,11 +8,10 @@ import (
 )
 
 // LedgerRow is the archive row of a balance ledger entry (the engine's
-// mapping: kind adjust is stored as adjustment; a top-up creates a
-// purchased grant).
+// mapping: a top-up creates a purchased grant).
 func LedgerRow(sub, customer string, e balance.Entry) archive.LedgerRow {
 	r := archive.LedgerRow{
-		SubscriptionID: sub, Seq: uint64(e.Seq), CustomerID: customer, Kind: archiveKind(e.Kind),
+		SubscriptionID: sub, Seq: uint64(e.Seq), CustomerID: customer, Kind: e.Kind,
 		Amount: e.Amount, BalanceAfter: e.Balance, GrantID: e.Grant, EventCount: uint64(max(e.Events, 0)),
 		GrantType: e.Fields["type"], Reason: e.Fields["reason"], Actor: e.Fields["actor"],
 		IdempotencyKey: e.Fields["key"], MoneyCurrency: e.Fields["currency"], CreatedAt: e.Time,
@@ -33,11 +32,4 @@ func LedgerRow(sub, customer string, e balance.Entry) archive.LedgerRow {
 		}
 	}
 	return r
-}
-
-func archiveKind(k string) string {
-	if k == "adjust" {
-		return archive.KindAdjustment
-	}
-	return k
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/engine/enginetest"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
@@ -20,6 +21,8 @@ import (
 
 // recorder keeps what the engine archives and commits; the balances are real.
 type recorder struct {
+	enginetest.NopSource
+	enginetest.NopDLQ
 	mu   sync.Mutex
 	rows map[string]archive.RatedRow
 }

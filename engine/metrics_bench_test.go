@@ -12,9 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/engine/enginetest"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
@@ -60,7 +60,7 @@ func benchMetrics(b *testing.B, real bool) {
 	if err := seed.Catalog(ctx, st); err != nil {
 		b.Fatal(err)
 	}
-	accounts := &engine.Accounts{Store: store, Archive: nopArchive{}}
+	accounts := &engine.Accounts{Store: store, Archive: enginetest.NopArchive{}}
 	custs := make([]string, 200)
 	for i := range custs {
 		custs[i] = fmt.Sprintf("bm-%03d", i)
@@ -72,13 +72,13 @@ func benchMetrics(b *testing.B, real bool) {
 	if _, err := st.Refresh(ctx, rater); err != nil {
 		b.Fatal(err)
 	}
-	var bal engine.Balances = allApplied{}
+	var bal engine.Balances = enginetest.AllApplied{}
 	if real {
 		bal = store
 	}
 	// Separate topics keep the two engines' Redis offset watermarks apart.
 	newEngine := func(topic string, m *engine.Metrics) *engine.Engine {
-		e, err := engine.New(engine.Config{Topic: topic, Metrics: m}, nopSource{}, nopDLQ{}, rater, bal, nopArchive{})
+		e, err := engine.New(engine.Config{Topic: topic, Metrics: m}, enginetest.NopSource{}, enginetest.NopDLQ{}, rater, bal, enginetest.NopArchive{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -140,34 +140,4 @@ func benchMetrics(b *testing.B, real bool) {
 		med := func(r []float64) float64 { sort.Float64s(r); return r[len(r)/2] }
 		b.ReportMetric(math.Sqrt(med(ratios[0])*med(ratios[1])), "median-on/off")
 	}
-}
-
-// Fakes for engine.Process without I/O.
-type nopSource struct{}
-
-func (nopSource) Fetch(context.Context, int, time.Duration) ([]kafka.Message, error) { return nil, nil }
-func (nopSource) Commit(context.Context, []kafka.Message) error                      { return nil }
-
-type nopDLQ struct{}
-
-func (nopDLQ) SendDLQ(context.Context, []ingest.DeadLetter) error { return nil }
-
-type nopArchive struct{}
-
-func (nopArchive) WriteUsage(context.Context, []archive.RatedRow) error   { return nil }
-func (nopArchive) WriteLedger(context.Context, []archive.LedgerRow) error { return nil }
-
-// allApplied answers every line as applied from one grant, without Redis.
-type allApplied struct{}
-
-func (allApplied) Apply(_ context.Context, bs []balance.Batch) ([]balance.BatchResult, error) {
-	out := make([]balance.BatchResult, len(bs))
-	for i, b := range bs {
-		out[i].Subscription = b.Subscription
-		out[i].Lines = make([]balance.LineResult, len(b.Lines))
-		for j, l := range b.Lines {
-			out[i].Lines[j] = balance.LineResult{Status: balance.Applied, Draws: []balance.Draw{{Grant: "g1", Amount: l.Credits}}}
-		}
-	}
-	return out, nil
 }

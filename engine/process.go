@@ -77,6 +77,9 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 	failed := make([]error, len(msgs))
 	var unknown []int // rated against a catalog that may not yet know the subscription
 	for i := range msgs {
+		if _, ok := e.firstSeen[msgs[i].Partition]; !ok {
+			e.firstSeen[msgs[i].Partition] = msgs[i].Offset
+		}
 		if err := ingest.Decode(msgs[i].Value, &events[i]); err != nil {
 			failed[i] = err
 			continue
@@ -101,11 +104,6 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 		}
 	}
 
-	for i := range msgs {
-		if _, ok := e.firstSeen[msgs[i].Partition]; !ok {
-			e.firstSeen[msgs[i].Partition] = msgs[i].Offset
-		}
-	}
 	// Pass 2, in offset order: dead letters, and balance lines per
 	// (subscription, partition).
 	for i := range msgs {

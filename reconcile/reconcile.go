@@ -381,7 +381,7 @@ func compareAll(ctx context.Context, store *balance.Store, sub string, have map[
 			switch {
 			case !ok:
 				missing[e.Seq] = true
-			case a.kind != engine.LedgerRow("", "", e).Kind || !a.amount.Equal(e.Amount.Decimal()):
+			case a.kind != e.Kind || !a.amount.Equal(e.Amount.Decimal()):
 				d.Mismatched = append(d.Mismatched, e.Seq)
 			}
 			d.RedisLastSeq = e.Seq
