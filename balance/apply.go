@@ -68,8 +68,8 @@ func (s *Store) Apply(ctx context.Context, batches []Batch) ([]BatchResult, erro
 			results[i].Err = err
 			continue
 		}
-		args := make([]any, 0, 6+5*len(b.Lines))
-		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed)
+		args := make([]any, 0, 7+5*len(b.Lines))
+		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect)
 		for _, l := range b.Lines {
 			fp, bits := eventFingerprint(l.EventID)
 			args = append(args, fp, bits, l.Offset, l.Time.UnixMilli(), int64(l.Credits))
@@ -107,7 +107,7 @@ func (s *Store) Apply(ctx context.Context, batches []Batch) ([]BatchResult, erro
 		}
 	}
 	if err := s.attachEntries(ctx, batches, results); err != nil {
-		return results, err
+		errs = append(errs, err)
 	}
 	return results, errors.Join(errs...)
 }
@@ -119,7 +119,9 @@ func (s *Store) applyKeys(b *Batch) []string {
 
 // attachEntries reads, in one pipelined round trip, the ledger entries each
 // successful batch wrote (or, on a replay, first wrote), so the caller can
-// archive them with the lines.
+// archive them with the lines. A batch whose entries cannot be read gets
+// the error in its result: its balance change is made, and applying it
+// again replays it and reads them again.
 func (s *Store) attachEntries(ctx context.Context, batches []Batch, results []BatchResult) error {
 	pipe := s.rc.Pipeline()
 	cmds := make([]*redis.XMessageSliceCmd, len(results))
@@ -134,23 +136,31 @@ func (s *Store) attachEntries(ctx context.Context, batches []Batch, results []Ba
 		return nil
 	}
 	_, _ = pipe.Exec(ctx)
+	var errs []error
 	for i, c := range cmds {
 		if c == nil {
 			continue
 		}
 		msgs, err := c.Result()
-		if err != nil {
-			// The balance changes are made; only their entries could not be
-			// read. Retrying the batch replays it and reads them again.
-			return classify(err)
+		var es []Entry
+		if err == nil {
+			es, err = entries(msgs)
 		}
-		es, err := entries(msgs)
 		if err != nil {
-			return err
+			results[i].Err = classify(err)
+			results[i].Lines, results[i].Entries = nil, nil
+			errs = append(errs, fmt.Errorf("batch %d (%s): ledger entries: %w", i, batches[i].Subscription, results[i].Err))
+			continue
+		}
+		if n := int64(len(es)); n != results[i].LastSeq-results[i].FirstSeq+1 {
+			results[i].Err = fmt.Errorf("%w: %d ledger entries for seq %d..%d", ErrBehind, n, results[i].FirstSeq, results[i].LastSeq)
+			results[i].Lines = nil
+			errs = append(errs, results[i].Err)
+			continue
 		}
 		results[i].Entries = es
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func parseApply(b Batch, c *redis.Cmd) BatchResult {

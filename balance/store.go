@@ -29,24 +29,27 @@ import (
 //go:embed lua/*.lua
 var luaFS embed.FS
 
-func script(name string) *redis.Script {
-	common, err := luaFS.ReadFile("lua/common.lua")
-	if err != nil {
-		panic(err)
+// script joins common.lua and the named parts into one script.
+func script(names ...string) *redis.Script {
+	var b strings.Builder
+	for _, name := range append([]string{"common.lua"}, names...) {
+		body, err := luaFS.ReadFile("lua/" + name)
+		if err != nil {
+			panic(err)
+		}
+		b.Write(body)
+		b.WriteString("\n")
 	}
-	body, err := luaFS.ReadFile("lua/" + name)
-	if err != nil {
-		panic(err)
-	}
-	return redis.NewScript(string(common) + "\n" + string(body))
+	return redis.NewScript(b.String())
 }
 
 var (
-	applyScript   = script("apply.lua")
+	applyScript   = script("dedupe.lua", "apply.lua")
 	changeScript  = script("change.lua")
 	openScript    = script("open.lua")
 	restoreScript = script("restore.lua")
 	expireScript  = script("expire.lua")
+	repairScript  = script("dedupe.lua", "repair.lua")
 )
 
 // Options configure a Store.
@@ -134,6 +137,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %s", ErrOutOfRange, msg)
 	case strings.HasPrefix(msg, "CMSTALE"):
 		return errStaleCreditValue
+	case strings.HasPrefix(msg, "CMBEHIND"):
+		return fmt.Errorf("%w: %s", ErrBehind, msg)
 	case strings.HasPrefix(msg, "CMINVALID"):
 		return fmt.Errorf("%w: %s", ErrInvalid, msg)
 	}

@@ -23,14 +23,18 @@ const (
 // Sentinel errors. Errors wrapping ErrUnavailable are worth retrying;
 // every write is idempotent, so a retry never counts twice.
 var (
-	ErrUnavailable          = errors.New("balance: redis unavailable")
-	ErrUnknownSubscription  = errors.New("balance: unknown subscription")
-	ErrConflict             = errors.New("balance: conflict")
-	ErrInsufficientBalance  = errors.New("balance: insufficient balance")
-	ErrBelowMinimum         = errors.New("balance: top-up below the plan minimum")
-	ErrAboveMaximum         = errors.New("balance: top-up above the plan maximum")
-	ErrOutOfRange           = errors.New("balance: balance would leave ±credit.MaxAmount")
-	ErrInvalid              = errors.New("balance: invalid request")
+	ErrUnavailable         = errors.New("balance: redis unavailable")
+	ErrUnknownSubscription = errors.New("balance: unknown subscription")
+	ErrConflict            = errors.New("balance: conflict")
+	ErrInsufficientBalance = errors.New("balance: insufficient balance")
+	ErrBelowMinimum        = errors.New("balance: top-up below the plan minimum")
+	ErrAboveMaximum        = errors.New("balance: top-up above the plan maximum")
+	ErrOutOfRange          = errors.New("balance: balance would leave ±credit.MaxAmount")
+	ErrInvalid             = errors.New("balance: invalid request")
+	// ErrBehind: the subscription's ledger in Redis is behind a seq the
+	// caller saw, so Redis lost acknowledged writes; nothing was applied.
+	// Repair the subscription (Store.Repair) before applying more.
+	ErrBehind               = errors.New("balance: redis ledger behind what was acknowledged")
 	errStaleCreditValue     = errors.New("balance: credit value changed during top-up")
 	errUnexpectedScriptData = errors.New("balance: unexpected script reply")
 )
@@ -140,7 +144,11 @@ type Batch struct {
 	// next offset to consume (0 when none is known): results journaled for
 	// offsets below it are dropped, so they must never be redelivered.
 	Committed int64
-	Lines     []Line
+	// Expect is the highest ledger seq of the subscription the caller has
+	// seen (0: none). Redis behind it lost writes: the batch is refused
+	// with ErrBehind.
+	Expect int64
+	Lines  []Line
 }
 
 // LineStatus says what Apply did with a line.
@@ -244,5 +252,9 @@ type Entry struct {
 	Grant    string
 	Events   int64         // usage: lines summed
 	Unfunded credit.Amount // usage: shortfall not charged
+	// Snapshot is the account's state after the entry (JSON), on the last
+	// entry each script call writes; archived so a subscription whose
+	// Redis state lost writes can be rebuilt exactly (Store.Repair).
+	Snapshot string
 	Fields   map[string]string
 }

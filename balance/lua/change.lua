@@ -53,7 +53,11 @@ else
   bal = bal - amount
   ledger(kind, -amount, extra)
 end
-local change, low = finish()
-local res = D(seq) .. '|' .. gid .. '|' .. D(bal) .. '|' .. change .. '|' .. low .. '|' .. table.concat(draws, ',')
+for j = 2, #draws, 2 do draws[j] = D(draws[j]) end
+local res
+finish(function(change, low)
+  res = D(seq) .. '|' .. gid .. '|' .. D(bal) .. '|' .. change .. '|' .. low .. '|' .. table.concat(draws, ',')
+  return key, fp .. '|' .. res
+end)
 redis.call('HSET', K_IDEM, key, fp .. '|' .. res)
 return {'N', res}

@@ -54,11 +54,14 @@ local function load()
   return true
 end
 
+-- Ledger entries are written by finish(), so the last entry of a call
+-- can carry the snapshot of the account after it (field s).
+local PEND = {}
 local function ledger(kind, amount, fields)
   seq = seq + 1
   local args = {'XADD', K_LEDGER, D(seq) .. '-0', 'k', kind, 'a', D(amount), 'b', D(bal), 't', D(now)}
   for i = 1, #fields do args[#args + 1] = fields[i] end
-  redis.call(unpack(args))
+  PEND[#PEND + 1] = args
   return seq
 end
 
@@ -129,9 +132,22 @@ local function threshold()
   return thr
 end
 
+-- snapshot is the state after the call's last ledger entry, archived
+-- with it: account, live grants, watermarks and the idempotency record the
+-- call wrote. A subscription whose Redis state lost writes is rebuilt from
+-- the snapshot of its last archived entry (repair.lua). Values are strings,
+-- so cjson keeps them exact.
+local function snapshot(ik, iv)
+  local s = {a = hash(K_ACCT), g = hash(K_GRANTS), w = hash(K_WM)}
+  if ik then s.i = {[ik] = iv} end
+  return cjson.encode(s)
+end
+
 -- finish writes grants and the account back and reports a low-balance
--- crossing ('down' or 'up', '' when none) and the current state.
-local function finish()
+-- crossing ('down' or 'up', '' when none) and the current state. idem, if
+-- given, returns the idempotency key and record of the call from the
+-- crossing and low state; the caller stores it, and the snapshot carries it.
+local function finish(idem)
   for _, g in ipairs(G) do
     if g.dirty then
       if g.rem == 0 then
@@ -150,5 +166,14 @@ local function finish()
     if low == '1' then change = 'down' else change = 'up' end
   end
   redis.call('HSET', K_ACCT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low)
+  if #PEND > 0 then
+    local ik, iv
+    if idem then ik, iv = idem(change, low) end
+    local last = PEND[#PEND]
+    last[#last + 1] = 's'
+    last[#last + 1] = snapshot(ik, iv)
+    for _, args in ipairs(PEND) do redis.call(unpack(args)) end
+    PEND = {}
+  end
   return change, low
 end

@@ -1,0 +1,85 @@
+-- repair.lua: bring a subscription whose Redis state lost acknowledged
+-- writes back to the archive's truth. Entries up to seq `keep` agree with
+-- the archive and stay; Redis entries after it are discarded (with the
+-- idempotency records they wrote); the archive's entries after it are
+-- added; account, live grants and watermarks become the snapshot of the
+-- archive's last entry; journals are dropped; archived event ids are
+-- remembered again for producer duplicates.
+-- ARGV: 3 dedupe window ms, 4 dedupe key prefix, 5 key prefix of the
+-- subscription ("P{S}:"), 6 the seq the caller found ('-1': no account),
+-- 7 keep, 8 snapshot (JSON), 9 entry count, then one JSON array per entry
+-- (seq, then field/value pairs), then an id count and 2 per id
+-- (fingerprint, bucket bits).
+local W, ddp, base = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local found, keep = ARGV[6], tonumber(ARGV[7])
+local cur = redis.call('HGET', K_ACCT, 'seq') or '-1'
+if cur ~= found then
+  return redis.error_reply('CMCONFLICT account changed during repair (seq ' .. cur .. ', expected ' .. found .. ')')
+end
+local snap = cjson.decode(ARGV[8])
+
+-- discard what Redis holds after keep: entries and their idempotency records
+local old = redis.call('XRANGE', K_LEDGER, D(keep + 1) .. '-0', '+')
+for _, e in ipairs(old) do
+  local f = e[2]
+  for j = 1, #f, 2 do
+    if f[j] == 'key' then redis.call('HDEL', K_IDEM, f[j + 1]) end
+  end
+  redis.call('XDEL', K_LEDGER, e[1])
+end
+if redis.call('EXISTS', K_LEDGER) == 1 then redis.call('XSETID', K_LEDGER, D(keep) .. '-0') end
+
+-- the archive's entries after keep, with their idempotency records
+local n = tonumber(ARGV[9])
+local i = 10
+for _ = 1, n do
+  local e = cjson.decode(ARGV[i])
+  i = i + 1
+  local args = {'XADD', K_LEDGER, e[1] .. '-0'}
+  for j = 2, #e do args[#args + 1] = e[j] end
+  redis.call(unpack(args))
+  for j = 2, #e - 1, 2 do
+    if e[j] == 's' then
+      local s = cjson.decode(e[j + 1])
+      if s.i then for k, v in pairs(s.i) do redis.call('HSET', K_IDEM, k, v) end end
+    end
+  end
+end
+
+-- grants no longer live move to the finished grants (remainder 0)
+local live = snap.g or {}
+local prior = redis.call('HGETALL', K_GRANTS)
+for j = 1, #prior, 2 do
+  if not live[prior[j]] then
+    local v = string.gsub(prior[j + 1], '^(%a+)|(%d+)|(%d+)|', '%1|%2|0|', 1)
+    redis.call('HSET', K_DONE, prior[j], v)
+  end
+end
+local function put(key, t)
+  redis.call('DEL', key)
+  local args = {'HSET', key}
+  for k, v in pairs(t or {}) do args[#args + 1] = k; args[#args + 1] = v end
+  if #args > 2 then redis.call(unpack(args)) end
+end
+for k in pairs(live) do redis.call('HDEL', K_DONE, k) end
+-- journals hold first results of lines applied on the lost state
+local srcs = redis.call('HKEYS', K_WM)
+for k in pairs(snap.w or {}) do srcs[#srcs + 1] = k end
+for _, src in ipairs(srcs) do redis.call('DEL', base .. 'j:' .. src) end
+put(K_GRANTS, live)
+put(K_WM, snap.w)
+put(K_ACCT, snap.a)
+
+local m = tonumber(ARGV[i])
+i = i + 1
+if m > 0 then
+  local seen, close = dedupe_open(W, ddp)
+  for _ = 1, m do
+    seen(ARGV[i], tonumber(ARGV[i + 1]))
+    i = i + 2
+  end
+  close()
+end
+load()
+local change, low = finish()
+return {D(bal), change, low, D(seq)}
