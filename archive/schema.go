@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -15,6 +16,9 @@ type Migration struct {
 	Version int
 	Name    string
 	SQL     string
+	// AddsColumn is "table.column" when SQL adds that column: 18.16 has no
+	// ADD COLUMN IF NOT EXISTS, so a column already there skips SQL.
+	AddsColumn string
 }
 
 // Migrations is the archive schema. It runs on ClickHouse 18.16 and current
@@ -52,7 +56,7 @@ var Migrations = []Migration{
 		version UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(event_time)
-	ORDER BY (subscription_id, event_id, line)`},
+	ORDER BY (subscription_id, event_id, line)`, ""},
 	{2, "credit_ledger", `CREATE TABLE IF NOT EXISTS credit_ledger (
 		subscription_id String,
 		seq UInt64,
@@ -73,7 +77,7 @@ var Migrations = []Migration{
 		version UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(created_at)
-	ORDER BY (subscription_id, seq)`},
+	ORDER BY (subscription_id, seq)`, ""},
 	// The daily rollup (see rollup.go): usage_daily holds per (subscription,
 	// day, feature) sums recomputed from rated_usage FINAL; the view counts
 	// the raw rows inserted per (subscription, day) into usage_daily_dirty,
@@ -95,7 +99,7 @@ var Migrations = []Migration{
 		version UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(day)
-	ORDER BY (subscription_id, day, feature)`},
+	ORDER BY (subscription_id, day, feature)`, ""},
 	{4, "usage_daily_done", `CREATE TABLE IF NOT EXISTS usage_daily_done (
 		subscription_id String,
 		day Date,
@@ -103,21 +107,26 @@ var Migrations = []Migration{
 		version UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(day)
-	ORDER BY (subscription_id, day)`},
+	ORDER BY (subscription_id, day)`, ""},
 	{5, "usage_daily_dirty", `CREATE TABLE IF NOT EXISTS usage_daily_dirty (
 		subscription_id String,
 		day Date,
 		rows UInt64
 	) ENGINE = SummingMergeTree(rows)
 	PARTITION BY toYYYYMM(day)
-	ORDER BY (subscription_id, day)`},
+	ORDER BY (subscription_id, day)`, ""},
 	{6, "usage_daily_dirty_mv", `CREATE MATERIALIZED VIEW IF NOT EXISTS usage_daily_dirty_mv TO usage_daily_dirty AS
 	SELECT subscription_id, toDate(event_time) AS day, count() AS rows
-	FROM rated_usage GROUP BY subscription_id, day`},
+	FROM rated_usage GROUP BY subscription_id, day`, ""},
 	// Rows archived before the view existed. Counted twice if inserted
 	// between 6 and 7: harmless, a count only has to move to be noticed.
 	{7, "usage_daily_dirty_backfill", `INSERT INTO usage_daily_dirty (subscription_id, day, rows)
-	SELECT subscription_id, toDate(event_time) AS day, count() FROM rated_usage GROUP BY subscription_id, day`},
+	SELECT subscription_id, toDate(event_time) AS day, count() FROM rated_usage GROUP BY subscription_id, day`, ""},
+	// The balance account's state after an entry (see balance.Entry.Snapshot),
+	// from which a subscription whose Redis lost writes is rebuilt. Rows
+	// from this version on have a version that decreases with time, so the
+	// first archived copy of an entry wins (entries are immutable).
+	{8, "credit_ledger_snapshot", `ALTER TABLE credit_ledger ADD COLUMN snapshot String`, "credit_ledger.snapshot"},
 }
 
 // Migrate creates the database if missing and applies every migration not yet
@@ -161,8 +170,19 @@ func migrate(ctx context.Context, conn driver.Conn) error {
 		if done[m.Version] {
 			continue
 		}
-		if err := conn.Exec(ctx, m.SQL); err != nil {
-			return fmt.Errorf("archive: migration %d (%s): %w", m.Version, m.Name, err)
+		skip := false
+		if table, column, ok := strings.Cut(m.AddsColumn, "."); ok {
+			var n uint64
+			if err := conn.QueryRow(ctx, `SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?`,
+				table, column).Scan(&n); err != nil {
+				return fmt.Errorf("archive: migration %d (%s): %w", m.Version, m.Name, err)
+			}
+			skip = n > 0
+		}
+		if !skip {
+			if err := conn.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("archive: migration %d (%s): %w", m.Version, m.Name, err)
+			}
 		}
 		b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -71,6 +72,9 @@ type LedgerRow struct {
 	Actor          string
 	IdempotencyKey string
 	CreatedAt      time.Time
+	// Snapshot is the balance account's state after the entry (JSON), on
+	// the last entry of each balance change; see balance.Entry.Snapshot.
+	Snapshot string
 }
 
 // ErrInvalidRow is returned for a row that can never be inserted; retrying is useless.
@@ -125,32 +129,51 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 	return nil
 }
 
-// WriteLedger inserts ledger entries in one batch.
+// WriteLedger inserts ledger entries in one batch. An archived entry is
+// immutable: entries already archived with the same content are skipped,
+// and when any entry of rows has the (subscription, seq) of an archived
+// entry with other content, nothing is inserted and the error is a
+// *LedgerConflictError (errors.Is ErrLedgerConflict): the balance store
+// reused a sequence number, so it lost writes and must be repaired.
 func (w *Writer) WriteLedger(ctx context.Context, rows []LedgerRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount, balance_after,
-		credit_currency, grant_id, grant_type, money_amount, money_currency, event_count, reason, actor, idempotency_key, created_at, version)`)
-	if err != nil {
-		return fmt.Errorf("archive: prepare credit_ledger: %w", err)
-	}
-	version := uint64(time.Now().UnixNano())
 	for i := range rows {
 		r := &rows[i]
 		if r.SubscriptionID == "" || r.Seq == 0 || r.Kind == "" {
-			_ = b.Abort()
 			return fmt.Errorf("%w: credit_ledger row %d lacks subscription, seq or kind", ErrInvalidRow, i)
 		}
+	}
+	fresh, err := CheckLedger(ctx, w.conn, rows)
+	if err != nil {
+		return err
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount, balance_after,
+		credit_currency, grant_id, grant_type, money_amount, money_currency, event_count, reason, actor, idempotency_key, created_at,
+		snapshot, version)`)
+	if err != nil {
+		return fmt.Errorf("archive: prepare credit_ledger: %w", err)
+	}
+	version := firstWins(time.Now())
+	for _, r := range fresh {
 		if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, r.Amount.Decimal(), r.BalanceAfter.Decimal(),
 			r.CreditCurrency, r.GrantID, r.GrantType, r.MoneyAmount, r.MoneyCurrency, r.EventCount, r.Reason, r.Actor,
-			r.IdempotencyKey, r.CreatedAt.UTC(), version); err != nil {
+			r.IdempotencyKey, r.CreatedAt.UTC(), r.Snapshot, version); err != nil {
 			_ = b.Abort()
-			return fmt.Errorf("%w: credit_ledger row %d: %v", ErrInvalidRow, i, err)
+			return fmt.Errorf("%w: credit_ledger row seq %d of %s: %v", ErrInvalidRow, r.Seq, r.SubscriptionID, err)
 		}
 	}
 	if err := b.Send(); err != nil {
-		return fmt.Errorf("archive: insert %d credit_ledger rows: %w", len(rows), err)
+		return fmt.Errorf("archive: insert %d credit_ledger rows: %w", len(fresh), err)
 	}
 	return nil
 }
+
+// firstWins is the version of credit_ledger rows: it decreases with time,
+// so where two writers race past CheckLedger, ReplacingMergeTree keeps the
+// entry archived first.
+func firstWins(t time.Time) uint64 { return math.MaxUint64 - uint64(t.UnixNano()) }

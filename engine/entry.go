@@ -14,7 +14,7 @@ func LedgerRow(sub, customer string, e balance.Entry) archive.LedgerRow {
 		SubscriptionID: sub, Seq: uint64(e.Seq), CustomerID: customer, Kind: e.Kind,
 		Amount: e.Amount, BalanceAfter: e.Balance, GrantID: e.Grant, EventCount: uint64(max(e.Events, 0)),
 		GrantType: e.Fields["type"], Reason: e.Fields["reason"], Actor: e.Fields["actor"],
-		IdempotencyKey: e.Fields["key"], MoneyCurrency: e.Fields["currency"], CreatedAt: e.Time,
+		IdempotencyKey: e.Fields["key"], MoneyCurrency: e.Fields["currency"], CreatedAt: e.Time, Snapshot: e.Snapshot,
 	}
 	if r.GrantType == "" {
 		switch r.Kind {

@@ -406,17 +406,15 @@ func compareAll(ctx context.Context, store *balance.Store, sub string, have map[
 	return nil
 }
 
-// repair writes the missing and mismatched entries from Redis; a rewrite
-// replaces an altered row since it carries a higher version.
+// repair archives the entries the archive misses, from Redis. It never
+// rewrites an archived entry: the archive is the record, and an entry that
+// differs from Redis's means Redis lost writes (Repairer fixes Redis).
 func repair(ctx context.Context, store *balance.Store, conn driver.Conn, sub, customer string, d *Drift) (int, error) {
 	want := map[int64]bool{}
 	for _, r := range d.Missing {
 		for s := r.From; s <= r.To; s++ {
 			want[s] = true
 		}
-	}
-	for _, s := range d.Mismatched {
-		want[s] = true
 	}
 	var rows []archive.LedgerRow
 	for from := int64(1); ; {

@@ -1,0 +1,229 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
+)
+
+// ErrLedgerConflict: an entry with the (subscription, seq) of an archived
+// entry but other content. The archive keeps the first; the balance store
+// that produced the second lost writes and must be repaired.
+var ErrLedgerConflict = errors.New("archive: ledger entry conflicts with the archived one")
+
+// LedgerConflictError lists the refused entries.
+type LedgerConflictError struct {
+	Keys []LedgerKey
+}
+
+// LedgerKey names a ledger entry.
+type LedgerKey struct {
+	SubscriptionID string
+	Seq            uint64
+}
+
+func (e *LedgerConflictError) Error() string {
+	var b strings.Builder
+	for i, k := range e.Keys {
+		if i == 5 {
+			fmt.Fprintf(&b, " and %d more", len(e.Keys)-5)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s seq %d", k.SubscriptionID, k.Seq)
+	}
+	return fmt.Sprintf("%v: %s", ErrLedgerConflict, b.String())
+}
+
+// Unwrap makes errors.Is(err, ErrLedgerConflict) true.
+func (e *LedgerConflictError) Unwrap() error { return ErrLedgerConflict }
+
+// Subscriptions are the subscriptions with a refused entry, sorted, once each.
+func (e *LedgerConflictError) Subscriptions() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range e.Keys {
+		if !seen[k.SubscriptionID] {
+			seen[k.SubscriptionID] = true
+			out = append(out, k.SubscriptionID)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LedgerHead is what decides whether two copies of an entry are the same
+// entry: kind, amount, balance after, grant, event count and time (to the
+// second, as archived).
+type LedgerHead struct {
+	Seq          uint64
+	Kind         string
+	Amount       credit.Amount
+	BalanceAfter credit.Amount
+	GrantID      string
+	EventCount   uint64
+	CreatedAt    time.Time
+}
+
+// Head is the identity of r.
+func (r LedgerRow) Head() LedgerHead {
+	return LedgerHead{Seq: r.Seq, Kind: r.Kind, Amount: r.Amount, BalanceAfter: r.BalanceAfter, GrantID: r.GrantID,
+		EventCount: r.EventCount, CreatedAt: r.CreatedAt.UTC().Truncate(time.Second)}
+}
+
+// Same reports whether h and o are the same entry.
+func (h LedgerHead) Same(o LedgerHead) bool {
+	return h.Seq == o.Seq && h.Kind == o.Kind && h.Amount == o.Amount && h.BalanceAfter == o.BalanceAfter &&
+		h.GrantID == o.GrantID && h.EventCount == o.EventCount && h.CreatedAt.Equal(o.CreatedAt)
+}
+
+// CheckLedger compares rows with the archived entries of the same
+// (subscription, seq). It returns the rows not yet archived, or a
+// *LedgerConflictError when any row differs from its archived entry (or
+// from another row of the same key).
+func CheckLedger(ctx context.Context, conn driver.Conn, rows []LedgerRow) ([]LedgerRow, error) {
+	type key = LedgerKey
+	have := map[key]LedgerHead{}
+	const chunk = 2000
+	for lo := 0; lo < len(rows); lo += chunk {
+		part := rows[lo:min(lo+chunk, len(rows))]
+		var in strings.Builder
+		for i := range part {
+			if i > 0 {
+				in.WriteString(",")
+			}
+			in.WriteString("(" + quote(part[i].SubscriptionID) + "," + strconv.FormatUint(part[i].Seq, 10) + ")")
+		}
+		q := `SELECT subscription_id, seq, toString(kind), amount, balance_after, grant_id, event_count, created_at
+			FROM credit_ledger WHERE (subscription_id, seq) IN (` + in.String() + `)`
+		if err := scanHeads(ctx, conn, q, func(sub string, h LedgerHead) {
+			k := key{sub, h.Seq}
+			if _, ok := have[k]; !ok {
+				have[k] = h // any copy: copies that differ are refused on the way in
+			}
+		}); err != nil {
+			return nil, fmt.Errorf("archive: check credit_ledger: %w", err)
+		}
+	}
+	var conflicts []key
+	var fresh []LedgerRow
+	batch := map[key]LedgerHead{}
+	for i := range rows {
+		k := key{rows[i].SubscriptionID, rows[i].Seq}
+		h := rows[i].Head()
+		if a, ok := have[k]; ok {
+			if !a.Same(h) {
+				conflicts = append(conflicts, k)
+			}
+			continue
+		}
+		if b, ok := batch[k]; ok {
+			if !b.Same(h) {
+				conflicts = append(conflicts, k)
+			}
+			continue
+		}
+		batch[k] = h
+		fresh = append(fresh, rows[i])
+	}
+	if len(conflicts) > 0 {
+		return nil, &LedgerConflictError{Keys: conflicts}
+	}
+	return fresh, nil
+}
+
+func scanHeads(ctx context.Context, conn driver.Conn, q string, f func(sub string, h LedgerHead), args ...any) error {
+	rs, err := conn.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var sub string
+		var h LedgerHead
+		var amt, bal decimal.Decimal
+		if err := rs.Scan(&sub, &h.Seq, &h.Kind, &amt, &bal, &h.GrantID, &h.EventCount, &h.CreatedAt); err != nil {
+			return err
+		}
+		var e1, e2 error
+		h.Amount, e1 = credit.FromDecimal(amt)
+		h.BalanceAfter, e2 = credit.FromDecimal(bal)
+		if err := errors.Join(e1, e2); err != nil {
+			return err
+		}
+		h.CreatedAt = h.CreatedAt.UTC()
+		f(sub, h)
+	}
+	return rs.Err()
+}
+
+// LedgerHeads returns, per subscription, its archived entry with the
+// highest seq.
+func LedgerHeads(ctx context.Context, conn driver.Conn) (map[string]LedgerHead, error) {
+	out := map[string]LedgerHead{}
+	err := scanHeads(ctx, conn, `SELECT subscription_id, max(seq), toString(argMax(kind, seq)), argMax(amount, seq),
+		argMax(balance_after, seq), argMax(grant_id, seq), argMax(event_count, seq), argMax(created_at, seq)
+		FROM credit_ledger GROUP BY subscription_id`, func(sub string, h LedgerHead) { out[sub] = h })
+	if err != nil {
+		return nil, fmt.Errorf("archive: ledger heads: %w", err)
+	}
+	return out, nil
+}
+
+// LedgerEntries returns sub's archived entries with seq >= from, in order.
+func LedgerEntries(ctx context.Context, conn driver.Conn, sub string, from uint64) ([]LedgerRow, error) {
+	rs, err := conn.Query(ctx, `SELECT seq, customer_id, toString(kind), amount, balance_after, credit_currency, grant_id,
+		grant_type, money_amount, money_currency, event_count, reason, actor, idempotency_key, created_at, snapshot
+		FROM credit_ledger FINAL WHERE subscription_id = ? AND seq >= ? ORDER BY seq`, sub, from)
+	if err != nil {
+		return nil, fmt.Errorf("archive: ledger of %s: %w", sub, err)
+	}
+	defer rs.Close()
+	var out []LedgerRow
+	for rs.Next() {
+		r := LedgerRow{SubscriptionID: sub}
+		var amt, bal decimal.Decimal
+		if err := rs.Scan(&r.Seq, &r.CustomerID, &r.Kind, &amt, &bal, &r.CreditCurrency, &r.GrantID, &r.GrantType,
+			&r.MoneyAmount, &r.MoneyCurrency, &r.EventCount, &r.Reason, &r.Actor, &r.IdempotencyKey, &r.CreatedAt, &r.Snapshot); err != nil {
+			return nil, fmt.Errorf("archive: ledger of %s: %w", sub, err)
+		}
+		var e1, e2 error
+		r.Amount, e1 = credit.FromDecimal(amt)
+		r.BalanceAfter, e2 = credit.FromDecimal(bal)
+		if err := errors.Join(e1, e2); err != nil {
+			return nil, fmt.Errorf("archive: ledger of %s seq %d: %w", sub, r.Seq, err)
+		}
+		r.CreatedAt = r.CreatedAt.UTC()
+		out = append(out, r)
+	}
+	return out, rs.Err()
+}
+
+// EventIDsSince returns the ids of sub's events rated at or after since.
+func EventIDsSince(ctx context.Context, conn driver.Conn, sub string, since time.Time) ([]string, error) {
+	rs, err := conn.Query(ctx, `SELECT DISTINCT event_id FROM rated_usage WHERE subscription_id = ? AND rated_at >= ?`, sub, since.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("archive: event ids of %s: %w", sub, err)
+	}
+	defer rs.Close()
+	var out []string
+	for rs.Next() {
+		var id string
+		if err := rs.Scan(&id); err != nil {
+			return nil, fmt.Errorf("archive: event ids of %s: %w", sub, err)
+		}
+		out = append(out, id)
+	}
+	return out, rs.Err()
+}
