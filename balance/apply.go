@@ -376,6 +376,8 @@ func entries(msgs []redis.XMessage) ([]Entry, error) {
 				e.Events, err = strconv.ParseInt(sv, 10, 64)
 			case "u":
 				e.Unfunded, err = amount(sv)
+			case "s":
+				e.Snapshot = sv
 			default:
 				e.Fields[k] = sv
 			}

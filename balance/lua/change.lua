@@ -19,7 +19,9 @@ if kind == 'topup' then
   if mn > 0 and amount < mn then return redis.error_reply('CMBELOWMIN top-up below the plan minimum') end
   if mx > 0 and amount > mx then return redis.error_reply('CMABOVEMAX top-up above the plan maximum') end
 end
-local extra = {}
+-- the entry names its idempotency key (archived; a repair that discards
+-- the entry drops the key's record with it)
+local extra = {'key', key}
 for i = 14, #ARGV do extra[#extra + 1] = ARGV[i] end
 local gid, draws = '', {}
 if op == 'grant' then
