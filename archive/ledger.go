@@ -168,13 +168,21 @@ func scanHeads(ctx context.Context, conn driver.Conn, q string, f func(sub strin
 	return rs.Err()
 }
 
-// LedgerHeads returns, per subscription, its archived entry with the
-// highest seq.
-func LedgerHeads(ctx context.Context, conn driver.Conn) (map[string]LedgerHead, error) {
+// LedgerHeads returns, per subscription (all, or those given), its
+// archived entry with the highest seq.
+func LedgerHeads(ctx context.Context, conn driver.Conn, subs ...string) (map[string]LedgerHead, error) {
 	out := map[string]LedgerHead{}
+	where := ""
+	if len(subs) > 0 {
+		q := make([]string, len(subs))
+		for i, s := range subs {
+			q[i] = quote(s)
+		}
+		where = "WHERE subscription_id IN (" + strings.Join(q, ",") + ")"
+	}
 	err := scanHeads(ctx, conn, `SELECT subscription_id, max(seq), toString(argMax(kind, seq)), argMax(amount, seq),
 		argMax(balance_after, seq), argMax(grant_id, seq), argMax(event_count, seq), argMax(created_at, seq)
-		FROM credit_ledger GROUP BY subscription_id`, func(sub string, h LedgerHead) { out[sub] = h })
+		FROM credit_ledger `+where+` GROUP BY subscription_id`, func(sub string, h LedgerHead) { out[sub] = h })
 	if err != nil {
 		return nil, fmt.Errorf("archive: ledger heads: %w", err)
 	}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -98,7 +101,7 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 	if len(r.Entries) == 0 || r.Entries[len(r.Entries)-1].Snapshot == "" {
 		return ChangeResult{}, fmt.Errorf("%w (%s)", ErrNoSnapshot, r.Subscription)
 	}
-	if r.Keep < 0 || r.Entries[0].Seq != r.Keep+1 {
+	if r.Keep < 0 || r.Entries[0].Seq <= r.Keep {
 		return ChangeResult{}, fmt.Errorf("%w: entries from seq %d after keep %d", ErrInvalid, r.Entries[0].Seq, r.Keep)
 	}
 	last := r.Entries[len(r.Entries)-1]
@@ -112,7 +115,7 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 	args := []any{s.nowMs(), s.grace, s.window, s.ddPrefix(r.Subscription), b, r.Found, r.Keep, last.Snapshot, len(r.Entries)}
 	prev := r.Keep
 	for _, e := range r.Entries {
-		if e.Seq != prev+1 {
+		if e.Seq <= prev { // gaps are allowed: the archive may miss an entry
 			return ChangeResult{}, fmt.Errorf("%w: entry seq %d after %d", ErrInvalid, e.Seq, prev)
 		}
 		prev = e.Seq
@@ -165,4 +168,42 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 	out := ChangeResult{Seq: seq, Balance: bal, Crossing: LowChange(res[1]), Low: res[2] == "1"}
 	s.noteLow(ctx, r.Subscription, out.Crossing)
 	return out, nil
+}
+
+// Identity names the Redis servers that hold the balances: each master's
+// run id and replication id, sorted. It changes when a server restarts,
+// fails over or is replaced, which is when acknowledged writes may be lost.
+func (s *Store) Identity(ctx context.Context) (string, error) {
+	var mu sync.Mutex
+	var ids []string
+	one := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "server", "replication").Result()
+		if err != nil {
+			return classify(err)
+		}
+		var run, repl string
+		for _, l := range strings.Split(info, "\n") {
+			l = strings.TrimSpace(l)
+			if v, ok := strings.CutPrefix(l, "run_id:"); ok {
+				run = v
+			} else if v, ok := strings.CutPrefix(l, "master_replid:"); ok {
+				repl = v
+			}
+		}
+		mu.Lock()
+		ids = append(ids, run+"/"+repl)
+		mu.Unlock()
+		return nil
+	}
+	var err error
+	switch c := s.rc.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, one)
+	case *redis.Client:
+		err = one(ctx, c)
+	default:
+		return "", fmt.Errorf("%w: identity of a %T", ErrInvalid, s.rc)
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ","), classify(err)
 }

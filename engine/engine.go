@@ -67,6 +67,15 @@ type Config struct {
 	// CustomerExists tells an unknown customer from one without an active
 	// subscription, for the dead-letter reason; nil reports the latter.
 	CustomerExists func(ctx context.Context, id string) bool
+	// Repair, when set, finds subscriptions whose Redis state lost
+	// acknowledged writes (at start, whenever RedisIdentity changes, when a
+	// ledger is behind what the engine saw, and when the archive refuses a
+	// reused seq) and repairs them before applying more.
+	Repair Repairer
+	// RedisIdentity names the Redis nodes in service (run ids and
+	// replication ids); a change means a restart or a failover, which may
+	// have lost writes. Nil: checked at start only.
+	RedisIdentity func(ctx context.Context) (string, error)
 }
 
 // Engine runs the pipeline of one consumer-group member.
@@ -91,6 +100,12 @@ type Engine struct {
 	// firstSeen is, per partition, the first offset fetched (prepare's
 	// goroutine only).
 	firstSeen map[int]int64
+	// seen is, per subscription, the highest ledger seq a batch returned
+	// (prepare's goroutine, or Run between two runs): Redis behind it lost
+	// writes. identity is the Redis nodes verified against the archive.
+	seen     map[string]int64
+	identity string
+	verified bool
 }
 
 // ErrConfig is returned by New for missing dependencies or bad settings.
@@ -129,7 +144,7 @@ func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive
 		cfg.Now = time.Now
 	}
 	return &Engine{cfg: cfg, src: src, dlq: dlq, rater: r, bal: b, archive: a, log: cfg.Logger, m: cfg.Metrics,
-		next: map[int]int64{}, firstSeen: map[int]int64{}}, nil
+		next: map[int]int64{}, firstSeen: map[int]int64{}, seen: map[string]int64{}}, nil
 }
 
 // Ready reports nil while batches flow, and the failure being retried while
@@ -146,7 +161,25 @@ func (e *Engine) Ready() error {
 // in order, each only after its archive rows are durable. The batches in
 // flight when ctx ends are finished (bounded by DrainTimeout) and committed
 // before Run returns.
+//
+// When Redis turns out to have lost acknowledged writes (see Config.Repair),
+// the batches in flight are finished, the subscriptions concerned are
+// repaired from the archive, and consumption starts again from the
+// committed offsets.
 func (e *Engine) Run(ctx context.Context) error {
+	for {
+		err := e.run(ctx)
+		var r *errRepair
+		if !errors.As(err, &r) || ctx.Err() != nil {
+			return err
+		}
+		if err := e.repair(ctx, r); err != nil {
+			return err
+		}
+	}
+}
+
+func (e *Engine) run(ctx context.Context) error {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	// Retries during normal running never time out (a long outage is waited
@@ -252,6 +285,10 @@ func (e *Engine) retry(ctx context.Context, stage string, f func(context.Context
 				e.setStalled(stage, nil)
 			}
 			return nil
+		}
+		var rep *errRepair
+		if errors.As(err, &rep) {
+			return err
 		}
 		if permanent(err) {
 			return fmt.Errorf("%s: %w", stage, err)

@@ -27,6 +27,10 @@ type Metrics struct {
 	Freshness    prometheus.Histogram // Kafka append time → balance updated
 	Lag          *prometheus.GaugeVec // partition
 	LowCrossings *prometheus.CounterVec
+	// Redis durability: subscriptions repaired after Redis lost writes,
+	// and ledger entries the archive refused for reusing a sequence number.
+	Repairs         prometheus.Counter
+	LedgerConflicts prometheus.Counter
 }
 
 // NewMetrics registers the engine's metrics on reg.
@@ -58,9 +62,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages behind the end of the partition, as of the last batch."}, []string{"partition"}),
 		LowCrossings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_low_balance_crossings_total",
 			Help: "Balances crossing their low-balance threshold: direction=down|up."}, []string{"direction"}),
+		Repairs: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_balance_repairs_total",
+			Help: "Subscriptions whose Redis state lost acknowledged writes, repaired from the archive."}),
+		LedgerConflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_ledger_conflicts_total",
+			Help: "Ledger entries the archive refused because an archived entry has their sequence number (Redis lost writes)."}),
 	}
 	reg.MustRegister(m.Consumed, m.Rated, m.Applied, m.Duplicates, m.DeadLetters, m.BatchSize, m.BatchSeconds,
-		m.StageSeconds, m.Retries, m.Backpressure, m.Freshness, m.Lag, m.LowCrossings)
+		m.StageSeconds, m.Retries, m.Backpressure, m.Freshness, m.Lag, m.LowCrossings, m.Repairs, m.LedgerConflicts)
 	for _, k := range []string{"offset", "id"} {
 		m.Duplicates.WithLabelValues(k)
 	}

@@ -154,9 +154,22 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 	e.lines = lines
 	rated := time.Now()
 
+	if len(batches) > 0 {
+		if err := e.checkRedis(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for i := range batches {
+		batches[i].Expect = e.seen[batches[i].Subscription]
+	}
 	results, refused, err := e.apply(ctx, batches)
 	if err != nil {
 		return nil, err
+	}
+	for i := range results {
+		if s := results[i].LastSeq; s > e.seen[batches[i].Subscription] {
+			e.seen[batches[i].Subscription] = s
+		}
 	}
 	for bi, why := range refused {
 		for _, r := range refs {
@@ -178,7 +191,8 @@ func (e *Engine) finish(ctx context.Context, p *pending) error {
 		if err := e.archive.WriteUsage(ctx, p.usage); err != nil {
 			return err
 		}
-		return e.archive.WriteLedger(ctx, p.ledger)
+		// A refused entry means Redis reused a seq: it lost writes.
+		return e.conflict(e.archive.WriteLedger(ctx, p.ledger))
 	}); err != nil {
 		return err
 	}
@@ -219,9 +233,16 @@ func (e *Engine) apply(ctx context.Context, batches []balance.Batch) ([]balance.
 		for j, i := range pending {
 			in[j] = batches[i]
 		}
-		out, _ := e.bal.Apply(ctx, in)
+		out, err := e.bal.Apply(ctx, in)
+		if len(out) != len(in) {
+			if err == nil {
+				err = fmt.Errorf("%w: %d results for %d batches", balance.ErrUnavailable, len(out), len(in))
+			}
+			return err
+		}
 		var next []int
 		var firstErr error
+		var behind []string
 		for j, i := range pending {
 			r := out[j]
 			switch {
@@ -232,11 +253,16 @@ func (e *Engine) apply(ctx context.Context, batches []balance.Batch) ([]balance.
 				if firstErr == nil {
 					firstErr = r.Err
 				}
+			case errors.Is(r.Err, balance.ErrBehind):
+				behind = append(behind, batches[i].Subscription)
 			case errors.Is(r.Err, balance.ErrUnknownSubscription):
 				refused[i] = r.Err.Error()
 			default:
 				return r.Err // invalid batch: a bug; stop rather than skip
 			}
+		}
+		if len(behind) > 0 {
+			return &errRepair{subs: behind, why: "a ledger behind what this engine saw"}
 		}
 		pending = next
 		return firstErr

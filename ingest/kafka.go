@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -115,7 +116,9 @@ func (e *RetryableError) Temporary() bool { return true }
 
 // Consumer reads the usage topic in a consumer group and commits explicitly.
 type Consumer struct {
-	r *kafka.Reader
+	mu  sync.Mutex
+	r   *kafka.Reader
+	cfg kafka.ReaderConfig
 }
 
 // ConsumerConfig configures NewConsumer.
@@ -131,7 +134,7 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 	if c.MaxWait <= 0 {
 		c.MaxWait = 100 * time.Millisecond
 	}
-	return &Consumer{r: kafka.NewReader(kafka.ReaderConfig{
+	rc := kafka.ReaderConfig{
 		Brokers:        c.Brokers,
 		Topic:          c.Topic,
 		GroupID:        c.Group,
@@ -147,13 +150,35 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 		RebalanceTimeout:  10 * time.Second,
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
-	})}
+	}
+	return &Consumer{r: kafka.NewReader(rc), cfg: rc}
+}
+
+func (c *Consumer) reader() *kafka.Reader {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r
+}
+
+// Rewind leaves the group and joins it again, so the next fetches start
+// from the committed offsets: what was fetched and not committed is read
+// again.
+func (c *Consumer) Rewind(ctx context.Context) error {
+	c.mu.Lock()
+	old := c.r
+	c.r = kafka.NewReader(c.cfg)
+	c.mu.Unlock()
+	if err := old.Close(); err != nil {
+		return &RetryableError{Op: "leave the group to rewind", Err: err}
+	}
+	return nil
 }
 
 // Fetch returns up to max messages, waiting at most linger after the first
 // one arrives. It blocks until at least one message arrives or ctx ends.
 func (c *Consumer) Fetch(ctx context.Context, max int, linger time.Duration) ([]kafka.Message, error) {
-	first, err := c.r.FetchMessage(ctx)
+	r := c.reader()
+	first, err := r.FetchMessage(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +187,7 @@ func (c *Consumer) Fetch(ctx context.Context, max int, linger time.Duration) ([]
 	lctx, cancel := context.WithTimeout(ctx, linger)
 	defer cancel()
 	for len(msgs) < max {
-		m, err := c.r.FetchMessage(lctx)
+		m, err := r.FetchMessage(lctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -176,14 +201,14 @@ func (c *Consumer) Fetch(ctx context.Context, max int, linger time.Duration) ([]
 
 // Commit commits the offsets of msgs (the highest per partition).
 func (c *Consumer) Commit(ctx context.Context, msgs []kafka.Message) error {
-	if err := c.r.CommitMessages(ctx, msgs...); err != nil {
+	if err := c.reader().CommitMessages(ctx, msgs...); err != nil {
 		return &RetryableError{Op: "commit offsets", Err: err}
 	}
 	return nil
 }
 
 // Lag is the consumer's lag as kafka-go last saw it.
-func (c *Consumer) Lag() int64 { return c.r.Stats().Lag }
+func (c *Consumer) Lag() int64 { return c.reader().Stats().Lag }
 
 // Close leaves the group.
-func (c *Consumer) Close() error { return c.r.Close() }
+func (c *Consumer) Close() error { return c.reader().Close() }

@@ -65,10 +65,24 @@ type Expect struct {
 	Events   map[string]credit.Amount
 }
 
-func New(t *testing.T, partitions int) *Harness {
+// Option changes New's world.
+type Option func(*Harness)
+
+// WithRedis puts the world's catalog and balances on rc (a private server
+// the test may kill) instead of the shared Redis.
+func WithRedis(rc *redis.Client) Option {
+	return func(h *Harness) { h.RC, h.Prefix = rc, "e2e:" }
+}
+
+func New(t *testing.T, partitions int, opts ...Option) *Harness {
 	t.Helper()
 	h := &Harness{t: t, ctx: context.Background(), Subs: map[string]*Expect{}, parts: partitions}
-	h.RC, h.Prefix = testenv.Keyspace(t)
+	for _, o := range opts {
+		o(h)
+	}
+	if h.RC == nil {
+		h.RC, h.Prefix = testenv.Keyspace(t)
+	}
 	h.Conn, h.CC = testenv.ClickHouse(t)
 	h.Broker = testenv.Broker(t, partitions, Topic, DLQTopic)
 	if err := archive.Migrate(h.ctx, h.CC); err != nil {

@@ -1,0 +1,137 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+)
+
+// Repairer detects and repairs subscriptions whose Redis state lost
+// acknowledged writes (reconcile.Repairer).
+type Repairer interface {
+	// Stale lists the subscriptions whose Redis ledger lacks the archive's
+	// last entry.
+	Stale(ctx context.Context) ([]string, error)
+	// Repair brings sub back to the archive's truth if it disagrees and
+	// returns Redis's ledger seq after it.
+	Repair(ctx context.Context, sub string) (seq int64, repaired bool, err error)
+}
+
+// Rewinder is a Source that can start again from the committed offsets.
+type Rewinder interface {
+	Rewind(ctx context.Context) error
+}
+
+// errRepair stops the pipeline: Redis lost acknowledged writes of these
+// subscriptions. Run finishes the batches in flight, repairs them, rewinds
+// the source to the committed offsets and goes on.
+type errRepair struct {
+	subs []string
+	why  string
+}
+
+func (e *errRepair) Error() string {
+	s := e.subs
+	more := ""
+	if len(s) > 5 {
+		s, more = s[:5], fmt.Sprintf(" and %d more", len(e.subs)-5)
+	}
+	return fmt.Sprintf("redis lost acknowledged writes (%s): repairing %s%s", e.why, strings.Join(s, ", "), more)
+}
+
+// checkRedis runs before a batch is applied: when the Redis nodes are not
+// those last verified (a restart, a failover, a new server), every
+// subscription's Redis ledger is compared with the archive, and the batch
+// waits for the repair of those that lost writes.
+func (e *Engine) checkRedis(ctx context.Context) error {
+	if e.cfg.Repair == nil {
+		return nil
+	}
+	var id string
+	if e.cfg.RedisIdentity != nil {
+		if err := e.retry(ctx, "balance", func(ctx context.Context) error {
+			var err error
+			id, err = e.cfg.RedisIdentity(ctx)
+			return err
+		}); err != nil {
+			return err
+		}
+		if e.verified && id == e.identity {
+			return nil
+		}
+	} else if e.verified {
+		return nil
+	}
+	var stale []string
+	if err := e.retry(ctx, "verify", func(ctx context.Context) error {
+		var err error
+		stale, err = e.cfg.Repair.Stale(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		return &errRepair{subs: stale, why: "the archive holds entries Redis does not"}
+	}
+	e.identity, e.verified = id, true
+	return nil
+}
+
+// repair repairs the subscriptions of r, records Redis's seq of each as
+// the one seen, and rewinds the source.
+func (e *Engine) repair(ctx context.Context, r *errRepair) error {
+	e.log.Error("redis lost acknowledged writes; repairing from the archive", "why", r.why, "subscriptions", len(r.subs),
+		"first", r.subs[0])
+	e.setStalled("repair", r)
+	if e.cfg.Repair == nil {
+		return fmt.Errorf("%w (no repairer configured)", r)
+	}
+	for _, sub := range r.subs {
+		var seq int64
+		var fixed bool
+		if err := e.retry(ctx, "repair", func(ctx context.Context) error {
+			var err error
+			seq, fixed, err = e.cfg.Repair.Repair(ctx, sub)
+			if errors.Is(err, balance.ErrConflict) {
+				return fmt.Errorf("%w: %v", balance.ErrUnavailable, err) // moved meanwhile: look again
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		e.seen[sub] = seq
+		if fixed {
+			e.log.Warn("repaired from the archive", "subscription", sub, "seq", seq)
+			if e.m != nil {
+				e.m.Repairs.Inc()
+			}
+		}
+	}
+	e.verified = false // look at every subscription again before the next batch
+	rw, ok := e.src.(Rewinder)
+	if !ok {
+		return fmt.Errorf("%w: the source cannot rewind; restart the engine", r)
+	}
+	if err := e.retry(ctx, "rewind", rw.Rewind); err != nil {
+		return err
+	}
+	e.setStalled("repair", nil)
+	return nil
+}
+
+// conflict turns an archive refusal of ledger entries into errRepair.
+func (e *Engine) conflict(err error) error {
+	var ce *archive.LedgerConflictError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	if e.m != nil {
+		e.m.LedgerConflicts.Add(float64(len(ce.Keys)))
+	}
+	e.log.Error("archive refused ledger entries that reuse archived sequence numbers", "err", err)
+	return &errRepair{subs: ce.Subscriptions(), why: "a ledger seq reused"}
+}
