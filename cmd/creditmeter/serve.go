@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -23,6 +24,7 @@ import (
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/doctor"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/reconcile"
 )
 
 func newServeCmd() *cobra.Command {
@@ -121,7 +123,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run.start(engineCtx, cfg, cat, cc, bal, writer, writers, metrics, log); err != nil {
+			if err := run.start(engineCtx, cfg, cat, cc, bal, conn, writer, writers, metrics, log); err != nil {
 				errc <- fmt.Errorf("engine: %w", err)
 			}
 		}()
@@ -169,7 +171,7 @@ func (r *engineRun) wait(what string) {
 // start waits for the catalog and the archive schema, then runs the engine
 // until ctx ends.
 func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, cc archive.ConnConfig, bal *balance.Store,
-	writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
+	conn driver.Conn, writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
 	retry := func(what string, f func(context.Context) error) bool {
 		r.wait(what)
 		for delay := 100 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
@@ -200,6 +202,9 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 			_, err := cat.store.Customer(ctx, id)
 			return err == nil
 		},
+		// Redis that lost acknowledged writes is repaired from the archive.
+		Repair:        &reconcile.Repairer{Store: bal, Conn: conn, DedupeWindow: cfg.Engine.DedupeWindow},
+		RedisIdentity: bal.Identity,
 	}, src, writers, cat.rater, bal, writer)
 	if err != nil {
 		return err
