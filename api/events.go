@@ -92,6 +92,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal)
 		return nil
 	}
 	if err := s.events.PublishRaw(r.Context(), msgs...); err != nil {
+		s.log.Error("api: produce events", "events", len(msgs), "err", err)
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the event topic is unavailable; send the batch again (event ids make that safe)"}
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"accepted": len(msgs), "rejected": rejected})

@@ -2,7 +2,11 @@ package api_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +78,60 @@ func TestPostEventsProducesValidItems(t *testing.T) {
 	}
 	if !got[`{"id":"e1","customer_id":"acme","event_name":"email.sent","timestamp":"2026-11-27T10:00:00Z"}`] {
 		t.Errorf("produced %v", got)
+	}
+}
+
+// Issue 13.8: a batch of more than the broker's limit for one partition (one
+// customer) is split into produce requests that fit, and accepted.
+func TestPostEventsSplitsBatchOverBrokerLimit(t *testing.T) {
+	rc := testenv.Redis(t)
+	store, err := catalogstore.New(rc, testenv.Prefix(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testenv.Broker(t, 2, "usage-events", "usage-events-dlq")
+	testenv.SetBrokerMaxMessageBytes(t, b.Addr(), 1_048_588)
+	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
+	defer w.Close()
+	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	defer hs.Close()
+	e := &env{t: t, url: hs.URL}
+
+	// 1,500 events of ~2.1 kB of random (incompressible) text, all for one
+	// customer, so one partition: about 3.2 MB.
+	const n = 1500
+	var body strings.Builder
+	body.WriteString(`{"events":[`)
+	for i := range n {
+		noise := make([]byte, 1520)
+		if _, err := rand.Read(noise); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			body.WriteString(",")
+		}
+		fmt.Fprintf(&body, `{"id":"big-%d","customer_id":"acme","event_name":"email.sent","timestamp":"2026-11-27T10:00:00Z","dimensions":{"a":%q,"b":%q}}`,
+			i, base64.StdEncoding.EncodeToString(noise[:760]), base64.StdEncoding.EncodeToString(noise[760:]))
+	}
+	body.WriteString("]}")
+	if body.Len() < 3_000_000 {
+		t.Fatalf("body of %d bytes is too small for the test", body.Len())
+	}
+	r := e.must(202, "POST", "/v1/events", admin, body.String())
+	if r.body["accepted"] != float64(n) {
+		t.Fatalf("accepted: %v", r.body["accepted"])
+	}
+
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.Addr()}, Topic: "usage-events", GroupID: "check", StartOffset: kafka.FirstOffset, MaxWait: 50 * time.Millisecond})
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := map[string]bool{}
+	for len(got) < n {
+		m, err := rd.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("read %d of %d: %v", len(got), n, err)
+		}
+		got[string(m.Value)] = true
 	}
 }

@@ -27,6 +27,12 @@ type Source interface {
 	Commit(ctx context.Context, msgs []kafka.Message) error
 }
 
+// LagSource is a Source that can tell the lag of the partitions assigned to
+// it (ingest.Consumer); the engine exports it even when no message arrives.
+type LagSource interface {
+	AssignedLag(ctx context.Context) (map[int]int64, error)
+}
+
 // DeadLetters receives the messages that cannot be rated.
 type DeadLetters interface {
 	SendDLQ(ctx context.Context, dls []ingest.DeadLetter) error
@@ -57,8 +63,11 @@ type Config struct {
 	RetryMax  time.Duration // longest retry delay (default 5s)
 	// DrainTimeout bounds how long shutdown waits for the batch in flight (default 30s).
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
-	Metrics      *Metrics // nil: no metrics
+	// LagInterval is how often the lag of the assigned partitions is read
+	// from the broker when the Source is a LagSource (default 5s).
+	LagInterval time.Duration
+	Logger      *slog.Logger
+	Metrics     *Metrics // nil: no metrics
 	// Now is the clock of rated_at; nil means time.Now.
 	Now func() time.Time
 	// Refresh brings the rater up to date with the catalog; the engine calls
@@ -137,6 +146,9 @@ func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
+	if cfg.LagInterval <= 0 {
+		cfg.LagInterval = 5 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -167,6 +179,14 @@ func (e *Engine) Ready() error {
 // repaired from the archive, and consumption starts again from the
 // committed offsets.
 func (e *Engine) Run(ctx context.Context) error {
+	if ls, ok := e.src.(LagSource); ok && e.m != nil {
+		lctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); e.exportLag(lctx, ls) }()
+		defer wg.Wait()
+		defer stop()
+	}
 	for {
 		err := e.run(ctx)
 		var r *errRepair
@@ -238,6 +258,33 @@ func (e *Engine) produce(ctx, pctx context.Context, work chan<- *pending) error 
 		case work <- p:
 		case <-pctx.Done():
 			return nil
+		}
+	}
+}
+
+// exportLag keeps the lag series of the assigned partitions current until
+// ctx ends, so they exist from the moment the group assigns them (after a
+// restart too) and do not depend on messages flowing. Until the member has
+// partitions it asks every second.
+func (e *Engine) exportLag(ctx context.Context, ls LagSource) {
+	for {
+		delay := e.cfg.LagInterval
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		lags, err := ls.AssignedLag(lctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			e.log.Debug("consumer lag", "err", err)
+		default:
+			e.m.setAssignedLag(lags)
+			if len(lags) == 0 {
+				delay = min(delay, time.Second)
+			}
+		}
+		if !sleep(ctx, delay) {
+			return
 		}
 	}
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,10 +28,14 @@ type Metrics struct {
 	Freshness    prometheus.Histogram // Kafka append time → balance updated
 	Lag          *prometheus.GaugeVec // partition
 	LowCrossings *prometheus.CounterVec
+	DLQDropped   *prometheus.CounterVec // reason
 	// Redis durability: subscriptions repaired after Redis lost writes,
 	// and ledger entries the archive refused for reusing a sequence number.
 	Repairs         prometheus.Counter
 	LedgerConflicts prometheus.Counter
+
+	lagMu    sync.Mutex
+	lagParts map[int]bool // partitions with a Lag series
 }
 
 // NewMetrics registers the engine's metrics on reg.
@@ -59,24 +64,52 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Freshness: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "creditmeter_freshness_seconds",
 			Help: "From the event's append to Kafka to its balance change.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "creditmeter_consumer_lag",
-			Help: "Messages behind the end of the partition, as of the last batch."}, []string{"partition"}),
+			Help: "Messages behind the end of the partition, for each partition assigned to this member: as of the last batch, and from the group's committed offset every few seconds."}, []string{"partition"}),
 		LowCrossings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_low_balance_crossings_total",
 			Help: "Balances crossing their low-balance threshold: direction=down|up."}, []string{"direction"}),
 		Repairs: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_balance_repairs_total",
 			Help: "Subscriptions whose Redis state lost acknowledged writes, repaired from the archive."}),
 		LedgerConflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "creditmeter_ledger_conflicts_total",
 			Help: "Ledger entries the archive refused because an archived entry has their sequence number (Redis lost writes)."}),
+		DLQDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_dlq_dropped_total",
+			Help: "Dead letters the broker refused for good even without their value: logged and skipped, by reason."}, []string{"reason"}),
+		lagParts: map[int]bool{},
 	}
 	reg.MustRegister(m.Consumed, m.Rated, m.Applied, m.Duplicates, m.DeadLetters, m.BatchSize, m.BatchSeconds,
-		m.StageSeconds, m.Retries, m.Backpressure, m.Freshness, m.Lag, m.LowCrossings, m.Repairs, m.LedgerConflicts)
+		m.StageSeconds, m.Retries, m.Backpressure, m.Freshness, m.Lag, m.LowCrossings, m.Repairs, m.LedgerConflicts, m.DLQDropped)
 	for _, k := range []string{"offset", "id"} {
 		m.Duplicates.WithLabelValues(k)
 	}
 	for _, r := range []string{ingest.ReasonMalformed, ingest.ReasonInvalid, ingest.ReasonUnknownCust, ingest.ReasonNoSubscription,
 		ingest.ReasonUnratable, ReasonNoAccount} {
 		m.DeadLetters.WithLabelValues(r)
+		m.DLQDropped.WithLabelValues(r)
 	}
 	return m
+}
+
+// DeadLetterDropped counts a dead letter skipped because the broker refused
+// it for good (ingest.OnDeadLetterDropped).
+func (m *Metrics) DeadLetterDropped(d ingest.DeadLetter, _ error) {
+	m.DLQDropped.WithLabelValues(d.Reason).Inc()
+}
+
+// setAssignedLag exports the lag of exactly the partitions assigned to this
+// member: a partition handed to another member loses its series here, so
+// summing over members counts each partition once.
+func (m *Metrics) setAssignedLag(lags map[int]int64) {
+	m.lagMu.Lock()
+	defer m.lagMu.Unlock()
+	for p := range m.lagParts {
+		if _, ok := lags[p]; !ok {
+			m.Lag.DeleteLabelValues(strconv.Itoa(p))
+			delete(m.lagParts, p)
+		}
+	}
+	for p, n := range lags {
+		m.Lag.WithLabelValues(strconv.Itoa(p)).Set(float64(n))
+		m.lagParts[p] = true
+	}
 }
 
 func (m *Metrics) setBackpressure(on bool) {
@@ -113,12 +146,15 @@ func (m *Metrics) observeBatch(msgs []kafka.Message, dead []ingest.DeadLetter, c
 		}
 		last[p] = i + 1
 	}
+	m.lagMu.Lock()
 	for p, i := range last {
 		if i > 0 {
 			msg := &msgs[i-1]
 			m.Lag.WithLabelValues(strconv.Itoa(p)).Set(float64(max(msg.HighWaterMark-msg.Offset-1, 0)))
+			m.lagParts[p] = true
 		}
 	}
+	m.lagMu.Unlock()
 	for _, r := range results {
 		switch r.Crossing {
 		case balance.WentLow:

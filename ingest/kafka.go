@@ -2,9 +2,11 @@ package ingest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -43,29 +45,64 @@ const (
 type Writers struct {
 	usage *kafka.Writer
 	dlq   *kafka.Writer
+	// dlqOne sends one record per produce request: a record the broker
+	// refuses is told apart from the others of its batch.
+	dlqOne   *kafka.Writer
+	maxBytes int
+	dropped  func(DeadLetter, error)
+	log      *slog.Logger
 }
+
+// WriterOption configures NewWriters.
+type WriterOption func(*Writers)
+
+// MaxMessageBytes is the largest record batch the broker accepts (its
+// message.max.bytes, or the topics' max.message.bytes if smaller); default
+// DefaultMaxMessageBytes. Produce batches and dead letters stay under it.
+func MaxMessageBytes(n int) WriterOption { return func(w *Writers) { w.maxBytes = n } }
+
+// OnDeadLetterDropped is called for a dead letter the broker refused for good
+// even in its minimal form; it is then skipped (and logged).
+func OnDeadLetterDropped(f func(DeadLetter, error)) WriterOption {
+	return func(w *Writers) { w.dropped = f }
+}
+
+// WithLogger sets the logger of dead letters cut, replaced or dropped
+// (default slog.Default()).
+func WithLogger(l *slog.Logger) WriterOption { return func(w *Writers) { w.log = l } }
 
 // NewWriters builds synchronous, fully acknowledged producers: a call returns
 // only when the broker has the messages.
-func NewWriters(brokers []string, topic, dlqTopic string) *Writers {
-	mk := func(t string) *kafka.Writer {
+func NewWriters(brokers []string, topic, dlqTopic string, opts ...WriterOption) *Writers {
+	w := &Writers{maxBytes: DefaultMaxMessageBytes, log: slog.Default()}
+	for _, o := range opts {
+		o(w)
+	}
+	w.maxBytes = max(w.maxBytes, MinMaxMessageBytes)
+	mk := func(t string, size int) *kafka.Writer {
 		return &kafka.Writer{
 			Addr:         kafka.TCP(brokers...),
 			Topic:        t,
 			Balancer:     &kafka.Hash{}, // key = customer id: one customer's events stay in order on one partition
 			RequiredAcks: kafka.RequireAll,
-			BatchSize:    1000,
-			BatchBytes:   16 << 20,
+			BatchSize:    size,
+			// Per partition, kafka-go splits what one call writes into
+			// batches of at most this many bytes: each fits the broker.
+			BatchBytes:   int64(batchBytes(w.maxBytes)),
 			BatchTimeout: 2 * time.Millisecond,
 			Compression:  kafka.Lz4,
 		}
 	}
-	return &Writers{usage: mk(topic), dlq: mk(dlqTopic)}
+	w.usage, w.dlq, w.dlqOne = mk(topic, writerBatchSize), mk(dlqTopic, writerBatchSize), mk(dlqTopic, 1)
+	return w
 }
 
 // PublishRaw produces already-encoded events keyed by customer id.
 func (w *Writers) PublishRaw(ctx context.Context, msgs ...kafka.Message) error {
 	if err := w.usage.WriteMessages(ctx, msgs...); err != nil {
+		if PermanentProduceError(err) {
+			return fmt.Errorf("produce usage events: %w", err)
+		}
 		return &RetryableError{Op: "produce usage events", Err: err}
 	}
 	return nil
@@ -73,32 +110,85 @@ func (w *Writers) PublishRaw(ctx context.Context, msgs ...kafka.Message) error {
 
 // SendDLQ produces dead letters with the reason and the original position in
 // headers. It returns when they are durable, so the caller may then commit.
+// A dead letter never exceeds the broker's limit (its value is cut to fit),
+// and one the broker refuses for good is never retried as it is: it is sent
+// alone, then in its minimal form, then logged, counted and skipped. Only a
+// failure that may heal (broker away) is returned, as a RetryableError.
 func (w *Writers) SendDLQ(ctx context.Context, dls []DeadLetter) error {
 	if len(dls) == 0 {
 		return nil
 	}
 	msgs := make([]kafka.Message, len(dls))
 	for i, d := range dls {
-		h := append([]kafka.Header(nil), d.Msg.Headers...)
-		h = append(h,
-			kafka.Header{Key: HeaderReason, Value: []byte(d.Reason)},
-			kafka.Header{Key: HeaderDetail, Value: []byte(d.Detail)},
-			kafka.Header{Key: HeaderField, Value: []byte(d.Field)},
-			kafka.Header{Key: HeaderTopic, Value: []byte(d.Msg.Topic)},
-			kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(d.Msg.Partition))},
-			kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(d.Msg.Offset, 10))},
-		)
-		msgs[i] = kafka.Message{Key: d.Msg.Key, Value: d.Msg.Value, Headers: h}
+		msgs[i] = DeadLetterMessage(d, w.maxBytes)
+		if len(msgs[i].Value) < len(d.Msg.Value) {
+			w.log.Warn("dead letter cut to the broker's limit", "topic", d.Msg.Topic, "partition", d.Msg.Partition,
+				"offset", d.Msg.Offset, "reason", d.Reason, "bytes", len(d.Msg.Value), "kept", len(msgs[i].Value))
+		}
 	}
-	if err := w.dlq.WriteMessages(ctx, msgs...); err != nil {
-		return &RetryableError{Op: "produce dead letters", Err: err}
+	err := w.dlq.WriteMessages(ctx, msgs...)
+	if err == nil {
+		return nil
+	}
+	refused, refusal, retry := recordErrors(err, len(msgs))
+	// Alone, so the other records of a refused batch go through whole.
+	refused, refusal, err = w.sendEach(ctx, refused, refusal, func(i int) kafka.Message { return msgs[i] })
+	retry = firstErr(retry, err)
+	refused, refusal, err = w.sendEach(ctx, refused, refusal, func(i int) kafka.Message {
+		d := dls[i]
+		w.log.Error("dead letter refused by the broker; sending it without its value", "topic", d.Msg.Topic,
+			"partition", d.Msg.Partition, "offset", d.Msg.Offset, "reason", d.Reason, "bytes", len(d.Msg.Value), "err", refusal)
+		return MinimalDeadLetter(d)
+	})
+	retry = firstErr(retry, err)
+	for _, i := range refused {
+		d := dls[i]
+		w.log.Error("dead letter refused by the broker even without its value: skipped", "topic", d.Msg.Topic,
+			"partition", d.Msg.Partition, "offset", d.Msg.Offset, "reason", d.Reason, "err", refusal)
+		if w.dropped != nil {
+			w.dropped(d, refusal)
+		}
+	}
+	if retry != nil {
+		return &RetryableError{Op: "produce dead letters", Err: retry}
 	}
 	return nil
 }
 
-// Close flushes and closes both producers.
+// firstErr is a if not nil, else b (cmp.Or would compare the errors' values,
+// which panics for slices such as kafka.WriteErrors).
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// sendEach sends msg(i) for each index, one record per request. It returns
+// the indexes refused for good with the first refusal (prev if none), and a
+// failure worth retrying, if any.
+func (w *Writers) sendEach(ctx context.Context, idx []int, prev error, msg func(int) kafka.Message) ([]int, error, error) {
+	if len(idx) == 0 {
+		return nil, prev, nil
+	}
+	msgs := make([]kafka.Message, len(idx))
+	for j, i := range idx {
+		msgs[j] = msg(i)
+	}
+	err := w.dlqOne.WriteMessages(ctx, msgs...)
+	if err == nil {
+		return nil, prev, nil
+	}
+	refused, refusal, retry := recordErrors(err, len(msgs))
+	for j := range refused {
+		refused[j] = idx[refused[j]]
+	}
+	return refused, firstErr(refusal, prev), retry
+}
+
+// Close flushes and closes the producers.
 func (w *Writers) Close() error {
-	return errors.Join(w.usage.Close(), w.dlq.Close())
+	return errors.Join(w.usage.Close(), w.dlq.Close(), w.dlqOne.Close())
 }
 
 // RetryableError wraps a failure of a service that may succeed when retried
@@ -116,9 +206,14 @@ func (e *RetryableError) Temporary() bool { return true }
 
 // Consumer reads the usage topic in a consumer group and commits explicitly.
 type Consumer struct {
-	mu  sync.Mutex
-	r   *kafka.Reader
-	cfg kafka.ReaderConfig
+	mu     sync.Mutex
+	r      *kafka.Reader
+	rcfg   kafka.ReaderConfig
+	cfg    ConsumerConfig
+	client *kafka.Client
+	// clientID is unique to this consumer: it finds its own member (and so
+	// its assigned partitions) in the group's description.
+	clientID string
 }
 
 // ConsumerConfig configures NewConsumer.
@@ -134,8 +229,10 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 	if c.MaxWait <= 0 {
 		c.MaxWait = 100 * time.Millisecond
 	}
+	id := "creditmeter-" + randomHex()
 	rc := kafka.ReaderConfig{
 		Brokers:        c.Brokers,
+		Dialer:         &kafka.Dialer{ClientID: id, Timeout: 10 * time.Second, DualStack: true},
 		Topic:          c.Topic,
 		GroupID:        c.Group,
 		StartOffset:    kafka.FirstOffset,
@@ -151,7 +248,8 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 	}
-	return &Consumer{r: kafka.NewReader(rc), cfg: rc}
+	return &Consumer{cfg: c, rcfg: rc, clientID: id, client: &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second},
+		r: kafka.NewReader(rc)}
 }
 
 func (c *Consumer) reader() *kafka.Reader {
@@ -166,7 +264,7 @@ func (c *Consumer) reader() *kafka.Reader {
 func (c *Consumer) Rewind(ctx context.Context) error {
 	c.mu.Lock()
 	old := c.r
-	c.r = kafka.NewReader(c.cfg)
+	c.r = kafka.NewReader(c.rcfg)
 	c.mu.Unlock()
 	if err := old.Close(); err != nil {
 		return &RetryableError{Op: "leave the group to rewind", Err: err}
@@ -209,6 +307,69 @@ func (c *Consumer) Commit(ctx context.Context, msgs []kafka.Message) error {
 
 // Lag is the consumer's lag as kafka-go last saw it.
 func (c *Consumer) Lag() int64 { return c.reader().Stats().Lag }
+
+// AssignedLag is, for each partition the group assigned to this consumer,
+// how many messages the group has not committed (end of the partition minus
+// committed offset). It asks the broker, so it is known right after joining,
+// before any message is fetched. Empty while the consumer is not a member.
+func (c *Consumer) AssignedLag(ctx context.Context) (map[int]int64, error) {
+	dg, err := c.client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{c.cfg.Group}})
+	if err != nil {
+		return nil, fmt.Errorf("describe group %s: %w", c.cfg.Group, err)
+	}
+	var parts []int
+	for _, g := range dg.Groups {
+		for _, m := range g.Members {
+			if m.ClientID != c.clientID {
+				continue
+			}
+			for _, t := range m.MemberAssignments.Topics {
+				if t.Topic == c.cfg.Topic {
+					parts = append(parts, t.Partitions...)
+				}
+			}
+		}
+	}
+	lags := make(map[int]int64, len(parts))
+	if len(parts) == 0 {
+		return lags, nil
+	}
+	of, err := c.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.cfg.Group, Topics: map[string][]int{c.cfg.Topic: parts}})
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of %s: %w", c.cfg.Group, err)
+	}
+	reqs := make([]kafka.OffsetRequest, 0, 2*len(parts))
+	for _, p := range parts {
+		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+	}
+	lo, err := c.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{c.cfg.Topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("offsets of %s: %w", c.cfg.Topic, err)
+	}
+	committed := map[int]int64{}
+	for _, p := range of.Topics[c.cfg.Topic] {
+		if p.Error == nil && p.CommittedOffset >= 0 {
+			committed[p.Partition] = p.CommittedOffset
+		}
+	}
+	for _, p := range lo.Topics[c.cfg.Topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("offsets of %s/%d: %w", c.cfg.Topic, p.Partition, p.Error)
+		}
+		from, ok := committed[p.Partition]
+		if !ok { // nothing committed yet: the group starts at the oldest
+			from = p.FirstOffset
+		}
+		lags[p.Partition] = max(p.LastOffset-from, 0)
+	}
+	return lags, nil
+}
+
+func randomHex() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
 
 // Close leaves the group.
 func (c *Consumer) Close() error { return c.reader().Close() }

@@ -72,13 +72,14 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	}
 	defer conn.Close()
 	writer := archive.NewWriter(conn)
-	writers := ingest.NewWriters(cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.DLQTopic)
-	defer writers.Close()
 	accounts := &engine.Accounts{Store: bal, Archive: writer}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := engine.NewMetrics(reg)
+	writers := ingest.NewWriters(cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.DLQTopic, ingest.MaxMessageBytes(cfg.Kafka.MaxMessageBytes),
+		ingest.WithLogger(log), ingest.OnDeadLetterDropped(metrics.DeadLetterDropped))
+	defer writers.Close()
 	accounts.Observer = engine.NewAccountMetrics(reg, metrics)
 	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{}))
 

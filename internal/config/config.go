@@ -48,6 +48,9 @@ type Kafka struct {
 	Topic    string
 	DLQTopic string
 	Group    string
+	// MaxMessageBytes is the broker's limit of a record batch
+	// (message.max.bytes): produce batches and dead letters stay under it.
+	MaxMessageBytes int
 }
 
 // Redis is the hot balance store.
@@ -91,6 +94,8 @@ func Default() Config {
 			Topic:    "usage-events",
 			DLQTopic: "usage-events-dlq",
 			Group:    "creditmeter",
+			// Under Kafka's default message.max.bytes (1,048,588).
+			MaxMessageBytes: 1_000_000,
 		},
 		Redis:      Redis{Addr: "127.0.0.1:6379"},
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "creditmeter", User: "default"},
@@ -101,6 +106,14 @@ func Default() Config {
 			GraceWindow: 15 * time.Minute, KeyPrefix: "creditmeter:"},
 	}
 }
+
+// Bounds of --kafka-max-message-bytes: a produce batch must hold the largest
+// event (64 KiB) with room (ingest.MinMaxMessageBytes); Kafka's own ceiling
+// is a 32-bit size.
+const (
+	minMaxMessageBytes = 100_000
+	maxMaxMessageBytes = 1 << 30
+)
 
 // Group names a set of settings a subcommand may bind.
 type Group int
@@ -125,6 +138,8 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.StringVar(&c.Kafka.Topic, "kafka-topic", c.Kafka.Topic, "topic of usage events")
 			fs.StringVar(&c.Kafka.DLQTopic, "kafka-dlq-topic", c.Kafka.DLQTopic, "topic of rejected usage events (dead letters)")
 			fs.StringVar(&c.Kafka.Group, "kafka-group", c.Kafka.Group, "consumer group id")
+			fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", c.Kafka.MaxMessageBytes,
+				"largest record batch the broker accepts (its message.max.bytes); produce batches and dead letters stay under it")
 		case GroupRedis:
 			fs.StringVar(&c.Redis.Addr, "redis-addr", c.Redis.Addr, "Redis address, host:port")
 			fs.StringVar(&c.Redis.Password, "redis-password", c.Redis.Password, "Redis password (empty for none)")
@@ -249,6 +264,9 @@ func (c Config) Validate(groups ...Group) error {
 			}
 			if strings.TrimSpace(c.Kafka.Group) == "" {
 				bad("kafka-group", "must not be empty")
+			}
+			if c.Kafka.MaxMessageBytes < minMaxMessageBytes || c.Kafka.MaxMessageBytes > maxMaxMessageBytes {
+				bad("kafka-max-message-bytes", "must be between %d and %d, got %d", minMaxMessageBytes, maxMaxMessageBytes, c.Kafka.MaxMessageBytes)
 			}
 		case GroupRedis:
 			if err := checkHostPort(c.Redis.Addr); err != nil {

@@ -77,6 +77,7 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{"no brokers", nil, map[string]string{"CREDITMETER_KAFKA_BROKERS": " , "}, []string{"--kafka-brokers", "at least one"}},
 		{"bad topic", []string{"--kafka-topic", "usage events"}, nil, []string{"--kafka-topic", "' '"}},
 		{"same topics", []string{"--kafka-dlq-topic", "usage-events"}, nil, []string{"--kafka-dlq-topic", "must differ"}},
+		{"max message bytes", nil, map[string]string{"CREDITMETER_KAFKA_MAX_MESSAGE_BYTES": "1000"}, []string{"--kafka-max-message-bytes", "CREDITMETER_KAFKA_MAX_MESSAGE_BYTES", "between 100000"}},
 		{"bad database", []string{"--clickhouse-database", "drop table"}, nil, []string{"--clickhouse-database"}},
 		{"short admin token", []string{"--admin-tokens", "abc"}, nil, []string{"--admin-tokens", "16 characters"}},
 		{"prometheus url", []string{"--prometheus-url", "localhost:9090"}, nil, []string{"--prometheus-url", "http(s)"}},

@@ -8,11 +8,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/internal/broker"
@@ -138,4 +140,37 @@ func Broker(t testing.TB, partitions int, topics ...string) *broker.Broker {
 	}
 	t.Cleanup(b.Close)
 	return b
+}
+
+// SetBrokerMaxMessageBytes sets the broker's message.max.bytes (the largest
+// record batch it accepts) so a test does not depend on a default.
+func SetBrokerMaxMessageBytes(t testing.TB, addr string, n int) {
+	t.Helper()
+	setConfig(t, addr, kafka.ResourceTypeBroker, "", "message.max.bytes", n)
+}
+
+// SetTopicMaxMessageBytes sets one topic's max.message.bytes, which wins over
+// the broker's.
+func SetTopicMaxMessageBytes(t testing.TB, addr, topic string, n int) {
+	t.Helper()
+	setConfig(t, addr, kafka.ResourceTypeTopic, topic, "max.message.bytes", n)
+}
+
+func setConfig(t testing.TB, addr string, typ kafka.ResourceType, name, key string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(addr)}
+	resp, err := c.AlterConfigs(ctx, &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
+		ResourceType: typ, ResourceName: name,
+		Configs: []kafka.AlterConfigRequestConfig{{Name: key, Value: strconv.Itoa(n)}},
+	}}})
+	if err != nil {
+		t.Fatalf("set %s=%d on %s: %v", key, n, addr, err)
+	}
+	for _, e := range resp.Errors {
+		if e != nil {
+			t.Fatalf("set %s=%d on %s: %v", key, n, addr, e)
+		}
+	}
 }
