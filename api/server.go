@@ -1,19 +1,18 @@
 // Package api is creditmeter's HTTP interface: the JSON API under /v1, health
-// and readiness, and /metrics. Every route is in one table (Routes), which
+// and readiness (/metrics is served by serve on its own listener). Every route is in one table (Routes), which
 // api/openapi.yaml must describe; a test holds the two in step.
 package api
 
 import (
 	"context"
+	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
@@ -36,9 +35,8 @@ type Ledger interface {
 // Options configure NewServer.
 type Options struct {
 	// Ready reports whether the engine can do its work; nil means always ready.
+	// Its error (addresses, internal errors) is shown to admin tokens only.
 	Ready func(ctx context.Context) error
-	// Gatherer is served at /metrics; nil means the default registry.
-	Gatherer prometheus.Gatherer
 	// Catalog persists the catalog; nil makes /v1 answer 503.
 	Catalog *catalogstore.Store
 	// Ledger receives new subscriptions; nil skips it.
@@ -80,7 +78,6 @@ type handler func(w http.ResponseWriter, r *http.Request, who principal) error
 type Server struct {
 	mux      *http.ServeMux
 	ready    func(ctx context.Context) error
-	gather   prometheus.Gatherer
 	cat      *catalogstore.Store
 	ledger   Ledger
 	balances Balances
@@ -93,10 +90,7 @@ type Server struct {
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
 func NewServer(o Options) *Server {
-	s := &Server{mux: http.NewServeMux(), ready: o.Ready, gather: o.Gatherer, cat: o.Catalog, ledger: o.Ledger, balances: o.Balances, events: o.Events, reports: o.Reports, log: o.Logger}
-	if s.gather == nil {
-		s.gather = prometheus.DefaultGatherer
-	}
+	s := &Server{mux: http.NewServeMux(), ready: o.Ready, cat: o.Catalog, ledger: o.Ledger, balances: o.Balances, events: o.Events, reports: o.Reports, log: o.Logger}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -119,17 +113,12 @@ func NewServer(o Options) *Server {
 func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
 
 func (s *Server) table() []Route {
-	metrics := promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{})
 	return []Route{
 		{"GET", "/healthz", Public, func(w http.ResponseWriter, _ *http.Request, _ principal) error {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 			return nil
 		}},
 		{"GET", "/readyz", Public, s.handleReady},
-		{"GET", "/metrics", Public, func(w http.ResponseWriter, r *http.Request, _ principal) error {
-			metrics.ServeHTTP(w, r)
-			return nil
-		}},
 		{"GET", "/v1/openapi.yaml", Public, func(w http.ResponseWriter, _ *http.Request, _ principal) error {
 			w.Header().Set("Content-Type", "application/yaml")
 			_, err := w.Write(openAPISpec)
@@ -196,11 +185,31 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request, _ principal
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
-			return &Error{Status: http.StatusServiceUnavailable, Code: "not_ready", Message: err.Error()}
+			// The reasons name internal addresses and errors: admins only.
+			msg := "not ready"
+			if s.isAdmin(r) {
+				msg = err.Error()
+			}
+			return &Error{Status: http.StatusServiceUnavailable, Code: "not_ready", Message: msg}
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	return nil
+}
+
+// isAdmin reports whether r carries an admin bearer token (on a public route,
+// where no token is required).
+func (s *Server) isAdmin(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		return false
+	}
+	for _, a := range s.admins {
+		if subtle.ConstantTimeCompare(a, []byte(tok)) == 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // Error is an API error, rendered as {"error": {"code", "message", "field"}}.

@@ -721,3 +721,63 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.waitText("#console-problem", "content security policy")
 	t.Logf("screenshots in %s", b.shot)
 }
+
+// The purchase limits of a new plan: their fields are really hidden while
+// "Min, Max rules" is unticked (a .row's display once overrode [hidden], so
+// limits typed there were dropped silently), ticking shows them, and limits
+// typed with the keyboard are sent and saved.
+func TestConsolePlanPurchaseLimits(t *testing.T) {
+	s := newStack(t)
+	s.call(t, "POST", "/v1/currencies", `{"code":"AIT","name":"AI Tokens"}`, 201)
+	s.call(t, "POST", "/v1/features", `{"id":"ai-agent-email","name":"AI Agent Email","meter":{"kind":"event_based","event_name":"email.sent","aggregation":"COUNT"}}`, 201)
+	b := newBrowser(t)
+	b.open(s.url + "/console/")
+	b.waitText("h1", "Sign in")
+	b.fill("login-token", admin)
+	b.click(`#login-form button[type=submit]`)
+	b.waitText("h1", "Plans")
+	b.click("#new-plan")
+	b.waitText("h1", "New plan")
+
+	shown := func(id string) bool {
+		return eval[bool](b, fmt.Sprintf(`(function(){ const el = document.getElementById(%q);
+			return !!el && el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden' })()`, id))
+	}
+	if b.exists("#plan-minmax:checked") {
+		t.Fatal("Min, Max rules is ticked on a new plan")
+	}
+	for _, id := range []string{"plan-minmax-fields", "plan-min", "plan-max"} {
+		if shown(id) {
+			b.screenshot("limits-shown-unticked")
+			t.Errorf("#%s is shown while Min, Max rules is unticked", id)
+		}
+	}
+	b.click("#plan-minmax")
+	for _, id := range []string{"plan-min", "plan-max"} {
+		if !shown(id) {
+			b.fail("#%s is hidden after ticking Min, Max rules", id)
+		}
+	}
+	b.fill("plan-id", "limited")
+	b.fill("plan-product", "ai-agents")
+	b.fill("plan-name", "Limited")
+	b.fill("plan-credit-currency", "AIT")
+	b.fill("plan-cv-0-value", "1.00")
+	b.fill("plan-cv-0-currency", "USD")
+	b.fill("plan-cons-0-feature", "ai-agent-email")
+	b.fill("plan-cons-0-rate", "1")
+	// Typed as a person types them.
+	b.run("type the limits", chromedp.Click(chromedp.CSS("#plan-min")), chromedp.SendKeys(chromedp.CSS("#plan-min"), "250"),
+		chromedp.Click(chromedp.CSS("#plan-max")), chromedp.SendKeys(chromedp.CSS("#plan-max"), "8000"))
+	b.click("#plan-save")
+	b.waitText("h1", "Plan Limited")
+	pp, _ := s.call(t, "GET", "/v1/plans/limited", "", 200)["prepaid"].(map[string]any)
+	if pp["min_purchase"] != "250" || pp["max_purchase"] != "8000" {
+		t.Errorf("saved limits: min %v, max %v, want 250 and 8000", pp["min_purchase"], pp["max_purchase"])
+	}
+	// The stored plan opens with the rule ticked and its limits shown.
+	if !b.exists("#plan-minmax:checked") || !shown("plan-min") || b.value("plan-min") != "250" || b.value("plan-max") != "8000" {
+		t.Errorf("the saved plan's form: ticked %v, min shown %v, values %q/%q", b.exists("#plan-minmax:checked"), shown("plan-min"), b.value("plan-min"), b.value("plan-max"))
+	}
+	b.noProblem()
+}

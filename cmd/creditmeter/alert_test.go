@@ -205,10 +205,10 @@ func TestPrometheusAlertsOnLowBalance(t *testing.T) {
 		t.Fatal(err)
 	}
 	const token = "alert-test-admin-token-0123456789"
-	httpAddr := "127.0.0.1:" + freePort(t)
+	httpAddr, metricsAddr := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
 	var serveOut bytes.Buffer
 	serveCmd := exec.Command(bin, "serve",
-		"--http-addr", httpAddr, "--admin-tokens", token,
+		"--http-addr", httpAddr, "--metrics-addr", metricsAddr, "--admin-tokens", token,
 		"--kafka-brokers", h.Broker.Addr(), "--kafka-group", "alerts",
 		"--redis-addr", testenv.Config(t).Redis.Addr, "--redis-key-prefix", h.Prefix,
 		"--clickhouse-addr", h.CC.Addr, "--clickhouse-database", h.CC.Database,
@@ -226,7 +226,7 @@ func TestPrometheusAlertsOnLowBalance(t *testing.T) {
 	})
 	base := "http://" + httpAddr
 	eventually(t, "serve ready", func() error { return get(base + "/readyz") })
-	prom := startPrometheus(t, httpAddr)
+	prom := startPrometheus(t, metricsAddr)
 
 	waitFor(t, "Prometheus scrapes serve", 30*time.Second, func() error {
 		s, err := prom.query(`creditmeter_balances_low_unlisted{job="creditmeter"}`)

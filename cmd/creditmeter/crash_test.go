@@ -64,7 +64,7 @@ func startServe(t *testing.T, h *e2e.Harness, group string) *serveProc {
 	t.Helper()
 	p := &serveProc{t: t, done: make(chan error, 1)}
 	p.cmd = exec.Command(bin, "serve",
-		"--http-addr", "127.0.0.1:"+freePort(t),
+		"--http-addr", "127.0.0.1:"+freePort(t), "--metrics-addr", "127.0.0.1:"+freePort(t),
 		"--kafka-brokers", h.Broker.Addr(), "--kafka-group", group,
 		"--redis-addr", testenv.Config(t).Redis.Addr, "--redis-key-prefix", h.Prefix,
 		"--clickhouse-addr", h.CC.Addr, "--clickhouse-database", h.CC.Database,

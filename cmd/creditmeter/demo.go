@@ -63,11 +63,12 @@ every step's result is the expected one.`,
 
 // demo is the story's state: an API client and what it checks.
 type demo struct {
-	ctx    context.Context
-	out    io.Writer
-	base   string
-	token  string
-	failed []string
+	ctx     context.Context
+	out     io.Writer
+	base    string
+	metrics string // the /metrics URL, on its own listener
+	token   string
+	failed  []string
 }
 
 func (d *demo) step(n int, title string) {
@@ -108,6 +109,24 @@ func (r reply) str(path ...string) string {
 		b, _ := json.Marshal(x)
 		return string(b)
 	}
+}
+
+// get fetches url without a token (the metrics listener has none).
+func (d *demo) get(url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return b, err
 }
 
 func (d *demo) call(method, path string, body any, hdr ...string) (reply, error) {
@@ -179,17 +198,22 @@ func runDemo(ctx context.Context, cfg config.Config, emails int, out io.Writer) 
 	if err != nil {
 		return err
 	}
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	go func() { served <- serveOn(sctx, cfg, quiet, ln) }()
+	go func() { served <- serveOn(sctx, cfg, quiet, ln, mln) }()
 	defer func() {
 		stop()
 		if serr := <-served; serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	d := &demo{ctx: ctx, out: out, base: "http://" + ln.Addr().String(), token: token}
+	d := &demo{ctx: ctx, out: out, base: "http://" + ln.Addr().String(), metrics: "http://" + mln.Addr().String() + "/metrics", token: token}
 	defer func() {
 		if p := recover(); p != nil {
 			a, ok := p.(demoAbort)
@@ -370,13 +394,13 @@ func (d *demo) waitBalance(base string, want decimal.Decimal) reply {
 
 // showMetrics prints the low-balance series of /metrics.
 func (d *demo) showMetrics(sub string) {
-	r, err := d.call("GET", "/metrics", nil)
-	if err != nil || r.status != http.StatusOK {
+	raw, err := d.get(d.metrics)
+	if err != nil {
 		d.expect(false, "/metrics answers (%v)", err)
 		return
 	}
 	var lines []string
-	for _, l := range strings.Split(string(r.raw), "\n") {
+	for _, l := range strings.Split(string(raw), "\n") {
 		if strings.HasPrefix(l, "creditmeter_low_balance_crossings_total") || (strings.HasPrefix(l, "creditmeter_balance") && strings.Contains(l, sub)) ||
 			strings.HasPrefix(l, "creditmeter_balances_low") {
 			lines = append(lines, l)
@@ -386,7 +410,7 @@ func (d *demo) showMetrics(sub string) {
 	for _, l := range lines {
 		d.say("  %s", l)
 	}
-	d.expect(strings.Contains(string(r.raw), `creditmeter_low_balance_crossings_total{direction="down"}`), "the downward crossing is counted in /metrics")
+	d.expect(strings.Contains(string(raw), `creditmeter_low_balance_crossings_total{direction="down"}`), "the downward crossing is counted in /metrics")
 }
 
 func (d *demo) report(base string, emails int, final decimal.Decimal) {

@@ -17,8 +17,10 @@ func newDoctorCmd() *cobra.Command {
 		Use:   "doctor",
 		Short: "Check that Kafka, Redis, ClickHouse and Prometheus answer",
 		Long: `doctor tries each service at its configured address and prints one line
-per service: reachable or not, the address tried, and the error. It exits
-non-zero when any checked service is unreachable.`,
+per service: reachable or not, the address tried, and the error; for
+ClickHouse also whether the database of --clickhouse-database exists (serve
+creates it at start, so a missing one is said, not failed). It exits non-zero
+when any checked service is unreachable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			results := doctor.Check(cmd.Context(), cfg, only...)
@@ -29,7 +31,11 @@ non-zero when any checked service is unreachable.`,
 					fmt.Fprintf(cmd.OutOrStdout(), "%-10s UNREACHABLE  %s  (%v)\n", r.Service, r.Addr, r.Err)
 					continue
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%-10s reachable    %s  (%s)\n", r.Service, r.Addr, r.Took.Round(1e5))
+				note := ""
+				if r.Note != "" {
+					note = "  " + r.Note
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%-10s reachable    %s  (%s)%s\n", r.Service, r.Addr, r.Took.Round(1e5), note)
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d services unreachable", failed, len(results))

@@ -150,14 +150,18 @@ func TestServeHealthReadyMetrics(t *testing.T) {
 	// readiness needs the real Redis and ClickHouse too.
 	testenv.Redis(t)
 	testenv.ClickHouse(t)
-	httpAddr := "127.0.0.1:" + freePort(t)
-	start(t, "serve", "--http-addr", httpAddr, "--kafka-brokers", b.Addr(), "--redis-addr", c.Redis.Addr, "--clickhouse-addr", c.ClickHouse.Addr)
+	httpAddr, metricsAddr := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
+	start(t, "serve", "--http-addr", httpAddr, "--metrics-addr", metricsAddr, "--kafka-brokers", b.Addr(), "--redis-addr", c.Redis.Addr, "--clickhouse-addr", c.ClickHouse.Addr)
 	base := "http://" + httpAddr
 	eventually(t, "serve answers /healthz", func() error { return get(base + "/healthz") })
 	// Ready once the engine has loaded the catalog and created the archive tables.
 	eventually(t, "readyz with all services up", func() error { return get(base + "/readyz") })
-	if err := get(base + "/metrics"); err != nil {
+	if err := get("http://" + metricsAddr + "/metrics"); err != nil {
 		t.Errorf("metrics: %v", err)
+	}
+	// The series name customers and subscriptions: not on the public API.
+	if code, err := httpGet(base + "/metrics"); err != nil || code != http.StatusNotFound {
+		t.Errorf("/metrics on the API listener: %v %d, want 404", err, code)
 	}
 	if err := get(base + "/console/"); err != nil {
 		t.Errorf("the console is not served: %v", err)
@@ -168,7 +172,7 @@ func TestServeHealthReadyMetrics(t *testing.T) {
 
 	// With Redis unreachable the engine is alive but not ready.
 	downAddr := "127.0.0.1:" + freePort(t)
-	start(t, "serve", "--http-addr", downAddr, "--kafka-brokers", b.Addr(), "--redis-addr", "127.0.0.1:"+freePort(t), "--clickhouse-addr", c.ClickHouse.Addr)
+	start(t, "serve", "--http-addr", downAddr, "--metrics-addr", "127.0.0.1:"+freePort(t), "--kafka-brokers", b.Addr(), "--redis-addr", "127.0.0.1:"+freePort(t), "--clickhouse-addr", c.ClickHouse.Addr)
 	eventually(t, "second serve answers /healthz", func() error { return get("http://" + downAddr + "/healthz") })
 	if code, err := httpGet("http://" + downAddr + "/readyz"); err != nil || code != http.StatusServiceUnavailable {
 		t.Errorf("readyz with redis down: %v %d, want 503", err, code)

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,12 +22,21 @@ import (
 	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
+// metricsAddrs keeps, per HTTP address of a test's serve, the address of
+// its /metrics listener, the same across restarts.
+var metricsAddrs sync.Map
+
+func metricsAddrFor(t *testing.T, httpAddr string) string {
+	a, _ := metricsAddrs.LoadOrStore(httpAddr, "127.0.0.1:"+freePort(t))
+	return a.(string)
+}
+
 // startServeAt is startServe with a known HTTP address and extra flags.
 func startServeAt(t *testing.T, h *e2e.Harness, group, httpAddr string, extra ...string) *serveProc {
 	t.Helper()
 	p := &serveProc{t: t, done: make(chan error, 1)}
 	args := append([]string{"serve",
-		"--http-addr", httpAddr,
+		"--http-addr", httpAddr, "--metrics-addr", metricsAddrFor(t, httpAddr),
 		"--kafka-brokers", h.Broker.Addr(), "--kafka-group", group,
 		"--redis-addr", testenv.Config(t).Redis.Addr, "--redis-key-prefix", h.Prefix,
 		"--clickhouse-addr", h.CC.Addr, "--clickhouse-database", h.CC.Database,
@@ -47,11 +58,16 @@ func startServeAt(t *testing.T, h *e2e.Harness, group, httpAddr string, extra ..
 
 var lagLine = regexp.MustCompile(`(?m)^creditmeter_consumer_lag\{partition="(\d+)"\} (\S+)$`)
 
-// lagSeries scrapes serve's /metrics for creditmeter_consumer_lag by partition.
+// lagSeries scrapes the /metrics of the serve whose API is at base for
+// creditmeter_consumer_lag by partition.
 func lagSeries(base string) (map[int]float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	m, ok := metricsAddrs.Load(strings.TrimPrefix(base, "http://"))
+	if !ok {
+		return nil, fmt.Errorf("no metrics address for %s", base)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.(string)+"/metrics", nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/creditmeter/creditmeter/api"
@@ -22,7 +23,6 @@ import (
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/config"
-	"github.com/creditmeter/creditmeter/internal/doctor"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/reconcile"
 )
@@ -38,8 +38,10 @@ draws their credits from the balances in Redis, archives every rated line and
 ledger entry in ClickHouse (creating its tables at start) and only then commits
 the offsets; rejected events go to --kafka-dlq-topic. Beside it, the HTTP API
 under /v1 (described at /v1/openapi.yaml; admin tokens from --admin-tokens),
-/healthz, /readyz (Kafka, Redis and ClickHouse reachable and the engine not
-stalled) and /metrics for Prometheus.
+/healthz and /readyz (Kafka, Redis and ClickHouse reachable and the engine not
+stalled; checked at most once a second; the reasons only for an admin token).
+/metrics for Prometheus has its own listener, --metrics-addr: its series name
+customers and subscriptions, so keep it off public networks.
 
 A service that is down at start or later is waited for: the engine stops
 consuming, retries with backoff and resumes with nothing lost. SIGINT or
@@ -51,11 +53,15 @@ SIGTERM finish the batch in flight, commit it and exit.`,
 	return cmd
 }
 
-func serve(ctx context.Context, cfg config.Config) error { return serveOn(ctx, cfg, logger(), nil) }
+func serve(ctx context.Context, cfg config.Config) error {
+	return serveOn(ctx, cfg, logger(), nil, nil)
+}
 
-// serveOn is serve with its logger and, when ln is not nil, an open listener
-// for the HTTP API (the demo runs the service in-process on a free port).
-func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
+// serveOn is serve with its logger and, when ln and mln are not nil, open
+// listeners for the HTTP API and /metrics (the demo runs the service
+// in-process on free ports).
+func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln net.Listener) error {
+	routeRedisLogs(log)
 	cat, err := openCatalog(ctx, cfg.Redis, cfg.Engine.KeyPrefix, log)
 	if err != nil {
 		return err
@@ -84,19 +90,19 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{}))
 
 	run := &engineRun{}
-	ready := func(ctx context.Context) error {
-		var errs []error
-		for _, r := range doctor.Check(ctx, cfg, "kafka", "redis", "clickhouse") {
-			if r.Err != nil {
-				errs = append(errs, fmt.Errorf("%s (%s): %w", r.Service, r.Addr, r.Err))
-			}
+	health := &readiness{ttl: time.Second, check: func(ctx context.Context) error {
+		// The live clients, not new ones: a probe costs at most one check per ttl.
+		errs := []error{
+			named("kafka", ingest.Ping(ctx, cfg.Kafka.Brokers)),
+			named("redis", cat.rc.Ping(ctx).Err()),
+			named("clickhouse", conn.Ping(ctx)),
 		}
 		if cfg.Engine.Enabled {
 			errs = append(errs, run.ready())
 		}
 		return errors.Join(errs...)
-	}
-	handler := api.NewServer(api.Options{Ready: ready, Gatherer: reg, Catalog: cat.store, Ledger: accounts, Balances: accounts,
+	}}
+	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: accounts, Balances: accounts,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log})
 	mux := http.NewServeMux()
 	mux.Handle("/console/", console.Handler()) // the web console, over the same API
@@ -108,9 +114,21 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 			return fmt.Errorf("setting --http-addr (%s): %w", config.EnvName("http-addr"), err)
 		}
 	}
-	log.Info("serving", "http", "http://"+ln.Addr().String(), "engine", cfg.Engine.Enabled)
-	errc := make(chan error, 2)
+	// /metrics names customers and subscriptions: it has its own listener,
+	// kept off the public API.
+	mmux := http.NewServeMux()
+	mmux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	msrv := &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}
+	if mln == nil {
+		if mln, err = net.Listen("tcp", cfg.HTTP.MetricsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("setting --metrics-addr (%s): %w", config.EnvName("metrics-addr"), err)
+		}
+	}
+	log.Info("serving", "http", "http://"+ln.Addr().String(), "metrics", "http://"+mln.Addr().String()+"/metrics", "engine", cfg.Engine.Enabled)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- msrv.Serve(mln) }()
 
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
@@ -140,7 +158,39 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	wg.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(err, srv.Shutdown(sctx))
+	return errors.Join(err, srv.Shutdown(sctx), msrv.Shutdown(sctx))
+}
+
+func named(service string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	return nil
+}
+
+// readiness caches a readiness check for ttl, so any number of probes cost
+// one check per ttl; concurrent probes wait for the check in flight.
+type readiness struct {
+	ttl   time.Duration
+	check func(context.Context) error
+
+	mu  sync.Mutex
+	at  time.Time
+	err error
+}
+
+func (r *readiness) ready(context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.at.IsZero() && time.Since(r.at) < r.ttl {
+		return r.err
+	}
+	// Not the caller's context: a cancelled probe must not cache a failure.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r.err = r.check(ctx)
+	r.at = time.Now()
+	return r.err
 }
 
 // engineRun starts the engine once its dependencies are there, and reports
@@ -173,13 +223,17 @@ func (r *engineRun) wait(what string) {
 // until ctx ends.
 func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, cc archive.ConnConfig, bal *balance.Store,
 	conn driver.Conn, writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
+	// Waiting for a service at start is backpressure like any later outage,
+	// so EngineBackpressure fires for a serve that never gets going.
 	retry := func(what string, f func(context.Context) error) bool {
 		r.wait(what)
 		for delay := 100 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
 			err := f(ctx)
 			if err == nil {
+				metrics.Backpressure.Set(0)
 				return true
 			}
+			metrics.Backpressure.Set(1)
 			log.Warn("engine waiting", "for", what, "err", err)
 			select {
 			case <-ctx.Done():
@@ -187,6 +241,9 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 			case <-time.After(delay):
 			}
 		}
+	}
+	if !retry("reaching Kafka", func(ctx context.Context) error { return ingest.Ping(ctx, cfg.Kafka.Brokers) }) {
+		return nil
 	}
 	if !retry("loading the catalog from Redis", func(ctx context.Context) error { _, err := cat.store.Refresh(ctx, cat.rater); return err }) {
 		return nil

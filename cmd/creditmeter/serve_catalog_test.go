@@ -16,7 +16,7 @@ func TestServeCatalogAPI(t *testing.T) {
 	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
 	c := testenv.Config(t)
 	rc, prefix := testenv.Keyspace(t)
-	const token = "serve-admin-token-0123"
+	const token = "serve-admin-token-0123456789abcdef"
 	call := func(base, method, path, tok, body string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -33,7 +33,7 @@ func TestServeCatalogAPI(t *testing.T) {
 	}
 	for i, want := range []int{http.StatusCreated, http.StatusOK} {
 		addr := "127.0.0.1:" + freePort(t)
-		start(t, "serve", "--http-addr", addr, "--kafka-brokers", b.Addr(), "--redis-addr", c.Redis.Addr,
+		start(t, "serve", "--http-addr", addr, "--metrics-addr", "127.0.0.1:"+freePort(t), "--kafka-brokers", b.Addr(), "--redis-addr", c.Redis.Addr,
 			"--clickhouse-addr", c.ClickHouse.Addr, "--admin-tokens", token, "--redis-key-prefix", prefix)
 		base := "http://" + addr
 		eventually(t, "serve answers /healthz", func() error { return get(base + "/healthz") })

@@ -68,11 +68,16 @@ type ClickHouse struct {
 	Password string
 }
 
-// HTTP is the API and /metrics listener of serve.
+// HTTP is the API listener of serve and its separate /metrics listener.
 type HTTP struct {
 	Addr        string
+	MetricsAddr string
 	AdminTokens []string
 }
+
+// MinAdminTokenLen is the shortest admin token serve accepts: an admin token
+// opens every customer's data, so it must not be guessable.
+const MinAdminTokenLen = 32
 
 // Prometheus is the server that scrapes creditmeter (used by doctor and alert tests).
 type Prometheus struct {
@@ -99,7 +104,7 @@ func Default() Config {
 		},
 		Redis:      Redis{Addr: "127.0.0.1:6379"},
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "creditmeter", User: "default"},
-		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
+		HTTP:       HTTP{Addr: "127.0.0.1:8080", MetricsAddr: "127.0.0.1:9464"},
 		Prometheus: Prometheus{URL: "http://127.0.0.1:9090"},
 		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
 		Engine: Engine{Enabled: true, BatchSize: 20000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
@@ -150,8 +155,9 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.StringVar(&c.ClickHouse.User, "clickhouse-user", c.ClickHouse.User, "ClickHouse user")
 			fs.StringVar(&c.ClickHouse.Password, "clickhouse-password", c.ClickHouse.Password, "ClickHouse password")
 		case GroupHTTP:
-			fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "listen address of the HTTP API and /metrics, host:port")
-			fs.StringSliceVar(&c.HTTP.AdminTokens, "admin-tokens", c.HTTP.AdminTokens, "bearer tokens with admin rights, comma-separated")
+			fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "listen address of the HTTP API and web console, host:port")
+			fs.StringVar(&c.HTTP.MetricsAddr, "metrics-addr", c.HTTP.MetricsAddr, "listen address of /metrics for Prometheus, host:port (keep it private: the series name customers and subscriptions)")
+			fs.StringSliceVar(&c.HTTP.AdminTokens, "admin-tokens", c.HTTP.AdminTokens, fmt.Sprintf("bearer tokens with admin rights, comma-separated, each %d+ characters", MinAdminTokenLen))
 		case GroupPrometheus:
 			fs.StringVar(&c.Prometheus.URL, "prometheus-url", c.Prometheus.URL, "base URL of the Prometheus server")
 		case GroupBroker:
@@ -289,9 +295,14 @@ func (c Config) Validate(groups ...Group) error {
 			if err := checkHostPort(c.HTTP.Addr); err != nil {
 				bad("http-addr", "%v", err)
 			}
+			if err := checkHostPort(c.HTTP.MetricsAddr); err != nil {
+				bad("metrics-addr", "%v", err)
+			} else if c.HTTP.MetricsAddr == c.HTTP.Addr {
+				bad("metrics-addr", "must differ from --http-addr (%s): /metrics is served on its own listener", c.HTTP.Addr)
+			}
 			for _, t := range c.HTTP.AdminTokens {
-				if len(t) < 16 {
-					bad("admin-tokens", "each token must be at least 16 characters, one has %d", len(t))
+				if len(t) < MinAdminTokenLen {
+					bad("admin-tokens", "each token must be at least %d characters, one has %d", MinAdminTokenLen, len(t))
 				}
 			}
 		case GroupPrometheus:

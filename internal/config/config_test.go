@@ -30,7 +30,7 @@ func TestDefaultsAreValidLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
-	for name, addr := range map[string]string{"redis": c.Redis.Addr, "clickhouse": c.ClickHouse.Addr, "http": c.HTTP.Addr, "broker": c.Broker.Listen, "kafka": c.Kafka.Brokers[0]} {
+	for name, addr := range map[string]string{"redis": c.Redis.Addr, "clickhouse": c.ClickHouse.Addr, "http": c.HTTP.Addr, "metrics": c.HTTP.MetricsAddr, "broker": c.Broker.Listen, "kafka": c.Kafka.Brokers[0]} {
 		if !strings.HasPrefix(addr, "127.0.0.1:") {
 			t.Errorf("%s default %q is not loopback", name, addr)
 		}
@@ -79,7 +79,11 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{"same topics", []string{"--kafka-dlq-topic", "usage-events"}, nil, []string{"--kafka-dlq-topic", "must differ"}},
 		{"max message bytes", nil, map[string]string{"CREDITMETER_KAFKA_MAX_MESSAGE_BYTES": "1000"}, []string{"--kafka-max-message-bytes", "CREDITMETER_KAFKA_MAX_MESSAGE_BYTES", "between 100000"}},
 		{"bad database", []string{"--clickhouse-database", "drop table"}, nil, []string{"--clickhouse-database"}},
-		{"short admin token", []string{"--admin-tokens", "abc"}, nil, []string{"--admin-tokens", "16 characters"}},
+		{"short admin token", []string{"--admin-tokens", "abc"}, nil, []string{"--admin-tokens", "32 characters"}},
+		// 31 characters: was accepted while the floor was 16.
+		{"admin token of 31", nil, map[string]string{"CREDITMETER_ADMIN_TOKENS": "0123456789012345678901234567890"}, []string{"--admin-tokens", "CREDITMETER_ADMIN_TOKENS", "32 characters", "has 31"}},
+		{"bad metrics addr", []string{"--metrics-addr", "9464"}, nil, []string{"--metrics-addr", "CREDITMETER_METRICS_ADDR", "host:port"}},
+		{"metrics on the API listener", []string{"--metrics-addr", "127.0.0.1:8080"}, nil, []string{"--metrics-addr", "must differ from --http-addr"}},
 		{"prometheus url", []string{"--prometheus-url", "localhost:9090"}, nil, []string{"--prometheus-url", "http(s)"}},
 		{"broker off loopback", []string{"--listen", "0.0.0.0:9092"}, nil, []string{"--listen", "CREDITMETER_BROKER_LISTEN", "loopback"}},
 		{"partitions", nil, map[string]string{"CREDITMETER_BROKER_PARTITIONS": "0"}, []string{"--partitions", "CREDITMETER_BROKER_PARTITIONS"}},

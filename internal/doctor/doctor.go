@@ -23,6 +23,9 @@ type Result struct {
 	Addr    string
 	Err     error
 	Took    time.Duration
+	// Note qualifies a reachable service, e.g. the ClickHouse database is
+	// missing (serve creates it, so that alone is not a failure).
+	Note string
 }
 
 // Services are the names Check knows, in the order it checks them.
@@ -49,11 +52,7 @@ func Check(ctx context.Context, c config.Config, only ...string) []Result {
 			rc.Close()
 		case "clickhouse":
 			r.Addr = c.ClickHouse.Addr
-			conn, err := archive.Open(cctx, archive.ConnConfig{Addr: c.ClickHouse.Addr, User: c.ClickHouse.User, Password: c.ClickHouse.Password})
-			if err == nil {
-				conn.Close()
-			}
-			r.Err = err
+			r.Note, r.Err = clickhouseDatabase(cctx, c.ClickHouse)
 		case "prometheus":
 			r.Addr = c.Prometheus.URL
 			r.Err = httpReady(cctx, strings.TrimRight(c.Prometheus.URL, "/")+"/-/ready")
@@ -65,6 +64,24 @@ func Check(ctx context.Context, c config.Config, only ...string) []Result {
 		out = append(out, r)
 	}
 	return out
+}
+
+// clickhouseDatabase checks the server answers and says whether the
+// configured database exists.
+func clickhouseDatabase(ctx context.Context, c config.ClickHouse) (string, error) {
+	conn, err := archive.Open(ctx, archive.ConnConfig{Addr: c.Addr, User: c.User, Password: c.Password})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", c.Database).Scan(&n); err != nil {
+		return "", fmt.Errorf("clickhouse %s: list databases: %w", c.Addr, err)
+	}
+	if n == 0 {
+		return fmt.Sprintf("database %q does not exist (--clickhouse-database): serve creates it at start; invoice, reconcile and SQL need it", c.Database), nil
+	}
+	return fmt.Sprintf("database %q", c.Database), nil
 }
 
 func httpReady(ctx context.Context, url string) error {
