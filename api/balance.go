@@ -58,10 +58,23 @@ func balanceError(err error) error {
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error()}
 	case errors.Is(err, balance.ErrUnknownSubscription):
 		return &Error{Status: http.StatusNotFound, Code: "no_account", Message: "the subscription has no balance account yet; repeat its creation request"}
+	case errors.Is(err, balance.ErrUnreadableResult):
+		return &Error{Status: http.StatusInternalServerError, Code: "unreadable_result",
+			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; the change was applied: repeating the request with the same " +
+				"Idempotency-Key never applies it twice, do not send it under a new Idempotency-Key (see the ledger)"}
 	case balance.Retryable(err):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the balance store is unavailable; retry with the same Idempotency-Key"}
 	}
 	return err
+}
+
+// changeError maps a top-up's or adjustment's error; an unreadable result
+// of an applied change is also logged, as any 500.
+func (s *Server) changeError(r *http.Request, err error) error {
+	if errors.Is(err, balance.ErrUnreadableResult) {
+		s.log.Error("api: applied change with an unreadable result", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	return balanceError(err)
 }
 
 // BalanceJSON is GET /v1/subscriptions/{id}/balance.
@@ -221,7 +234,7 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) er
 	}
 	res, err := s.balances.TopUp(r.Context(), balance.TopUpRequest{Key: "topup:" + key, Subscription: sub.ID, Amount: req.Amount}, sub.CustomerID)
 	if err != nil {
-		return s.limitError(r.Context(), sub, req.Amount, balanceError(err))
+		return s.limitError(r.Context(), sub, req.Amount, s.changeError(r, err))
 	}
 	status := http.StatusCreated
 	if res.Replayed {
@@ -283,7 +296,7 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, who principal) e
 	res, err := s.balances.Adjust(r.Context(), balance.AdjustRequest{Key: "adjust:" + key, Subscription: sub.ID, Amount: req.Amount,
 		Reason: req.Reason, Actor: req.Actor, Force: req.Force}, sub.CustomerID)
 	if err != nil {
-		return balanceError(err)
+		return s.changeError(r, err)
 	}
 	status := http.StatusCreated
 	if res.Replayed {

@@ -353,7 +353,10 @@ func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ G
 	case "N", "R":
 		res, err := parseChange(r[1])
 		if err != nil {
-			return ChangeResult{}, err
+			// The change is made (and kept under its key): say so, so nobody
+			// repeats it under a new key.
+			seq, _, _ := strings.Cut(r[1], "|")
+			return ChangeResult{}, fmt.Errorf("%w (ledger seq %s): %v", ErrUnreadableResult, seq, err)
 		}
 		res.Replayed = r[0] == "R"
 		if !res.Replayed {

@@ -23,14 +23,17 @@ const (
 // Sentinel errors. Errors wrapping ErrUnavailable are worth retrying;
 // every write is idempotent, so a retry never counts twice.
 var (
-	ErrUnavailable          = errors.New("balance: redis unavailable")
-	ErrUnknownSubscription  = errors.New("balance: unknown subscription")
-	ErrConflict             = errors.New("balance: conflict")
-	ErrInsufficientBalance  = errors.New("balance: insufficient balance")
-	ErrBelowMinimum         = errors.New("balance: top-up below the plan minimum")
-	ErrAboveMaximum         = errors.New("balance: top-up above the plan maximum")
-	ErrOutOfRange           = errors.New("balance: balance would leave ±credit.MaxAmount")
-	ErrInvalid              = errors.New("balance: invalid request")
+	ErrUnavailable         = errors.New("balance: redis unavailable")
+	ErrUnknownSubscription = errors.New("balance: unknown subscription")
+	ErrConflict            = errors.New("balance: conflict")
+	ErrInsufficientBalance = errors.New("balance: insufficient balance")
+	ErrBelowMinimum        = errors.New("balance: top-up below the plan minimum")
+	ErrAboveMaximum        = errors.New("balance: top-up above the plan maximum")
+	ErrOutOfRange          = errors.New("balance: balance would leave ±credit.MaxAmount")
+	ErrInvalid             = errors.New("balance: invalid request")
+	// ErrUnreadableResult: a change was applied but its result could not be
+	// read; retrying with the same key returns the same stored result.
+	ErrUnreadableResult     = errors.New("balance: the change was applied but its result is unreadable")
 	errStaleCreditValue     = errors.New("balance: credit value changed during top-up")
 	errUnexpectedScriptData = errors.New("balance: unexpected script reply")
 )

@@ -81,7 +81,7 @@ local curn = cur.n
 local kp = {}
 local function ddkey(t, l, b)
   local p = kp[t * 32 + l]
-  if not p then p = ddp .. D(t) .. ':' .. l .. ':'; kp[t * 32 + l] = p end
+  if not p then p = ddp .. D(t) .. ':' .. D(l) .. ':'; kp[t * 32 + l] = p end
   return p .. D(b % 2 ^ l)
 end
 local ttl = D((tb + 2) * W - now)
@@ -196,7 +196,9 @@ end
 flush()
 if src ~= '' and maxoff > wm then redis.call('HSET', K_WM, src, D(maxoff)) end
 if cur.n ~= curn or not m[1] then
-  redis.call('HSET', K_DDM, D(tb), D(cur.n) .. ':' .. table.concat(cur.lv, ','))
+  local lvs = {}
+  for j, l in ipairs(cur.lv) do lvs[j] = D(l) end
+  redis.call('HSET', K_DDM, D(tb), D(cur.n) .. ':' .. table.concat(lvs, ','))
   redis.call('PEXPIRE', K_DDM, D((tb + 2) * W - now))
 end
 settle()
@@ -207,7 +209,7 @@ if #jrec > 0 then
   if ls < fs then fs, ls = 0, 0 end
   local len = redis.call('RPUSH', K_J, string.match(jrec[1], '^(%d+)') .. ' ' .. last .. ' ' .. D(fs) .. ' ' .. D(ls) .. '|' .. table.concat(jrec, '|'))
   -- a journal left by an idle subscription expires; set once per new list
-  if len == 1 then redis.call('PEXPIRE', K_J, 604800000) end
+  if len == 1 then redis.call('PEXPIRE', K_J, '604800000') end
 end
 if lastseq < firstseq then firstseq = 0; lastseq = 0 end
 -- a replay also reports the ledger entries its first call wrote, so the

@@ -54,6 +54,9 @@ else
   ledger(kind, -amount, extra)
 end
 local change, low = finish()
+-- draws alternate grant id and amount; amounts through D (table.concat
+-- would print 1.5e+14)
+for j = 2, #draws, 2 do draws[j] = D(draws[j]) end
 local res = D(seq) .. '|' .. gid .. '|' .. D(bal) .. '|' .. change .. '|' .. low .. '|' .. table.concat(draws, ',')
 redis.call('HSET', K_IDEM, key, fp .. '|' .. res)
 return {'N', res}

@@ -1,0 +1,80 @@
+package api_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditmeter/creditmeter/api"
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+)
+
+// newBalanceEnvOpts is newBalanceEnv with balance options, and the Redis
+// client and key prefix for tests that look at (or damage) what is stored.
+func newBalanceEnvOpts(t *testing.T, o balance.Options) (*env, *redis.Client, string) {
+	t.Helper()
+	rc, prefix := testenv.Keyspace(t)
+	conn, cc := testenv.ClickHouse(t)
+	if err := archive.Migrate(context.Background(), cc); err != nil {
+		t.Fatal(err)
+	}
+	store, err := catalogstore.New(rc, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Prefix = prefix
+	bs, err := balance.New(rc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
+	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin}})
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return &env{t: t, url: hs.URL, srv: srv}, rc, prefix
+}
+
+// Issue 13 item 3: 300,000,000 credits granted, 150,000,000 deducted was
+// applied but answered 500, and so was its replay.
+func TestLargeAdjustmentAnsweredAndReplayedOnce(t *testing.T) {
+	e, rc, prefix := newBalanceEnvOpts(t, balance.Options{})
+	e.seed()
+	id := e.must(201, "POST", "/v1/subscriptions", admin, seedSub, "Idempotency-Key", "create-1").body["id"].(string)
+	base := "/v1/subscriptions/" + id
+	e.must(201, "POST", base+"/adjustments", admin, `{"amount":"300000000","reason":"bulk","actor":"ops"}`, "Idempotency-Key", "big-add")
+	const deduct = `{"amount":"-150000000","reason":"bulk","actor":"ops"}`
+	first := e.must(201, "POST", base+"/adjustments", admin, deduct, "Idempotency-Key", "big-deduct")
+	if first.body["balance"] != "150000100" {
+		t.Fatalf("deduction: %s", first.raw)
+	}
+	again := e.must(200, "POST", base+"/adjustments", admin, deduct, "Idempotency-Key", "big-deduct")
+	if again.body["replayed"] != true || again.body["seq"] != first.body["seq"] || again.body["balance"] != "150000100" {
+		t.Fatalf("replay: %s, first %s", again.raw, first.raw)
+	}
+	if b := e.must(200, "GET", base+"/balance", admin, ""); b.body["total"] != "150000100" {
+		t.Fatalf("deducted more than once: %s", b.raw)
+	}
+
+	// A stored result that cannot be read (as the old script wrote it) is a
+	// clear error saying the change was applied, not an anonymous 500.
+	k := prefix + "{" + id + "}:i"
+	rec, err := rc.HGet(context.Background(), k, "adjust:big-deduct").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.HSet(context.Background(), k, "adjust:big-deduct", rec[:strings.LastIndex(rec, "|")+1]+"g2,1.5e+14")
+	r := e.must(500, "POST", base+"/adjustments", admin, deduct, "Idempotency-Key", "big-deduct")
+	if code, _, msg := r.err(); code != "unreadable_result" || !strings.Contains(msg, "was applied") || !strings.Contains(msg, "new Idempotency-Key") {
+		t.Fatalf("unreadable result: %s", r.raw)
+	}
+	if b := e.must(200, "GET", base+"/balance", admin, ""); b.body["total"] != "150000100" {
+		t.Fatalf("balance after the unreadable replay: %s", b.raw)
+	}
+}
