@@ -52,6 +52,9 @@ func balanceError(err error) error {
 			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; set force to deduct anyway (the balance may then go negative)"}
 	case errors.Is(err, balance.ErrOutOfRange):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "amount", Message: err.Error()}
+	case errors.Is(err, balance.ErrTooManyGrants):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "too_many_grants", Field: "amount",
+			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; credits must be used up or expire before another grant, top-up or positive adjustment"}
 	case errors.Is(err, balance.ErrConflict):
 		return &Error{Status: http.StatusConflict, Code: "idempotency_conflict", Field: "Idempotency-Key", Message: err.Error()}
 	case errors.Is(err, balance.ErrInvalid):
@@ -88,6 +91,31 @@ type BalanceJSON struct {
 	Low            bool          `json:"low"`
 	Policy         string        `json:"policy"`
 	Grants         []GrantJSON   `json:"grants"`
+	// GrantsTotal counts the live grants; NextOffset, when set, is the
+	// offset of the next page of them.
+	GrantsTotal int  `json:"grants_total"`
+	NextOffset  *int `json:"next_offset"`
+}
+
+// grantPage reads the limit and offset of the balance's grant list.
+func grantPage(r *http.Request) (limit, offset int, err error) {
+	limit = 100
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return 0, 0, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "limit", Message: "limit must be 1 to 1000"}
+		}
+		limit = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, 0, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "offset", Message: "offset must be a non-negative integer"}
+		}
+		offset = n
+	}
+	return limit, offset, nil
 }
 
 // GrantJSON is one live grant, in burn-down order.
@@ -101,6 +129,10 @@ type GrantJSON struct {
 }
 
 func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principal) error {
+	limit, offset, err := grantPage(r)
+	if err != nil {
+		return err
+	}
 	sub, err := s.subscriptionFor(r, who)
 	if err != nil {
 		return err
@@ -110,11 +142,17 @@ func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principa
 		return balanceError(err)
 	}
 	out := BalanceJSON{SubscriptionID: sub.ID, Total: v.Total, Available: v.Available, Debt: v.Debt,
-		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}}
+		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}, GrantsTotal: len(v.Grants)}
 	if p, err := s.cat.Plan(r.Context(), sub.PlanID); err == nil && p.Prepaid != nil {
 		out.CreditCurrency = p.Prepaid.CreditCurrency
 	}
-	for _, g := range v.Grants {
+	page := v.Grants[min(offset, len(v.Grants)):]
+	if len(page) > limit {
+		page = page[:limit]
+		next := offset + limit
+		out.NextOffset = &next
+	}
+	for _, g := range page {
 		gj := GrantJSON{ID: g.ID, Type: string(g.Type), Amount: g.Amount, Remaining: g.Remaining, EffectiveAt: g.EffectiveAt}
 		if !g.ExpiresAt.IsZero() {
 			t := g.ExpiresAt

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -76,5 +77,57 @@ func TestLargeAdjustmentAnsweredAndReplayedOnce(t *testing.T) {
 	}
 	if b := e.must(200, "GET", base+"/balance", admin, ""); b.body["total"] != "150000100" {
 		t.Fatalf("balance after the unreadable replay: %s", b.raw)
+	}
+}
+
+// Issue 13 item 9: live grants per subscription are capped (422
+// too_many_grants), and the balance's grant list is paged.
+func TestGrantCapAndGrantPaging(t *testing.T) {
+	e, _, _ := newBalanceEnvOpts(t, balance.Options{MaxGrants: 5})
+	e.seed()
+	id := e.must(201, "POST", "/v1/subscriptions", admin, seedSub, "Idempotency-Key", "create-1").body["id"].(string)
+	base := "/v1/subscriptions/" + id
+	for i := 0; i < 4; i++ { // the included credits are the first grant
+		e.must(201, "POST", base+"/adjustments", admin, `{"amount":"0.000001","reason":"r","actor":"ops"}`, "Idempotency-Key", fmt.Sprint("a", i))
+	}
+	r := e.must(422, "POST", base+"/adjustments", admin, `{"amount":"0.000001","reason":"r","actor":"ops"}`, "Idempotency-Key", "a-over")
+	if code, field, msg := r.err(); code != "too_many_grants" || field != "amount" || !strings.Contains(msg, "5 active grants") {
+		t.Fatalf("grant beyond the cap: %s", r.raw)
+	}
+	r = e.must(422, "POST", base+"/topups", admin, `{"amount":"250"}`, "Idempotency-Key", "t-over")
+	if code, _, _ := r.err(); code != "too_many_grants" {
+		t.Fatalf("top-up beyond the cap: %s", r.raw)
+	}
+	// A deduction is no grant; it uses up grants, which makes room.
+	e.must(201, "POST", base+"/adjustments", admin, `{"amount":"-100.000002","reason":"r","actor":"ops"}`, "Idempotency-Key", "d")
+	e.must(201, "POST", base+"/topups", admin, `{"amount":"250"}`, "Idempotency-Key", "t-over")
+
+	// 3 live grants now (two tiny adjustments, the top-up), paged by 2.
+	all := e.must(200, "GET", base+"/balance", admin, "")
+	grants := all.body["grants"].([]any)
+	if len(grants) != 3 || all.body["grants_total"] != float64(3) || all.body["next_offset"] != nil {
+		t.Fatalf("balance: %s", all.raw)
+	}
+	var paged []any
+	for off := 0; ; {
+		p := e.must(200, "GET", fmt.Sprintf("%s/balance?limit=2&offset=%d", base, off), admin, "")
+		paged = append(paged, p.body["grants"].([]any)...)
+		if p.body["total"] != all.body["total"] || p.body["grants_total"] != float64(3) || len(p.body["grants"].([]any)) > 2 {
+			t.Fatalf("page at %d: %s", off, p.raw)
+		}
+		n, ok := p.body["next_offset"].(float64)
+		if !ok {
+			break
+		}
+		off = int(n)
+	}
+	if fmt.Sprint(paged) != fmt.Sprint(grants) {
+		t.Fatalf("pages %v\nall %v", paged, grants)
+	}
+	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "offset=-1", "offset=y"} {
+		r := e.must(400, "GET", base+"/balance?"+q, admin, "")
+		if _, field, _ := r.err(); field != strings.Split(q, "=")[0] {
+			t.Errorf("%s: %s", q, r.raw)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
 // Amounts up to credit.MaxAmount come back exact from every script path
@@ -146,5 +147,68 @@ func TestUnreadableChangeResult(t *testing.T) {
 	}
 	if v := e.balance(sub); v.Total != -c(150_000_000) {
 		t.Fatalf("balance %s", v.Total)
+	}
+}
+
+// Live grants are capped per subscription: a grant, top-up or positive
+// adjustment beyond Options.MaxGrants is refused (ErrTooManyGrants, the key
+// not consumed); deductions, usage and expiry free room.
+func TestGrantCap(t *testing.T) {
+	if _, err := New(testenv.Redis(t), Options{MaxGrants: -1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("negative cap: %v", err)
+	}
+	e := newEnv(t, 0)
+	e.s.grants = 3
+	sub := "cap"
+	e.open(sub, Overage)
+	e.grant(sub, "g1", Promotional, c(1), time.Time{}, t0.Add(time.Hour))
+	if _, err := e.s.TopUp(e.ctx, TopUpRequest{Key: "t1", Subscription: sub, Amount: c(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Adjust(e.ctx, AdjustRequest{Key: "a1", Subscription: sub, Amount: c(4), Reason: "r", Actor: "a", ExpiresAt: t0.Add(2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	refused := func(what string, n int, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrTooManyGrants) || !strings.Contains(err.Error(), fmt.Sprintf("has %d active grants", n)) {
+			t.Fatalf("%s beyond the cap: %v", what, err)
+		}
+	}
+	_, err := e.s.Grant(e.ctx, GrantRequest{Key: "g2", Subscription: sub, Type: Promotional, Amount: 1})
+	refused("grant", 3, err)
+	_, err = e.s.TopUp(e.ctx, TopUpRequest{Key: "t2", Subscription: sub, Amount: 1})
+	refused("top-up", 3, err)
+	_, err = e.s.Adjust(e.ctx, AdjustRequest{Key: "a2", Subscription: sub, Amount: 1, Reason: "r", Actor: "a"})
+	refused("adjustment", 3, err)
+	// Deductions are not grants; usage that finishes a grant makes room, and
+	// the refused key was not consumed.
+	if _, err := e.s.Adjust(e.ctx, AdjustRequest{Key: "d1", Subscription: sub, Amount: -credit.MustParse("0.5"), Reason: "r", Actor: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	e.apply(batch(sub, 0, line("u1", 1, t0, credit.MustParse("0.5"))))
+	if r, err := e.s.TopUp(e.ctx, TopUpRequest{Key: "t2", Subscription: sub, Amount: 1}); err != nil || r.Replayed {
+		t.Fatalf("top-up after usage: %+v %v", r, err)
+	}
+	_, err = e.s.Grant(e.ctx, GrantRequest{Key: "g2", Subscription: sub, Type: Promotional, Amount: 1})
+	refused("grant", 3, err)
+
+	// a1 expires: the refusing script's own sweep (its breakage) is kept.
+	e.clock.Add(3 * time.Hour)
+	e.s.grants = 2
+	_, err = e.s.Grant(e.ctx, GrantRequest{Key: "g2", Subscription: sub, Type: Promotional, Amount: 1})
+	refused("grant after expiry", 2, err)
+	e.s.grants = 3
+	e.grant(sub, "g2", Promotional, 1, time.Time{}, time.Time{})
+	expiries := 0
+	for _, en := range e.checkLedger(sub) {
+		if en.Kind == "expiry" {
+			expiries++
+			if en.Amount != -c(4) {
+				t.Fatalf("breakage %+v", en)
+			}
+		}
+	}
+	if v := e.balance(sub); expiries != 1 || len(v.Grants) != 3 || v.Total != c(2)+1+1 {
+		t.Fatalf("%d expiry entries, balance %+v", expiries, v)
 	}
 }

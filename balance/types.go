@@ -31,6 +31,8 @@ var (
 	ErrAboveMaximum        = errors.New("balance: top-up above the plan maximum")
 	ErrOutOfRange          = errors.New("balance: balance would leave ±credit.MaxAmount")
 	ErrInvalid             = errors.New("balance: invalid request")
+	// ErrTooManyGrants: the subscription has Options.MaxGrants live grants.
+	ErrTooManyGrants = errors.New("balance: too many active grants")
 	// ErrUnreadableResult: a change was applied but its result could not be
 	// read; retrying with the same key returns the same stored result.
 	ErrUnreadableResult     = errors.New("balance: the change was applied but its result is unreadable")
