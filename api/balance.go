@@ -52,16 +52,32 @@ func balanceError(err error) error {
 			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; set force to deduct anyway (the balance may then go negative)"}
 	case errors.Is(err, balance.ErrOutOfRange):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "amount", Message: err.Error()}
+	case errors.Is(err, balance.ErrTooManyGrants):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "too_many_grants", Field: "amount",
+			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; credits must be used up or expire before another grant, top-up or positive adjustment"}
 	case errors.Is(err, balance.ErrConflict):
 		return &Error{Status: http.StatusConflict, Code: "idempotency_conflict", Field: "Idempotency-Key", Message: err.Error()}
 	case errors.Is(err, balance.ErrInvalid):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error()}
 	case errors.Is(err, balance.ErrUnknownSubscription):
 		return &Error{Status: http.StatusNotFound, Code: "no_account", Message: "the subscription has no balance account yet; repeat its creation request"}
+	case errors.Is(err, balance.ErrUnreadableResult):
+		return &Error{Status: http.StatusInternalServerError, Code: "unreadable_result",
+			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; the change was applied: repeating the request with the same " +
+				"Idempotency-Key never applies it twice, do not send it under a new Idempotency-Key (see the ledger)"}
 	case balance.Retryable(err):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the balance store is unavailable; retry with the same Idempotency-Key"}
 	}
 	return err
+}
+
+// changeError maps a top-up's or adjustment's error; an unreadable result
+// of an applied change is also logged, as any 500.
+func (s *Server) changeError(r *http.Request, err error) error {
+	if errors.Is(err, balance.ErrUnreadableResult) {
+		s.log.Error("api: applied change with an unreadable result", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	return balanceError(err)
 }
 
 // BalanceJSON is GET /v1/subscriptions/{id}/balance.
@@ -75,6 +91,31 @@ type BalanceJSON struct {
 	Low            bool          `json:"low"`
 	Policy         string        `json:"policy"`
 	Grants         []GrantJSON   `json:"grants"`
+	// GrantsTotal counts the live grants; NextOffset, when set, is the
+	// offset of the next page of them.
+	GrantsTotal int  `json:"grants_total"`
+	NextOffset  *int `json:"next_offset"`
+}
+
+// grantPage reads the limit and offset of the balance's grant list.
+func grantPage(r *http.Request) (limit, offset int, err error) {
+	limit = 100
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return 0, 0, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "limit", Message: "limit must be 1 to 1000"}
+		}
+		limit = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, 0, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "offset", Message: "offset must be a non-negative integer"}
+		}
+		offset = n
+	}
+	return limit, offset, nil
 }
 
 // GrantJSON is one live grant, in burn-down order.
@@ -88,6 +129,10 @@ type GrantJSON struct {
 }
 
 func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principal) error {
+	limit, offset, err := grantPage(r)
+	if err != nil {
+		return err
+	}
 	sub, err := s.subscriptionFor(r, who)
 	if err != nil {
 		return err
@@ -97,11 +142,17 @@ func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principa
 		return balanceError(err)
 	}
 	out := BalanceJSON{SubscriptionID: sub.ID, Total: v.Total, Available: v.Available, Debt: v.Debt,
-		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}}
+		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}, GrantsTotal: len(v.Grants)}
 	if p, err := s.cat.Plan(r.Context(), sub.PlanID); err == nil && p.Prepaid != nil {
 		out.CreditCurrency = p.Prepaid.CreditCurrency
 	}
-	for _, g := range v.Grants {
+	page := v.Grants[min(offset, len(v.Grants)):]
+	if len(page) > limit {
+		page = page[:limit]
+		next := offset + limit
+		out.NextOffset = &next
+	}
+	for _, g := range page {
 		gj := GrantJSON{ID: g.ID, Type: string(g.Type), Amount: g.Amount, Remaining: g.Remaining, EffectiveAt: g.EffectiveAt}
 		if !g.ExpiresAt.IsZero() {
 			t := g.ExpiresAt
@@ -221,7 +272,7 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) er
 	}
 	res, err := s.balances.TopUp(r.Context(), balance.TopUpRequest{Key: "topup:" + key, Subscription: sub.ID, Amount: req.Amount}, sub.CustomerID)
 	if err != nil {
-		return s.limitError(r.Context(), sub, req.Amount, balanceError(err))
+		return s.limitError(r.Context(), sub, req.Amount, s.changeError(r, err))
 	}
 	status := http.StatusCreated
 	if res.Replayed {
@@ -283,7 +334,7 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, who principal) e
 	res, err := s.balances.Adjust(r.Context(), balance.AdjustRequest{Key: "adjust:" + key, Subscription: sub.ID, Amount: req.Amount,
 		Reason: req.Reason, Actor: req.Actor, Force: req.Force}, sub.CustomerID)
 	if err != nil {
-		return balanceError(err)
+		return s.changeError(r, err)
 	}
 	status := http.StatusCreated
 	if res.Replayed {

@@ -85,3 +85,37 @@ func BenchmarkApply(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApplyLiveGrants measures one Apply call of 100 lines against a
+// subscription holding N live grants: the cost the grant cap bounds (every
+// script loads and sorts them all). One op is one call.
+// Run: go test -bench ApplyLiveGrants -run '^$' ./balance/
+func BenchmarkApplyLiveGrants(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{3, DefaultMaxGrants, 2000} {
+		b.Run(fmt.Sprintf("grants-%d", n), func(b *testing.B) {
+			s, _, _ := benchStore(b)
+			s.grants = n
+			sub := "grants"
+			if _, err := s.OpenAccount(ctx, AccountSpec{Subscription: sub, Customer: "c", Policy: Overage, Currency: "USD"}); err != nil {
+				b.Fatal(err)
+			}
+			for i := 0; i < n; i++ {
+				if _, err := s.Grant(ctx, GrantRequest{Key: fmt.Sprint("g", i), Subscription: sub, Type: Purchased, Amount: credit.MaxAmount / 4000}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			lines := make([]Line, 100)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				now := time.Now()
+				for j := range lines {
+					lines[j] = Line{EventID: fmt.Sprintf("evt-%d-%d", i, j), Offset: int64(i*len(lines) + j), Time: now, Credits: 1}
+				}
+				if _, err := s.Apply(ctx, []Batch{{Subscription: sub, Topic: "usage-events", Partition: 0, Lines: lines}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

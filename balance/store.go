@@ -58,7 +58,15 @@ type Options struct {
 	DedupeWindow time.Duration // event ids are remembered between 1 and 2 windows; default 1h
 	GraceWindow  time.Duration // late events draw from grants eligible then; expiry waits for it
 	Now          func() time.Time
+	// MaxGrants caps the live grants (remaining > 0) of a subscription: a
+	// grant, top-up or positive adjustment beyond it is refused with
+	// ErrTooManyGrants, so every script's work stays bounded. Default
+	// DefaultMaxGrants.
+	MaxGrants int
 }
+
+// DefaultMaxGrants is the default cap on a subscription's live grants.
+const DefaultMaxGrants = 100
 
 // Store is the Redis balance store. It is safe for concurrent use.
 type Store struct {
@@ -67,6 +75,7 @@ type Store struct {
 	window int64 // ms
 	grace  int64 // ms
 	now    func() time.Time
+	grants int // MaxGrants
 }
 
 // New validates the options and returns a Store.
@@ -89,7 +98,14 @@ func New(rc redis.UniversalClient, o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Store{rc: rc, prefix: o.Prefix, window: o.DedupeWindow.Milliseconds(), grace: o.GraceWindow.Milliseconds(), now: o.Now}, nil
+	if o.MaxGrants == 0 {
+		o.MaxGrants = DefaultMaxGrants
+	}
+	if o.MaxGrants < 1 {
+		return nil, fmt.Errorf("%w: max grants %d below 1", ErrInvalid, o.MaxGrants)
+	}
+	return &Store{rc: rc, prefix: o.Prefix, window: o.DedupeWindow.Milliseconds(), grace: o.GraceWindow.Milliseconds(), now: o.Now,
+		grants: o.MaxGrants}, nil
 }
 
 // keys of one subscription, in the order the scripts expect (KEYS[1..7]).
@@ -333,7 +349,7 @@ func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ G
 	if force {
 		f = "1"
 	}
-	args := []any{s.nowMs(), s.grace, key, fp, op, kind, string(typ), int64(amt), eff.UnixMilli(), ms(exp), cost, f, expect}
+	args := []any{s.nowMs(), s.grace, key, fp, op, kind, string(typ), int64(amt), eff.UnixMilli(), ms(exp), cost, f, expect, s.grants}
 	for _, x := range fields {
 		args = append(args, x)
 	}
@@ -351,14 +367,20 @@ func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ G
 			return ChangeResult{}, errUnexpectedScriptData
 		}
 		s.noteLow(ctx, sub, LowChange(r[3]))
-		if r[1] == "CMRANGE" {
+		switch r[1] {
+		case "CMRANGE":
 			return ChangeResult{}, fmt.Errorf("%w: deducting %s", ErrOutOfRange, amt)
+		case "CMTOOMANY":
+			return ChangeResult{}, fmt.Errorf("%w: the subscription has %s active grants, the most allowed", ErrTooManyGrants, r[2])
 		}
 		return ChangeResult{}, fmt.Errorf("%w: %s available, %s asked", ErrInsufficientBalance, amountOrZero(r[2]), amt)
 	case "N", "R":
 		res, err := parseChange(r[1])
 		if err != nil {
-			return ChangeResult{}, err
+			// The change is made (and kept under its key): say so, so nobody
+			// repeats it under a new key.
+			seq, _, _ := strings.Cut(r[1], "|")
+			return ChangeResult{}, fmt.Errorf("%w (ledger seq %s): %v", ErrUnreadableResult, seq, err)
 		}
 		res.Replayed = r[0] == "R"
 		if !res.Replayed {

@@ -34,7 +34,12 @@ var (
 	// ErrBehind: the subscription's ledger in Redis is behind a seq the
 	// caller saw, so Redis lost acknowledged writes; nothing was applied.
 	// Repair the subscription (Store.Repair) before applying more.
-	ErrBehind               = errors.New("balance: redis ledger behind what was acknowledged")
+	ErrBehind = errors.New("balance: redis ledger behind what was acknowledged")
+	// ErrTooManyGrants: the subscription has Options.MaxGrants live grants.
+	ErrTooManyGrants = errors.New("balance: too many active grants")
+	// ErrUnreadableResult: a change was applied but its result could not be
+	// read; retrying with the same key returns the same stored result.
+	ErrUnreadableResult     = errors.New("balance: the change was applied but its result is unreadable")
 	errStaleCreditValue     = errors.New("balance: credit value changed during top-up")
 	errUnexpectedScriptData = errors.New("balance: unexpected script reply")
 )

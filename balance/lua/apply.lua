@@ -143,7 +143,7 @@ if #jrec > 0 then
   if ls < fs then fs, ls = 0, 0 end
   local len = redis.call('RPUSH', K_J, string.match(jrec[1], '^(%d+)') .. ' ' .. last .. ' ' .. D(fs) .. ' ' .. D(ls) .. '|' .. table.concat(jrec, '|'))
   -- a journal left by an idle subscription expires; set once per new list
-  if len == 1 then redis.call('PEXPIRE', K_J, 604800000) end
+  if len == 1 then redis.call('PEXPIRE', K_J, '604800000') end
 end
 if lastseq < firstseq then firstseq = 0; lastseq = 0 end
 -- a replay also reports the ledger entries its first call wrote, so the

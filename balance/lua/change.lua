@@ -2,10 +2,10 @@
 -- ARGV: 3 key, 4 request fingerprint, 5 op (grant|deduct), 6 kind
 -- (grant|topup|adjust), 7 grant type, 8 amount, 9 effective ms, 10 expires
 -- ms (0 never), 11 cost basis, 12 force (1|0), 13 expected credit value
--- (top-up only), then ledger field/value pairs.
+-- (top-up only), 14 most live grants, then ledger field/value pairs.
 local key, fp, op, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local gtype, amount, eff, exp = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local cost, force, expect = ARGV[11], ARGV[12], ARGV[13]
+local cost, force, expect, maxg = ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
 if not load() then return redis.error_reply('CMUNKNOWN unknown subscription') end
 local prior = redis.call('HGET', K_IDEM, key)
 if prior then
@@ -22,12 +22,20 @@ end
 -- the entry names its idempotency key (archived; a repair that discards
 -- the entry drops the key's record with it)
 local extra = {'key', key}
-for i = 14, #ARGV do extra[#extra + 1] = ARGV[i] end
+for i = 15, #ARGV do extra[#extra + 1] = ARGV[i] end
 local gid, draws = '', {}
 if op == 'grant' then
   -- remainders (bal + debt) stay within MAX, so every balance does
   if bal + debt + amount > MAX then return redis.error_reply('CMRANGE balance would exceed the maximum') end
   sweep()
+  -- live grants are capped, so every script's scan and sort stay bounded;
+  -- the refusal persists the sweep (finish) and answers as data
+  local live = 0
+  for _, g in ipairs(G) do if g.rem > 0 then live = live + 1 end end
+  if live >= maxg then
+    local change, low = finish()
+    return {'E', 'CMTOOMANY', D(live), change, low}
+  end
   gid = 'g' .. D(seq + 1)
   bal = bal + amount
   extra[#extra + 1] = 'g'; extra[#extra + 1] = gid

@@ -36,7 +36,7 @@ local function dedupe_open(W, ddp)
   local kp = {}
   local function ddkey(t, l, b)
     local p = kp[t * 32 + l]
-    if not p then p = ddp .. D(t) .. ':' .. l .. ':'; kp[t * 32 + l] = p end
+    if not p then p = ddp .. D(t) .. ':' .. D(l) .. ':'; kp[t * 32 + l] = p end
     return p .. D(b % 2 ^ l)
   end
   local ttl = D((tb + 2) * W - now)
@@ -73,7 +73,9 @@ local function dedupe_open(W, ddp)
   end
   local function close()
     if cur.n ~= curn or not m[1] then
-      redis.call('HSET', K_DDM, D(tb), D(cur.n) .. ':' .. table.concat(cur.lv, ','))
+      local lvs = {}
+      for j, l in ipairs(cur.lv) do lvs[j] = D(l) end
+      redis.call('HSET', K_DDM, D(tb), D(cur.n) .. ':' .. table.concat(lvs, ','))
       redis.call('PEXPIRE', K_DDM, D((tb + 2) * W - now))
     end
   end
