@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 
@@ -67,8 +68,16 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal)
 	msgs := make([]kafka.Message, 0, len(req.Events))
 	rejected := []RejectedEvent{}
 	var ev rating.Event
+	now, skew := time.Now(), s.skew
+	if skew <= 0 {
+		skew = ingest.DefaultMaxFutureSkew
+	}
 	for i, raw := range req.Events {
-		if err := ingest.Decode(raw, &ev); err != nil {
+		err := ingest.Decode(raw, &ev)
+		if err == nil {
+			err = ingest.CheckFuture(ev.Timestamp, now, skew)
+		}
+		if err != nil {
 			var ee *ingest.EventError
 			errors.As(err, &ee)
 			field := "events[" + strconv.Itoa(i) + "]"

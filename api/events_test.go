@@ -135,3 +135,32 @@ func TestPostEventsSplitsBatchOverBrokerLimit(t *testing.T) {
 		got[string(m.Value)] = true
 	}
 }
+
+// Events stamped beyond the future skew are refused as the engine would
+// dead-letter them (issue 13 item 2), naming the field.
+func TestPostEventsRefusesFutureTimestamps(t *testing.T) {
+	rc := testenv.Redis(t)
+	store, err := catalogstore.New(rc, testenv.Prefix(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
+	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
+	defer w.Close()
+	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	defer hs.Close()
+	e := &env{t: t, url: hs.URL}
+	soon := time.Now().UTC().Add(2 * time.Minute).Format(time.RFC3339Nano)
+	tomorrow := time.Now().UTC().Add(24 * time.Hour).Format(time.RFC3339Nano)
+	for _, ts := range []string{tomorrow, "2200-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z", "2106-02-07T06:28:16Z", "1969-12-31T23:59:59Z"} {
+		r := e.must(400, "POST", "/v1/events", admin, `{"events":[{"id":"f","customer_id":"acme","event_name":"email.sent","timestamp":"`+ts+`"}]}`)
+		rej := r.body["rejected"].([]any)
+		if _, f, _ := r.err(); f != "events[0].timestamp" || len(rej) != 1 {
+			t.Errorf("%s: %s", ts, r.raw)
+		}
+	}
+	r := e.must(202, "POST", "/v1/events", admin, `{"events":[{"id":"s","customer_id":"acme","event_name":"email.sent","timestamp":"`+soon+`"}]}`)
+	if r.body["accepted"] != float64(1) {
+		t.Errorf("2 minutes ahead: %s", r.raw)
+	}
+}

@@ -50,6 +50,9 @@ type Options struct {
 	Reports Reports
 	// AdminTokens are the bearer tokens with admin rights.
 	AdminTokens []string
+	// MaxFutureSkew: POST /v1/events refuses events stamped further ahead
+	// of now (default ingest.DefaultMaxFutureSkew), as the engine would.
+	MaxFutureSkew time.Duration
 	// Logger logs internal errors; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -86,6 +89,7 @@ type Server struct {
 	admins   [][]byte
 	log      *slog.Logger
 	routes   []Route
+	skew     time.Duration // MaxFutureSkew
 }
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
@@ -94,6 +98,7 @@ func NewServer(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.skew = o.MaxFutureSkew
 	for _, t := range o.AdminTokens {
 		if t != "" {
 			s.admins = append(s.admins, []byte(t))

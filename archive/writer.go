@@ -80,6 +80,16 @@ type LedgerRow struct {
 // ErrInvalidRow is returned for a row that can never be inserted; retrying is useless.
 var ErrInvalidRow = errors.New("archive: invalid row")
 
+// The times a DateTime column holds: seconds since 1970 in 32 bits. Second 0
+// reads as an empty date and later times wrap, so both are refused.
+var (
+	MinTime = time.Unix(1, 0).UTC()                       // first storable second
+	MaxTime = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC) // exclusive
+)
+
+// InRange reports whether t can be stored in a DateTime column as it is.
+func InRange(t time.Time) bool { return !t.Before(MinTime) && t.Before(MaxTime) }
+
 // Writer inserts rows in batches. Every insert is safe to repeat.
 type Writer struct {
 	conn driver.Conn
@@ -105,6 +115,11 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 		if r.EventID == "" || r.SubscriptionID == "" || r.EventTime.IsZero() {
 			_ = b.Abort()
 			return fmt.Errorf("%w: rated_usage row %d lacks event id, subscription or time", ErrInvalidRow, i)
+		}
+		if !InRange(r.EventTime) || !InRange(r.RatedAt) {
+			_ = b.Abort()
+			return fmt.Errorf("%w: rated_usage row %d: event time %s or rated time %s outside %s..%s", ErrInvalidRow, i,
+				r.EventTime.UTC().Format(time.RFC3339Nano), r.RatedAt.UTC().Format(time.RFC3339Nano), MinTime.Format(time.RFC3339), MaxTime.Format(time.RFC3339))
 		}
 		amounts := make([]decimal.Decimal, len(r.GrantAmounts))
 		for j, a := range r.GrantAmounts {
@@ -143,6 +158,10 @@ func (w *Writer) WriteLedger(ctx context.Context, rows []LedgerRow) error {
 		r := &rows[i]
 		if r.SubscriptionID == "" || r.Seq == 0 || r.Kind == "" {
 			return fmt.Errorf("%w: credit_ledger row %d lacks subscription, seq or kind", ErrInvalidRow, i)
+		}
+		if !InRange(r.CreatedAt) {
+			return fmt.Errorf("%w: credit_ledger row %d: time %s outside %s..%s", ErrInvalidRow, i,
+				r.CreatedAt.UTC().Format(time.RFC3339Nano), MinTime.Format(time.RFC3339), MaxTime.Format(time.RFC3339))
 		}
 	}
 	fresh, err := CheckLedger(ctx, w.conn, rows)

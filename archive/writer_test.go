@@ -2,6 +2,7 @@ package archive_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -125,5 +126,61 @@ func TestInvalidRowsRejected(t *testing.T) {
 	}
 	if err := w.WriteLedger(ctx, []archive.LedgerRow{{SubscriptionID: "s", Kind: archive.KindGrant}}); err == nil {
 		t.Error("want error for a ledger row without seq")
+	}
+}
+
+// Times outside ClickHouse's DateTime range (1970-01-01 up to 2105) would
+// be stored wrapped (2200-01-01 reads back as another date): the writer
+// refuses them and inserts nothing of the batch.
+func TestTimesOutsideDateTimeRefused(t *testing.T) {
+	conn, cc := testenv.ClickHouse(t)
+	ctx := context.Background()
+	if err := archive.Migrate(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+	w := archive.NewWriter(conn)
+	ok := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	for _, bad := range []time.Time{
+		time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC),
+		time.Date(2106, 2, 7, 6, 28, 16, 0, time.UTC), time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC), time.Unix(0, 0),
+	} {
+		rows := usageRows("sub-range", 2, ok)
+		rows[1].EventTime = bad
+		if err := w.WriteUsage(ctx, rows); !errors.Is(err, archive.ErrInvalidRow) {
+			t.Errorf("event_time %s: %v, want ErrInvalidRow", bad, err)
+		}
+		rows = usageRows("sub-range", 1, ok)
+		rows[0].RatedAt = bad
+		if err := w.WriteUsage(ctx, rows); !errors.Is(err, archive.ErrInvalidRow) {
+			t.Errorf("rated_at %s: %v, want ErrInvalidRow", bad, err)
+		}
+		lr := archive.LedgerRow{SubscriptionID: "sub-range", Seq: 1, Kind: archive.KindGrant, CreatedAt: bad}
+		if err := w.WriteLedger(ctx, []archive.LedgerRow{lr}); !errors.Is(err, archive.ErrInvalidRow) {
+			t.Errorf("created_at %s: %v, want ErrInvalidRow", bad, err)
+		}
+	}
+	var n, m uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM rated_usage WHERE subscription_id = 'sub-range'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count() FROM credit_ledger WHERE subscription_id = 'sub-range'").Scan(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 || m != 0 {
+		t.Errorf("%d rated_usage and %d credit_ledger rows reached the archive, want none", n, m)
+	}
+	// The last second of the range is stored as it is.
+	last := time.Date(2105, 12, 31, 23, 59, 59, 0, time.UTC)
+	rows := usageRows("sub-edge", 1, last)
+	if err := w.WriteUsage(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	var got time.Time
+	if err := conn.QueryRow(ctx, "SELECT event_time FROM rated_usage WHERE subscription_id = 'sub-edge'").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(last) {
+		t.Errorf("event_time %s read back as %s", last, got)
 	}
 }

@@ -243,7 +243,7 @@ func (s *Store) snapshot(ctx context.Context, sub string) (map[string]string, *b
 	if a["seq"] == "" {
 		return nil, nil, ErrUnknownSubscription
 	}
-	bk := &book{}
+	bk := &book{Grace: s.grace}
 	var err error
 	if bk.Debt, err = amount(a["debt"]); err != nil {
 		return nil, nil, err

@@ -75,15 +75,23 @@ func burnsBefore(a, b *bucket) bool {
 }
 
 // eligible reports whether g may fund usage that happened at time at.
-func (g *bucket) eligible(at int64) bool {
-	return g.Remaining > 0 && g.Effective <= at && (g.Expires == never || at < g.Expires)
+// Purchased and adjustment grants also cover usage dated up to grace before
+// their effective time (an event a moment before its top-up); promotional
+// grants start exactly.
+func (g *bucket) eligible(at, grace int64) bool {
+	eff := g.Effective
+	if g.Type != Promotional {
+		eff -= grace
+	}
+	return g.Remaining > 0 && eff <= at && (g.Expires == never || at < g.Expires)
 }
 
 // book is one subscription's grants and overage debt; the balance is
-// sum(Remaining) - Debt.
+// sum(Remaining) - Debt. Grace is the grace window in ms.
 type book struct {
 	Grants []*bucket
 	Debt   credit.Amount
+	Grace  int64
 }
 
 func (b *book) sort() {
@@ -102,7 +110,7 @@ func (b *book) balance() credit.Amount {
 func (b *book) available(at int64) credit.Amount {
 	var s credit.Amount
 	for _, g := range b.Grants {
-		if g.eligible(at) {
+		if g.eligible(at, b.Grace) {
 			s += g.Remaining
 		}
 	}
@@ -118,7 +126,7 @@ func (b *book) draw(at int64, amount credit.Amount) ([]Draw, credit.Amount) {
 		if left == 0 {
 			break
 		}
-		if g.eligible(at) {
+		if g.eligible(at, b.Grace) {
 			take := min(g.Remaining, left)
 			g.Remaining -= take
 			left -= take

@@ -66,13 +66,23 @@ func ids(gs []*bucket) []string {
 }
 
 func TestEligibility(t *testing.T) {
-	g := &bucket{Remaining: 1, Effective: 10, Expires: 20}
-	for at, want := range map[int64]bool{9: false, 10: true, 19: true, 20: false} {
-		if g.eligible(at) != want {
-			t.Errorf("eligible(%d) = %v", at, !want)
+	for _, typ := range []GrantType{Promotional, Purchased, Adjustment} {
+		g := &bucket{Type: typ, Remaining: 1, Effective: 10, Expires: 20}
+		for at, want := range map[int64]bool{9: false, 10: true, 19: true, 20: false} {
+			if g.eligible(at, 0) != want {
+				t.Errorf("%s: eligible(%d) = %v", typ, at, !want)
+			}
+		}
+		// With a grace window of 3, purchased and adjustment grants cover
+		// usage from 7; promotional ones still from 10.
+		early := typ != Promotional
+		for at, want := range map[int64]bool{6: false, 7: early, 9: early, 10: true, 19: true, 20: false} {
+			if g.eligible(at, 3) != want {
+				t.Errorf("%s: eligible(%d, grace 3) = %v", typ, at, !want)
+			}
 		}
 	}
-	if (&bucket{Remaining: 0, Effective: 0}).eligible(5) || !(&bucket{Remaining: 1, Effective: 0, Expires: never}).eligible(1<<50) {
+	if (&bucket{Remaining: 0, Effective: 0}).eligible(5, 0) || !(&bucket{Remaining: 1, Effective: 0, Expires: never}).eligible(1<<50, 0) {
 		t.Error("remaining / never")
 	}
 }
@@ -93,7 +103,7 @@ func TestDrawProperties(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	types := []GrantType{Promotional, Purchased, Adjustment}
 	for iter := 0; iter < 20000; iter++ {
-		var b book
+		b := book{Grace: int64(r.IntN(3) * 5)}
 		for i := 0; i < 1+r.IntN(8); i++ {
 			exp := never
 			if r.IntN(2) == 0 {
@@ -110,7 +120,7 @@ func TestDrawProperties(t *testing.T) {
 		var elig credit.Amount
 		for _, g := range b.Grants {
 			before[g.ID] = g.Remaining
-			if g.eligible(at) {
+			if g.eligible(at, b.Grace) {
 				elig += g.Remaining
 			}
 		}
@@ -129,14 +139,14 @@ func TestDrawProperties(t *testing.T) {
 			drawn := before[g.ID] - g.Remaining
 			if drawn > 0 {
 				last = i
-				if !(&bucket{Remaining: 1, Effective: g.Effective, Expires: g.Expires}).eligible(at) {
+				if !(&bucket{Type: g.Type, Remaining: 1, Effective: g.Effective, Expires: g.Expires}).eligible(at, b.Grace) {
 					t.Fatalf("drew from ineligible %+v at %d", g, at)
 				}
 			}
 		}
 		for i := 0; i < last; i++ {
 			g := b.Grants[i]
-			if g.eligible(at) && g.Remaining > 0 {
+			if g.eligible(at, b.Grace) && g.Remaining > 0 {
 				t.Fatalf("grant %s (pos %d) left %s while a later grant was drawn", g.ID, i, g.Remaining)
 			}
 		}

@@ -15,7 +15,6 @@ import (
 type model struct {
 	book
 	policy Policy
-	grace  int64
 	seq    int64
 	wm     map[string]int64
 	seen   map[string]bool
@@ -24,7 +23,7 @@ type model struct {
 	journal map[string]LineResult
 }
 
-func (m *model) sweep(now int64) { m.seq += int64(len(m.book.sweep(now, m.grace))) }
+func (m *model) sweep(now int64) { m.seq += int64(len(m.book.sweep(now, m.Grace))) }
 
 func (m *model) grant(now int64, typ GrantType, amt credit.Amount, eff, exp int64) string {
 	m.sweep(now)
@@ -74,7 +73,7 @@ func (m *model) apply(now int64, b Batch) []LineResult {
 		default:
 			m.seen[l.EventID] = true
 			applied = true
-			lr := m.use(l.Time.UnixMilli(), now, m.grace, l.Credits, m.policy)
+			lr := m.use(l.Time.UnixMilli(), now, m.Grace, l.Credits, m.policy)
 			if src != "" {
 				m.journal[fmt.Sprint(src, "@", l.Offset)] = lr
 			}
@@ -103,7 +102,7 @@ func TestScriptsMatchModel(t *testing.T) {
 			e.s = s
 			sub := "model-" + string(policy)
 			e.open(sub, policy)
-			m := &model{policy: policy, grace: (15 * time.Minute).Milliseconds(), wm: map[string]int64{}, seen: map[string]bool{}, journal: map[string]LineResult{}}
+			m := &model{book: book{Grace: (15 * time.Minute).Milliseconds()}, policy: policy, wm: map[string]int64{}, seen: map[string]bool{}, journal: map[string]LineResult{}}
 			r := rand.New(rand.NewPCG(7, uint64(len(policy))))
 			types := []GrantType{Promotional, Purchased, Adjustment}
 			amt := func() credit.Amount { return credit.Amount(r.Int64N(int64(c(20)))) + 1 }

@@ -108,6 +108,10 @@ func New(rc redis.UniversalClient, o Options) (*Store, error) {
 		grants: o.MaxGrants}, nil
 }
 
+// GraceWindow is the window late usage draws within; the engine archives
+// each line at the time it was drawn at, clamped with it.
+func (s *Store) GraceWindow() time.Duration { return time.Duration(s.grace) * time.Millisecond }
+
 // keys of one subscription, in the order the scripts expect (KEYS[1..7]).
 func (s *Store) keys(sub string) []string {
 	b := s.prefix + "{" + sub + "}:"

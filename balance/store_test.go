@@ -593,7 +593,9 @@ func TestEligibilityBoundaries(t *testing.T) {
 	if !sameDraws(r.Lines[0].Draws, draws("g2", c(1))) || !sameDraws(r.Lines[1].Draws, draws("g1", c(1))) {
 		t.Fatalf("draws %v / %v", r.Lines[0].Draws, r.Lines[1].Draws)
 	}
-	if len(r.Lines[2].Draws) != 0 || r.Lines[2].Unfunded != c(1) {
+	// Not from promotional g1; purchased g2 covers usage up to the grace
+	// window before it was granted.
+	if !sameDraws(r.Lines[2].Draws, draws("g2", c(1))) {
 		t.Fatalf("before effective: %+v", r.Lines[2])
 	}
 }
@@ -739,5 +741,65 @@ func TestRestoreLostAccount(t *testing.T) {
 	bad.Account.Subscription = "restore-bad"
 	if _, err := e.s.Restore(e.ctx, bad); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("a grant id not of the ledger: %v, want ErrInvalid", err)
+	}
+}
+
+// Issue 13 item 6b: an event stamped 44 ms before a top-up, applied after
+// it, is covered by the top-up: purchased and adjustment grants cover usage
+// dated up to the grace window before they were granted. Promotional
+// grants keep their exact effective time.
+func TestGrantsCoverGraceBefore(t *testing.T) {
+	e := newEnv(t, 15*time.Minute)
+	for _, tc := range []struct {
+		name   string
+		give   func(sub string)
+		funded bool
+	}{
+		{"topup", func(sub string) {
+			if _, err := e.s.TopUp(e.ctx, TopUpRequest{Key: "t", Subscription: sub, Amount: c(100)}); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"adjustment", func(sub string) {
+			if _, err := e.s.Adjust(e.ctx, AdjustRequest{Key: "a", Subscription: sub, Amount: c(100), Reason: "r", Actor: "x"}); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"promotional", func(sub string) { e.grant(sub, "p", Promotional, c(100), e.clock.Now(), time.Time{}) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sub := "early-" + tc.name
+			e.open(sub, Unfunded)
+			e.clock.Set(t0)
+			ts := e.clock.Now()
+			e.clock.Add(44 * time.Millisecond)
+			tc.give(sub)
+			e.clock.Add(time.Second)
+			r := e.apply(batch(sub, 0, line("x", 1, ts, c(1)), line("y", 2, t0.Add(-20*time.Minute), c(1))))[0]
+			for i, l := range r.Lines {
+				if tc.funded && (len(l.Draws) != 1 || l.Unfunded != 0) {
+					t.Errorf("line %d: %+v, want drawn from the grant", i, l)
+				}
+				if !tc.funded && (len(l.Draws) != 0 || l.Unfunded != c(1)) {
+					t.Errorf("line %d: %+v, want unfunded", i, l)
+				}
+			}
+			e.checkLedger(sub)
+		})
+	}
+	// A purchased grant effective later than the grace window ahead is not
+	// spendable yet; within it, it is (the first event of a subscription
+	// that starts in a moment).
+	sub := "scheduled"
+	e.open(sub, Unfunded)
+	e.clock.Set(t0)
+	e.grant(sub, "soon", Purchased, c(5), t0.Add(10*time.Minute), time.Time{})
+	e.grant(sub, "later", Purchased, c(7), t0.Add(16*time.Minute), time.Time{})
+	if v := e.balance(sub); v.Available != c(5) || v.Total != c(12) {
+		t.Errorf("available %s total %s, want 5 of 12", v.Available, v.Total)
+	}
+	r := e.apply(batch(sub, 0, line("z", 1, t0, c(6))))[0]
+	if !sameDraws(r.Lines[0].Draws, draws("g1", c(5))) || r.Lines[0].Unfunded != c(1) {
+		t.Errorf("draws %+v", r.Lines[0])
 	}
 }

@@ -68,8 +68,11 @@ type Config struct {
 	LagInterval time.Duration
 	Logger      *slog.Logger
 	Metrics     *Metrics // nil: no metrics
-	// Now is the clock of rated_at; nil means time.Now.
+	// Now is the clock of rated_at and of the future-skew check; nil means time.Now.
 	Now func() time.Time
+	// MaxFutureSkew is how far ahead of Now an event may be stamped; beyond
+	// it the event is dead-lettered invalid (default ingest.DefaultMaxFutureSkew).
+	MaxFutureSkew time.Duration
 	// Refresh brings the rater up to date with the catalog; the engine calls
 	// it before dead-lettering events of subscriptions it does not know.
 	Refresh func(ctx context.Context) error
@@ -97,6 +100,7 @@ type Engine struct {
 	archive Archive
 	log     *slog.Logger
 	m       *Metrics
+	grace   time.Duration // the balance store's grace window, for draw times
 
 	mu      sync.Mutex
 	stalled error // the failure being retried, nil when flowing
@@ -125,8 +129,11 @@ func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive
 	if src == nil || dlq == nil || r == nil || b == nil || a == nil {
 		return nil, fmt.Errorf("%w: source, dead letters, rater, balances and archive are all required", ErrConfig)
 	}
-	if cfg.BatchSize < 0 || cfg.Linger < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 {
-		return nil, fmt.Errorf("%w: negative batch size, linger or retry delay", ErrConfig)
+	if cfg.BatchSize < 0 || cfg.Linger < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.MaxFutureSkew < 0 {
+		return nil, fmt.Errorf("%w: negative batch size, linger, retry delay or future skew", ErrConfig)
+	}
+	if cfg.MaxFutureSkew == 0 {
+		cfg.MaxFutureSkew = ingest.DefaultMaxFutureSkew
 	}
 	if cfg.Topic == "" {
 		cfg.Topic = "usage-events"
@@ -155,7 +162,11 @@ func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Engine{cfg: cfg, src: src, dlq: dlq, rater: r, bal: b, archive: a, log: cfg.Logger, m: cfg.Metrics,
+	var grace time.Duration
+	if g, ok := b.(interface{ GraceWindow() time.Duration }); ok {
+		grace = g.GraceWindow()
+	}
+	return &Engine{cfg: cfg, src: src, dlq: dlq, rater: r, bal: b, archive: a, log: cfg.Logger, m: cfg.Metrics, grace: grace,
 		next: map[int]int64{}, firstSeen: map[int]int64{}, seen: map[string]int64{}}, nil
 }
 

@@ -76,11 +76,16 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 	spans := make([][2]int, len(msgs))
 	failed := make([]error, len(msgs))
 	var unknown []int // rated against a catalog that may not yet know the subscription
+	now := e.cfg.Now()
 	for i := range msgs {
 		if _, ok := e.firstSeen[msgs[i].Partition]; !ok {
 			e.firstSeen[msgs[i].Partition] = msgs[i].Offset
 		}
 		if err := ingest.Decode(msgs[i].Value, &events[i]); err != nil {
+			failed[i] = err
+			continue
+		}
+		if err := ingest.CheckFuture(events[i].Timestamp, now, e.cfg.MaxFutureSkew); err != nil {
 			failed[i] = err
 			continue
 		}
@@ -303,6 +308,10 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 	now := e.cfg.Now().UTC()
 	var c rowCounts
 	usage := make([]archive.RatedRow, 0, len(lines))
+	spans := make([][]usageSpan, len(batches))
+	for bi := range batches {
+		spans[bi] = usageSpans(&batches[bi], &results[bi])
+	}
 	for _, r := range refs {
 		res := &results[r.batch]
 		if res.Lines == nil { // refused batch
@@ -322,6 +331,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 			continue
 		}
 		m, ev := &msgs[r.msg], &events[r.msg]
+		drawn := drawnAt(spans[r.batch], m.Offset, ev.Timestamp, e.grace, now)
 		split := newSplitter(lr)
 		for li := r.first; li < r.last; li++ {
 			l := &lines[li]
@@ -329,7 +339,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 				EventID: ev.ID, Line: uint16(li - r.first), CustomerID: l.CustomerID, SubscriptionID: l.SubscriptionID,
 				Feature: l.FeatureID, EventName: ev.Name, Quantity: l.Quantity.Decimal(),
 				Credits: l.Credits, CreditCurrency: l.CreditCurrency, MoneyValue: l.Money.Decimal(), MoneyCurrency: l.MoneyCurrency,
-				EventTime: ev.Timestamp, RatedAt: now, Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
+				EventTime: drawn, RatedAt: now, Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
 			}
 			split.take(&row)
 			usage = append(usage, row)

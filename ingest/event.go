@@ -20,6 +20,23 @@ const (
 	MaxEventBytes = 64 << 10
 )
 
+// DefaultMaxFutureSkew is how far ahead of the engine's clock an event's
+// timestamp may be (producers' clocks drift); beyond it the event is invalid.
+const DefaultMaxFutureSkew = 5 * time.Minute
+
+// minTime is the earliest timestamp accepted: the balance store and the
+// archive count time from 1970.
+var minTime = time.Unix(0, 0)
+
+// CheckFuture refuses an event stamped more than maxSkew ahead of now: its
+// credits would be drawn now but its time would put it in a later period.
+func CheckFuture(ts, now time.Time, maxSkew time.Duration) error {
+	if ts.Sub(now) > maxSkew {
+		return invalid("timestamp", "%s is more than %s ahead of now (%s)", ts.UTC().Format(time.RFC3339Nano), maxSkew, now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // EventError says why a message is not a valid event; Reason is
 // ReasonMalformed or ReasonInvalid and Field names the JSON field at fault.
 type EventError struct {
@@ -127,6 +144,9 @@ func Decode(b []byte, ev *rating.Event) error {
 				ts, err := time.Parse(time.RFC3339Nano, s)
 				if err != nil {
 					return invalid(key, "not an RFC 3339 time: %q", s)
+				}
+				if ts.Before(minTime) {
+					return invalid(key, "%q is before 1970", s)
 				}
 				ev.Timestamp = ts
 			default:

@@ -160,3 +160,34 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// Timestamps before 1970 are refused by Decode (the balance store and the
+// archive cannot hold them); future ones by CheckFuture, which needs a clock.
+func TestTimestampRange(t *testing.T) {
+	for _, ts := range []string{"1969-12-31T23:59:59.999Z", "0001-01-01T00:00:00Z"} {
+		var ev rating.Event
+		err := ingest.Decode([]byte(`{"id":"a","customer_id":"c","event_name":"e","timestamp":"`+ts+`"}`), &ev)
+		var ee *ingest.EventError
+		if !errors.As(err, &ee) || ee.Reason != ingest.ReasonInvalid || ee.Field != "timestamp" {
+			t.Errorf("%s: %v, want invalid timestamp", ts, err)
+		}
+	}
+	now := time.Date(2026, 11, 30, 23, 58, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		ts time.Time
+		ok bool
+	}{
+		{now, true}, {now.Add(-48 * time.Hour), true}, {now.Add(5 * time.Minute), true},
+		{now.Add(5*time.Minute + time.Millisecond), false}, {now.Add(24 * time.Hour), false},
+		{time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), false}, {time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC), false},
+	} {
+		err := ingest.CheckFuture(tc.ts, now, ingest.DefaultMaxFutureSkew)
+		var ee *ingest.EventError
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: %v", tc.ts, err)
+		case !tc.ok && (!errors.As(err, &ee) || ee.Reason != ingest.ReasonInvalid || ee.Field != "timestamp"):
+			t.Errorf("%s: %v, want invalid timestamp", tc.ts, err)
+		}
+	}
+}

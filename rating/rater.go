@@ -185,17 +185,40 @@ func compileSub(s *Subscription, c *Catalog) (*compiledSub, error) {
 // Resolve is the customer's active prepaid subscription at, the one with the
 // latest start not after at (a newer subscription supersedes an older one).
 func (t *Table) Resolve(customerID string, at time.Time) (string, bool) {
-	for _, cs := range t.byCustomer[customerID] {
-		if !cs.start.After(at) {
-			return cs.id, true
-		}
+	if cs := t.resolve(customerID, at, 0); cs != nil {
+		return cs.id, true
 	}
 	return "", false
 }
 
+// resolve is the subscription active at at; an event up to grace before the
+// customer's first subscription starts belongs to it (a producer's clock a
+// moment behind, or the same second as a sub-second start).
+func (t *Table) resolve(customerID string, at time.Time, grace time.Duration) *compiledSub {
+	list := t.byCustomer[customerID]
+	for _, cs := range list {
+		if !cs.start.After(at) {
+			return cs
+		}
+	}
+	if n := len(list); n > 0 && !list[n-1].start.Add(-grace).After(at) {
+		return list[n-1]
+	}
+	return nil
+}
+
+// first reports whether cs is its customer's earliest subscription.
+func (t *Table) first(cs *compiledSub) bool {
+	list := t.byCustomer[cs.customerID]
+	return len(list) > 0 && list[len(list)-1] == cs
+}
+
 // Rate appends to dst the rated lines of ev, one per matching meter of its
 // subscription (zero when none match). It allocates nothing when dst has room.
-func (t *Table) Rate(ev *Event, dst []Line) ([]Line, error) {
+func (t *Table) Rate(ev *Event, dst []Line) ([]Line, error) { return t.rate(ev, dst, 0) }
+
+// rate is Rate with a grace window before the customer's first subscription.
+func (t *Table) rate(ev *Event, dst []Line, grace time.Duration) ([]Line, error) {
 	var cs *compiledSub
 	if ev.SubscriptionID != "" {
 		cs = t.subs[ev.SubscriptionID]
@@ -205,19 +228,11 @@ func (t *Table) Rate(ev *Event, dst []Line) ([]Line, error) {
 		if cs.customerID != ev.CustomerID {
 			return dst, ErrCustomerMismatch
 		}
-		if ev.Timestamp.Before(cs.start) {
+		if ev.Timestamp.Before(cs.start) && (ev.Timestamp.Before(cs.start.Add(-grace)) || !t.first(cs)) {
 			return dst, ErrSubscriptionNotActive
 		}
-	} else {
-		for _, c := range t.byCustomer[ev.CustomerID] {
-			if !c.start.After(ev.Timestamp) {
-				cs = c
-				break
-			}
-		}
-		if cs == nil {
-			return dst, ErrNoActiveSubscription
-		}
+	} else if cs = t.resolve(ev.CustomerID, ev.Timestamp, grace); cs == nil {
+		return dst, ErrNoActiveSubscription
 	}
 	rows := cs.byEvent[ev.Name]
 	n0 := len(dst)
@@ -286,8 +301,13 @@ func matches(fs []filter, ev *Event) bool {
 // atomically, so catalog changes reach a running rater without a restart and
 // without blocking Rate.
 type Rater struct {
-	t atomic.Pointer[Table]
+	t     atomic.Pointer[Table]
+	grace atomic.Int64 // ns; see SetGraceWindow
 }
+
+// SetGraceWindow lets events stamped up to d before a customer's first
+// subscription starts be rated to it (the balance's grace window).
+func (r *Rater) SetGraceWindow(d time.Duration) { r.grace.Store(int64(max(d, 0))) }
 
 // NewRater starts with table t; nil means an empty table.
 func NewRater(t *Table) *Rater {
@@ -317,12 +337,17 @@ func (r *Rater) Swap(t *Table) bool {
 // consistent catalog version.
 func (r *Rater) Table() *Table { return r.t.Load() }
 
-// Rate rates ev with the current table (see Table.Rate).
-func (r *Rater) Rate(ev *Event, dst []Line) ([]Line, error) { return r.t.Load().Rate(ev, dst) }
+// Rate rates ev with the current table (see Table.Rate) and the grace window.
+func (r *Rater) Rate(ev *Event, dst []Line) ([]Line, error) {
+	return r.t.Load().rate(ev, dst, time.Duration(r.grace.Load()))
+}
 
-// Resolve is Table.Resolve on the current table.
+// Resolve is Table.Resolve on the current table, with the grace window.
 func (r *Rater) Resolve(customerID string, at time.Time) (string, bool) {
-	return r.t.Load().Resolve(customerID, at)
+	if cs := r.t.Load().resolve(customerID, at, time.Duration(r.grace.Load())); cs != nil {
+		return cs.id, true
+	}
+	return "", false
 }
 
 // Extend returns a copy of t at version with subs added (or replaced),

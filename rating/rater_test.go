@@ -406,3 +406,49 @@ func TestExtendMatchesCompile(t *testing.T) {
 		t.Errorf("Extend changed its receiver: %v", err)
 	}
 }
+
+// An event stamped within the grace window before a customer's first
+// subscription starts (a client's clock a moment behind, or the same second
+// as a sub-second start) is charged to it; before a later subscription the
+// earlier one keeps it.
+func TestGraceBeforeFirstStart(t *testing.T) {
+	c, _ := compileSeed(t)
+	later := *c.Subscriptions["sub-1"]
+	later.ID, later.StartAt, later.CreditValue = "sub-2", t0.Add(24*time.Hour), nil
+	c.Subscriptions["sub-2"] = &later
+	tbl, errs := Compile(c, 2)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	r := NewRater(tbl)
+	r.SetGraceWindow(15 * time.Minute)
+	for _, tc := range []struct {
+		sub  string
+		at   time.Time
+		want string
+		err  error
+	}{
+		{"", t0.Add(-300 * time.Millisecond), "sub-1", nil},
+		{"", t0.Add(-15 * time.Minute), "sub-1", nil},
+		{"", t0.Add(-15*time.Minute - time.Millisecond), "", ErrNoActiveSubscription},
+		{"", t0.Add(24*time.Hour - time.Second), "sub-1", nil}, // before the second: still the first
+		{"sub-1", t0.Add(-time.Second), "sub-1", nil},
+		{"sub-1", t0.Add(-time.Hour), "", ErrSubscriptionNotActive},
+		{"sub-2", t0.Add(24*time.Hour - time.Second), "", ErrSubscriptionNotActive}, // not the first
+	} {
+		ev := &Event{CustomerID: "acme", SubscriptionID: tc.sub, Name: "email.sent", Timestamp: tc.at}
+		lines, err := r.Rate(ev, nil)
+		if !errors.Is(err, tc.err) || (tc.err == nil && (len(lines) != 1 || lines[0].SubscriptionID != tc.want)) {
+			t.Errorf("event for %q at start%+v: %+v %v, want %s %v", tc.sub, tc.at.Sub(t0), lines, err, tc.want, tc.err)
+		}
+		if tc.sub == "" {
+			if got, ok := r.Resolve("acme", tc.at); ok != (tc.err == nil) || got != tc.want {
+				t.Errorf("Resolve at start%+v = %q %v, want %q", tc.at.Sub(t0), got, ok, tc.want)
+			}
+		}
+	}
+	// Without a grace window, the start is exact.
+	if _, err := tbl.Rate(&Event{CustomerID: "acme", Name: "email.sent", Timestamp: t0.Add(-time.Millisecond)}, nil); !errors.Is(err, ErrNoActiveSubscription) {
+		t.Errorf("no grace: %v", err)
+	}
+}

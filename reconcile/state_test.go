@@ -62,7 +62,7 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 		var rows []archive.RatedRow
 		for i, lr := range res[0].Lines {
 			r := archive.RatedRow{EventID: b.Lines[i].EventID, SubscriptionID: sub, Feature: "f", Credits: b.Lines[i].Credits,
-				EventTime: now, Status: archive.StatusApplied, Topic: b.Topic, Partition: b.Partition, Offset: b.Lines[i].Offset}
+				EventTime: now, RatedAt: now, Status: archive.StatusApplied, Topic: b.Topic, Partition: b.Partition, Offset: b.Lines[i].Offset}
 			for _, d := range lr.Draws {
 				r.GrantIDs = append(r.GrantIDs, d.Grant)
 				r.GrantAmounts = append(r.GrantAmounts, d.Amount)

@@ -65,8 +65,12 @@ local function ledger(kind, amount, fields)
   return seq
 end
 
+-- Purchased and adjustment grants also cover usage dated up to the grace
+-- window before they were granted (an event a moment before its top-up).
 local function eligible(g, at)
-  return g.rem > 0 and g.eff <= at and (g.exp == NEVER or at < g.exp)
+  local eff = g.eff
+  if g.type ~= 'promotional' then eff = eff - grace end
+  return g.rem > 0 and eff <= at and (g.exp == NEVER or at < g.exp)
 end
 
 -- draw takes up to amount from grants eligible at time at, in burn-down

@@ -68,6 +68,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	}
 	defer cat.stop()
 	bal, err := balance.New(cat.rc, balance.Options{Prefix: cfg.Engine.KeyPrefix, DedupeWindow: cfg.Engine.DedupeWindow, GraceWindow: cfg.Engine.GraceWindow})
+	cat.rater.SetGraceWindow(cfg.Engine.GraceWindow)
 	if err != nil {
 		return err
 	}
@@ -103,7 +104,8 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		return errors.Join(errs...)
 	}}
 	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: accounts, Balances: accounts,
-		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log})
+		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log,
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew})
 	mux := http.NewServeMux()
 	mux.Handle("/console/", console.Handler()) // the web console, over the same API
 	mux.Handle("/console", console.Handler())
@@ -254,7 +256,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group})
 	defer src.Close()
 	e, err := engine.New(engine.Config{
-		Topic: cfg.Kafka.Topic, BatchSize: cfg.Engine.BatchSize, Linger: cfg.Engine.Linger, Logger: log, Metrics: metrics,
+		Topic: cfg.Kafka.Topic, BatchSize: cfg.Engine.BatchSize, Linger: cfg.Engine.Linger, Logger: log, Metrics: metrics, MaxFutureSkew: cfg.Engine.MaxFutureSkew,
 		Refresh: func(ctx context.Context) error { _, _, err := cat.store.Sync(ctx, cat.rater); return err },
 		CustomerExists: func(ctx context.Context, id string) bool {
 			_, err := cat.store.Customer(ctx, id)

@@ -40,6 +40,8 @@ type Engine struct {
 	DedupeWindow time.Duration
 	GraceWindow  time.Duration
 	KeyPrefix    string
+	// MaxFutureSkew is how far ahead of now an event may be stamped.
+	MaxFutureSkew time.Duration
 }
 
 // Kafka is where usage events flow.
@@ -108,7 +110,7 @@ func Default() Config {
 		Prometheus: Prometheus{URL: "http://127.0.0.1:9090"},
 		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
 		Engine: Engine{Enabled: true, BatchSize: 20000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
-			GraceWindow: 15 * time.Minute, KeyPrefix: "creditmeter:"},
+			GraceWindow: 15 * time.Minute, MaxFutureSkew: 5 * time.Minute, KeyPrefix: "creditmeter:"},
 	}
 }
 
@@ -170,6 +172,7 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.DurationVar(&c.Engine.Linger, "linger", c.Engine.Linger, "longest wait to fill an engine batch")
 			fs.DurationVar(&c.Engine.DedupeWindow, "dedupe-window", c.Engine.DedupeWindow, "how long a producer's duplicate event id is recognised (ids are kept 1 to 2 windows)")
 			fs.DurationVar(&c.Engine.GraceWindow, "grace-window", c.Engine.GraceWindow, "late events draw from grants eligible at their time if no older than this; expiry waits for it")
+			fs.DurationVar(&c.Engine.MaxFutureSkew, "max-future-skew", c.Engine.MaxFutureSkew, "events stamped further ahead of now are rejected (dead letter reason invalid, field timestamp)")
 			fs.StringVar(&c.Engine.KeyPrefix, "redis-key-prefix", c.Engine.KeyPrefix, "prefix of every Redis key creditmeter writes")
 		}
 	}
@@ -322,6 +325,9 @@ func (c Config) Validate(groups ...Group) error {
 			}
 			if c.Engine.GraceWindow < 0 {
 				bad("grace-window", "must not be negative, got %s", c.Engine.GraceWindow)
+			}
+			if c.Engine.MaxFutureSkew < time.Second || c.Engine.MaxFutureSkew > 24*time.Hour {
+				bad("max-future-skew", "must be between 1s and 24h, got %s", c.Engine.MaxFutureSkew)
 			}
 			if strings.ContainsAny(c.Engine.KeyPrefix, "{}") {
 				bad("redis-key-prefix", "must not contain braces (they are Redis Cluster hash tags), got %q", c.Engine.KeyPrefix)

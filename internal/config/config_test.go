@@ -91,6 +91,7 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{"linger", nil, map[string]string{"CREDITMETER_LINGER": "soon"}, []string{"--linger", `"soon"`}},
 		{"dedupe window", []string{"--dedupe-window", "10ms"}, nil, []string{"--dedupe-window", "at least 1s"}},
 		{"key prefix", []string{"--redis-key-prefix", "a{b}"}, nil, []string{"--redis-key-prefix", "braces"}},
+		{"future skew", nil, map[string]string{"CREDITMETER_MAX_FUTURE_SKEW": "0s"}, []string{"--max-future-skew", "CREDITMETER_MAX_FUTURE_SKEW", "between 1s and 24h"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
