@@ -33,11 +33,12 @@ func newServeCmd() *cobra.Command {
 		Long: `serve runs creditmeter: the engine, which consumes usage events from the
 topic --kafka-topic in the consumer group --kafka-group, rates them with the catalog,
 draws their credits from the balances in Redis, archives every rated line and
-ledger entry in ClickHouse (creating its tables at start) and only then commits
+ledger entry in ClickHouse and only then commits
 the offsets; rejected events go to --kafka-dlq-topic. Beside it, the HTTP API
 under /v1 (described at /v1/openapi.yaml; admin tokens from --admin-tokens),
 /healthz, /readyz (Kafka, Redis and ClickHouse reachable and the engine not
-stalled) and /metrics for Prometheus.
+stalled) and /metrics for Prometheus. Every mode, --engine=false too, creates
+the archive tables at start (the API archives the ledger entries it writes).
 
 A service that is down at start or later is waited for: the engine stops
 consuming, retries with backoff and resumes with nothing lost. SIGINT or
@@ -80,9 +81,24 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	accounts.Observer = engine.NewAccountMetrics(reg, metrics)
 	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{}))
 
+	// Every mode archives (the API archives the ledger entries of top-ups,
+	// adjustments and included credits), so every mode creates the tables:
+	// once here, so the first request finds them, then in the background
+	// while ClickHouse is unreachable.
+	schema := &archiveSchema{done: make(chan struct{})}
+	mctx, mcancel := context.WithTimeout(ctx, 10*time.Second)
+	migrateErr := archive.Migrate(mctx, cc)
+	mcancel()
+	if migrateErr == nil {
+		close(schema.done)
+	}
+
 	run := &engineRun{}
 	ready := func(ctx context.Context) error {
 		var errs []error
+		if err := schema.ready(); err != nil {
+			errs = append(errs, err)
+		}
 		for _, r := range doctor.Check(ctx, cfg, "kafka", "redis", "clickhouse") {
 			if r.Err != nil {
 				errs = append(errs, fmt.Errorf("%s (%s): %w", r.Service, r.Addr, r.Err))
@@ -99,7 +115,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	mux.Handle("/console/", console.Handler()) // the web console, over the same API
 	mux.Handle("/console", console.Handler())
 	mux.Handle("/", handler)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(mux)
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 			return fmt.Errorf("setting --http-addr (%s): %w", config.EnvName("http-addr"), err)
@@ -111,6 +127,16 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
+	if migrateErr != nil {
+		log.Warn("archive tables not created yet; retrying", "err", migrateErr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if retry(engineCtx, log, schema.wait, "creating the archive tables in ClickHouse", func(ctx context.Context) error { return archive.Migrate(ctx, cc) }) {
+				close(schema.done)
+			}
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -121,7 +147,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run.start(engineCtx, cfg, cat, cc, bal, writer, writers, metrics, log); err != nil {
+			if err := run.start(engineCtx, cfg, cat, schema, bal, writer, writers, metrics, log); err != nil {
 				errc <- fmt.Errorf("engine: %w", err)
 			}
 		}()
@@ -138,6 +164,21 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return errors.Join(err, srv.Shutdown(sctx))
+}
+
+// httpLimits bound what one connection may hold: a body must arrive within
+// Read, a response be written within Write (reports and event batches take
+// seconds, not minutes), an idle keep-alive is closed after Idle, and request
+// headers stay under MaxHeaderBytes.
+var httpLimits = struct {
+	ReadHeader, Read, Write, Idle time.Duration
+	MaxHeaderBytes                int
+}{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 60 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+
+func newHTTPServer(h http.Handler) *http.Server {
+	l := httpLimits
+	return &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeader, ReadTimeout: l.Read, WriteTimeout: l.Write,
+		IdleTimeout: l.Idle, MaxHeaderBytes: l.MaxHeaderBytes}
 }
 
 // engineRun starts the engine once its dependencies are there, and reports
@@ -166,29 +207,59 @@ func (r *engineRun) wait(what string) {
 	r.mu.Unlock()
 }
 
-// start waits for the catalog and the archive schema, then runs the engine
-// until ctx ends.
-func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, cc archive.ConnConfig, bal *balance.Store,
-	writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
-	retry := func(what string, f func(context.Context) error) bool {
-		r.wait(what)
-		for delay := 100 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
-			err := f(ctx)
-			if err == nil {
-				return true
-			}
-			log.Warn("engine waiting", "for", what, "err", err)
-			select {
-			case <-ctx.Done():
-				return false
-			case <-time.After(delay):
-			}
+// retry calls f with backoff until it succeeds (true) or ctx ends (false),
+// telling wait what it waits for.
+func retry(ctx context.Context, log *slog.Logger, wait func(string), what string, f func(context.Context) error) bool {
+	wait(what)
+	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
+		err := f(ctx)
+		if err == nil {
+			return true
+		}
+		log.Warn("waiting", "for", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
 		}
 	}
-	if !retry("loading the catalog from Redis", func(ctx context.Context) error { _, err := cat.store.Refresh(ctx, cat.rater); return err }) {
+}
+
+// archiveSchema is whether serve has created the archive tables yet.
+type archiveSchema struct {
+	done    chan struct{}
+	mu      sync.Mutex
+	waiting string
+}
+
+func (a *archiveSchema) wait(what string) {
+	a.mu.Lock()
+	a.waiting = what
+	a.mu.Unlock()
+}
+
+func (a *archiveSchema) ready() error {
+	select {
+	case <-a.done:
+		return nil
+	default:
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return fmt.Errorf("archive not ready: %s", a.waiting)
+}
+
+// start waits for the catalog and the archive schema, then runs the engine
+// until ctx ends.
+func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, schema *archiveSchema, bal *balance.Store,
+	writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
+	if !retry(ctx, log, r.wait, "loading the catalog from Redis", func(ctx context.Context) error { _, err := cat.store.Refresh(ctx, cat.rater); return err }) {
 		return nil
 	}
-	if !retry("creating the archive tables in ClickHouse", func(ctx context.Context) error { return archive.Migrate(ctx, cc) }) {
+	r.wait("creating the archive tables in ClickHouse")
+	select {
+	case <-schema.done:
+	case <-ctx.Done():
 		return nil
 	}
 	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group})
