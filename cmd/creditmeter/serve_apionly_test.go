@@ -18,7 +18,7 @@ func TestServeAPIOnlyCreatesTheArchive(t *testing.T) {
 	c := testenv.Config(t)
 	_, prefix := testenv.Keyspace(t)
 	conn, cc := testenv.ClickHouse(t) // an empty database
-	const token = "apionly-admin-token-0123"
+	const token = "apionly-admin-token-0123456789abcdef"
 	addr := "127.0.0.1:" + freePort(t)
 	start(t, "serve", "--engine=false", "--http-addr", addr, "--kafka-brokers", b.Addr(), "--redis-addr", c.Redis.Addr,
 		"--redis-key-prefix", prefix, "--clickhouse-addr", cc.Addr, "--clickhouse-database", cc.Database, "--admin-tokens", token)

@@ -27,7 +27,7 @@ func serveInProcess(t *testing.T) string {
 	cfg.Engine.KeyPrefix = prefix
 	cfg.Engine.Enabled = false
 	cfg.ClickHouse.Database = cc.Database
-	cfg.HTTP.AdminTokens = []string{"limits-admin-token-0123"}
+	cfg.HTTP.AdminTokens = []string{"limits-admin-token-0123456789abcdef"}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestServeDropsSlowAndIdleConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	if _, err := io.WriteString(slow, "POST /v1/currencies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer limits-admin-token-0123\r\n"+
+	if _, err := io.WriteString(slow, "POST /v1/currencies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer limits-admin-token-0123456789abcdef\r\n"+
 		"Content-Type: application/json\r\nContent-Length: 200000\r\n\r\n{"); err != nil {
 		t.Fatal(err)
 	}
