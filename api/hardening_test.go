@@ -257,3 +257,23 @@ func (e *env) doRaw(method, path, token, body, ct string) resp {
 	_ = json.Unmarshal(b, &r.body)
 	return r
 }
+
+// An event's over-long number is rejected without being echoed.
+func TestPostEventsDoesNotEchoLongNumbers(t *testing.T) {
+	rc := testenv.Redis(t)
+	store, err := catalogstore.New(rc, testenv.Prefix(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
+	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
+	defer w.Close()
+	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	defer hs.Close()
+	e := &env{t: t, url: hs.URL}
+	digits := strings.Repeat("7", 60000)
+	r := e.do("POST", "/v1/events", admin, `{"events":[{"id":"e1","customer_id":"acme","event_name":"llm.call","timestamp":"2026-11-27T10:00:00Z","dimensions":{"tokens":`+digits+`}}]}`)
+	if r.status != 400 || len(r.raw) > 1000 || strings.Contains(r.raw, strings.Repeat("7", 41)) {
+		t.Fatalf("an event with a 60,000-digit number: %d, %d bytes: %.300s", r.status, len(r.raw), r.raw)
+	}
+}

@@ -159,3 +159,26 @@ func parsesString(t reflect.Type, stack []frame) bool {
 	}
 	return t.Kind() != reflect.String && t.Kind() != reflect.Interface
 }
+
+// clipNumbers replaces every run of number characters longer than
+// maxNumberChars in an error message, so no error echoes a huge value.
+func clipNumbers(msg string) string {
+	var b strings.Builder
+	run := 0
+	for i := 0; i <= len(msg); i++ {
+		if i < len(msg) && numberChar(msg[i]) {
+			run++
+			continue
+		}
+		if run > maxNumberChars {
+			b.WriteString(fmt.Sprintf("(a number of %d characters)", run))
+		} else {
+			b.WriteString(msg[i-run : i])
+		}
+		run = 0
+		if i < len(msg) {
+			b.WriteByte(msg[i])
+		}
+	}
+	return b.String()
+}

@@ -251,6 +251,11 @@ func WriteError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &e) {
 		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
 	}
+	if m := clipNumbers(e.Message); m != e.Message {
+		c := *e
+		c.Message = m
+		e = &c
+	}
 	writeJSON(w, e.Status, map[string]*Error{"error": e})
 }
 
