@@ -86,7 +86,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 	// once here, so the first request finds them, then in the background
 	// while ClickHouse is unreachable.
 	schema := &archiveSchema{done: make(chan struct{})}
-	mctx, mcancel := context.WithTimeout(ctx, 10*time.Second)
+	mctx, mcancel := context.WithTimeout(ctx, 5*time.Second)
 	migrateErr := archive.Migrate(mctx, cc)
 	mcancel()
 	if migrateErr == nil {

@@ -57,3 +57,25 @@ func TestServeAPIOnlyCreatesTheArchive(t *testing.T) {
 		t.Fatalf("archived grants: %d %v, want 1", n, err)
 	}
 }
+
+// With ClickHouse unreachable at start, API-only serve still serves, says in
+// /readyz that the archive is not ready, and stops cleanly.
+func TestServeAPIOnlyWaitsForTheArchive(t *testing.T) {
+	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
+	c := testenv.Config(t)
+	_, prefix := testenv.Keyspace(t)
+	addr := "127.0.0.1:" + freePort(t)
+	start(t, "serve", "--engine=false", "--http-addr", addr, "--kafka-brokers", b.Addr(), "--redis-addr", c.Redis.Addr,
+		"--redis-key-prefix", prefix, "--clickhouse-addr", "127.0.0.1:"+freePort(t))
+	base := "http://" + addr
+	eventually(t, "serve answers /healthz", func() error { return get(base + "/healthz") })
+	res, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "archive not ready: creating the archive tables") {
+		t.Fatalf("/readyz with ClickHouse down: %d %s", res.StatusCode, body)
+	}
+}
