@@ -62,6 +62,7 @@ type resp struct {
 	status int
 	body   map[string]any
 	raw    string
+	header http.Header
 }
 
 func (r resp) err() (code, field, msg string) {
@@ -93,7 +94,7 @@ func (e *env) do(method, path, token, body string, hdr ...string) resp {
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
-	r := resp{status: res.StatusCode, raw: string(b)}
+	r := resp{status: res.StatusCode, raw: string(b), header: res.Header}
 	_ = json.Unmarshal(b, &r.body)
 	return r
 }

@@ -35,14 +35,26 @@ func (s *Server) subscriptionFor(r *http.Request, who principal) (*rating.Subscr
 	return s.ownedSubscription(r, who)
 }
 
+// notArchived is a balance change stored in Redis whose archive entry is
+// not (engine.NotArchivedError).
+type notArchived interface {
+	error
+	NotArchived() (seq int64, balance credit.Amount)
+}
+
 // balanceError maps the ledger's sentinel errors to API errors.
 func balanceError(err error) error {
 	var e *Error
+	var na notArchived
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &e):
 		return err
+	case errors.As(err, &na):
+		seq, bal := na.NotArchived()
+		return &Error{Status: http.StatusServiceUnavailable, Code: "archive_unavailable",
+			Message: fmt.Sprintf("the balance change is stored (balance %s, seq %d) but its archive entry is not; retry with the same Idempotency-Key", bal, seq)}
 	case errors.Is(err, balance.ErrBelowMinimum):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "below_minimum", Field: "amount", Message: err.Error()}
 	case errors.Is(err, balance.ErrAboveMaximum):
@@ -165,7 +177,7 @@ func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principa
 }
 
 type checkRequest struct {
-	Amount credit.Amount `json:"amount"`
+	Amount *credit.Amount `json:"amount"` // required: a check of nothing would always be allowed
 }
 
 func (s *Server) check(w http.ResponseWriter, r *http.Request, who principal) error {
@@ -173,14 +185,17 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request, who principal) er
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if req.Amount < 0 {
+	switch {
+	case req.Amount == nil:
+		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "amount", Message: "amount is required: the credits to spend, e.g. {\"amount\": \"5\"}"}
+	case *req.Amount < 0:
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "amount", Message: "amount must not be negative"}
 	}
 	sub, err := s.subscriptionFor(r, who)
 	if err != nil {
 		return err
 	}
-	v, err := s.balances.Check(r.Context(), sub.ID, req.Amount)
+	v, err := s.balances.Check(r.Context(), sub.ID, *req.Amount)
 	if err != nil {
 		return balanceError(err)
 	}

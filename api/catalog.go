@@ -2,8 +2,10 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
+	"github.com/creditmeter/creditmeter/internal/redisx"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
@@ -135,7 +137,8 @@ func (s *Server) replacePlan(w http.ResponseWriter, r *http.Request, _ principal
 		}
 		for _, sub := range subs {
 			if err := s.ledger.OpenSubscription(r.Context(), rating.Terms(sub, &p), nil); err != nil {
-				return ledgerError(err)
+				s.log.Warn("api: a replaced plan's balance account failed", "plan", p.ID, "subscription", sub.ID, "err", err)
+				return ledgerError("the plan is stored but the balance account of subscription "+sub.ID+" is not updated", err)
 			}
 		}
 	}
@@ -254,15 +257,26 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request, _ pr
 			grant = &g
 		}
 		if err := s.ledger.OpenSubscription(r.Context(), rating.Terms(res.Subscription, res.Plan), grant); err != nil {
-			return ledgerError(err)
+			s.log.Warn("api: a stored subscription's balance account or archive entry failed", "subscription", res.Subscription.ID, "err", err)
+			return ledgerError("the subscription is stored but its balance account is not", err)
 		}
 	}
 	return created(w, res.Created, res.Subscription)
 }
 
-func ledgerError(err error) error {
-	return &Error{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable",
-		Message: "the catalog change is stored but the balance ledger did not take it (" + err.Error() + "); repeat the same request"}
+// ledgerError says what of a subscription was stored and what was not.
+func ledgerError(what string, err error) error {
+	var na notArchived
+	if errors.As(err, &na) {
+		seq, bal := na.NotArchived()
+		return &Error{Status: http.StatusServiceUnavailable, Code: "archive_unavailable",
+			Message: fmt.Sprintf("the subscription and its included credits are stored (balance %s, seq %d) but their archive entry is not; repeat the same request (same Idempotency-Key)", bal, seq)}
+	}
+	msg := what
+	if redisx.Unavailable(err) {
+		msg += " (Redis is unavailable)"
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable", Message: msg + "; repeat the same request (same Idempotency-Key)"}
 }
 
 func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request, _ principal) error {

@@ -19,14 +19,15 @@ const maxBody = 1 << 20
 // decode reads exactly one JSON value into v, strictly: unknown fields,
 // trailing data, wrong types and malformed JSON are 400s naming what they can.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "send application/json, got " + ct}
-		}
+	if err := jsonContentType(r); err != nil {
+		return err
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		return decodeError(err)
+	}
+	if err := checkNumbers(body, reflect.TypeOf(v)); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -43,6 +44,24 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return &Error{Status: http.StatusBadRequest, Code: "malformed_json", Message: "the body must hold exactly one JSON value"}
 	}
 	return nil
+}
+
+// jsonContentType is the one rule of every route that reads a body: JSON,
+// that is application/json, any application/...+json type, or no
+// Content-Type at all (curl -d sends a form type, so examples set it).
+func jsonContentType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	if len(ct) > 100 {
+		ct = ct[:100] + "…"
+	}
+	return &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "send JSON (Content-Type: application/json), got " + ct}
 }
 
 func decodeError(err error) error {

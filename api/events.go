@@ -84,7 +84,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal)
 			if ee.Field != "" {
 				field += "." + ee.Field
 			}
-			rejected = append(rejected, RejectedEvent{Index: i, ID: ev.ID, Error: &Error{Code: ee.Reason, Field: field, Message: ee.Detail}})
+			rejected = append(rejected, RejectedEvent{Index: i, ID: ev.ID, Error: &Error{Code: ee.Reason, Field: field, Message: clipNumbers(ee.Detail)}})
 			continue
 		}
 		var compact bytes.Buffer

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
+	"time"
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/rating"
@@ -36,14 +38,13 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, who principal)
 	if err != nil {
 		return err
 	}
-	qv := r.URL.Query()
-	q, err := archive.ParseUsageQuery(sub.ID, qv.Get("from"), qv.Get("to"), qv.Get("group_by"))
+	q, err := usageQuery(sub.ID, r.URL.Query())
 	if err != nil {
-		return reportError(err, "from")
+		return err
 	}
 	rows, err := s.reports.Usage(r.Context(), q)
 	if err != nil {
-		return reportError(err, "group_by")
+		return reportError(err, "")
 	}
 	if rows == nil {
 		rows = []archive.UsageRow{}
@@ -60,8 +61,8 @@ func (s *Server) getInvoice(w http.ResponseWriter, r *http.Request, who principa
 		return err
 	}
 	period := r.URL.Query().Get("period")
-	if _, _, err := archive.ParsePeriod(period); err != nil {
-		return reportError(err, "period")
+	if err := checkPeriod(period); err != nil {
+		return err
 	}
 	plan, err := s.cat.Plan(r.Context(), sub.PlanID)
 	if err != nil {
@@ -86,4 +87,52 @@ func (s *Server) getInvoice(w http.ResponseWriter, r *http.Request, who principa
 	default:
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "format", Message: "format must be json or csv"}
 	}
+}
+
+// The archive's times are ClickHouse DateTimes (1970-01-01 to 2106-02-07):
+// reports answer within whole months of that range.
+var (
+	minReportTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxReportTime = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// checkPeriod accepts YYYY-MM from 1970-01 to 2105-12.
+func checkPeriod(period string) error {
+	from, to, err := archive.ParsePeriod(period)
+	if err != nil {
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "period", Message: "period must be a month as YYYY-MM, e.g. 2026-11"}
+	}
+	if from.Before(minReportTime) || to.After(maxReportTime) {
+		return &Error{Status: http.StatusBadRequest, Code: "out_of_range", Field: "period", Message: "period must be from 1970-01 to 2105-12"}
+	}
+	return nil
+}
+
+// usageQuery reads ?from&to&group_by, naming the parameter that is wrong.
+func usageQuery(sub string, qv url.Values) (archive.UsageQuery, error) {
+	from, to := qv.Get("from"), qv.Get("to")
+	bad := func(field, msg string) (archive.UsageQuery, error) {
+		return archive.UsageQuery{}, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: field, Message: msg}
+	}
+	for _, p := range []struct{ name, v string }{{"from", from}, {"to", to}} {
+		if _, err := archive.ParseUsageQuery(sub, p.v, p.v, ""); err != nil {
+			return bad(p.name, p.name+" must be a date (YYYY-MM-DD, UTC midnight) or an RFC 3339 time")
+		}
+	}
+	q, err := archive.ParseUsageQuery(sub, from, to, qv.Get("group_by"))
+	switch {
+	case err != nil:
+		return q, reportError(err, "")
+	case q.From.Before(minReportTime):
+		return bad("from", "from must be 1970-01-01 or later")
+	case q.To.After(maxReportTime):
+		return bad("to", "to must be 2106-01-01 or earlier")
+	case !q.From.Before(q.To):
+		return bad("from", "from must be before to")
+	case q.To.Sub(q.From) > 366*24*time.Hour:
+		return bad("to", "to must be at most 366 days after from")
+	case q.GroupBy != archive.GroupByFeature && q.GroupBy != archive.GroupByDay:
+		return bad("group_by", "group_by must be feature or day")
+	}
+	return q, nil
 }

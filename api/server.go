@@ -11,9 +11,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/creditmeter/creditmeter/internal/redisx"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
@@ -108,7 +110,32 @@ func NewServer(o Options) *Server {
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
 	}
+	// The catch-all "/" would answer every other method with 404; a path the
+	// table has with other methods is a 405 naming them instead.
+	allowed := map[string][]string{}
+	for _, rt := range s.routes {
+		if allowed[rt.Path] == nil {
+			allowed[rt.Path] = []string{}
+		}
+		allowed[rt.Path] = append(allowed[rt.Path], rt.Method)
+		if rt.Method == http.MethodGet {
+			allowed[rt.Path] = append(allowed[rt.Path], http.MethodHead)
+		}
+	}
+	paths := http.NewServeMux()
+	for path, methods := range allowed {
+		sort.Strings(methods)
+		allow := strings.Join(methods, ", ")
+		paths.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			WriteError(w, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path + "; use " + allow})
+		})
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if h, pattern := paths.Handler(r); pattern != "" {
+			h.ServeHTTP(w, r)
+			return
+		}
 		WriteError(w, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no route for " + r.Method + " " + r.URL.Path})
 	})
 	return s
@@ -176,6 +203,9 @@ func (s *Server) wrap(rt Route) http.Handler {
 		if err == nil && rt.Access != Public && s.cat == nil {
 			err = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the catalog store is not configured"}
 		}
+		if err == nil && (rt.Method == http.MethodPost || rt.Method == http.MethodPut) {
+			err = jsonContentType(r)
+		}
 		if err == nil {
 			err = rt.h(w, r, who)
 		}
@@ -234,6 +264,11 @@ func WriteError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &e) {
 		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
 	}
+	if m := clipNumbers(e.Message); m != e.Message {
+		c := *e
+		c.Message = m
+		e = &c
+	}
 	writeJSON(w, e.Status, map[string]*Error{"error": e})
 }
 
@@ -252,6 +287,9 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		e = &Error{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
 	case errors.Is(err, catalogstore.ErrBusy):
 		e = &Error{Status: http.StatusServiceUnavailable, Code: "busy", Message: err.Error()}
+	case redisx.Unavailable(err):
+		s.log.Warn("api: redis unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		e = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the catalog store is unavailable; retry (writes are idempotent)"}
 	default:
 		s.log.Error("api: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}

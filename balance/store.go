@@ -13,8 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
-	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +22,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/redisx"
 )
 
 //go:embed lua/*.lua
@@ -162,15 +161,8 @@ func classify(err error) error {
 	case strings.HasPrefix(msg, "CMINVALID"):
 		return fmt.Errorf("%w: %s", ErrInvalid, msg)
 	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
+	if redisx.Unavailable(err) {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "NOREPLICAS"} {
-		if strings.HasPrefix(msg, p) {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
 	}
 	return fmt.Errorf("balance: %w", err)
 }

@@ -2,11 +2,13 @@ package balance
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/redisx"
 )
 
 // Policy says what usage beyond the available credits does.
@@ -23,7 +25,7 @@ const (
 // Sentinel errors. Errors wrapping ErrUnavailable are worth retrying;
 // every write is idempotent, so a retry never counts twice.
 var (
-	ErrUnavailable         = errors.New("balance: redis unavailable")
+	ErrUnavailable         = fmt.Errorf("balance: %w", redisx.ErrUnavailable) // the classification shared with the catalog
 	ErrUnknownSubscription = errors.New("balance: unknown subscription")
 	ErrConflict            = errors.New("balance: conflict")
 	ErrInsufficientBalance = errors.New("balance: insufficient balance")

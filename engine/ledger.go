@@ -46,7 +46,31 @@ func (a *Accounts) OpenSubscription(ctx context.Context, t rating.AccountTerms, 
 	if err != nil {
 		return err
 	}
-	return a.Export(ctx, t.SubscriptionID, t.CustomerID, res.Seq, res.Seq)
+	return notArchived(res, a.Export(ctx, t.SubscriptionID, t.CustomerID, res.Seq, res.Seq))
+}
+
+// NotArchivedError is a balance change Redis stored whose ledger entry the
+// archive did not take; the same request again (same key) archives it.
+type NotArchivedError struct {
+	Seq     int64
+	Balance credit.Amount
+	Err     error
+}
+
+func (e *NotArchivedError) Error() string {
+	return fmt.Sprintf("the balance change is stored (balance %s, seq %d) but its archive entry is not: %v", e.Balance, e.Seq, e.Err)
+}
+
+func (e *NotArchivedError) Unwrap() error { return e.Err }
+
+// NotArchived says what was stored (the API's error reads it).
+func (e *NotArchivedError) NotArchived() (int64, credit.Amount) { return e.Seq, e.Balance }
+
+func notArchived(res balance.ChangeResult, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &NotArchivedError{Seq: res.Seq, Balance: res.Balance, Err: err}
 }
 
 // Export archives the ledger entries from..to of a subscription. It is
@@ -127,7 +151,7 @@ func (a *Accounts) TopUp(ctx context.Context, req balance.TopUpRequest, customer
 	if err != nil {
 		return res, err
 	}
-	return res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq)
+	return res, notArchived(res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq))
 }
 
 // Adjust adds or deducts credits and archives the ledger entry.
@@ -139,5 +163,5 @@ func (a *Accounts) Adjust(ctx context.Context, req balance.AdjustRequest, custom
 	if err != nil {
 		return res, err
 	}
-	return res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq)
+	return res, notArchived(res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq))
 }

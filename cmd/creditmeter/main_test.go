@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,6 +57,10 @@ func run(t *testing.T, env []string, args ...string) (string, error) {
 // failing the test if it does not exit cleanly.
 func start(t *testing.T, args ...string) *bytes.Buffer {
 	t.Helper()
+	if args[0] == "serve" && !slices.Contains(args, "--metrics-addr") {
+		// parallel tests must not share the default metrics port
+		args = append(args, "--metrics-addr", "127.0.0.1:"+freePort(t))
+	}
 	var out bytes.Buffer
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -35,7 +35,7 @@ func newServeCmd() *cobra.Command {
 		Long: `serve runs creditmeter: the engine, which consumes usage events from the
 topic --kafka-topic in the consumer group --kafka-group, rates them with the catalog,
 draws their credits from the balances in Redis, archives every rated line and
-ledger entry in ClickHouse (creating its tables at start) and only then commits
+ledger entry in ClickHouse and only then commits
 the offsets; rejected events go to --kafka-dlq-topic. Beside it, the HTTP API
 under /v1 (described at /v1/openapi.yaml; admin tokens from --admin-tokens),
 /healthz and /readyz (Kafka, Redis and ClickHouse reachable and the engine not
@@ -90,6 +90,18 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	accounts.Observer = engine.NewAccountMetrics(reg, metrics)
 	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{}))
 
+	// Every mode archives (the API archives the ledger entries of top-ups,
+	// adjustments and included credits), so every mode creates the tables:
+	// once here, so the first request finds them, then in the background
+	// while ClickHouse is unreachable.
+	schema := &archiveSchema{done: make(chan struct{})}
+	mctx, mcancel := context.WithTimeout(ctx, 5*time.Second)
+	migrateErr := archive.Migrate(mctx, cc)
+	mcancel()
+	if migrateErr == nil {
+		close(schema.done)
+	}
+
 	run := &engineRun{}
 	health := &readiness{ttl: time.Second, check: func(ctx context.Context) error {
 		// The live clients, not new ones: a probe costs at most one check per ttl.
@@ -97,6 +109,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 			named("kafka", ingest.Ping(ctx, cfg.Kafka.Brokers)),
 			named("redis", cat.rc.Ping(ctx).Err()),
 			named("clickhouse", conn.Ping(ctx)),
+			schema.ready(),
 		}
 		if cfg.Engine.Enabled {
 			errs = append(errs, run.ready())
@@ -110,7 +123,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	mux.Handle("/console/", console.Handler()) // the web console, over the same API
 	mux.Handle("/console", console.Handler())
 	mux.Handle("/", handler)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(mux)
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 			return fmt.Errorf("setting --http-addr (%s): %w", config.EnvName("http-addr"), err)
@@ -120,7 +133,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	// kept off the public API.
 	mmux := http.NewServeMux()
 	mmux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	msrv := &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}
+	msrv := newHTTPServer(mmux)
 	if mln == nil {
 		if mln, err = net.Listen("tcp", cfg.HTTP.MetricsAddr); err != nil {
 			ln.Close()
@@ -134,6 +147,16 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
+	if migrateErr != nil {
+		log.Warn("archive tables not created yet; retrying", "err", migrateErr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if retryWait(engineCtx, log, schema.wait, "creating the archive tables in ClickHouse", func(ctx context.Context) error { return archive.Migrate(ctx, cc) }) {
+				close(schema.done)
+			}
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -144,7 +167,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run.start(engineCtx, cfg, cat, cc, bal, conn, writer, writers, metrics, log); err != nil {
+			if err := run.start(engineCtx, cfg, cat, schema, bal, conn, writer, writers, metrics, log); err != nil {
 				errc <- fmt.Errorf("engine: %w", err)
 			}
 		}()
@@ -223,7 +246,7 @@ func (r *engineRun) wait(what string) {
 
 // start waits for the catalog and the archive schema, then runs the engine
 // until ctx ends.
-func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, cc archive.ConnConfig, bal *balance.Store,
+func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, schema *archiveSchema, bal *balance.Store,
 	conn driver.Conn, writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
 	// Waiting for a service at start is backpressure like any later outage,
 	// so EngineBackpressure fires for a serve that never gets going.
@@ -250,7 +273,14 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 	if !retry("loading the catalog from Redis", func(ctx context.Context) error { _, err := cat.store.Refresh(ctx, cat.rater); return err }) {
 		return nil
 	}
-	if !retry("creating the archive tables in ClickHouse", func(ctx context.Context) error { return archive.Migrate(ctx, cc) }) {
+	if !retry("creating the archive tables in ClickHouse", func(ctx context.Context) error {
+		select {
+		case <-schema.done:
+			return nil
+		case <-time.After(time.Second):
+			return schema.ready()
+		}
+	}) {
 		return nil
 	}
 	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group})
@@ -286,4 +316,61 @@ func subscriptionLabels(st *catalogstore.Store) engine.SubscriptionLabels {
 		}
 		return s.CustomerID, s.PlanID, nil
 	}
+}
+
+// httpLimits bound what one connection may hold: a body must arrive within
+// Read, a response be written within Write (reports and event batches take
+// seconds, not minutes), an idle keep-alive is closed after Idle, and request
+// headers stay under MaxHeaderBytes.
+var httpLimits = struct {
+	ReadHeader, Read, Write, Idle time.Duration
+	MaxHeaderBytes                int
+}{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 60 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+
+func newHTTPServer(h http.Handler) *http.Server {
+	l := httpLimits
+	return &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeader, ReadTimeout: l.Read, WriteTimeout: l.Write,
+		IdleTimeout: l.Idle, MaxHeaderBytes: l.MaxHeaderBytes}
+}
+
+// retryWait calls f with backoff until it succeeds (true) or ctx ends (false),
+// telling wait what it waits for.
+func retryWait(ctx context.Context, log *slog.Logger, wait func(string), what string, f func(context.Context) error) bool {
+	wait(what)
+	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
+		err := f(ctx)
+		if err == nil {
+			return true
+		}
+		log.Warn("waiting", "for", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+	}
+}
+
+// archiveSchema is whether serve has created the archive tables yet.
+type archiveSchema struct {
+	done    chan struct{}
+	mu      sync.Mutex
+	waiting string
+}
+
+func (a *archiveSchema) wait(what string) {
+	a.mu.Lock()
+	a.waiting = what
+	a.mu.Unlock()
+}
+
+func (a *archiveSchema) ready() error {
+	select {
+	case <-a.done:
+		return nil
+	default:
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return fmt.Errorf("archive not ready: %s", a.waiting)
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/internal/redisx"
 	"github.com/creditmeter/creditmeter/rating"
 )
 
@@ -37,6 +38,12 @@ var (
 	// ErrBusy: concurrent writes kept invalidating this one; retry.
 	ErrBusy = errors.New("catalogstore: too much contention, retry")
 )
+
+// ErrUnavailable is wrapped by every error of a Redis outage (redisx's
+// classification, shared with the balance store): retrying is safe.
+var ErrUnavailable = redisx.ErrUnavailable
+
+func classify(err *error) { *err = redisx.Classify(*err) }
 
 // Store is the Redis catalog.
 type Store struct {
@@ -79,7 +86,8 @@ func (s *Store) key(parts ...string) string {
 }
 
 // Version is the catalog version: the number of writes so far.
-func (s *Store) Version(ctx context.Context) (uint64, error) {
+func (s *Store) Version(ctx context.Context) (_ uint64, err error) {
+	defer classify(&err)
 	v, err := s.rc.Get(ctx, s.key(kVersion)).Uint64()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
@@ -168,7 +176,8 @@ func decodeAll[T any](m map[string]string, id func(*T) string) ([]*T, error) {
 }
 
 // CreateCurrency validates and stores a credit currency.
-func (s *Store) CreateCurrency(ctx context.Context, c *rating.CreditCurrency) (bool, error) {
+func (s *Store) CreateCurrency(ctx context.Context, c *rating.CreditCurrency) (_ bool, err error) {
+	defer classify(&err)
 	if err := rating.ValidateCurrency(c); err != nil {
 		return false, err
 	}
@@ -176,7 +185,8 @@ func (s *Store) CreateCurrency(ctx context.Context, c *rating.CreditCurrency) (b
 }
 
 // CreateFeature validates and stores a feature.
-func (s *Store) CreateFeature(ctx context.Context, f *rating.Feature) (bool, error) {
+func (s *Store) CreateFeature(ctx context.Context, f *rating.Feature) (_ bool, err error) {
+	defer classify(&err)
 	if err := rating.ValidateFeature(f); err != nil {
 		return false, err
 	}
@@ -184,7 +194,8 @@ func (s *Store) CreateFeature(ctx context.Context, f *rating.Feature) (bool, err
 }
 
 // CreateCustomer validates and stores a customer.
-func (s *Store) CreateCustomer(ctx context.Context, c *rating.Customer) (bool, error) {
+func (s *Store) CreateCustomer(ctx context.Context, c *rating.Customer) (_ bool, err error) {
+	defer classify(&err)
 	if err := rating.ValidateCustomer(c); err != nil {
 		return false, err
 	}
@@ -193,7 +204,8 @@ func (s *Store) CreateCustomer(ctx context.Context, c *rating.Customer) (bool, e
 
 // ReplaceCustomer validates and stores c over the customer of its id, which
 // must exist.
-func (s *Store) ReplaceCustomer(ctx context.Context, c *rating.Customer) error {
+func (s *Store) ReplaceCustomer(ctx context.Context, c *rating.Customer) (err error) {
+	defer classify(&err)
 	if err := rating.ValidateCustomer(c); err != nil {
 		return err
 	}
@@ -299,7 +311,8 @@ func planFeatures(p *rating.Plan) []string {
 }
 
 // CreatePlan validates and stores a plan.
-func (s *Store) CreatePlan(ctx context.Context, p *rating.Plan) (bool, error) {
+func (s *Store) CreatePlan(ctx context.Context, p *rating.Plan) (_ bool, err error) {
+	defer classify(&err)
 	c, err := s.refs(ctx, "", "", planFeatures(p))
 	if err != nil {
 		return false, err
@@ -315,7 +328,8 @@ func (s *Store) CreatePlan(ctx context.Context, p *rating.Plan) (bool, error) {
 // credit currency and a credit value in each subscription's currency unless
 // it overrides the value. Subscriptions rate with the new plan from the next
 // catalog refresh.
-func (s *Store) ReplacePlan(ctx context.Context, p *rating.Plan) error {
+func (s *Store) ReplacePlan(ctx context.Context, p *rating.Plan) (err error) {
+	defer classify(&err)
 	c, err := s.refs(ctx, "", "", planFeatures(p))
 	if err != nil {
 		return err
@@ -440,7 +454,8 @@ type CreateResult struct {
 // request with the idempotency key (or, without key, the id) of an earlier one
 // returns that subscription; with different content it is ErrConflict. An
 // empty id gets a random one.
-func (s *Store) CreateSubscription(ctx context.Context, sub *rating.Subscription, idempotencyKey string) (*CreateResult, error) {
+func (s *Store) CreateSubscription(ctx context.Context, sub *rating.Subscription, idempotencyKey string) (_ *CreateResult, err error) {
+	defer classify(&err)
 	fp, err := fingerprint(sub)
 	if err != nil {
 		return nil, err
@@ -539,62 +554,73 @@ func randomHex(n int) string {
 }
 
 // Currency returns a credit currency.
-func (s *Store) Currency(ctx context.Context, code string) (*rating.CreditCurrency, error) {
+func (s *Store) Currency(ctx context.Context, code string) (_ *rating.CreditCurrency, err error) {
+	defer classify(&err)
 	v := new(rating.CreditCurrency)
 	return v, s.get(ctx, kCurrencies, code, v)
 }
 
 // Feature returns a feature.
-func (s *Store) Feature(ctx context.Context, id string) (*rating.Feature, error) {
+func (s *Store) Feature(ctx context.Context, id string) (_ *rating.Feature, err error) {
+	defer classify(&err)
 	v := new(rating.Feature)
 	return v, s.get(ctx, kFeatures, id, v)
 }
 
 // Plan returns a plan.
-func (s *Store) Plan(ctx context.Context, id string) (*rating.Plan, error) {
+func (s *Store) Plan(ctx context.Context, id string) (_ *rating.Plan, err error) {
+	defer classify(&err)
 	v := new(rating.Plan)
 	return v, s.get(ctx, kPlans, id, v)
 }
 
 // Customer returns a customer.
-func (s *Store) Customer(ctx context.Context, id string) (*rating.Customer, error) {
+func (s *Store) Customer(ctx context.Context, id string) (_ *rating.Customer, err error) {
+	defer classify(&err)
 	v := new(rating.Customer)
 	return v, s.get(ctx, kCustomers, id, v)
 }
 
 // Subscription returns a subscription.
-func (s *Store) Subscription(ctx context.Context, id string) (*rating.Subscription, error) {
+func (s *Store) Subscription(ctx context.Context, id string) (_ *rating.Subscription, err error) {
+	defer classify(&err)
 	v := new(rating.Subscription)
 	return v, s.get(ctx, kSubs, id, v)
 }
 
 // Currencies lists the credit currencies by code.
-func (s *Store) Currencies(ctx context.Context) ([]*rating.CreditCurrency, error) {
+func (s *Store) Currencies(ctx context.Context) (_ []*rating.CreditCurrency, err error) {
+	defer classify(&err)
 	return list(ctx, s, kCurrencies, func(v *rating.CreditCurrency) string { return v.Code })
 }
 
 // Features lists the features by id.
-func (s *Store) Features(ctx context.Context) ([]*rating.Feature, error) {
+func (s *Store) Features(ctx context.Context) (_ []*rating.Feature, err error) {
+	defer classify(&err)
 	return list(ctx, s, kFeatures, func(v *rating.Feature) string { return v.ID })
 }
 
 // Plans lists the plans by id.
-func (s *Store) Plans(ctx context.Context) ([]*rating.Plan, error) {
+func (s *Store) Plans(ctx context.Context) (_ []*rating.Plan, err error) {
+	defer classify(&err)
 	return list(ctx, s, kPlans, func(v *rating.Plan) string { return v.ID })
 }
 
 // Customers lists the customers by id.
-func (s *Store) Customers(ctx context.Context) ([]*rating.Customer, error) {
+func (s *Store) Customers(ctx context.Context) (_ []*rating.Customer, err error) {
+	defer classify(&err)
 	return list(ctx, s, kCustomers, func(v *rating.Customer) string { return v.ID })
 }
 
 // Subscriptions lists all subscriptions by id.
-func (s *Store) Subscriptions(ctx context.Context) ([]*rating.Subscription, error) {
+func (s *Store) Subscriptions(ctx context.Context) (_ []*rating.Subscription, err error) {
+	defer classify(&err)
 	return list(ctx, s, kSubs, func(v *rating.Subscription) string { return v.ID })
 }
 
 // CustomerSubscriptions lists a customer's subscriptions by id.
-func (s *Store) CustomerSubscriptions(ctx context.Context, customerID string) ([]*rating.Subscription, error) {
+func (s *Store) CustomerSubscriptions(ctx context.Context, customerID string) (_ []*rating.Subscription, err error) {
+	defer classify(&err)
 	ids, err := s.rc.SMembers(ctx, s.key("custsubs", customerID)).Result()
 	if err != nil {
 		return nil, err
@@ -603,10 +629,11 @@ func (s *Store) CustomerSubscriptions(ctx context.Context, customerID string) ([
 }
 
 // Load reads the whole catalog and its version as one consistent snapshot.
-func (s *Store) Load(ctx context.Context) (*rating.Catalog, uint64, error) {
+func (s *Store) Load(ctx context.Context) (_ *rating.Catalog, _ uint64, err error) {
+	defer classify(&err)
 	var cmds [5]*redis.MapStringStringCmd
 	var ver *redis.StringCmd
-	_, err := s.rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = s.rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range []string{kCurrencies, kFeatures, kPlans, kCustomers, kSubs} {
 			cmds[i] = p.HGetAll(ctx, s.key(k))
 		}
@@ -654,7 +681,8 @@ func fill[T any](m map[string]string, into map[string]*T, id func(*T) string) er
 
 // Refresh loads the whole catalog and installs its compiled table in r when
 // it is newer than r's. It returns the subscriptions that did not compile.
-func (s *Store) Refresh(ctx context.Context, r *rating.Rater) ([]error, error) {
+func (s *Store) Refresh(ctx context.Context, r *rating.Rater) (_ []error, err error) {
+	defer classify(&err)
 	c, v, err := s.Load(ctx)
 	if err != nil {
 		return nil, err
@@ -680,7 +708,8 @@ const (
 // otherwise (a plan changed, or the change log no longer reaches back to r's
 // version) it reloads the whole catalog. It returns the subscriptions that did
 // not compile.
-func (s *Store) Sync(ctx context.Context, r *rating.Rater) (SyncKind, []error, error) {
+func (s *Store) Sync(ctx context.Context, r *rating.Rater) (_ SyncKind, _ []error, err error) {
+	defer classify(&err)
 	v, err := s.Version(ctx)
 	if err != nil {
 		return SyncNone, nil, err
@@ -784,7 +813,8 @@ func (s *Store) Follow(ctx context.Context, r *rating.Rater, interval time.Durat
 
 // IssueToken makes a bearer token scoped to one existing customer. Only its
 // SHA-256 is stored.
-func (s *Store) IssueToken(ctx context.Context, customerID string) (string, error) {
+func (s *Store) IssueToken(ctx context.Context, customerID string) (_ string, err error) {
+	defer classify(&err)
 	if _, err := s.Customer(ctx, customerID); err != nil {
 		return "", err
 	}
@@ -797,7 +827,8 @@ func (s *Store) IssueToken(ctx context.Context, customerID string) (string, erro
 
 // TokenCustomer is the customer a token was issued for; ErrNotFound for an
 // unknown token.
-func (s *Store) TokenCustomer(ctx context.Context, token string) (string, error) {
+func (s *Store) TokenCustomer(ctx context.Context, token string) (_ string, err error) {
+	defer classify(&err)
 	id, err := s.rc.HGet(ctx, s.key(kTokens), hashToken(token)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrNotFound
@@ -811,7 +842,8 @@ func hashToken(tok string) string {
 }
 
 // PlanSubscriptions lists the subscriptions of a plan by id.
-func (s *Store) PlanSubscriptions(ctx context.Context, planID string) ([]*rating.Subscription, error) {
+func (s *Store) PlanSubscriptions(ctx context.Context, planID string) (_ []*rating.Subscription, err error) {
+	defer classify(&err)
 	ids, err := s.rc.SMembers(ctx, s.key("plansubs", planID)).Result()
 	if err != nil {
 		return nil, err
@@ -821,7 +853,8 @@ func (s *Store) PlanSubscriptions(ctx context.Context, planID string) ([]*rating
 
 // PreviewSubscription validates sub against the stored catalog (filling it as
 // creation would) and returns its preview; nothing is written.
-func (s *Store) PreviewSubscription(ctx context.Context, sub *rating.Subscription) (*rating.Preview, error) {
+func (s *Store) PreviewSubscription(ctx context.Context, sub *rating.Subscription) (_ *rating.Preview, err error) {
+	defer classify(&err)
 	c, err := s.refs(ctx, sub.CustomerID, sub.PlanID, featureIDs(sub.Consumption))
 	if err != nil {
 		return nil, err
