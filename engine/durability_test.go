@@ -3,10 +3,12 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/engine"
@@ -121,4 +123,121 @@ func TestRedisLosesAcknowledgedWrites(t *testing.T) {
 		t.Errorf("reconcile after the repair: %d subscriptions drift: %+v", len(rep.Drift), rep.Drift[0])
 	}
 	t.Logf("repaired %v subscriptions; %v ledger entries refused", testutil.ToFloat64(m.Repairs), testutil.ToFloat64(m.LedgerConflicts))
+}
+
+// startPair starts a private Redis master and a replica of it, and waits
+// until the replica is in sync.
+func startPair(t *testing.T) (master, replica *testenv.RedisProcess) {
+	t.Helper()
+	master = testenv.StartRedis(t)
+	replica = testenv.StartRedis(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(master.Addr, "127.0.0.1:"))
+	rc := master.Client()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if n, _ := rc.Do(context.Background(), "WAIT", 1, 100).Int(); n == 1 {
+			return master, replica
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never caught up")
+		}
+	}
+}
+
+// With --redis-min-replicas 1, a batch's offsets are committed only once
+// the replica holds its balance changes: with the replica paused the engine
+// stops committing (backpressure, not ready) and goes on when it is back.
+func TestCommitsWaitForReplicas(t *testing.T) {
+	master, replica := startPair(t)
+	h := e2e.New(t, 2, e2e.WithRedis(master.Client()))
+	h.Subscribe(10)
+	st := h.Generate(11, 4_000, 40, 0)
+	e, m, src := h.NewEngine("engine-wait", engine.Config{
+		BatchSize: 500, RetryMax: 200 * time.Millisecond,
+		WaitReplicas: func(ctx context.Context) error { return h.Balances.WaitReplicas(ctx, 1, 200*time.Millisecond) },
+	})
+	defer src.Close()
+	stop := run(t, e)
+	defer stop()
+
+	h.Produce(st.Msgs[:2_000])
+	h.WaitGroupDone("engine-wait", time.Minute)
+	replica.Pause()
+	h.Produce(st.Msgs[2_000:])
+	deadline := time.Now().Add(20 * time.Second)
+	for e.Ready() == nil || !strings.Contains(e.Ready().Error(), "replicas") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no backpressure while the replica is paused: ready=%v", e.Ready())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	lag, err := h.GroupLag(context.Background(), "engine-wait")
+	if err != nil || lag == 0 {
+		t.Fatalf("committed with the replica paused: lag %d, %v", lag, err)
+	}
+	if testutil.ToFloat64(m.Backpressure) != 1 {
+		t.Error("creditmeter_backpressure is not 1 while commits wait for the replica")
+	}
+	replica.Resume()
+	h.WaitGroupDone("engine-wait", time.Minute)
+	h.Verify()
+}
+
+// A failover to a replica that was behind: the replica's replication is
+// paused mid-stream, the engine goes on (no WAIT) and commits, then the
+// master dies and the replica is promoted behind the same address. The
+// promoted replica lacks acknowledged writes; the engine repairs them from
+// the archive and ends exact, the archive unchanged.
+func TestFailoverToLaggingReplica(t *testing.T) {
+	master, replica := startPair(t)
+	p := newProxy(t, master.Addr)
+	rc := redis.NewClient(&redis.Options{Addr: p.addr()})
+	t.Cleanup(func() { rc.Close() })
+	h := e2e.New(t, 2, e2e.WithRedis(rc))
+	h.Subscribe(20)
+	st := h.Generate(12, 12_000, 120, 0)
+	e, m, src := h.NewEngine("engine-failover", engine.Config{
+		Repair:        &reconcile.Repairer{Store: h.Balances, Conn: h.Conn},
+		RedisIdentity: h.Balances.Identity,
+		BatchSize:     500, RetryMax: 300 * time.Millisecond,
+	})
+	defer src.Close()
+	stop := run(t, e)
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+
+	h.Produce(st.Msgs[:4_000])
+	h.WaitGroupDone("engine-failover", time.Minute)
+	replica.Pause() // its replication stops here
+	h.Produce(st.Msgs[4_000:8_000])
+	h.WaitGroupDone("engine-failover", time.Minute)
+	before := archivedLedger(t, h)
+
+	master.Kill()
+	p.cut()
+	replica.Resume()
+	if err := redis.NewClient(&redis.Options{Addr: replica.Addr}).Do(context.Background(), "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	p.retarget(replica.Addr)
+	p.restore()
+
+	h.Produce(st.Msgs[8_000:])
+	h.WaitGroupDone("engine-failover", 2*time.Minute)
+	stop()
+	stop = nil
+	if n := testutil.ToFloat64(m.Repairs); n == 0 {
+		t.Errorf("no subscription repaired after the failover lost writes")
+	}
+	h.Verify()
+	checkNoSeqReuse(t, h)
+	after := archivedLedger(t, h)
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("archived ledger entry %s changed: %q, now %q", k, v, after[k])
+		}
+	}
 }

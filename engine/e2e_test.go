@@ -109,8 +109,9 @@ func (p *proxy) serve() {
 			c.Close()
 			continue
 		}
+		target := p.target
 		p.mu.Unlock()
-		up, err := net.Dial("tcp", p.target)
+		up, err := net.Dial("tcp", target)
 		if err != nil {
 			c.Close()
 			continue
@@ -136,6 +137,13 @@ func (p *proxy) cut() {
 func (p *proxy) restore() {
 	p.mu.Lock()
 	p.down = false
+	p.mu.Unlock()
+}
+
+// retarget sends new connections to target (a failover behind one address).
+func (p *proxy) retarget(target string) {
+	p.mu.Lock()
+	p.target = target
 	p.mu.Unlock()
 }
 

@@ -88,6 +88,11 @@ type Config struct {
 	// replication ids); a change means a restart or a failover, which may
 	// have lost writes. Nil: checked at start only.
 	RedisIdentity func(ctx context.Context) (string, error)
+	// WaitReplicas, when set, returns once enough Redis replicas hold the
+	// balance changes made so far (balance.Store.WaitReplicas); a batch's
+	// offsets are committed only after it, so a failover loses nothing
+	// committed. Its errors are retried as backpressure.
+	WaitReplicas func(ctx context.Context) error
 }
 
 // Engine runs the pipeline of one consumer-group member.

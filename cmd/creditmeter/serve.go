@@ -295,6 +295,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 		// Redis that lost acknowledged writes is repaired from the archive.
 		Repair:        &reconcile.Repairer{Store: bal, Conn: conn, DedupeWindow: cfg.Engine.DedupeWindow},
 		RedisIdentity: bal.Identity,
+		WaitReplicas:  waitReplicas(bal, cfg.Engine.MinReplicas, cfg.Engine.WaitTimeout),
 	}, src, writers, cat.rater, bal, writer)
 	if err != nil {
 		return err
@@ -373,4 +374,13 @@ func (a *archiveSchema) ready() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return fmt.Errorf("archive not ready: %s", a.waiting)
+}
+
+// waitReplicas is the engine's WAIT before commits, nil when no replica is
+// required.
+func waitReplicas(bal *balance.Store, n int, timeout time.Duration) func(context.Context) error {
+	if n <= 0 {
+		return nil
+	}
+	return func(ctx context.Context) error { return bal.WaitReplicas(ctx, n, timeout) }
 }

@@ -42,6 +42,10 @@ type Engine struct {
 	KeyPrefix    string
 	// MaxFutureSkew is how far ahead of now an event may be stamped.
 	MaxFutureSkew time.Duration
+	// MinReplicas Redis replicas must acknowledge a batch's balance changes
+	// (WAIT, within WaitTimeout) before its offsets are committed.
+	MinReplicas int
+	WaitTimeout time.Duration
 }
 
 // Kafka is where usage events flow.
@@ -110,7 +114,7 @@ func Default() Config {
 		Prometheus: Prometheus{URL: "http://127.0.0.1:9090"},
 		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
 		Engine: Engine{Enabled: true, BatchSize: 20000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
-			GraceWindow: 15 * time.Minute, MaxFutureSkew: 5 * time.Minute, KeyPrefix: "creditmeter:"},
+			GraceWindow: 15 * time.Minute, MaxFutureSkew: 5 * time.Minute, KeyPrefix: "creditmeter:", WaitTimeout: time.Second},
 	}
 }
 
@@ -174,6 +178,8 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.DurationVar(&c.Engine.GraceWindow, "grace-window", c.Engine.GraceWindow, "late events draw from grants eligible at their time if no older than this; expiry waits for it")
 			fs.DurationVar(&c.Engine.MaxFutureSkew, "max-future-skew", c.Engine.MaxFutureSkew, "events stamped further ahead of now are rejected (dead letter reason invalid, field timestamp)")
 			fs.StringVar(&c.Engine.KeyPrefix, "redis-key-prefix", c.Engine.KeyPrefix, "prefix of every Redis key creditmeter writes")
+			fs.IntVar(&c.Engine.MinReplicas, "redis-min-replicas", c.Engine.MinReplicas, "Redis replicas (of every master) that must hold a batch's balance changes before its offsets are committed (WAIT); 0 for none")
+			fs.DurationVar(&c.Engine.WaitTimeout, "redis-wait-timeout", c.Engine.WaitTimeout, "longest WAIT for --redis-min-replicas; fewer acknowledgements are retried as backpressure")
 		}
 	}
 }
@@ -331,6 +337,12 @@ func (c Config) Validate(groups ...Group) error {
 			}
 			if strings.ContainsAny(c.Engine.KeyPrefix, "{}") {
 				bad("redis-key-prefix", "must not contain braces (they are Redis Cluster hash tags), got %q", c.Engine.KeyPrefix)
+			}
+			if c.Engine.MinReplicas < 0 || c.Engine.MinReplicas > 16 {
+				bad("redis-min-replicas", "must be between 0 and 16, got %d", c.Engine.MinReplicas)
+			}
+			if c.Engine.WaitTimeout < 10*time.Millisecond || c.Engine.WaitTimeout > time.Minute {
+				bad("redis-wait-timeout", "must be between 10ms and 1m, got %s", c.Engine.WaitTimeout)
 			}
 		case GroupBroker:
 			if err := checkHostPort(c.Broker.Listen); err != nil {

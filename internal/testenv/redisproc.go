@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,6 +73,7 @@ func (p *RedisProcess) Start() {
 // Kill sends SIGKILL (as an OS crash would end it) and waits for the exit.
 func (p *RedisProcess) Kill() {
 	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused server dies too
 		_ = p.cmd.Process.Kill()
 		_, _ = p.cmd.Process.Wait()
 		p.cmd = nil
@@ -108,4 +110,21 @@ func (p *RedisProcess) Client() *redis.Client {
 	rc := redis.NewClient(&redis.Options{Addr: p.Addr})
 	p.t.Cleanup(func() { rc.Close() })
 	return rc
+}
+
+// Pause stops the server's process (SIGSTOP) until Resume: it neither
+// answers nor replicates meanwhile.
+func (p *RedisProcess) Pause() { p.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (p *RedisProcess) Resume() { p.signal(syscall.SIGCONT) }
+
+func (p *RedisProcess) signal(s syscall.Signal) {
+	p.t.Helper()
+	if p.cmd == nil || p.cmd.Process == nil {
+		p.t.Fatal("redis-server is not running")
+	}
+	if err := p.cmd.Process.Signal(s); err != nil {
+		p.t.Fatal(err)
+	}
 }
