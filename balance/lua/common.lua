@@ -129,6 +129,17 @@ local function threshold()
   return thr
 end
 
+-- nextExpiry is the soonest expiry of a live grant (0: none), kept in the
+-- account as nexp so an expiry sweep finds due subscriptions without
+-- running a script on each.
+local function nextExpiry()
+  local n = 0
+  for _, g in ipairs(G) do
+    if g.rem > 0 and g.exp ~= NEVER and (n == 0 or g.exp < n) then n = g.exp end
+  end
+  return n
+end
+
 -- finish writes grants and the account back and reports a low-balance
 -- crossing ('down' or 'up', '' when none) and the current state.
 local function finish()
@@ -149,6 +160,6 @@ local function finish()
   if low ~= A.low then
     if low == '1' then change = 'down' else change = 'up' end
   end
-  redis.call('HSET', K_ACCT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low)
+  redis.call('HSET', K_ACCT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low, 'nexp', D(nextExpiry()))
   return change, low
 end
