@@ -91,7 +91,7 @@ func TestExpirySweepIdleSubscription(t *testing.T) {
 	var sweeps atomic.Int32
 	sctx, stop := context.WithCancel(ctx)
 	for range 2 {
-		l, err := lease.New(rc, pfx, "expiry-sweep", time.Second)
+		l, err := lease.New(rc, pfx, "expiry-sweep", 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,14 +73,14 @@ func TestLeaseOneHolder(t *testing.T) {
 
 // A lease nobody renews expires after its ttl; a renewed one does not.
 func TestLeaseExpiry(t *testing.T) {
-	const ttl = 300 * time.Millisecond
+	const ttl = time.Second
 	a, b := newPair(t, ttl)
 	ctx := t.Context()
 	if ok, _ := a.TryAcquire(ctx); !ok {
 		t.Fatal("not acquired")
 	}
-	for range 4 { // 4 × ttl/2: alive only because it is renewed
-		time.Sleep(ttl / 2)
+	for range 5 { // 5 × ttl/3: alive only because it is renewed
+		time.Sleep(ttl / 3)
 		if ok, err := a.Renew(ctx); !ok || err != nil {
 			t.Fatalf("renew: %v %v", ok, err)
 		}
@@ -143,7 +143,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // the other takes over at once; a node that dies (stops renewing, no
 // release) is replaced after the ttl.
 func TestLeaseRunTakeover(t *testing.T) {
-	const ttl = 600 * time.Millisecond
+	const ttl = 1500 * time.Millisecond
 	a, b := newPair(t, ttl)
 	r := &running{starts: map[string]int{}}
 	actx, stopA := context.WithCancel(t.Context())
@@ -154,13 +154,13 @@ func TestLeaseRunTakeover(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	go func() { defer wg.Done(); b.Run(bctx, r.job("b"), func(err error) { t.Log(err) }) }()
 	waitFor(t, 2*time.Second, "a's job", func() bool { n, _, s := r.get(); return n == 1 && s["a"] == 1 })
-	time.Sleep(3 * ttl) // a keeps it by renewing; b waits
+	time.Sleep(2 * ttl) // a keeps it by renewing; b waits
 	if _, most, s := r.get(); most != 1 || s["b"] != 0 {
 		t.Fatalf("most at once %d, starts %v", most, s)
 	}
 	stopA() // a stops and releases: b takes over within its poll interval
 	stopped := time.Now()
-	waitFor(t, 2*time.Second, "b's job", func() bool { _, _, s := r.get(); return s["b"] == 1 })
+	waitFor(t, 3*time.Second, "b's job", func() bool { _, _, s := r.get(); return s["b"] == 1 })
 	if d := time.Since(stopped); d > ttl {
 		t.Errorf("takeover after a release took %s, want < ttl %s", d, ttl)
 	}
@@ -194,7 +194,7 @@ func TestLeaseRunTakeover(t *testing.T) {
 // past its expiry), the running job's context is cancelled at the next
 // renewal.
 func TestLeaseLostCancelsJob(t *testing.T) {
-	const ttl = 300 * time.Millisecond
+	const ttl = 900 * time.Millisecond
 	rc, pfx := testenv.Keyspace(t)
 	a, err := lease.New(rc, pfx, "job", ttl)
 	if err != nil {
