@@ -40,7 +40,7 @@ type LowBalanceOptions struct {
 	Workers int
 	// Active, when set, gates the collector: while it returns false it
 	// reads nothing and exports only its error counter. serve passes its
-	// low-balance lease's Held, so one node reads the low balances.
+	// low-balance lease's MayHold, so one node reads the low balances.
 	Active func() bool
 }
 

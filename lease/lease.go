@@ -40,6 +40,7 @@ type Lease struct {
 	token string
 	ttl   time.Duration
 	held  atomic.Bool
+	until atomic.Int64 // unix ns: the key's expiry as of our last acquire or renewal; 0 when known not ours
 }
 
 // New returns this node's handle on the lease name under prefix (the key is
@@ -68,9 +69,26 @@ func (l *Lease) Key() string { return l.key }
 // renewal (it may have expired since, at most ttl/3 ago under Run).
 func (l *Lease) Held() bool { return l.held.Load() }
 
+// MayHold reports whether this node may still hold the lease: until ttl
+// after its last successful acquire or renewal, unless it released it or
+// saw another holder. Unlike Held it stays true through a failed renewal
+// (a Redis blip), so an exporter gated on it does not flap; two nodes may
+// then both answer for up to ttl.
+func (l *Lease) MayHold() bool { return time.Now().UnixNano() < l.until.Load() }
+
+func (l *Lease) got(ok bool, at time.Time) {
+	l.held.Store(ok)
+	if ok {
+		l.until.Store(at.Add(l.ttl).UnixNano())
+	} else {
+		l.until.Store(0)
+	}
+}
+
 // TryAcquire takes the lease if nobody holds it; true if this node holds it
 // now (also when it already did: it is then renewed).
 func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
+	at := time.Now()
 	ok, err := l.rc.SetNX(ctx, l.key, l.token, l.ttl).Result()
 	if err != nil {
 		return false, err
@@ -79,25 +97,26 @@ func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
 		// Ours already (e.g. a lost reply to an earlier SET)? Then renew it.
 		return l.Renew(ctx)
 	}
-	l.held.Store(true)
+	l.got(true, at)
 	return true, nil
 }
 
 // Renew extends the lease by ttl if this node still holds it.
 func (l *Lease) Renew(ctx context.Context) (bool, error) {
+	at := time.Now()
 	n, err := renewScript.Run(ctx, l.rc, []string{l.key}, l.token, l.ttl.Milliseconds()).Int64()
 	if err != nil {
-		l.held.Store(false)
+		l.held.Store(false) // unknown: MayHold keeps its deadline
 		return false, err
 	}
-	l.held.Store(n == 1)
+	l.got(n == 1, at)
 	return n == 1, nil
 }
 
 // Release drops the lease if this node holds it, so another node can take
 // over at once instead of after ttl.
 func (l *Lease) Release(ctx context.Context) error {
-	l.held.Store(false)
+	l.got(false, time.Time{})
 	return releaseScript.Run(ctx, l.rc, []string{l.key}, l.token).Err()
 }
 

@@ -88,7 +88,13 @@ func TestLeaseExpiry(t *testing.T) {
 			t.Fatal("taken while renewed")
 		}
 	}
+	if !a.MayHold() || b.MayHold() {
+		t.Fatal("MayHold: want the holder only")
+	}
 	time.Sleep(ttl + 50*time.Millisecond)
+	if a.MayHold() {
+		t.Fatal("MayHold past ttl after the last renewal")
+	}
 	if ok, _ := b.TryAcquire(ctx); !ok {
 		t.Fatal("not taken over after expiry")
 	}

@@ -83,7 +83,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Li
 		return err
 	}
 	// Only the low-balance lease holder reads and exports the low balances.
-	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{Active: bg.low.Held}))
+	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{Active: bg.low.MayHold}))
 
 	run := &engineRun{}
 	ready := func(ctx context.Context) error {
