@@ -129,3 +129,26 @@ func (s *ExpirySweep) Run(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// exportChange archives the entry seq of a top-up, adjustment or grant and
+// the breakage its script wrote just before it (every write script sweeps
+// expired grants first): the run of expiry entries preceding seq. Expiry
+// entries of an earlier sweep in that run are archived again, identically.
+func (a *Accounts) exportChange(ctx context.Context, sub, customer string, seq int64) error {
+	from := seq
+	for from > 1 {
+		lo := max(1, from-16)
+		es, err := a.Store.Ledger(ctx, sub, lo, int(from-lo))
+		if err != nil {
+			return err
+		}
+		i := len(es) - 1
+		for ; i >= 0 && es[i].Kind == "expiry" && es[i].Seq == from-1; i-- {
+			from--
+		}
+		if i >= 0 || lo == 1 || len(es) == 0 {
+			break
+		}
+	}
+	return a.Export(ctx, sub, customer, from, seq)
+}

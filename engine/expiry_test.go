@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,5 +205,48 @@ func TestExpirySweepRetriesArchive(t *testing.T) {
 	}
 	if len(arch.rows) != 1 || arch.rows[0].Kind != "expiry" || arch.rows[0].Amount != -credit.Credits(7) || arch.rows[0].Seq != 2 || arch.rows[0].CustomerID != "c" {
 		t.Fatalf("archived %+v", arch.rows)
+	}
+}
+
+// A top-up or adjustment on a subscription with a grant past expiry + grace
+// writes the breakage first (its script sweeps): that entry is archived with
+// the change, not only the change's own entry.
+func TestChangeArchivesItsBreakage(t *testing.T) {
+	rc, pfx := testenv.Keyspace(t)
+	ctx := t.Context()
+	var clock atomic.Int64
+	t0 := time.Date(2026, 10, 1, 9, 0, 0, 0, time.UTC)
+	clock.Store(t0.UnixMilli())
+	bal, err := balance.New(rc, balance.Options{Prefix: pfx, Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arch := &flakyArchive{}
+	acc := &engine.Accounts{Store: bal, Archive: arch}
+	sub := "change-" + testenv.RandomID(t)
+	if _, err := bal.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, exp := range []time.Duration{time.Hour, 2 * time.Hour, 5 * time.Hour} {
+		if _, err := bal.Grant(ctx, balance.GrantRequest{Key: fmt.Sprint("p", i), Subscription: sub, Type: balance.Promotional,
+			Amount: credit.Credits(int64(i + 1)), EffectiveAt: t0, ExpiresAt: t0.Add(exp)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Store(t0.Add(3 * time.Hour).UnixMilli()) // the first two expired
+	if _, err := acc.TopUp(ctx, balance.TopUpRequest{Key: "t", Subscription: sub, Amount: credit.Credits(5)}, "c"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Store(t0.Add(6 * time.Hour).UnixMilli()) // the third
+	if _, err := acc.Adjust(ctx, balance.AdjustRequest{Key: "a", Subscription: sub, Amount: -credit.Credits(1), Reason: "r", Actor: "x"}, "c"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range arch.rows {
+		got = append(got, fmt.Sprint(r.Seq, r.Kind, r.Amount))
+	}
+	want := []string{"4expiry-1", "5expiry-2", "6topup5", "7expiry-3", "8adjustment-1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("archived %v, want %v", got, want)
 	}
 }

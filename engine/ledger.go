@@ -127,7 +127,7 @@ func (a *Accounts) TopUp(ctx context.Context, req balance.TopUpRequest, customer
 	if err != nil {
 		return res, err
 	}
-	return res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq)
+	return res, a.exportChange(ctx, req.Subscription, customer, res.Seq)
 }
 
 // Adjust adds or deducts credits and archives the ledger entry.
@@ -139,5 +139,5 @@ func (a *Accounts) Adjust(ctx context.Context, req balance.AdjustRequest, custom
 	if err != nil {
 		return res, err
 	}
-	return res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq)
+	return res, a.exportChange(ctx, req.Subscription, customer, res.Seq)
 }
