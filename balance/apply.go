@@ -307,12 +307,7 @@ func (s *Store) Balance(ctx context.Context, sub string) (BalanceView, error) {
 		}
 		v.Grants = append(v.Grants, gv)
 	}
-	// Repair the global low set if a crossing update was lost.
-	if v.Low {
-		s.rc.SAdd(ctx, s.lowKey(), sub)
-	} else {
-		s.rc.SRem(ctx, s.lowKey(), sub)
-	}
+	// No write here: the low set is repaired by RepairLow, never on reads.
 	return v, nil
 }
 

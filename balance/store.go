@@ -119,7 +119,18 @@ func (s *Store) keys(sub string) []string {
 
 func (s *Store) ddPrefix(sub string) string { return s.prefix + "{" + sub + "}:d:" }
 
-func (s *Store) lowKey() string { return s.prefix + "low" }
+// LowShards is the number of sets the low set is sharded over.
+const LowShards = 16
+
+// lowKey is the shard of the low set holding sub: P{low:N}, each shard its
+// own hash tag, so no single key (or Cluster slot) takes every crossing.
+func (s *Store) lowKey(sub string) string {
+	h := fnv.New32a()
+	h.Write([]byte(sub))
+	return s.lowShard(int(h.Sum32() % LowShards))
+}
+
+func (s *Store) lowShard(n int) string { return s.prefix + "{low:" + strconv.Itoa(n) + "}" }
 
 func (s *Store) nowMs() int64 { return s.now().UnixMilli() }
 
@@ -418,24 +429,94 @@ func parseChange(s string) (ChangeResult, error) {
 	return res, nil
 }
 
-// noteLow keeps the global set of low subscriptions (for metrics) in step
-// with crossings. It is outside the script because the set is not in the
-// subscription's slot; Balance repairs a missed update.
+// noteLow keeps the sharded low set (for metrics) in step with crossings.
+// It is outside the script because the set is not in the subscription's
+// slot; RepairLow repairs a missed update.
 func (s *Store) noteLow(ctx context.Context, sub string, c LowChange) {
 	switch c {
 	case WentLow:
-		s.rc.SAdd(ctx, s.lowKey(), sub)
+		s.rc.SAdd(ctx, s.lowKey(sub), sub)
 	case WentOK:
-		s.rc.SRem(ctx, s.lowKey(), sub)
+		s.rc.SRem(ctx, s.lowKey(sub), sub)
 	}
 }
 
-// LowSubscriptions lists the subscriptions whose balance is below their
-// threshold now.
+// LowSubscriptions lists, sorted, the subscriptions of the low set (below
+// their threshold at their last crossing): one pipelined SMEMBERS per shard.
 func (s *Store) LowSubscriptions(ctx context.Context) ([]string, error) {
-	v, err := s.rc.SMembers(ctx, s.lowKey()).Result()
-	sort.Strings(v)
-	return v, classify(err)
+	pipe := s.rc.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, LowShards)
+	for i := range cmds {
+		cmds[i] = pipe.SMembers(ctx, s.lowShard(i))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, classify(err)
+	}
+	var out []string
+	for _, c := range cmds {
+		out = append(out, c.Val()...)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// repairChunk bounds one pipelined round trip of RepairLow.
+const repairChunk = 1000
+
+// RepairLow brings the low set in line with the accounts' own low state
+// (the field written by every script): subs (e.g. the catalog's
+// subscriptions) and the set's members are checked, pipelined; a low
+// account missing from the set is added, a member that is not low or has no
+// account is removed. It returns how many it added and removed. A crossing
+// racing with it can leave one stale member until the next repair; readers
+// check the balance anyway.
+func (s *Store) RepairLow(ctx context.Context, subs []string) (added, removed int, err error) {
+	members, err := s.LowSubscriptions(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	in := make(map[string]bool, len(members))
+	all := make([]string, 0, len(subs)+len(members))
+	for _, m := range members {
+		in[m] = true
+		all = append(all, m)
+	}
+	for _, sub := range subs {
+		if !in[sub] && validSub(sub) == nil {
+			all = append(all, sub)
+		}
+	}
+	for len(all) > 0 {
+		n := min(len(all), repairChunk)
+		chunk := all[:n]
+		all = all[n:]
+		pipe := s.rc.Pipeline()
+		cmds := make([]*redis.StringCmd, n)
+		for i, sub := range chunk {
+			cmds[i] = pipe.HGet(ctx, s.keys(sub)[0], "low")
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return added, removed, classify(err)
+		}
+		fix := s.rc.Pipeline()
+		for i, sub := range chunk {
+			low := cmds[i].Val() == "1"
+			switch {
+			case low && !in[sub]:
+				fix.SAdd(ctx, s.lowKey(sub), sub)
+				added++
+			case !low && in[sub]:
+				fix.SRem(ctx, s.lowKey(sub), sub)
+				removed++
+			}
+		}
+		if fix.Len() > 0 {
+			if _, err := fix.Exec(ctx); err != nil {
+				return added, removed, classify(err)
+			}
+		}
+	}
+	return added, removed, nil
 }
 
 // Expire turns remainders of grants expired beyond the grace window into
@@ -450,16 +531,66 @@ func (s *Store) Expire(ctx context.Context, sub string) (ChangeResult, error) {
 		return ChangeResult{}, err
 	}
 	r, ok := strs(v)
-	if !ok || len(r) != 4 {
+	if !ok || len(r) != 5 {
 		return ChangeResult{}, errUnexpectedScriptData
 	}
 	bal, err := amount(r[0])
 	if err != nil {
 		return ChangeResult{}, err
 	}
-	res := ChangeResult{Balance: bal, Crossing: LowChange(r[1]), Low: r[2] == "1"}
+	n, e1 := strconv.ParseInt(r[3], 10, 64)
+	seq, e2 := strconv.ParseInt(r[4], 10, 64)
+	if e1 != nil || e2 != nil || n < 0 || n > seq {
+		return ChangeResult{}, errUnexpectedScriptData
+	}
+	res := ChangeResult{Seq: seq, Balance: bal, Crossing: LowChange(r[1]), Low: r[2] == "1"}
+	if n > 0 {
+		res.FirstSeq = seq - n + 1
+	}
 	s.noteLow(ctx, sub, res.Crossing)
 	return res, nil
+}
+
+// DueForExpiry returns, in order, those of subs with a grant past
+// expiry + grace (the account's nexp field, written by every script), or
+// whose account predates that field; subscriptions without an account are
+// left out. One pipelined round trip per 1,000 subscriptions.
+func (s *Store) DueForExpiry(ctx context.Context, subs []string) ([]string, error) {
+	now := s.nowMs()
+	var due []string
+	for len(subs) > 0 {
+		n := min(len(subs), repairChunk)
+		chunk := subs[:n]
+		subs = subs[n:]
+		pipe := s.rc.Pipeline()
+		cmds := make([]*redis.SliceCmd, n)
+		for i, sub := range chunk {
+			if validSub(sub) == nil {
+				cmds[i] = pipe.HMGet(ctx, s.keys(sub)[0], "seq", "nexp")
+			}
+		}
+		if pipe.Len() == 0 {
+			continue
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return due, classify(err)
+		}
+		for i, c := range cmds {
+			if c == nil {
+				continue
+			}
+			v := c.Val()
+			if v[0] == nil {
+				continue // no account
+			}
+			ns, _ := v[1].(string)
+			next, err := strconv.ParseInt(ns, 10, 64)
+			if ns == "" || err != nil || (next > 0 && next+s.grace <= now) {
+				due = append(due, chunk[i])
+			}
+		}
+	}
+	return due, nil
 }
 
 func strs(v any) ([]string, bool) {

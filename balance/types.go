@@ -123,6 +123,7 @@ type Draw struct {
 // of the same key returns the first result with Replayed set.
 type ChangeResult struct {
 	Seq      int64  // ledger sequence number of the change
+	FirstSeq int64  // Expire: first of the entries Seq-FirstSeq+1 it wrote (0: none)
 	GrantID  string // grant created, if any
 	Draws    []Draw // grants a deduction drew from
 	Balance  credit.Amount

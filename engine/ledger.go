@@ -151,7 +151,7 @@ func (a *Accounts) TopUp(ctx context.Context, req balance.TopUpRequest, customer
 	if err != nil {
 		return res, err
 	}
-	return res, notArchived(res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq))
+	return res, notArchived(res, a.exportChange(ctx, req.Subscription, customer, res.Seq))
 }
 
 // Adjust adds or deducts credits and archives the ledger entry.
@@ -163,5 +163,5 @@ func (a *Accounts) Adjust(ctx context.Context, req balance.AdjustRequest, custom
 	if err != nil {
 		return res, err
 	}
-	return res, notArchived(res, a.Export(ctx, req.Subscription, customer, res.Seq, res.Seq))
+	return res, notArchived(res, a.exportChange(ctx, req.Subscription, customer, res.Seq))
 }

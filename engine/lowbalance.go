@@ -38,6 +38,10 @@ type LowBalanceOptions struct {
 	Wait time.Duration
 	// Workers read balances in parallel (default 8).
 	Workers int
+	// Active, when set, gates the collector: while it returns false it
+	// reads nothing and exports only its error counter. serve passes its
+	// low-balance lease's MayHold, so one node reads the low balances.
+	Active func() bool
 }
 
 // LowBalanceCollector exposes, at scrape time, the subscriptions below their
@@ -117,6 +121,13 @@ func (c *LowBalanceCollector) Describe(ch chan<- *prometheus.Desc) {
 // scrape (the engine's own series matter most then), so it waits at most
 // Wait for a refresh and otherwise serves the last reading.
 func (c *LowBalanceCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.opt.Active != nil && !c.opt.Active() {
+		c.mu.Lock()
+		errs := c.errs
+		c.mu.Unlock()
+		ch <- prometheus.MustNewConstMetric(c.descErrs, prometheus.CounterValue, errs)
+		return
+	}
 	c.mu.Lock()
 	if c.running == nil && time.Since(c.at) >= c.opt.MaxAge {
 		c.running = make(chan struct{})
@@ -252,4 +263,34 @@ func (c *LowBalanceCollector) read(ctx context.Context, sub string, memo map[str
 		}
 	}
 	return true, nil
+}
+
+// LowSetRepairer rebuilds the low set from the accounts (balance.Store).
+type LowSetRepairer interface {
+	RepairLow(ctx context.Context, subs []string) (added, removed int, err error)
+}
+
+// KeepLowSetRepaired repairs the low set every interval until ctx ends, so
+// a crossing whose set update was lost (a crash between the script and the
+// update) is listed again; run it under a lease. list gives the
+// subscriptions to check (serve: the catalog's); report hears of failures
+// and of repairs made.
+func KeepLowSetRepaired(ctx context.Context, r LowSetRepairer, list func(context.Context) ([]string, error), interval time.Duration, report func(added, removed int, err error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		subs, err := list(ctx)
+		added, removed := 0, 0
+		if err == nil {
+			added, removed, err = r.RepairLow(ctx, subs)
+		}
+		if report != nil && ctx.Err() == nil && (err != nil || added+removed > 0) {
+			report(added, removed, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

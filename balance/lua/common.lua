@@ -136,6 +136,17 @@ local function threshold()
   return thr
 end
 
+-- nextExpiry is the soonest expiry of a live grant (0: none), kept in the
+-- account as nexp so an expiry sweep finds due subscriptions without
+-- running a script on each.
+local function nextExpiry()
+  local n = 0
+  for _, g in ipairs(G) do
+    if g.rem > 0 and g.exp ~= NEVER and (n == 0 or g.exp < n) then n = g.exp end
+  end
+  return n
+end
+
 -- snapshot is the state after the call's last ledger entry, archived
 -- with it: account, live grants, watermarks and the idempotency record the
 -- call wrote. A subscription whose Redis state lost writes is rebuilt from
@@ -169,7 +180,7 @@ local function finish(idem)
   if low ~= A.low then
     if low == '1' then change = 'down' else change = 'up' end
   end
-  redis.call('HSET', K_ACCT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low)
+  redis.call('HSET', K_ACCT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low, 'nexp', D(nextExpiry()))
   if #PEND > 0 then
     local ik, iv
     if idem then ik, iv = idem(change, low) end

@@ -5,4 +5,4 @@ local before_seq = seq
 sweep()
 settle()
 local change, low = finish()
-return {D(bal), change, low, D(seq - before_seq)}
+return {D(bal), change, low, D(seq - before_seq), D(seq)}

@@ -88,7 +88,12 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		ingest.WithLogger(log), ingest.OnDeadLetterDropped(metrics.DeadLetterDropped))
 	defer writers.Close()
 	accounts.Observer = engine.NewAccountMetrics(reg, metrics)
-	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{}))
+	bg, err := newJobs(cat.rc, cfg.Engine.KeyPrefix)
+	if err != nil {
+		return err
+	}
+	// Only the low-balance lease holder reads and exports the low balances.
+	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{Active: bg.low.MayHold}))
 
 	// Every mode archives (the API archives the ledger entries of top-ups,
 	// adjustments and included credits), so every mode creates the tables:
@@ -157,12 +162,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 			}
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		// Analysts reading usage_daily directly see it at most a minute behind.
-		archive.KeepRollupFresh(engineCtx, conn, time.Minute, func(err error) { log.Warn("rollup refresh", "err", err) })
-	}()
+	bg.start(engineCtx, &wg, conn, cat.store, accounts, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
 	if cfg.Engine.Enabled {
 		wg.Add(1)
 		go func() {

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/lease"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+)
+
+// Background jobs run on one node of the deployment at a time, each under
+// its own lease (so they may run on different nodes). A holder that dies is
+// replaced after jobLeaseTTL.
+const (
+	jobLeaseTTL    = 15 * time.Second
+	rollupInterval = time.Minute      // analysts reading usage_daily see it at most this far behind
+	expiryInterval = 30 * time.Second // breakage within a minute of expiry + grace
+	lowRepairEvery = time.Minute      // a lost low-set update is repaired within this
+)
+
+// jobs are serve's background jobs and their leases.
+type jobs struct {
+	rollup, expiry, low *lease.Lease
+}
+
+func newJobs(rc redis.UniversalClient, prefix string) (*jobs, error) {
+	j := &jobs{}
+	var err error
+	for name, l := range map[string]**lease.Lease{"rollup-refresh": &j.rollup, "expiry-sweep": &j.expiry, "low-balance": &j.low} {
+		if *l, err = lease.New(rc, prefix, name, jobLeaseTTL); err != nil {
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+// start runs the jobs until ctx ends; wg waits for them.
+func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, accounts *engine.Accounts, log *slog.Logger) {
+	report := func(err error) { log.Warn("lease", "err", err) }
+	run := func(l *lease.Lease, job func(context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.Run(ctx, func(ctx context.Context) {
+				log.Info("background job started on this node", "lease", l.Key())
+				job(ctx)
+			}, report)
+		}()
+	}
+	run(j.rollup, func(ctx context.Context) {
+		archive.KeepRollupFresh(ctx, conn, rollupInterval, func(err error) { log.Warn("rollup refresh", "err", err) })
+	})
+	sweep := &engine.ExpirySweep{Accounts: accounts, Log: log, List: func(ctx context.Context) ([]engine.SubscriptionRef, error) {
+		subs, err := cat.Subscriptions(ctx)
+		out := make([]engine.SubscriptionRef, len(subs))
+		for i, s := range subs {
+			out[i] = engine.SubscriptionRef{ID: s.ID, Customer: s.CustomerID}
+		}
+		return out, err
+	}}
+	run(j.expiry, func(ctx context.Context) { sweep.Run(ctx, expiryInterval) })
+	run(j.low, func(ctx context.Context) {
+		list := func(ctx context.Context) ([]string, error) {
+			subs, err := cat.Subscriptions(ctx)
+			ids := make([]string, len(subs))
+			for i, s := range subs {
+				ids[i] = s.ID
+			}
+			return ids, err
+		}
+		engine.KeepLowSetRepaired(ctx, accounts.Store, list, lowRepairEvery, func(added, removed int, err error) {
+			if err != nil {
+				log.Warn("low-balance set repair", "err", err)
+			} else {
+				log.Warn("low-balance set repaired (a crossing update had been lost)", "added", added, "removed", removed)
+			}
+		})
+	})
+}

@@ -1,0 +1,252 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/seed"
+	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/lease"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+)
+
+// An idle subscription's promotional grant expires on 20 October: two
+// sweepers, each under the lease, write its breakage once within a minute
+// of expiry + grace, archive it in ClickHouse once, and the October invoice
+// shows it. A subscription whose grant expires later is not touched.
+func TestExpirySweepIdleSubscription(t *testing.T) {
+	rc, pfx := testenv.Keyspace(t)
+	conn, cc := testenv.ClickHouse(t)
+	ctx := t.Context()
+	if err := archive.Migrate(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalogstore.New(rc, pfx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := seed.Catalog(ctx, cat); err != nil {
+		t.Fatal(err)
+	}
+	const grace = 15 * time.Minute
+	var clock atomic.Int64
+	set := func(t time.Time) { clock.Store(t.UnixMilli()) }
+	now := func() time.Time { return time.UnixMilli(clock.Load()).UTC() }
+	set(time.Date(2026, 10, 1, 9, 0, 0, 0, time.UTC))
+	bal, err := balance.New(rc, balance.Options{Prefix: pfx, GraceWindow: grace, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := &engine.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
+	idle, err := seed.Subscribe(ctx, cat, acc, seed.Subscription{Customer: "idle", Plan: seed.PlanUnfunded, Included: "100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := seed.Subscribe(ctx, cat, acc, seed.Subscription{Customer: "other", Plan: seed.PlanUnfunded, Included: "100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expires := time.Date(2026, 10, 20, 12, 0, 0, 0, time.UTC)
+	promo := func(sub, customer string, exp time.Time) {
+		t.Helper()
+		r, err := bal.Grant(ctx, balance.GrantRequest{Key: "promo", Subscription: sub, Type: balance.Promotional, Amount: credit.Credits(40),
+			EffectiveAt: now(), ExpiresAt: exp, Reason: "autumn promotion"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := acc.Export(ctx, sub, customer, r.Seq, r.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	promo(idle, "idle", expires)
+	promo(other, "other", expires.AddDate(0, 1, 0))
+
+	list := func(ctx context.Context) ([]engine.SubscriptionRef, error) {
+		subs, err := cat.Subscriptions(ctx)
+		var out []engine.SubscriptionRef
+		for _, s := range subs {
+			out = append(out, engine.SubscriptionRef{ID: s.ID, Customer: s.CustomerID})
+		}
+		return out, err
+	}
+	// Just before expiry + grace: nothing due.
+	set(expires.Add(grace - time.Second))
+	sw := &engine.ExpirySweep{Accounts: acc, List: list}
+	if r, err := sw.Once(ctx); err != nil || r.Checked != 2 || r.Due != 0 || r.Expired != 0 {
+		t.Fatalf("before grace ended: %+v %v", r, err)
+	}
+
+	// Half a minute after expiry + grace, two nodes sweep under one lease.
+	set(expires.Add(grace + 30*time.Second))
+	var wg sync.WaitGroup
+	var sweeps atomic.Int32
+	sctx, stop := context.WithCancel(ctx)
+	for range 2 {
+		l, err := lease.New(rc, pfx, "expiry-sweep", 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sw := &engine.ExpirySweep{Accounts: acc, List: list}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.Run(sctx, func(ctx context.Context) {
+				sweeps.Add(1)
+				sw.Run(ctx, 20*time.Millisecond)
+			}, nil)
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := bal.Balance(ctx, idle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Total == credit.Credits(100) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("breakage not written by the sweep: total %s, want 100", v.Total)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // let both nodes sweep again
+	stop()
+	wg.Wait()
+	if n := sweeps.Load(); n != 1 {
+		t.Errorf("the sweep job started %d times, want once (one lease holder)", n)
+	}
+
+	var rows uint64
+	var amt decimal.Decimal
+	var at time.Time
+	if err := conn.QueryRow(ctx, `SELECT count(), sum(amount), max(created_at) FROM credit_ledger WHERE subscription_id = ? AND kind = 'expiry'`,
+		idle).Scan(&rows, &amt, &at); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 1 || !amt.Equal(decimal.NewFromInt(-40)) || at.Before(expires.Add(grace)) || at.After(expires.Add(grace+time.Minute)) {
+		t.Fatalf("archived breakage: %d rows, %s credits at %s; want one row of -40 within a minute of %s", rows, amt, at, expires.Add(grace))
+	}
+	if err := conn.QueryRow(ctx, `SELECT count() FROM credit_ledger WHERE subscription_id = ? AND kind = 'expiry'`, other).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("other subscription: %d breakage rows, %v", rows, err)
+	}
+	terms := archive.InvoiceTerms{CustomerID: "idle", Currency: "USD", CreditValue: decimal.RequireFromString("0.04"), CreditCurrency: "AIT"}
+	oct, err := archive.BuildInvoice(ctx, conn, idle, "2026-10", terms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !oct.BreakageCredits.Equal(decimal.NewFromInt(40)) || !oct.ClosingBalance.Equal(decimal.NewFromInt(100)) {
+		t.Fatalf("October invoice: breakage %s, closing %s; want 40, 100", oct.BreakageCredits, oct.ClosingBalance)
+	}
+}
+
+// flakyArchive fails WriteLedger while down and records what it took.
+type flakyArchive struct {
+	mu   sync.Mutex
+	down bool
+	rows []archive.LedgerRow
+}
+
+func (f *flakyArchive) WriteUsage(context.Context, []archive.RatedRow) error { return nil }
+func (f *flakyArchive) WriteLedger(_ context.Context, rows []archive.LedgerRow) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return balance.ErrUnavailable
+	}
+	f.rows = append(f.rows, rows...)
+	return nil
+}
+
+// Breakage written while the archive is down is archived by the next sweep,
+// although the subscription is no longer due.
+func TestExpirySweepRetriesArchive(t *testing.T) {
+	rc, pfx := testenv.Keyspace(t)
+	ctx := t.Context()
+	var clock atomic.Int64
+	t0 := time.Date(2026, 10, 1, 9, 0, 0, 0, time.UTC)
+	clock.Store(t0.UnixMilli())
+	bal, err := balance.New(rc, balance.Options{Prefix: pfx, Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arch := &flakyArchive{down: true}
+	acc := &engine.Accounts{Store: bal, Archive: arch}
+	sub := "sweep-" + testenv.RandomID(t)
+	if _, err := bal.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bal.Grant(ctx, balance.GrantRequest{Key: "p", Subscription: sub, Type: balance.Promotional, Amount: credit.Credits(7),
+		EffectiveAt: t0, ExpiresAt: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Store(t0.Add(time.Hour).UnixMilli())
+	sw := &engine.ExpirySweep{Accounts: acc, List: func(context.Context) ([]engine.SubscriptionRef, error) {
+		return []engine.SubscriptionRef{{ID: sub, Customer: "c"}}, nil
+	}}
+	if r, err := sw.Once(ctx); err == nil || r.Expired != 1 {
+		t.Fatalf("archive down: %+v %v, want the breakage written and an error", r, err)
+	}
+	arch.mu.Lock()
+	arch.down = false
+	arch.mu.Unlock()
+	if r, err := sw.Once(ctx); err != nil || r.Due != 0 {
+		t.Fatalf("retry: %+v %v", r, err)
+	}
+	if len(arch.rows) != 1 || arch.rows[0].Kind != "expiry" || arch.rows[0].Amount != -credit.Credits(7) || arch.rows[0].Seq != 2 || arch.rows[0].CustomerID != "c" {
+		t.Fatalf("archived %+v", arch.rows)
+	}
+}
+
+// A top-up or adjustment on a subscription with a grant past expiry + grace
+// writes the breakage first (its script sweeps): that entry is archived with
+// the change, not only the change's own entry.
+func TestChangeArchivesItsBreakage(t *testing.T) {
+	rc, pfx := testenv.Keyspace(t)
+	ctx := t.Context()
+	var clock atomic.Int64
+	t0 := time.Date(2026, 10, 1, 9, 0, 0, 0, time.UTC)
+	clock.Store(t0.UnixMilli())
+	bal, err := balance.New(rc, balance.Options{Prefix: pfx, Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arch := &flakyArchive{}
+	acc := &engine.Accounts{Store: bal, Archive: arch}
+	sub := "change-" + testenv.RandomID(t)
+	if _, err := bal.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, exp := range []time.Duration{time.Hour, 2 * time.Hour, 5 * time.Hour} {
+		if _, err := bal.Grant(ctx, balance.GrantRequest{Key: fmt.Sprint("p", i), Subscription: sub, Type: balance.Promotional,
+			Amount: credit.Credits(int64(i + 1)), EffectiveAt: t0, ExpiresAt: t0.Add(exp)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Store(t0.Add(3 * time.Hour).UnixMilli()) // the first two expired
+	if _, err := acc.TopUp(ctx, balance.TopUpRequest{Key: "t", Subscription: sub, Amount: credit.Credits(5)}, "c"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Store(t0.Add(6 * time.Hour).UnixMilli()) // the third
+	if _, err := acc.Adjust(ctx, balance.AdjustRequest{Key: "a", Subscription: sub, Amount: -credit.Credits(1), Reason: "r", Actor: "x"}, "c"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range arch.rows {
+		got = append(got, fmt.Sprint(r.Seq, r.Kind, r.Amount))
+	}
+	want := []string{"4expiry-1", "5expiry-2", "6topup5", "7expiry-3", "8adjustment-1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("archived %v, want %v", got, want)
+	}
+}
