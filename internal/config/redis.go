@@ -34,7 +34,10 @@ type RedisConn struct {
 
 // String names the connection for logs and doctor, without the password.
 func (r RedisConn) String() string {
-	s := r.Mode + " " + strings.Join(r.Addrs, ",")
+	s := strings.Join(r.Addrs, ",")
+	if r.Mode != RedisStandalone {
+		s += " (" + r.Mode + ")"
+	}
 	if r.TLS {
 		s += " (tls)"
 	}
