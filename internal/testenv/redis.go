@@ -222,7 +222,36 @@ func StartRedisCluster(t testing.TB, masters int) *PrivateCluster {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	c.WaitOK(30 * time.Second)
+	c.waitReplicasSynced(30 * time.Second)
 	return c
+}
+
+// waitReplicasSynced waits until every replica has finished its first sync:
+// a replica that never synced refuses to take over from a dead master.
+func (c *PrivateCluster) waitReplicasSynced(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		replicas, synced := 0, 0
+		for _, n := range c.Nodes {
+			rc := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
+			info, err := rc.Info(context.Background(), "replication").Result()
+			rc.Close()
+			if err == nil && strings.Contains(info, "role:slave") {
+				replicas++
+				if strings.Contains(info, "master_link_status:up") && strings.Contains(info, "master_sync_in_progress:0") {
+					synced++
+				}
+			}
+		}
+		if replicas == len(c.Nodes)/2 && synced == replicas {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("private cluster: %d of %d replicas synced after %s", synced, replicas, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (c *PrivateCluster) start(bin string, n *ClusterNode) {
@@ -309,6 +338,34 @@ func (c *PrivateCluster) Role(n *ClusterNode) string {
 // MasterOf is the live node that serves key's slot as master.
 func (c *PrivateCluster) MasterOf(key string) *ClusterNode {
 	c.t.Helper()
+	if n := c.masterOf(key); n != nil {
+		return n
+	}
+	c.t.Fatalf("no live master serves %q", key)
+	return nil
+}
+
+// WaitFailover waits until a live replica has taken over key's slot from
+// old and every live node reports cluster_state:ok; it returns the new master.
+func (c *PrivateCluster) WaitFailover(key string, old *ClusterNode, timeout time.Duration) *ClusterNode {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if n := c.masterOf(key); n != nil && n != old && c.allOK() {
+			return n
+		}
+		if time.Now().After(deadline) {
+			var logs strings.Builder
+			for _, n := range c.Nodes {
+				fmt.Fprintf(&logs, "--- %s\n%s\n", n.Addr, n.LogTail())
+			}
+			c.t.Fatalf("no replica took over %q from %s in %s; logs:\n%s", key, old.Addr, timeout, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *PrivateCluster) masterOf(key string) *ClusterNode {
 	for _, n := range c.Nodes {
 		if !n.Alive() || c.Role(n) != "master" {
 			continue
@@ -334,7 +391,6 @@ func (c *PrivateCluster) MasterOf(key string) *ClusterNode {
 			return n
 		}
 	}
-	c.t.Fatalf("no live master serves %q", key)
 	return nil
 }
 
@@ -344,20 +400,7 @@ func (c *PrivateCluster) WaitOK(timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		ok := true
-		for _, n := range c.Nodes {
-			if !n.Alive() {
-				continue
-			}
-			rc := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
-			info, err := rc.ClusterInfo(context.Background()).Result()
-			rc.Close()
-			if err != nil || !strings.Contains(info, "cluster_state:ok") {
-				ok = false
-				break
-			}
-		}
-		if ok {
+		if c.allOK() {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -365,4 +408,20 @@ func (c *PrivateCluster) WaitOK(timeout time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// allOK reports whether every live node says cluster_state:ok.
+func (c *PrivateCluster) allOK() bool {
+	for _, n := range c.Nodes {
+		if !n.Alive() {
+			continue
+		}
+		rc := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
+		info, err := rc.ClusterInfo(context.Background()).Result()
+		rc.Close()
+		if err != nil || !strings.Contains(info, "cluster_state:ok") {
+			return false
+		}
+	}
+	return true
 }
