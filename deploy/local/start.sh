@@ -79,6 +79,11 @@ start_redis_cluster() {
 		stop_cluster_nodes
 		for p in "${REDIS_CLUSTER_PORTS[@]}"; do
 			rm -rf "${STATE:?}/redis-cluster/$p"
+			# A node without our pid file still answers: empty it in place.
+			if redis-cli -h 127.0.0.1 -p "$p" ping 2>/dev/null | grep -q PONG; then
+				redis-cli -h 127.0.0.1 -p "$p" flushall >/dev/null 2>&1 || true
+				redis-cli -h 127.0.0.1 -p "$p" cluster reset hard >/dev/null
+			fi
 			start_cluster_node "$p"
 		done
 		for p in "${REDIS_CLUSTER_PORTS[@]}"; do

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -82,5 +83,25 @@ func TestRedisStringHidesPassword(t *testing.T) {
 	}
 	if s := rc.String(); strings.Contains(s, "topsecret") || !strings.Contains(s, "h:1") {
 		t.Errorf("String() = %q", s)
+	}
+}
+
+func TestNewRedisClientPicksTheClient(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:6379":                               "*redis.Client",
+		"127.0.0.1:7001,127.0.0.1:7002":                "*redis.ClusterClient",
+		"redis://s1:26379?mode=sentinel&master_name=m": "*redis.Client", // go-redis's failover client
+	} {
+		rc, conn, err := NewRedisClient(Redis{Addr: addr}, RedisTuning{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%T", rc); got != want {
+			t.Errorf("%s (%s): %s, want %s", addr, conn, got, want)
+		}
+		rc.Close()
+	}
+	if _, _, err := NewRedisClient(Redis{Addr: "x"}, RedisTuning{}); err == nil || !strings.Contains(err.Error(), "--redis-addr") {
+		t.Errorf("bad address: %v", err)
 	}
 }
