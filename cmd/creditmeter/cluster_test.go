@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -131,6 +132,50 @@ func TestClusterMasterKilledMidStreamIsExact(t *testing.T) {
 	promoted := pc.WaitFailover(key, victim, 30*time.Second)
 	t.Logf("replica %s promoted; cluster ok again after %s", promoted.Addr, time.Since(start).Round(time.Millisecond))
 	p.waitDone(h, "failover", 6*time.Minute)
+	p.stop()
+	h.Verify()
+	reconcileClean(t, h)
+}
+
+// The replica is paused (SIGSTOP) while 32 MB of filler for the same shard
+// fill the socket buffers between it and its master, and serve goes on
+// writing for a second; then the master is SIGKILLed and the resumed replica
+// promoted: what stayed in the master's output buffer (acknowledged balance
+// changes among it) is lost. Balances, the ledger and the per-event rows must
+// still end exact. Gated like the test above.
+func TestClusterFailoverToLaggingReplicaIsExact(t *testing.T) {
+	if os.Getenv("CREDITMETER_TEST_FAILOVER") != "1" {
+		t.Skip("fails until lost Redis writes are detected and repaired (issue 14 items 1-3); CREDITMETER_TEST_FAILOVER=1 runs it")
+	}
+	pc := testenv.StartRedisCluster(t, 3)
+	h := e2e.NewOn(t, 4, pc.Backend())
+	h.Subscribe(50)
+	st := h.Generate(41, 30_000, 300, 0)
+	h.Produce(st.Msgs)
+	p := startServe(t, h, "lagging")
+	waitProgress(t, h, "lagging", int64(len(st.Msgs)), p)
+
+	key := h.Prefix + "{" + h.Subs["cust-000"].Sub + "}"
+	victim := pc.MasterOf(key)
+	replica := pc.ReplicaOf(victim)
+	pc.Pause(replica)
+	filler := strings.Repeat("x", 1<<20)
+	for i := 0; i < 32; i++ {
+		if err := h.RC.Set(t.Context(), fmt.Sprintf("%s:filler:%d", key, i), filler, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := h.GroupLag(t.Context(), "lagging")
+	time.Sleep(time.Second)
+	lag, _ := h.GroupLag(t.Context(), "lagging")
+	t.Logf("SIGKILL of master %s: %d events committed while its replica %s was paused, replica %d bytes behind, %d events not committed",
+		victim.Addr, before-lag, replica.Addr, pc.ReplLag(victim), lag)
+	pc.Kill(victim)
+	pc.Resume(replica)
+	start := time.Now()
+	promoted := pc.WaitFailover(key, victim, 30*time.Second)
+	t.Logf("replica %s promoted after %s", promoted.Addr, time.Since(start).Round(time.Millisecond))
+	p.waitDone(h, "lagging", 6*time.Minute)
 	p.stop()
 	h.Verify()
 	reconcileClean(t, h)

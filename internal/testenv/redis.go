@@ -425,3 +425,66 @@ func (c *PrivateCluster) allOK() bool {
 	}
 	return true
 }
+
+// ReplicaOf is the live replica of master.
+func (c *PrivateCluster) ReplicaOf(master *ClusterNode) *ClusterNode {
+	c.t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: master.Addr, MaxRetries: -1})
+	defer rc.Close()
+	info, err := rc.Info(context.Background(), "replication").Result()
+	if err != nil {
+		c.t.Fatalf("replicas of %s: %v", master.Addr, err)
+	}
+	for _, l := range strings.Split(info, "\r\n") {
+		if !strings.HasPrefix(l, "slave0:") {
+			continue
+		}
+		var ip, port string
+		for _, kv := range strings.Split(strings.TrimPrefix(l, "slave0:"), ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "ip":
+				ip = v
+			case "port":
+				port = v
+			}
+		}
+		for _, n := range c.Nodes {
+			if n.Addr == ip+":"+port {
+				return n
+			}
+		}
+	}
+	c.t.Fatalf("%s has no replica", master.Addr)
+	return nil
+}
+
+// Pause stops the node's process (SIGSTOP); Resume continues it (SIGCONT).
+// A paused replica falls behind its master once the socket buffers between
+// them are full.
+func (c *PrivateCluster) Pause(n *ClusterNode) { _ = n.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused node.
+func (c *PrivateCluster) Resume(n *ClusterNode) { _ = n.cmd.Process.Signal(syscall.SIGCONT) }
+
+// ReplLag is how many bytes of the replication stream master has that its
+// replica has not acknowledged, by the master's INFO (the replica may be paused).
+func (c *PrivateCluster) ReplLag(master *ClusterNode) int64 {
+	rc := redis.NewClient(&redis.Options{Addr: master.Addr, MaxRetries: -1})
+	defer rc.Close()
+	info, _ := rc.Info(context.Background(), "replication").Result()
+	var own, acked int64 = -1, -1
+	for _, l := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(l, "master_repl_offset:"); ok {
+			own, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(l, "slave0:"); ok {
+			for _, kv := range strings.Split(v, ",") {
+				if o, ok := strings.CutPrefix(kv, "offset="); ok {
+					acked, _ = strconv.ParseInt(o, 10, 64)
+				}
+			}
+		}
+	}
+	return own - acked
+}
