@@ -3,6 +3,7 @@ package balance
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func (c *clock) Set(t time.Time)     { c.ms.Store(t.UnixMilli()) }
 
 type env struct {
 	t     *testing.T
-	rc    *redis.Client
+	rc    redis.UniversalClient
 	s     *Store
 	clock *clock
 	ctx   context.Context
@@ -35,7 +36,7 @@ type env struct {
 
 func newEnv(t *testing.T, grace time.Duration) *env {
 	t.Helper()
-	rc := testenv.Redis(t)
+	rc := testRedis(t)
 	pfx := testenv.Prefix(t)
 	c := newClock(t0)
 	s, err := New(rc, Options{Prefix: pfx, GraceWindow: grace, Now: c.Now})
@@ -47,20 +48,20 @@ func newEnv(t *testing.T, grace time.Duration) *env {
 	return e
 }
 
-func cleanup(rc *redis.Client, pfx string) {
-	ctx := context.Background()
-	iter := rc.Scan(ctx, 0, pfx+"*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-		if len(keys) == 500 {
-			rc.Unlink(ctx, keys...)
-			keys = keys[:0]
-		}
+func cleanup(rc redis.UniversalClient, pfx string) {
+	testenv.DeletePrefix(context.Background(), rc, pfx)
+}
+
+// clusterSuite runs the store's tests again on Redis Cluster: newEnv gives
+// its subtests a cluster client.
+const clusterSuite = "TestStoreOnRedisCluster/"
+
+func testRedis(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	if strings.HasPrefix(t.Name(), clusterSuite) {
+		return testenv.RedisCluster(t)
 	}
-	if len(keys) > 0 {
-		rc.Unlink(ctx, keys...)
-	}
+	return testenv.Redis(t)
 }
 
 func (e *env) open(sub string, policy Policy, mod ...func(*AccountSpec)) {

@@ -15,7 +15,7 @@ import (
 )
 
 // keyBytes sums MEMORY USAGE (exact, SAMPLES 0) over keys matching pattern.
-func keyBytes(t *testing.T, rc *redis.Client, pattern string) (bytes int64, keys int) {
+func keyBytes(t *testing.T, rc redis.UniversalClient, pattern string) (bytes int64, keys int) {
 	t.Helper()
 	ctx := context.Background()
 	iter := rc.Scan(ctx, 0, pattern, 1000).Iterator()
@@ -33,7 +33,7 @@ func keyBytes(t *testing.T, rc *redis.Client, pattern string) (bytes int64, keys
 	return bytes, keys
 }
 
-func usedMemory(t *testing.T, rc *redis.Client) int64 {
+func usedMemory(t *testing.T, rc redis.UniversalClient) int64 {
 	s, err := rc.Info(context.Background(), "memory").Result()
 	if err != nil {
 		t.Fatal(err)

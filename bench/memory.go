@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -26,22 +27,46 @@ type MemoryResult struct {
 	UsedPerEvent    float64 `json:"used_memory_per_event"` // INFO used_memory delta over scenario 1 / events (noisy: shared Redis)
 }
 
-func usedMemory(ctx context.Context, rc *redis.Client) int64 {
-	s, err := rc.Info(ctx, "memory").Result()
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
+// usedMemory is INFO used_memory, summed over the masters of a cluster.
+func usedMemory(ctx context.Context, rc redis.UniversalClient) int64 {
+	var mu sync.Mutex
+	var total int64
+	_ = eachMaster(ctx, rc, func(ctx context.Context, n redis.Cmdable) error {
+		s, err := n.Info(ctx, "memory").Result()
+		if err != nil {
+			return err
 		}
+		for _, l := range strings.Split(s, "\r\n") {
+			if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+				b, _ := strconv.ParseInt(v, 10, 64)
+				mu.Lock()
+				total += b
+				mu.Unlock()
+			}
+		}
+		return nil
+	})
+	return total
+}
+
+// eachMaster runs f on rc, or on every master of a cluster (SCAN and INFO
+// see one node's keys).
+func eachMaster(ctx context.Context, rc redis.UniversalClient, f func(context.Context, redis.Cmdable) error) error {
+	if cc, ok := rc.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return f(ctx, n) })
 	}
-	return 0
+	return f(ctx, rc)
 }
 
 // keyUsage sums MEMORY USAGE over the keys matching pattern, pipelined.
-func keyUsage(ctx context.Context, rc *redis.Client, pattern string, each func(key string, bytes int64)) error {
+func keyUsage(ctx context.Context, rc redis.UniversalClient, pattern string, each func(key string, bytes int64)) error {
+	var mu sync.Mutex
+	return eachMaster(ctx, rc, func(ctx context.Context, n redis.Cmdable) error {
+		return keyUsageOn(ctx, n, pattern, func(k string, b int64) { mu.Lock(); each(k, b); mu.Unlock() })
+	})
+}
+
+func keyUsageOn(ctx context.Context, rc redis.Cmdable, pattern string, each func(key string, bytes int64)) error {
 	iter := rc.Scan(ctx, 0, pattern, 2000).Iterator()
 	var keys []string
 	flush := func() error {

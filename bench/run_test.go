@@ -81,7 +81,7 @@ func TestRunSmoke(t *testing.T) {
 	cfg := testenv.Config(t)
 	out := t.TempDir()
 	rep, err := Run(context.Background(), Options{
-		World:  WorldConfig{RedisAddr: cfg.Redis.Addr, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 20},
+		World:  WorldConfig{Redis: cfg.Redis, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 20},
 		Events: 4000, RawEvents: 2000, NaiveSeq: 200, FreshFor: 2 * time.Second, LongEvents: 3000,
 		APIWorkers: 2, APIFor: 500 * time.Millisecond, APIRate: 200, DupRate: 0.02, LateRate: 0.02, Out: out, Stdout: io.Discard,
 	})

@@ -27,6 +27,7 @@ import (
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/broker"
+	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
@@ -38,7 +39,7 @@ import (
 type World struct {
 	Run      string // random id of the run, in every name below
 	Brokers  []string
-	RC       *redis.Client
+	RC       redis.UniversalClient
 	Prefix   string
 	Conn     driver.Conn
 	CC       archive.ConnConfig
@@ -62,7 +63,7 @@ type World struct {
 type WorldConfig struct {
 	Brokers    []string // empty: an embedded broker in this process
 	Partitions int
-	RedisAddr  string
+	Redis      config.Redis // --redis-addr and friends: standalone, cluster or sentinel
 	CHAddr     string
 	CHUser     string
 	CHPassword string
@@ -105,9 +106,13 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 		c.Brokers = []string{w.embed.Addr()}
 	}
 	w.Brokers = c.Brokers
-	w.RC = redis.NewClient(&redis.Options{Addr: c.RedisAddr, PoolSize: 64})
+	rc, conn, err := config.NewRedisClient(c.Redis, config.RedisTuning{PoolSize: 64})
+	if err != nil {
+		return w, err
+	}
+	w.RC = rc
 	if err := w.RC.Ping(ctx).Err(); err != nil {
-		return w, fmt.Errorf("redis %s: %w", c.RedisAddr, err)
+		return w, fmt.Errorf("redis %s: %w", conn, err)
 	}
 	w.Prefix = "bench:" + w.Run + ":"
 	w.CC = archive.ConnConfig{Addr: c.CHAddr, User: c.CHUser, Password: c.CHPassword, Database: "bench_" + w.Run}
@@ -213,18 +218,26 @@ func (w *World) Close() {
 	defer cancel()
 	if !w.Keep {
 		if w.RC != nil && w.Prefix != "" {
-			iter := w.RC.Scan(ctx, 0, w.Prefix+"*", 5000).Iterator()
-			var keys []string
-			for iter.Next(ctx) {
-				keys = append(keys, iter.Val())
-				if len(keys) == 5000 {
-					w.RC.Unlink(ctx, keys...)
+			_ = eachMaster(ctx, w.RC, func(ctx context.Context, n redis.Cmdable) error {
+				iter := n.Scan(ctx, 0, w.Prefix+"*", 5000).Iterator()
+				var keys []string
+				unlink := func() {
+					// One key per command in a pipeline: a cluster refuses multi-key commands across slots.
+					pipe := n.Pipeline()
+					for _, k := range keys {
+						pipe.Unlink(ctx, k)
+					}
+					_, _ = pipe.Exec(ctx)
 					keys = keys[:0]
 				}
-			}
-			if len(keys) > 0 {
-				w.RC.Unlink(ctx, keys...)
-			}
+				for iter.Next(ctx) {
+					if keys = append(keys, iter.Val()); len(keys) == 5000 {
+						unlink()
+					}
+				}
+				unlink()
+				return iter.Err()
+			})
 		}
 		if w.Conn != nil && strings.HasPrefix(w.CC.Database, "bench_") {
 			_ = w.Conn.Exec(ctx, "DROP DATABASE IF EXISTS "+w.CC.Database)

@@ -63,7 +63,7 @@ func checkNoSeqReuse(t *testing.T, h *e2e.Harness) {
 // and every entry archived before the loss unchanged.
 func TestRedisLosesAcknowledgedWrites(t *testing.T) {
 	srv := testenv.StartRedis(t)
-	h := e2e.New(t, 4, e2e.WithRedis(srv.Client()))
+	h := e2e.NewOn(t, 4, e2e.Private(srv.Addr, srv.Client()))
 	h.Subscribe(40)
 	st := h.Generate(7, 24_000, 400, 0)
 	parts := [][]int{{0, 8_000}, {8_000, 16_000}, {16_000, len(st.Msgs)}}
@@ -148,7 +148,7 @@ func startPair(t *testing.T) (master, replica *testenv.RedisProcess) {
 // stops committing (backpressure, not ready) and goes on when it is back.
 func TestCommitsWaitForReplicas(t *testing.T) {
 	master, replica := startPair(t)
-	h := e2e.New(t, 2, e2e.WithRedis(master.Client()))
+	h := e2e.NewOn(t, 2, e2e.Private(master.Addr, master.Client()))
 	h.Subscribe(10)
 	st := h.Generate(11, 4_000, 40, 0)
 	e, m, src := h.NewEngine("engine-wait", engine.Config{
@@ -193,7 +193,7 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 	p := newProxy(t, master.Addr)
 	rc := redis.NewClient(&redis.Options{Addr: p.addr()})
 	t.Cleanup(func() { rc.Close() })
-	h := e2e.New(t, 2, e2e.WithRedis(rc))
+	h := e2e.NewOn(t, 2, e2e.Private(p.addr(), rc))
 	h.Subscribe(20)
 	st := h.Generate(12, 12_000, 120, 0)
 	e, m, src := h.NewEngine("engine-failover", engine.Config{

@@ -65,17 +65,24 @@ summary.json, summary.txt and PNG plots.`,
 					o.Scenarios = append(o.Scenarios, s)
 				}
 			}
-			for flag, addr := range map[string]string{"redis-addr": cfg.Redis.Addr, "clickhouse-addr": cfg.ClickHouse.Addr} {
+			rconn, err := cfg.Redis.Resolve()
+			if err != nil {
+				return err
+			}
+			for _, addr := range rconn.Addrs {
 				if !loopback(addr) {
-					return fmt.Errorf("setting --%s (%s): bench targets loopback only, got %q", flag, config.EnvName(flag), addr)
+					return fmt.Errorf("setting --redis-addr (%s): bench targets loopback only, got %q", config.EnvName("redis-addr"), addr)
 				}
+			}
+			if !loopback(cfg.ClickHouse.Addr) {
+				return fmt.Errorf("setting --clickhouse-addr (%s): bench targets loopback only, got %q", config.EnvName("clickhouse-addr"), cfg.ClickHouse.Addr)
 			}
 			for _, b := range brokers {
 				if !loopback(b) {
 					return fmt.Errorf("setting --kafka-brokers (%s): bench targets loopback only, got %q", config.EnvName("kafka-brokers"), b)
 				}
 			}
-			o.World.RedisAddr, o.World.CHAddr = cfg.Redis.Addr, cfg.ClickHouse.Addr
+			o.World.Redis, o.World.CHAddr = cfg.Redis, cfg.ClickHouse.Addr
 			o.World.CHUser, o.World.CHPassword = cfg.ClickHouse.User, cfg.ClickHouse.Password
 			o.World.Brokers = brokers
 			o.Command = "creditmeter " + strings.Join(os.Args[1:], " ")
@@ -87,7 +94,7 @@ summary.json, summary.txt and PNG plots.`,
 				defer stop()
 				o.World.Brokers, o.BrokerPID = []string{addr}, pid
 			}
-			_, err := bench.Run(cmd.Context(), o)
+			_, err = bench.Run(cmd.Context(), o)
 			return err
 		},
 	}

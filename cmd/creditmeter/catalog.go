@@ -21,7 +21,7 @@ const catalogRefresh = 250 * time.Millisecond
 type catalog struct {
 	store *catalogstore.Store
 	rater *rating.Rater
-	rc    *redis.Client
+	rc    redis.UniversalClient
 	stop  func()
 }
 
@@ -29,7 +29,10 @@ type catalog struct {
 // rater. Redis may be down at start: the rater then waits, empty, and readiness
 // reports Redis.
 func openCatalog(ctx context.Context, cfg config.Redis, prefix string, log *slog.Logger) (*catalog, error) {
-	rc := redis.NewClient(&redis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB})
+	rc, _, err := config.NewRedisClient(cfg, config.RedisTuning{})
+	if err != nil {
+		return nil, err
+	}
 	store, err := catalogstore.New(rc, prefix)
 	if err != nil {
 		rc.Close()

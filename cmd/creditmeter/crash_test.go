@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/creditmeter/creditmeter/internal/e2e"
-	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
 // serveProc is a creditmeter serve process over a test world.
@@ -66,7 +65,7 @@ func startServe(t *testing.T, h *e2e.Harness, group string) *serveProc {
 	p.cmd = exec.Command(bin, "serve",
 		"--http-addr", "127.0.0.1:"+freePort(t), "--metrics-addr", "127.0.0.1:"+freePort(t),
 		"--kafka-brokers", h.Broker.Addr(), "--kafka-group", group,
-		"--redis-addr", testenv.Config(t).Redis.Addr, "--redis-key-prefix", h.Prefix,
+		"--redis-addr", h.Redis.Addr, "--redis-key-prefix", h.Prefix,
 		"--clickhouse-addr", h.CC.Addr, "--clickhouse-database", h.CC.Database,
 		"--batch-size", "1000", "--linger", "10ms")
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out

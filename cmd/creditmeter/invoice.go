@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/creditmeter/creditmeter/archive"
@@ -76,7 +75,10 @@ in Redis. JSON (default) or CSV on standard output.`,
 
 // catalogTerms reads the subscription's account terms from the catalog.
 func catalogTerms(ctx context.Context, cfg config.Redis, prefix, sub string) (rating.AccountTerms, error) {
-	rc := redis.NewClient(&redis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB})
+	rc, _, err := config.NewRedisClient(cfg, config.RedisTuning{})
+	if err != nil {
+		return rating.AccountTerms{}, err
+	}
 	defer rc.Close()
 	cat, err := catalogstore.New(rc, prefix)
 	if err != nil {

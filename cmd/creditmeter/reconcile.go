@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/creditmeter/creditmeter/balance"
@@ -54,7 +53,10 @@ way. Event ids remembered for producer duplicates are not rebuilt.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
+			rc, _, err := config.NewRedisClient(cfg.Redis, config.RedisTuning{})
+			if err != nil {
+				return err
+			}
 			defer rc.Close()
 			store, err := balance.New(rc, balance.Options{Prefix: keyPrefix})
 			if err != nil {

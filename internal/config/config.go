@@ -61,9 +61,12 @@ type Kafka struct {
 
 // Redis is the hot balance store.
 type Redis struct {
-	Addr     string
-	Password string
-	DB       int
+	Addr       string // host:port, a comma-separated list, or a redis:// / rediss:// URL
+	Mode       string // standalone, cluster, sentinel; empty: by the number of addresses
+	MasterName string // sentinel's master name
+	Username   string
+	Password   string
+	DB         int
 }
 
 // ClickHouse is the archive, reached over the native protocol.
@@ -152,7 +155,10 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", c.Kafka.MaxMessageBytes,
 				"largest record batch the broker accepts (its message.max.bytes); produce batches and dead letters stay under it")
 		case GroupRedis:
-			fs.StringVar(&c.Redis.Addr, "redis-addr", c.Redis.Addr, "Redis address, host:port")
+			fs.StringVar(&c.Redis.Addr, "redis-addr", c.Redis.Addr, "Redis host:port, comma-separated cluster seed nodes or sentinels, or a redis:// / rediss:// URL (user, password, /db, ?addr=host:port&mode=cluster)")
+			fs.StringVar(&c.Redis.Mode, "redis-mode", c.Redis.Mode, "standalone, cluster or sentinel (default: standalone for one address, cluster for several)")
+			fs.StringVar(&c.Redis.MasterName, "redis-master-name", c.Redis.MasterName, "master name to ask the sentinels for (--redis-mode sentinel)")
+			fs.StringVar(&c.Redis.Username, "redis-username", c.Redis.Username, "Redis ACL user (empty for the default user)")
 			fs.StringVar(&c.Redis.Password, "redis-password", c.Redis.Password, "Redis password (empty for none)")
 			fs.IntVar(&c.Redis.DB, "redis-db", c.Redis.DB, "Redis database number")
 		case GroupClickHouse:
@@ -284,11 +290,8 @@ func (c Config) Validate(groups ...Group) error {
 				bad("kafka-max-message-bytes", "must be between %d and %d, got %d", minMaxMessageBytes, maxMaxMessageBytes, c.Kafka.MaxMessageBytes)
 			}
 		case GroupRedis:
-			if err := checkHostPort(c.Redis.Addr); err != nil {
-				bad("redis-addr", "%v", err)
-			}
-			if c.Redis.DB < 0 || c.Redis.DB > 15 {
-				bad("redis-db", "must be between 0 and 15, got %d", c.Redis.DB)
+			if _, err := c.Redis.Resolve(); err != nil {
+				errs = append(errs, err)
 			}
 		case GroupClickHouse:
 			if err := checkHostPort(c.ClickHouse.Addr); err != nil {

@@ -46,10 +46,7 @@ func Check(ctx context.Context, c config.Config, only ...string) []Result {
 			r.Addr = strings.Join(c.Kafka.Brokers, ",")
 			r.Err = ingest.Ping(cctx, c.Kafka.Brokers)
 		case "redis":
-			r.Addr = c.Redis.Addr
-			rc := redis.NewClient(&redis.Options{Addr: c.Redis.Addr, Password: c.Redis.Password, DB: c.Redis.DB, MaxRetries: -1})
-			r.Err = rc.Ping(cctx).Err()
-			rc.Close()
+			r.Addr, r.Err = pingRedis(cctx, c.Redis)
 		case "clickhouse":
 			r.Addr = c.ClickHouse.Addr
 			r.Note, r.Err = clickhouseDatabase(cctx, c.ClickHouse)
@@ -99,4 +96,32 @@ func httpReady(ctx context.Context, url string) error {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return nil
+}
+
+// pingRedis pings Redis the way creditmeter connects to it; on a cluster it
+// pings every master and replica and requires cluster_state:ok, so a shard
+// that is down is reported, not only the seed node that answered.
+func pingRedis(ctx context.Context, c config.Redis) (string, error) {
+	rc, conn, err := config.NewRedisClient(c, config.RedisTuning{MaxRetries: -1})
+	if err != nil {
+		return c.Addr, err
+	}
+	defer rc.Close()
+	cc, ok := rc.(*redis.ClusterClient)
+	if !ok {
+		return conn.String(), rc.Ping(ctx).Err()
+	}
+	if err := cc.Ping(ctx).Err(); err != nil {
+		return conn.String(), err
+	}
+	return conn.String(), cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+		info, err := n.ClusterInfo(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Options().Addr, err)
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("node %s: cluster_state is not ok", n.Options().Addr)
+		}
+		return nil
+	})
 }

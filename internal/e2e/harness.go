@@ -43,7 +43,8 @@ type Harness struct {
 	t        *testing.T
 	ctx      context.Context
 	Broker   *broker.Broker
-	RC       *redis.Client
+	RC       redis.UniversalClient
+	Redis    testenv.RedisBackend // RedisAddr is what serve gets as --redis-addr
 	Prefix   string
 	Conn     driver.Conn
 	CC       archive.ConnConfig
@@ -65,24 +66,25 @@ type Expect struct {
 	Events   map[string]credit.Amount
 }
 
-// Option changes New's world.
-type Option func(*Harness)
-
-// WithRedis puts the world's catalog and balances on rc (a private server
-// the test may kill) instead of the shared Redis.
-func WithRedis(rc *redis.Client) Option {
-	return func(h *Harness) { h.RC, h.Prefix = rc, "e2e:" }
+// Private is a backend of one client of the test's own (a private
+// redis-server the test may kill, restart or fail over).
+func Private(addr string, rc redis.UniversalClient) testenv.RedisBackend {
+	return testenv.RedisBackend{Name: "private", Addr: addr, Open: func(testing.TB) redis.UniversalClient { return rc }}
 }
 
-func New(t *testing.T, partitions int, opts ...Option) *Harness {
+// New is a world on the standalone Redis.
+func New(t *testing.T, partitions int) *Harness {
 	t.Helper()
-	h := &Harness{t: t, ctx: context.Background(), Subs: map[string]*Expect{}, parts: partitions}
-	for _, o := range opts {
-		o(h)
-	}
-	if h.RC == nil {
-		h.RC, h.Prefix = testenv.Keyspace(t)
-	}
+	return NewOn(t, partitions, testenv.RedisBackends(t)[0])
+}
+
+// NewOn is a world on the given Redis deployment (standalone, the shared
+// cluster, a test's private cluster).
+func NewOn(t *testing.T, partitions int, rb testenv.RedisBackend) *Harness {
+	t.Helper()
+	h := &Harness{t: t, ctx: context.Background(), Subs: map[string]*Expect{}, parts: partitions, Redis: rb}
+	h.RC = rb.Open(t)
+	h.Prefix = testenv.KeyspaceOn(t, h.RC)
 	h.Conn, h.CC = testenv.ClickHouse(t)
 	h.Broker = testenv.Broker(t, partitions, Topic, DLQTopic)
 	if err := archive.Migrate(h.ctx, h.CC); err != nil {

@@ -49,19 +49,15 @@ func Config(t testing.TB) config.Config {
 	return c
 }
 
-// Redis returns a client of the real Redis; the keys a test writes must start
-// with its Prefix, so parallel tests do not collide.
+// Redis returns a client of the real standalone Redis; the keys a test
+// writes must start with its Prefix, so parallel tests do not collide.
 func Redis(t testing.TB) *redis.Client {
 	t.Helper()
 	addr := Config(t).Redis.Addr
-	rc := redis.NewClient(&redis.Options{Addr: addr})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := rc.Ping(ctx).Err(); err != nil {
-		rc.Close()
-		Unavailable(t, "redis", addr, err)
+	rc, ok := openRedis(t, "redis", addr).(*redis.Client)
+	if !ok {
+		t.Fatalf("CREDITMETER_REDIS_ADDR %q is not one standalone Redis (use CREDITMETER_REDIS_CLUSTER_ADDRS for the cluster)", addr)
 	}
-	t.Cleanup(func() { rc.Close() })
 	return rc
 }
 
@@ -70,24 +66,7 @@ func Redis(t testing.TB) *redis.Client {
 func Keyspace(t testing.TB) (*redis.Client, string) {
 	t.Helper()
 	rc := Redis(t)
-	prefix := Prefix(t)
-	t.Cleanup(func() {
-		ctx := context.Background()
-		var cursor uint64
-		for {
-			keys, next, err := rc.Scan(ctx, cursor, prefix+"*", 1000).Result()
-			if err != nil {
-				return
-			}
-			if len(keys) > 0 {
-				rc.Del(ctx, keys...)
-			}
-			if cursor = next; cursor == 0 {
-				return
-			}
-		}
-	})
-	return rc, prefix
+	return rc, KeyspaceOn(t, rc)
 }
 
 // Prefix is a random key prefix for one test.

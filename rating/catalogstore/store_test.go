@@ -3,9 +3,11 @@ package catalogstore_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/credit"
@@ -16,8 +18,11 @@ import (
 
 func newStore(t *testing.T) *catalogstore.Store {
 	t.Helper()
-	rc, prefix := testenv.Keyspace(t)
-	s, err := catalogstore.New(rc, prefix)
+	var rc redis.UniversalClient = testenv.Redis(t)
+	if strings.HasPrefix(t.Name(), clusterSuite) {
+		rc = testenv.RedisCluster(t)
+	}
+	s, err := catalogstore.New(rc, testenv.KeyspaceOn(t, rc))
 	if err != nil {
 		t.Fatal(err)
 	}
