@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/creditmeter/creditmeter/archive"
@@ -18,6 +19,9 @@ type Accounts struct {
 	Archive Archive
 	// Observer, when set, hears of every top-up and adjustment (metrics).
 	Observer AccountObserver
+	// Repair, when set, repairs a subscription whose entries the archive
+	// refuses for reusing its sequence numbers (Redis lost writes).
+	Repair Repairer
 }
 
 // OpenSubscription opens or updates the subscription's account from its
@@ -67,8 +71,9 @@ func (e *NotArchivedError) Unwrap() error { return e.Err }
 func (e *NotArchivedError) NotArchived() (int64, credit.Amount) { return e.Seq, e.Balance }
 
 func notArchived(res balance.ChangeResult, err error) error {
-	if err == nil {
-		return nil
+	var undone *UndoneError
+	if err == nil || errors.As(err, &undone) {
+		return err
 	}
 	return &NotArchivedError{Seq: res.Seq, Balance: res.Balance, Err: err}
 }
@@ -90,8 +95,30 @@ func (a *Accounts) Export(ctx context.Context, sub, customer string, from, to in
 		}
 		rows = append(rows, LedgerRow(sub, customer, en))
 	}
-	return a.Archive.WriteLedger(ctx, rows)
+	err = a.Archive.WriteLedger(ctx, rows)
+	if !errors.Is(err, archive.ErrLedgerConflict) || a.Repair == nil {
+		return err
+	}
+	// Redis lost writes and this change reused an archived seq: bring the
+	// subscription back to the archive's truth, which undoes the change and
+	// frees its idempotency key, so the caller's retry applies it anew.
+	if _, _, rerr := a.Repair.Repair(ctx, sub); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return &UndoneError{Err: err}
 }
+
+// UndoneError: Redis had lost acknowledged writes, so the change was made
+// on a stale balance; the subscription was repaired from the archive and
+// the change undone. The same request again (same key) makes it anew.
+type UndoneError struct{ Err error }
+
+func (e *UndoneError) Error() string {
+	return fmt.Sprintf("the balance store had lost writes; the subscription was repaired and this change undone: send it again with the same idempotency key (%v)", e.Err)
+}
+
+// Unwrap makes the error retryable (balance.ErrUnavailable).
+func (e *UndoneError) Unwrap() []error { return []error{balance.ErrUnavailable, e.Err} }
 
 // AccountSpec maps the catalog's terms to the balance account.
 func AccountSpec(t rating.AccountTerms) (balance.AccountSpec, error) {

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -79,7 +78,10 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	}
 	defer conn.Close()
 	writer := archive.NewWriter(conn)
-	accounts := &engine.Accounts{Store: bal, Archive: writer}
+	// Redis that lost acknowledged writes is repaired from the archive, by
+	// the engine and by the API's write paths alike.
+	repairer := &reconcile.Repairer{Store: bal, Conn: conn, DedupeWindow: cfg.Engine.DedupeWindow}
+	accounts := &engine.Accounts{Store: bal, Archive: writer, Repair: repairer}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -167,7 +169,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run.start(engineCtx, cfg, cat, schema, bal, conn, writer, writers, metrics, log); err != nil {
+			if err := run.start(engineCtx, cfg, cat, schema, bal, repairer, writer, writers, metrics, log); err != nil {
 				errc <- fmt.Errorf("engine: %w", err)
 			}
 		}()
@@ -247,7 +249,7 @@ func (r *engineRun) wait(what string) {
 // start waits for the catalog and the archive schema, then runs the engine
 // until ctx ends.
 func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, schema *archiveSchema, bal *balance.Store,
-	conn driver.Conn, writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
+	repairer engine.Repairer, writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
 	// Waiting for a service at start is backpressure like any later outage,
 	// so EngineBackpressure fires for a serve that never gets going.
 	retry := func(what string, f func(context.Context) error) bool {
@@ -292,8 +294,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 			_, err := cat.store.Customer(ctx, id)
 			return err == nil
 		},
-		// Redis that lost acknowledged writes is repaired from the archive.
-		Repair:        &reconcile.Repairer{Store: bal, Conn: conn, DedupeWindow: cfg.Engine.DedupeWindow},
+		Repair:        repairer,
 		RedisIdentity: bal.Identity,
 		WaitReplicas:  waitReplicas(bal, cfg.Engine.MinReplicas, cfg.Engine.WaitTimeout),
 	}, src, writers, cat.rater, bal, writer)
