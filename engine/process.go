@@ -253,8 +253,10 @@ func (e *Engine) apply(ctx context.Context, batches []balance.Batch) ([]balance.
 		var next []int
 		var firstErr error
 		var behind []string
+		failed := false
 		for j, i := range pending {
 			r := out[j]
+			failed = failed || r.Err != nil
 			switch {
 			case r.Err == nil:
 				results[i] = r
@@ -273,6 +275,11 @@ func (e *Engine) apply(ctx context.Context, batches []balance.Batch) ([]balance.
 		}
 		if len(behind) > 0 {
 			return &errRepair{subs: behind, why: "a ledger behind what this engine saw"}
+		}
+		if err != nil && !failed {
+			// A failure no batch owns: apply them all again (what ran is
+			// replayed from the journal), never go on without it.
+			return err
 		}
 		pending = next
 		return firstErr
