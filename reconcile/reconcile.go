@@ -60,6 +60,7 @@ type Drift struct {
 	// archived sum: zero when every archived entry is right.
 	Difference   decimal.Decimal `json:"difference"`
 	RedisLastSeq int64           `json:"redis_last_seq"`
+	ArchiveLast  int64           `json:"archive_last_seq"`
 	ArchiveSeqs  uint64          `json:"archive_entries"`
 	Missing      []SeqRange      `json:"missing,omitempty"`    // in Redis, not in the archive
 	Mismatched   []int64         `json:"mismatched,omitempty"` // archived with another amount or kind (Deep)
@@ -278,7 +279,7 @@ func archiveTotals(ctx context.Context, conn driver.Conn, subs []string) (map[st
 // entry M. Entries after M are in flight while younger than lag, missing
 // once older.
 func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub string, a archived, o Options) (*Drift, error) {
-	d := &Drift{Subscription: sub, ArchiveTotal: a.sum, ArchiveSeqs: a.count}
+	d := &Drift{Subscription: sub, ArchiveTotal: a.sum, ArchiveSeqs: a.count, ArchiveLast: int64(a.maxSeq)}
 	bal, err := store.Balance(ctx, sub)
 	switch {
 	case errors.Is(err, balance.ErrUnknownSubscription) && a.count == 0:
