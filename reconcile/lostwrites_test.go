@@ -178,6 +178,27 @@ func TestReconcileComparesPerEventCharges(t *testing.T) {
 	}
 	inflight := use("inflight", 0, 20) // rated rows archived, ledger entry not yet
 
+	// Redis loses a batch and takes another on the lost state; the archive
+	// refuses its entry (the reused seq), its rated row is archived.
+	e.account("diverged")
+	restore = e.lose("diverged")
+	if err := archiveEntries("diverged", use("diverged", 0, 30)); err != nil {
+		t.Fatal(err)
+	}
+	restore()
+	if err := archiveEntries("diverged", use("diverged", 0, 31, 32)); !errors.Is(err, archive.ErrLedgerConflict) {
+		t.Fatalf("archiving a reused seq: %v, want ErrLedgerConflict", err)
+	}
+	if g := e.run(reconcile.Options{})["diverged"]; !g.RedisBehind || g.Charges == nil || g.Charges.Uncharged != 2 {
+		t.Errorf("diverged: %+v, charges %+v; want Redis behind and 2 events rated, not charged", g, g.Charges)
+	}
+	if g := e.run(reconcile.Options{Repair: true, Subscriptions: []string{"diverged"}})["diverged"]; !g.RedisRepaired || g.RedisBehind ||
+		fmt.Sprint(g.Kinds()) != "[charges]" {
+		t.Errorf("diverged after --repair: %+v, want Redis rebuilt and only the uncharged event left (Kafka replays it)", g)
+	}
+	if g := e.run(reconcile.Options{Lag: time.Hour, Subscriptions: []string{"diverged"}}); len(g) != 0 {
+		t.Errorf("diverged within the lag: %+v", g["diverged"])
+	}
 	d := e.run(reconcile.Options{Lag: time.Hour})
 	if len(d) != 1 {
 		t.Fatalf("within the lag: drift on %d subscriptions, want only rewritten: %+v", len(d), d)
