@@ -285,3 +285,33 @@ func rewriteArchived(t *testing.T, conn driver.Conn, r archive.LedgerRow) {
 		t.Fatal(err)
 	}
 }
+
+// An account Redis lost entirely is rebuilt by --repair from the archive's
+// last snapshot, exactly.
+func TestRepairRebuildsLostAccount(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.account("gone")
+	before, err := e.store.Balance(ctx, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := e.rc.Keys(ctx, e.pfx+"{gone}*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rc.Del(ctx, keys...)
+	if g := e.run(reconcile.Options{})["gone"]; !g.RedisMissing || fmt.Sprint(g.Kinds()) != "[redis_lost balance]" {
+		t.Fatalf("lost account: %+v", g)
+	}
+	if g := e.run(reconcile.Options{Repair: true})["gone"]; !g.RedisRepaired || g.Drifts() {
+		t.Fatalf("after --repair: %+v", g)
+	}
+	after, err := e.store.Balance(ctx, "gone")
+	if err != nil || after.Total != before.Total || fmt.Sprint(after.Grants) != fmt.Sprint(before.Grants) {
+		t.Fatalf("rebuilt %+v (%v), lost %+v", after, err, before)
+	}
+	if d := e.run(reconcile.Options{Deep: true}); len(d) != 0 {
+		t.Fatalf("after the repair: %+v", d)
+	}
+}
