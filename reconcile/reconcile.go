@@ -37,9 +37,12 @@ type Options struct {
 	// Lag is how long an entry may stay unarchived before it is missing:
 	// younger entries are in flight (the engine archives after Redis).
 	Lag time.Duration
-	// Repair writes the entries the archive lacks or holds altered, from
-	// Redis, then checks again.
+	// Repair rebuilds from the archive the subscriptions whose Redis lost
+	// writes (RedisBehind, RedisMissing with a snapshot), archives the
+	// entries the archive lacks from the others' Redis, then checks again.
 	Repair bool
+	// DedupeWindow of the engine's balance store (Repairer.DedupeWindow).
+	DedupeWindow time.Duration
 }
 
 // SeqRange is an inclusive range of ledger sequence numbers.
@@ -57,6 +60,7 @@ type Drift struct {
 	// archived sum: zero when every archived entry is right.
 	Difference   decimal.Decimal `json:"difference"`
 	RedisLastSeq int64           `json:"redis_last_seq"`
+	ArchiveLast  int64           `json:"archive_last_seq"`
 	ArchiveSeqs  uint64          `json:"archive_entries"`
 	Missing      []SeqRange      `json:"missing,omitempty"`    // in Redis, not in the archive
 	Mismatched   []int64         `json:"mismatched,omitempty"` // archived with another amount or kind (Deep)
@@ -67,12 +71,25 @@ type Drift struct {
 	RedisInconsistent bool `json:"redis_inconsistent,omitempty"`
 	Pending           int  `json:"pending,omitempty"`  // recent entries not archived yet (not drift)
 	Repaired          int  `json:"repaired,omitempty"` // entries written by Repair
+	// RedisBehind: Redis's ledger lacks the archive's last entry or holds
+	// another entry at its seq (lost acknowledged writes, perhaps written on
+	// since). Redis's own entries past the archive are then not exported.
+	RedisBehind   bool   `json:"redis_behind,omitempty"`
+	RedisRepaired bool   `json:"redis_repaired,omitempty"` // rebuilt from the archive by Repair
+	RepairError   string `json:"repair_error,omitempty"`
+	// Charges compares rated_usage with the archived usage entries.
+	Charges *ChargeCheck `json:"charges,omitempty"`
+	Classes []string     `json:"classes,omitempty"` // the drift classes, see Drift.Kinds
 }
 
 // Report is the outcome of a run.
 type Report struct {
 	Checked int     `json:"checked"`
 	Drift   []Drift `json:"drift"` // subscriptions that drift or were repaired (see Drift.Drifts)
+	// ChargesUnchecked counts subscriptions whose archived ledger has no
+	// snapshot (archived before snapshots existed): their rated_usage is
+	// not compared with the ledger.
+	ChargesUnchecked int `json:"charges_unchecked,omitempty"`
 }
 
 type archived struct {
@@ -103,6 +120,19 @@ func Run(ctx context.Context, store *balance.Store, conn driver.Conn, o Options)
 	}
 	sort.Strings(subs)
 	rep := Report{Checked: len(subs), Drift: []Drift{}}
+	behind, err := redisBehind(ctx, store, conn, subs)
+	if err != nil {
+		return rep, err
+	}
+	charges, err := chargeChecks(ctx, conn, subs, time.Now().Add(-o.Lag))
+	if err != nil {
+		return rep, err
+	}
+	for _, sub := range subs {
+		if _, ok := charges[sub]; !ok && arch[sub].count > 0 {
+			rep.ChargesUnchecked++
+		}
+	}
 	for _, sub := range subs {
 		d, err := check(ctx, store, conn, sub, arch[sub], o)
 		if err != nil {
@@ -111,7 +141,24 @@ func Run(ctx context.Context, store *balance.Store, conn driver.Conn, o Options)
 		if d == nil {
 			continue
 		}
-		if o.Repair && !d.RedisMissing && (len(d.Missing) > 0 || len(d.Mismatched) > 0) {
+		d.RedisBehind, d.Charges = behind[sub], charges[sub]
+		if !d.Drifts() {
+			continue
+		}
+		if o.Repair && d.RedisBehind {
+			r := &Repairer{Store: store, Conn: conn, DedupeWindow: o.DedupeWindow}
+			if _, repaired, err := r.Repair(ctx, sub); err != nil {
+				d.RepairError = err.Error()
+			} else if repaired {
+				if d, err = recheck(ctx, store, conn, sub, arch[sub], o, charges[sub]); err != nil {
+					return rep, err
+				}
+				d.RedisRepaired = true
+			}
+		}
+		// Redis's entries are exported only while it holds the archive's:
+		// entries written on a state that lost writes never reach it.
+		if o.Repair && !d.RedisBehind && !d.RedisMissing && (len(d.Missing) > 0 || len(d.Mismatched) > 0) {
 			n, err := repair(ctx, store, conn, sub, arch[sub].customer, d)
 			if err != nil {
 				return rep, err
@@ -120,17 +167,81 @@ func Run(ctx context.Context, store *balance.Store, conn driver.Conn, o Options)
 			if err != nil {
 				return rep, err
 			}
-			if d, err = check(ctx, store, conn, sub, one[sub], o); err != nil {
+			repaired := d.RedisRepaired
+			if d, err = recheck(ctx, store, conn, sub, one[sub], o, charges[sub]); err != nil {
 				return rep, err
 			}
-			if d == nil {
-				d = &Drift{Subscription: sub}
-			}
-			d.Repaired = n
+			d.Repaired, d.RedisRepaired = n, repaired
 		}
+		d.Classes = d.Kinds()
 		rep.Drift = append(rep.Drift, *d)
 	}
 	return rep, nil
+}
+
+// recheck checks sub again after a repair; the result is never nil.
+func recheck(ctx context.Context, store *balance.Store, conn driver.Conn, sub string, a archived, o Options, c *ChargeCheck) (*Drift, error) {
+	d, err := check(ctx, store, conn, sub, a, o)
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		d = &Drift{Subscription: sub}
+	}
+	b, err := redisBehind(ctx, store, conn, []string{sub})
+	if err != nil {
+		return nil, err
+	}
+	d.RedisBehind, d.Charges = b[sub], c
+	return d, nil
+}
+
+// redisBehind reports the subscriptions whose Redis ledger lacks the
+// archive's last entry or holds another entry at its seq (Repairer.Stale's
+// test; an account restored up to that entry agrees through its base).
+func redisBehind(ctx context.Context, store *balance.Store, conn driver.Conn, subs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	var with []string
+	var at []int64
+	heads := map[string]archive.LedgerHead{}
+	for lo := 0; lo < len(subs); lo += 1000 {
+		hs, err := archive.LedgerHeads(ctx, conn, subs[lo:min(lo+1000, len(subs))]...)
+		if err != nil {
+			return nil, err
+		}
+		for s, h := range hs {
+			heads[s] = h
+		}
+	}
+	for _, s := range subs {
+		if h, ok := heads[s]; ok {
+			with, at = append(with, s), append(at, int64(h.Seq))
+		}
+	}
+	if len(with) == 0 {
+		return out, nil
+	}
+	rh, err := store.Heads(ctx, with, at)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: redis ledger heads: %w", err)
+	}
+	for i, s := range with {
+		h := heads[s]
+		if agrees(s, rh[i].Entry, h) {
+			continue
+		}
+		if rh[i].Entry == nil && rh[i].Seq >= 0 {
+			bal, err := store.Balance(ctx, s)
+			if err != nil && !errors.Is(err, balance.ErrUnknownSubscription) {
+				return nil, fmt.Errorf("reconcile: %s: %w", s, err)
+			}
+			if err == nil && bal.LedgerBase == int64(h.Seq) && bal.BaseBalance == h.BalanceAfter {
+				continue
+			}
+		}
+		out[s] = true
+	}
+	return out, nil
 }
 
 // archiveTotals reads count, max seq and sum per subscription in one scan.
@@ -168,7 +279,7 @@ func archiveTotals(ctx context.Context, conn driver.Conn, subs []string) (map[st
 // entry M. Entries after M are in flight while younger than lag, missing
 // once older.
 func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub string, a archived, o Options) (*Drift, error) {
-	d := &Drift{Subscription: sub, ArchiveTotal: a.sum, ArchiveSeqs: a.count}
+	d := &Drift{Subscription: sub, ArchiveTotal: a.sum, ArchiveSeqs: a.count, ArchiveLast: int64(a.maxSeq)}
 	bal, err := store.Balance(ctx, sub)
 	switch {
 	case errors.Is(err, balance.ErrUnknownSubscription) && a.count == 0:
@@ -185,6 +296,7 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 	// Redis's ledger from M on: entry M itself, then the tail.
 	from := max(int64(a.maxSeq), 1)
 	var atM decimal.Decimal
+	foundM := false
 	var last balance.Entry
 	cut := int64(0) // first tail seq still in flight
 	oldest := time.Now().Add(-o.Lag)
@@ -198,7 +310,7 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 		}
 		for _, e := range es {
 			if e.Seq == int64(a.maxSeq) {
-				atM = e.Balance.Decimal()
+				atM, foundM = e.Balance.Decimal(), true
 			}
 			if e.Seq > int64(a.maxSeq) && cut == 0 && e.Time.After(oldest) {
 				cut = e.Seq
@@ -210,13 +322,25 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 	if base := bal.LedgerBase; base > 0 {
 		// Restored from the archive: entries up to base live only there.
 		if int64(a.maxSeq) == base {
-			atM = bal.BaseBalance.Decimal()
+			atM, foundM = bal.BaseBalance.Decimal(), true
 		}
 		if last.Seq < base {
 			last = balance.Entry{Seq: base, Balance: bal.BaseBalance}
 		}
 	}
+	if !foundM && a.maxSeq > 0 {
+		// Redis lacks the archive's last entry: the difference is what its
+		// balance lost (or gained on a state that lost writes).
+		atM = d.RedisTotal
+	}
 	d.RedisLastSeq = last.Seq
+	if last.Seq == 0 { // nothing from M on: Redis is behind the archive
+		hs, err := store.Heads(ctx, []string{sub}, []int64{0})
+		if err != nil {
+			return nil, fmt.Errorf("reconcile: %s: %w", sub, err)
+		}
+		d.RedisLastSeq = max(hs[0].Seq, 0)
+	}
 	if a.maxSeq > 0 && last.Seq < int64(a.maxSeq) {
 		d.Extra = append(d.Extra, int64(a.maxSeq)) // archived past Redis's last entry
 	}
@@ -258,15 +382,34 @@ func check(ctx context.Context, store *balance.Store, conn driver.Conn, sub stri
 		return nil, err
 	}
 	d.Difference = atM.Sub(a.sum).Sub(inFlight)
-	if !d.Drifts() {
-		return nil, nil
-	}
 	return d, nil
 }
 
 // Drifts reports whether d is drift (pending entries alone are not).
 func (d *Drift) Drifts() bool {
-	return d.RedisMissing || d.RedisInconsistent || !d.Difference.IsZero() || len(d.Missing)+len(d.Mismatched)+len(d.Extra) > 0
+	return len(d.Kinds()) > 0
+}
+
+// Kinds names d's drift classes: redis_behind (lost writes, see
+// RedisBehind), redis_lost, charges (rated_usage against the archived
+// usage entries, see ChargeCheck), then the archive against Redis:
+// balance (Difference), missing, altered, extra, redis_inconsistent.
+func (d *Drift) Kinds() []string {
+	var k []string
+	add := func(ok bool, name string) {
+		if ok {
+			k = append(k, name)
+		}
+	}
+	add(d.RedisBehind && !d.RedisMissing, "redis_behind")
+	add(d.RedisMissing, "redis_lost")
+	add(d.Charges != nil && d.Charges.Drifts(), "charges")
+	add(!d.Difference.IsZero(), "balance")
+	add(len(d.Missing) > 0, "missing")
+	add(len(d.Mismatched) > 0, "altered")
+	add(len(d.Extra) > 0, "extra")
+	add(d.RedisInconsistent, "redis_inconsistent")
+	return k
 }
 
 // youngGaps moves the missing entries up to seq m that are younger than

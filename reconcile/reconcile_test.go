@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/archive"
@@ -21,6 +22,8 @@ import (
 
 type env struct {
 	t     *testing.T
+	rc    *redis.Client
+	pfx   string
 	store *balance.Store
 	conn  driver.Conn
 	w     *archive.Writer
@@ -32,11 +35,12 @@ func newEnv(t *testing.T) *env {
 	if err := archive.Migrate(context.Background(), cc); err != nil {
 		t.Fatal(err)
 	}
-	store, err := balance.New(testenv.Redis(t), balance.Options{Prefix: testenv.Prefix(t)})
+	rc, pfx := testenv.Redis(t), testenv.Prefix(t)
+	store, err := balance.New(rc, balance.Options{Prefix: pfx})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, store: store, conn: conn, w: archive.NewWriter(conn)}
+	return &env{t: t, rc: rc, pfx: pfx, store: store, conn: conn, w: archive.NewWriter(conn)}
 }
 
 // account opens sub with a grant, a top-up and three usage batches: 5 ledger
@@ -55,12 +59,45 @@ func (e *env) account(sub string, skip ...int64) {
 		e.t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		b := balance.Batch{Subscription: sub, Lines: []balance.Line{{EventID: fmt.Sprintf("e%d", i), Time: time.Now(), Credits: credit.MustParse("7.25")}}}
-		if _, err := e.store.Apply(ctx, []balance.Batch{b}); err != nil {
+		b := balance.Batch{Subscription: sub, Topic: "usage-events", Lines: []balance.Line{{EventID: fmt.Sprintf("e%d", i), Offset: int64(i), Time: time.Now(), Credits: credit.MustParse("7.25")}}}
+		res, err := e.store.Apply(ctx, []balance.Batch{b})
+		if err != nil {
 			e.t.Fatal(err)
 		}
+		e.rated(b, res[0])
 	}
 	e.export(sub, skip...)
+}
+
+// rated archives the rated_usage rows of an applied batch as the engine
+// does (one rated line per event), before its ledger entries.
+func (e *env) rated(b balance.Batch, res balance.BatchResult) {
+	e.t.Helper()
+	var rows []archive.RatedRow
+	now := time.Now()
+	for i, l := range b.Lines {
+		lr := res.Lines[i]
+		if lr.Status != balance.Applied {
+			continue
+		}
+		r := archive.RatedRow{EventID: l.EventID, CustomerID: "c-" + b.Subscription, SubscriptionID: b.Subscription, Feature: "f",
+			EventName: "email.sent", Quantity: decimal.NewFromInt(1), Credits: l.Credits, EventTime: l.Time, RatedAt: now,
+			Status: archive.StatusApplied, Topic: b.Topic, Partition: b.Partition, Offset: l.Offset}
+		for _, d := range lr.Draws {
+			r.Funded += d.Amount
+			r.GrantIDs, r.GrantAmounts = append(r.GrantIDs, d.Grant), append(r.GrantAmounts, d.Amount)
+		}
+		if lr.Overage > 0 {
+			r.Unfunded, r.Status = lr.Overage, archive.StatusOverage
+		}
+		if lr.Unfunded > 0 {
+			r.Unfunded, r.Status = r.Unfunded+lr.Unfunded, archive.StatusUnfunded
+		}
+		rows = append(rows, r)
+	}
+	if err := e.w.WriteUsage(context.Background(), rows); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func (e *env) export(sub string, skip ...int64) {
