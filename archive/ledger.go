@@ -74,18 +74,20 @@ type LedgerHead struct {
 	GrantID      string
 	EventCount   uint64
 	CreatedAt    time.Time
+	Snapshot     string // compared when both copies have one
 }
 
 // Head is the identity of r.
 func (r LedgerRow) Head() LedgerHead {
 	return LedgerHead{Seq: r.Seq, Kind: r.Kind, Amount: r.Amount, BalanceAfter: r.BalanceAfter, GrantID: r.GrantID,
-		EventCount: r.EventCount, CreatedAt: r.CreatedAt.UTC().Truncate(time.Second)}
+		EventCount: r.EventCount, CreatedAt: r.CreatedAt.UTC().Truncate(time.Second), Snapshot: r.Snapshot}
 }
 
 // Same reports whether h and o are the same entry.
 func (h LedgerHead) Same(o LedgerHead) bool {
 	return h.Seq == o.Seq && h.Kind == o.Kind && h.Amount == o.Amount && h.BalanceAfter == o.BalanceAfter &&
-		h.GrantID == o.GrantID && h.EventCount == o.EventCount && h.CreatedAt.Equal(o.CreatedAt)
+		h.GrantID == o.GrantID && h.EventCount == o.EventCount && h.CreatedAt.Equal(o.CreatedAt) &&
+		(h.Snapshot == "" || o.Snapshot == "" || h.Snapshot == o.Snapshot)
 }
 
 // CheckLedger compares rows with the archived entries of the same
@@ -105,7 +107,7 @@ func CheckLedger(ctx context.Context, conn driver.Conn, rows []LedgerRow) ([]Led
 			}
 			in.WriteString("(" + quote(part[i].SubscriptionID) + "," + strconv.FormatUint(part[i].Seq, 10) + ")")
 		}
-		q := `SELECT subscription_id, seq, toString(kind), amount, balance_after, grant_id, event_count, created_at
+		q := `SELECT subscription_id, seq, toString(kind), amount, balance_after, grant_id, event_count, created_at, snapshot
 			FROM credit_ledger WHERE (subscription_id, seq) IN (` + in.String() + `)`
 		if err := scanHeads(ctx, conn, q, func(sub string, h LedgerHead) {
 			k := key{sub, h.Seq}
@@ -153,7 +155,7 @@ func scanHeads(ctx context.Context, conn driver.Conn, q string, f func(sub strin
 		var sub string
 		var h LedgerHead
 		var amt, bal decimal.Decimal
-		if err := rs.Scan(&sub, &h.Seq, &h.Kind, &amt, &bal, &h.GrantID, &h.EventCount, &h.CreatedAt); err != nil {
+		if err := rs.Scan(&sub, &h.Seq, &h.Kind, &amt, &bal, &h.GrantID, &h.EventCount, &h.CreatedAt, &h.Snapshot); err != nil {
 			return err
 		}
 		var e1, e2 error
@@ -181,7 +183,7 @@ func LedgerHeads(ctx context.Context, conn driver.Conn, subs ...string) (map[str
 		where = "WHERE subscription_id IN (" + strings.Join(q, ",") + ")"
 	}
 	err := scanHeads(ctx, conn, `SELECT subscription_id, max(seq), toString(argMax(kind, seq)), argMax(amount, seq),
-		argMax(balance_after, seq), argMax(grant_id, seq), argMax(event_count, seq), argMax(created_at, seq)
+		argMax(balance_after, seq), argMax(grant_id, seq), argMax(event_count, seq), argMax(created_at, seq), argMax(snapshot, seq)
 		FROM credit_ledger `+where+` GROUP BY subscription_id`, func(sub string, h LedgerHead) { out[sub] = h })
 	if err != nil {
 		return nil, fmt.Errorf("archive: ledger heads: %w", err)
@@ -218,20 +220,29 @@ func LedgerEntries(ctx context.Context, conn driver.Conn, sub string, from uint6
 	return out, rs.Err()
 }
 
-// EventIDsSince returns the ids of sub's events rated at or after since.
-func EventIDsSince(ctx context.Context, conn driver.Conn, sub string, since time.Time) ([]string, error) {
-	rs, err := conn.Query(ctx, `SELECT DISTINCT event_id FROM rated_usage WHERE subscription_id = ? AND rated_at >= ?`, sub, since.UTC())
+// RatedEvent is where an archived event came from.
+type RatedEvent struct {
+	ID        string
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// RatedEventsSince returns sub's events rated at or after since, once each.
+func RatedEventsSince(ctx context.Context, conn driver.Conn, sub string, since time.Time) ([]RatedEvent, error) {
+	rs, err := conn.Query(ctx, `SELECT event_id, any(source_topic), any(source_partition), any(source_offset) FROM rated_usage
+		WHERE subscription_id = ? AND rated_at >= ? GROUP BY event_id`, sub, since.UTC())
 	if err != nil {
-		return nil, fmt.Errorf("archive: event ids of %s: %w", sub, err)
+		return nil, fmt.Errorf("archive: events of %s: %w", sub, err)
 	}
 	defer rs.Close()
-	var out []string
+	var out []RatedEvent
 	for rs.Next() {
-		var id string
-		if err := rs.Scan(&id); err != nil {
-			return nil, fmt.Errorf("archive: event ids of %s: %w", sub, err)
+		var e RatedEvent
+		if err := rs.Scan(&e.ID, &e.Topic, &e.Partition, &e.Offset); err != nil {
+			return nil, fmt.Errorf("archive: events of %s: %w", sub, err)
 		}
-		out = append(out, id)
+		out = append(out, e)
 	}
 	return out, rs.Err()
 }

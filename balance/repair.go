@@ -80,6 +80,9 @@ type RepairSpec struct {
 	// EventIDs are the ids of events applied within the dedupe window
 	// (from the archive), remembered again for producer duplicates.
 	EventIDs []string
+	// ForgetIDs are ids Redis may remember from the lost state (events
+	// applied on it): forgotten, so their redelivery counts.
+	ForgetIDs []string
 }
 
 // ErrNoSnapshot: the archive's last entry of the subscription carries no
@@ -144,10 +147,12 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 		}
 		args = append(args, string(js))
 	}
-	args = append(args, len(r.EventIDs))
-	for _, id := range r.EventIDs {
-		fp, bits := eventFingerprint(id)
-		args = append(args, fp, bits)
+	for _, ids := range [][]string{r.EventIDs, r.ForgetIDs} {
+		args = append(args, len(ids))
+		for _, id := range ids {
+			fp, bits := eventFingerprint(id)
+			args = append(args, fp, bits)
+		}
 	}
 	v, err := s.run(ctx, repairScript, s.keys(r.Subscription), args...)
 	if err != nil {

@@ -2,7 +2,9 @@ package reconcile
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"sort"
 	"time"
 
@@ -124,8 +126,27 @@ func (r *Repairer) Repair(ctx context.Context, sub string) (int64, bool, error) 
 	if floor := now().Add(-2 * window); since.Before(floor) {
 		since = floor
 	}
-	if spec.EventIDs, err = archive.EventIDsSince(ctx, r.Conn, sub, since); err != nil {
+	// Events the snapshot's watermarks cover were charged in the archived
+	// ledger: remembered for producer duplicates. Those past them (applied
+	// on the lost state, or archived without their ledger entry) are
+	// forgotten: Kafka replays them and they must count then.
+	var snap struct {
+		W map[string]string `json:"w"`
+	}
+	if err := json.Unmarshal([]byte(spec.Entries[len(spec.Entries)-1].Snapshot), &snap); err != nil {
+		return fail("snapshot", err)
+	}
+	evs, err := archive.RatedEventsSince(ctx, r.Conn, sub, since)
+	if err != nil {
 		return fail("event ids", err)
+	}
+	for _, ev := range evs {
+		wm, err := strconv.ParseInt(snap.W[fmt.Sprintf("%s/%d", ev.Topic, ev.Partition)], 10, 64)
+		if ev.Topic == "" || err == nil && ev.Offset <= wm {
+			spec.EventIDs = append(spec.EventIDs, ev.ID)
+		} else {
+			spec.ForgetIDs = append(spec.ForgetIDs, ev.ID)
+		}
 	}
 	res, err := r.Store.Repair(ctx, spec)
 	if err != nil {

@@ -1,7 +1,7 @@
 -- dedupe.lua: producer-duplicate memory (see README "Exactly-once"),
 -- shared by apply.lua and repair.lua. dedupe_open returns seen(fp, bits),
--- which remembers fp and reports whether it was already there, and
--- close(), which writes the time bucket's meta.
+-- which remembers fp and reports whether it was already there, close(),
+-- which writes the time bucket's meta, and forget(fp, bits).
 local DEDUPE_CAP = 400 -- ids per intset, below set-max-intset-entries (512)
 local function dedupe_open(W, ddp)
   -- (b) duplicate ids: fingerprints live in intset-encoded sets (8 bytes
@@ -79,5 +79,12 @@ local function dedupe_open(W, ddp)
       redis.call('PEXPIRE', K_DDM, D((tb + 2) * W - now))
     end
   end
-  return seen, close
+  -- forget removes fp from every set of tb and tb-1 it could be in
+  local function forget(fp, b)
+    local lvs = {}
+    if prev then for _, l in ipairs(prev.lv) do lvs[#lvs + 1] = {tb - 1, l} end end
+    for _, l in ipairs(cur.lv) do lvs[#lvs + 1] = {tb, l} end
+    for _, x in ipairs(lvs) do redis.call('SREM', ddkey(x[1], x[2], b), fp) end
+  end
+  return seen, close, forget
 end

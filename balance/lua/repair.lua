@@ -9,7 +9,7 @@
 -- subscription ("P{S}:"), 6 the seq the caller found ('-1': no account),
 -- 7 keep, 8 snapshot (JSON), 9 entry count, then one JSON array per entry
 -- (seq, then field/value pairs), then an id count and 2 per id
--- (fingerprint, bucket bits).
+-- (fingerprint, bucket bits) to remember, then the same to forget.
 local W, ddp, base = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local found, keep = ARGV[6], tonumber(ARGV[7])
 local cur = redis.call('HGET', K_ACCT, 'seq') or '-1'
@@ -70,16 +70,20 @@ put(K_GRANTS, live)
 put(K_WM, snap.w)
 put(K_ACCT, snap.a)
 
+local seen, close, forget = dedupe_open(W, ddp)
 local m = tonumber(ARGV[i])
 i = i + 1
-if m > 0 then
-  local seen, close = dedupe_open(W, ddp)
-  for _ = 1, m do
-    seen(ARGV[i], tonumber(ARGV[i + 1]))
-    i = i + 2
-  end
-  close()
+for _ = 1, m do
+  seen(ARGV[i], tonumber(ARGV[i + 1]))
+  i = i + 2
 end
+local f = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, f do
+  forget(ARGV[i], tonumber(ARGV[i + 1]))
+  i = i + 2
+end
+close()
 load()
 local change, low = finish()
 return {D(bal), change, low, D(seq)}
