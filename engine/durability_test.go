@@ -3,6 +3,8 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -240,4 +242,63 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 			t.Errorf("archived ledger entry %s changed: %q, now %q", k, v, after[k])
 		}
 	}
+}
+
+// The scenario: all events are in Kafka, the engine drains them;
+// a third of the way in, Redis's data directory is copied; two thirds of
+// the way, Redis is SIGKILLed and restarted from that copy. Set
+// CREDITMETER_DURABILITY_EVENTS for a larger run (default 30,000).
+func TestRedisRestartedFromCopyMidDrain(t *testing.T) {
+	n := 30_000
+	if v := os.Getenv("CREDITMETER_DURABILITY_EVENTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := testenv.StartRedis(t)
+	h := e2e.NewOn(t, 4, e2e.Private(srv.Addr, srv.Client()))
+	h.Subscribe(100)
+	st := h.Generate(21, n, n/100, 0)
+	h.Produce(st.Msgs)
+	e, m, src := h.NewEngine("engine-middrain", engine.Config{
+		Repair:        &reconcile.Repairer{Store: h.Balances, Conn: h.Conn},
+		RedisIdentity: h.Balances.Identity,
+		BatchSize:     1000,
+		RetryMax:      500 * time.Millisecond,
+	})
+	defer src.Close()
+	start := time.Now()
+	stop := run(t, e)
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	e2e.WaitConsumed(t, m, len(st.Msgs)/3, 5*time.Minute)
+	copied := srv.Copy()
+	e2e.WaitConsumed(t, m, 2*len(st.Msgs)/3, 5*time.Minute)
+	before := archivedLedger(t, h)
+	srv.RestartFrom(copied)
+	h.WaitGroupDone("engine-middrain", 10*time.Minute)
+	took := time.Since(start)
+	stop()
+	stop = nil
+	h.Verify()
+	checkNoSeqReuse(t, h)
+	after := archivedLedger(t, h)
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("archived ledger entry %s changed: %q, now %q", k, v, after[k])
+		}
+	}
+	rep, err := reconcile.Run(context.Background(), h.Balances, h.Conn, reconcile.Options{Deep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Drift) != 0 {
+		t.Errorf("reconcile: %d subscriptions drift, first %+v", len(rep.Drift), rep.Drift[0])
+	}
+	t.Logf("%d messages in %s; %v subscriptions repaired, %v ledger entries refused, %d archived entries before the loss unchanged",
+		len(st.Msgs), took.Round(time.Millisecond), testutil.ToFloat64(m.Repairs), testutil.ToFloat64(m.LedgerConflicts), len(before))
 }
