@@ -58,50 +58,52 @@ func (b *Batch) source() string {
 func (s *Store) Apply(ctx context.Context, batches []Batch) ([]BatchResult, error) {
 	results := make([]BatchResult, len(batches))
 	now := s.nowMs()
-	pipe := s.rc.Pipeline()
-	cmds := make([]*redis.Cmd, len(batches))
-	argv := make([][]any, len(batches))
+	tb := now / s.window
+	var todo []int
+	subs := make([]string, 0, len(batches))
 	for i := range batches {
-		b := &batches[i]
-		results[i].Subscription = b.Subscription
-		if err := b.validate(); err != nil {
+		results[i].Subscription = batches[i].Subscription
+		if err := batches[i].validate(); err != nil {
 			results[i].Err = err
 			continue
 		}
-		args := make([]any, 0, 7+5*len(b.Lines))
-		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect)
-		for _, l := range b.Lines {
-			fp, bits := eventFingerprint(l.EventID)
-			args = append(args, fp, bits, l.Offset, l.Time.UnixMilli(), int64(l.Credits))
-		}
-		argv[i] = args
-		cmds[i] = applyScript.EvalSha(ctx, pipe, s.applyKeys(b), args...)
+		todo = append(todo, i)
+		subs = append(subs, batches[i].Subscription)
 	}
-	if pipe.Len() > 0 {
-		_, _ = pipe.Exec(ctx)
-		// Scripts unknown to the server (restart, failover) did not run: load and run them again.
-		var retry []int
-		for i, c := range cmds {
-			if c != nil && c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
-				retry = append(retry, i)
-			}
+	lay, err := s.layouts(ctx, subs, tb)
+	if err != nil {
+		for _, i := range todo {
+			results[i].Err = err
 		}
-		if len(retry) > 0 {
-			if err := applyScript.Load(ctx, s.rc).Err(); err == nil {
-				pipe = s.rc.Pipeline()
-				for _, i := range retry {
-					cmds[i] = applyScript.EvalSha(ctx, pipe, s.applyKeys(&batches[i]), argv[i]...)
-				}
-				_, _ = pipe.Exec(ctx)
+		return results, err
+	}
+	// A script refuses a call whose declared dedupe sets are not those of
+	// the current layout (another node moved it on) and reports the layout:
+	// such batches go again, a few times.
+	for attempt := 0; len(todo) > 0; attempt++ {
+		if attempt == 4 {
+			for _, i := range todo {
+				results[i].Err = fmt.Errorf("%w: the dedupe layout of %s kept changing", ErrUnavailable, batches[i].Subscription)
 			}
+			break
 		}
+		cmds := s.runApply(ctx, batches, todo, lay, now)
+		var again []int
+		for j, i := range todo {
+			b := &batches[i]
+			if l, ok := layoutReply(cmds[j], tb); ok {
+				lay[b.Subscription] = l
+				s.remember(b.Subscription, l)
+				again = append(again, i)
+				continue
+			}
+			results[i] = parseApply(*b, cmds[j], tb, s)
+			s.noteLow(ctx, b.Subscription, results[i].Crossing)
+		}
+		todo = again
 	}
 	var errs []error
-	for i, c := range cmds {
-		if c != nil {
-			results[i] = parseApply(batches[i], c)
-			s.noteLow(ctx, batches[i].Subscription, results[i].Crossing)
-		}
+	for i := range results {
 		if results[i].Err != nil {
 			errs = append(errs, fmt.Errorf("batch %d (%s): %w", i, batches[i].Subscription, results[i].Err))
 		}
@@ -110,6 +112,61 @@ func (s *Store) Apply(ctx context.Context, batches []Batch) ([]BatchResult, erro
 		errs = append(errs, err)
 	}
 	return results, errors.Join(errs...)
+}
+
+// runApply runs the script for batches[todo], pipelined, loading it if the
+// server does not know it (restart, failover).
+func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay map[string]ddLayout, now int64) []*redis.Cmd {
+	pipe := s.rc.Pipeline()
+	cmds := make([]*redis.Cmd, len(todo))
+	keys := make([][]string, len(todo))
+	argv := make([][]any, len(todo))
+	for j, i := range todo {
+		b := &batches[i]
+		l := lay[b.Subscription]
+		cur, prev := l.expect()
+		args := make([]any, 0, 9+5*len(b.Lines))
+		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev)
+		bits := make([]int64, len(b.Lines))
+		for k, ln := range b.Lines {
+			fp, bb := eventFingerprint(ln.EventID)
+			bits[k] = bb
+			args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
+		}
+		keys[j] = s.ddKeys(s.applyKeys(b), b.Subscription, l, bits)
+		argv[j] = args
+		cmds[j] = applyScript.EvalSha(ctx, pipe, keys[j], args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	var retry []int
+	for j, c := range cmds {
+		if c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
+			retry = append(retry, j)
+		}
+	}
+	if len(retry) > 0 {
+		if err := applyScript.Load(ctx, s.rc).Err(); err == nil {
+			pipe = s.rc.Pipeline()
+			for _, j := range retry {
+				cmds[j] = applyScript.EvalSha(ctx, pipe, keys[j], argv[j]...)
+			}
+			_, _ = pipe.Exec(ctx)
+		}
+	}
+	return cmds
+}
+
+// layoutReply reads a script's refusal for a stale dedupe layout.
+func layoutReply(c *redis.Cmd, tb int64) (ddLayout, bool) {
+	v, err := c.Result()
+	if err != nil {
+		return ddLayout{}, false
+	}
+	r, ok := strs(v)
+	if !ok || len(r) != 3 || r[0] != "L" {
+		return ddLayout{}, false
+	}
+	return ddLayout{tb: tb, cur: r[1], prev: r[2]}, true
 }
 
 // applyKeys are the subscription's keys and its journal for the batch's source.
@@ -163,7 +220,7 @@ func (s *Store) attachEntries(ctx context.Context, batches []Batch, results []Ba
 	return errors.Join(errs...)
 }
 
-func parseApply(b Batch, c *redis.Cmd) BatchResult {
+func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 	res := BatchResult{Subscription: b.Subscription}
 	v, err := c.Result()
 	if err != nil {
@@ -171,10 +228,11 @@ func parseApply(b Batch, c *redis.Cmd) BatchResult {
 		return res
 	}
 	r, ok := strs(v)
-	if !ok || len(r) < 6 {
+	if !ok || len(r) < 8 {
 		res.Err = errUnexpectedScriptData
 		return res
 	}
+	s.remember(b.Subscription, ddLayout{tb: tb, cur: r[6], prev: r[7]})
 	var e1, e2 error
 	res.Balance, e1 = amount(r[0])
 	res.Debt, e2 = amount(r[1])
@@ -186,7 +244,7 @@ func parseApply(b Batch, c *redis.Cmd) BatchResult {
 		return res
 	}
 	res.Lines = make([]LineResult, 0, len(b.Lines))
-	p := 6
+	p := 8
 	bad := func() BatchResult { res.Err = errUnexpectedScriptData; res.Lines = nil; return res }
 	for range b.Lines {
 		if p >= len(r) || len(r[p]) != 1 {

@@ -110,12 +110,13 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 	last := r.Entries[len(r.Entries)-1]
 	var snap struct {
 		A map[string]string `json:"a"`
+		W map[string]string `json:"w"`
 	}
 	if err := json.Unmarshal([]byte(last.Snapshot), &snap); err != nil || snap.A["seq"] != strconv.FormatInt(last.Seq, 10) {
 		return ChangeResult{}, fmt.Errorf("%w: snapshot of seq %d of %s: %v", ErrInvalid, last.Seq, r.Subscription, err)
 	}
 	b := s.prefix + "{" + r.Subscription + "}:"
-	args := []any{s.nowMs(), s.grace, s.window, s.ddPrefix(r.Subscription), b, r.Found, r.Keep, last.Snapshot, len(r.Entries)}
+	var entries []any
 	prev := r.Keep
 	for _, e := range r.Entries {
 		if e.Seq <= prev { // gaps are allowed: the archive may miss an entry
@@ -145,19 +146,60 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 		if err != nil {
 			return ChangeResult{}, err
 		}
-		args = append(args, string(js))
+		entries = append(entries, string(js))
 	}
-	for _, ids := range [][]string{r.EventIDs, r.ForgetIDs} {
-		args = append(args, len(ids))
-		for _, id := range ids {
-			fp, bits := eventFingerprint(id)
-			args = append(args, fp, bits)
+	var ids []any
+	var bits []int64
+	for _, list := range [][]string{r.EventIDs, r.ForgetIDs} {
+		ids = append(ids, len(list))
+		for _, id := range list {
+			fp, bb := eventFingerprint(id)
+			ids = append(ids, fp, bb)
+			bits = append(bits, bb)
 		}
 	}
-	v, err := s.run(ctx, repairScript, s.keys(r.Subscription), args...)
-	if err != nil {
-		return ChangeResult{}, err
+	// Every key the script touches is declared: the journals of the sources
+	// Redis or the snapshot knows, and the dedupe sets of the ids. Another
+	// writer may move either on meanwhile: then the script refuses before
+	// writing anything (CMLAYOUT) and this looks again.
+	var v any
+	for attempt := 0; ; attempt++ {
+		now := s.nowMs()
+		srcs, err := s.rc.HKeys(ctx, s.keys(r.Subscription)[5]).Result()
+		if err != nil {
+			return ChangeResult{}, classify(err)
+		}
+		for k := range snap.W {
+			srcs = append(srcs, k)
+		}
+		keys := s.keys(r.Subscription)
+		seen := map[string]bool{}
+		for _, src := range srcs {
+			if k := b + "j:" + src; !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+		nj := len(keys) - 7
+		s.layout.Delete(r.Subscription)
+		lay, err := s.layouts(ctx, []string{r.Subscription}, now/s.window)
+		if err != nil {
+			return ChangeResult{}, err
+		}
+		l := lay[r.Subscription]
+		keys = s.ddKeys(keys, r.Subscription, l, bits)
+		cur, prevl := l.expect()
+		args := []any{now, s.grace, s.window, s.ddPrefix(r.Subscription), b, r.Found, r.Keep, last.Snapshot, cur, prevl, nj, len(r.Entries)}
+		args = append(append(args, entries...), ids...)
+		v, err = s.run(ctx, repairScript, keys, args...)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "CMLAYOUT") || attempt == 3 {
+			return ChangeResult{}, err
+		}
 	}
+	s.layout.Delete(r.Subscription)
 	res, ok := strs(v)
 	if !ok || len(res) != 4 {
 		return ChangeResult{}, errUnexpectedScriptData

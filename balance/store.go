@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -69,6 +70,9 @@ const DefaultMaxGrants = 100
 
 // Store is the Redis balance store. It is safe for concurrent use.
 type Store struct {
+	// layout caches each subscription's dedupe layout (ddLayout) as the
+	// last script reported it, so KEYS can name the sets without a read.
+	layout sync.Map
 	rc     redis.UniversalClient
 	prefix string
 	window int64 // ms

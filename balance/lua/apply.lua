@@ -1,8 +1,10 @@
 -- apply.lua: one batch of usage lines of one subscription.
 -- ARGV[3] dedupe window ms, ARGV[4] source ("topic/partition" or ""),
 -- ARGV[5] dedupe key prefix, ARGV[6] committed offset, ARGV[7] the ledger
--- seq the caller last saw (0: none), then 5 per line: fingerprint (int64 as
--- decimal), bucket bits (31-bit), offset, timestamp ms, credits.
+-- seq the caller last saw (0: none), ARGV[8] and ARGV[9] the dedupe levels
+-- the caller built KEYS[9..] from (see dedupe.lua), then 5 per line:
+-- fingerprint (int64 as decimal), bucket bits (31-bit), offset, timestamp
+-- ms, credits. KEYS[8] is the journal of the source.
 if not load() then return redis.error_reply('CMUNKNOWN unknown subscription') end
 -- A ledger behind what the caller saw means Redis lost acknowledged
 -- writes: apply nothing on that state; the caller repairs it first.
@@ -11,6 +13,10 @@ if seq < tonumber(ARGV[7]) then
 end
 local W, src, ddp = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local committed, K_J = tonumber(ARGV[6]), KEYS[8]
+-- the dedupe sets the caller declared must be those of the current layout;
+-- if not, nothing is done and the caller gets the layout to try again
+local seen, dedupe_close, forget = dedupe_open(W, ddp, ARGV[8], ARGV[9], 9)
+if not seen then return {'L', dedupe_close, forget} end
 local firstseq = seq + 1
 sweep()
 settle()
@@ -54,8 +60,6 @@ local function journaled(off)
 end
 local jrec = {}
 
-local seen, dedupe_close = dedupe_open(W, ddp)
-
 -- Usage goes to the ledger as one entry per call (sum, event count,
 -- unfunded sum, offsets), split only to keep each sum within MAX.
 local acc, cnt, unf, first, last = 0, 0, 0, '', ''
@@ -68,7 +72,7 @@ end
 
 local out = {}
 local policy = A.policy
-local i = 8
+local i = 10
 while i <= #ARGV do
   local fp, b, off = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local ts, cr = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
@@ -134,7 +138,7 @@ while i <= #ARGV do
 end
 flush()
 if src ~= '' and maxoff > wm then redis.call('HSET', K_WM, src, D(maxoff)) end
-dedupe_close()
+local curmeta, prevmeta = dedupe_close()
 settle()
 local change, low = finish()
 local lastseq = seq
@@ -152,6 +156,6 @@ if jf then
   if firstseq == 0 or jf < firstseq then firstseq = jf end
   if jl > lastseq then lastseq = jl end
 end
-local res = {D(bal), D(debt), change, low, D(firstseq), D(lastseq)}
+local res = {D(bal), D(debt), change, low, D(firstseq), D(lastseq), curmeta, prevmeta}
 for j = 1, #out do res[#res + 1] = out[j] end
 return res

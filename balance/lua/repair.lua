@@ -7,9 +7,12 @@
 -- remembered again for producer duplicates.
 -- ARGV: 3 dedupe window ms, 4 dedupe key prefix, 5 key prefix of the
 -- subscription ("P{S}:"), 6 the seq the caller found ('-1': no account),
--- 7 keep, 8 snapshot (JSON), 9 entry count, then one JSON array per entry
--- (seq, then field/value pairs), then an id count and 2 per id
--- (fingerprint, bucket bits) to remember, then the same to forget.
+-- 7 keep, 8 snapshot (JSON), 9 and 10 the dedupe levels of tb and tb-1 the
+-- caller built its dedupe KEYS from, 11 the number of journal KEYS (from
+-- KEYS[8]; the dedupe sets follow them), 12 entry count, then one JSON
+-- array per entry (seq, then field/value pairs), then an id count and 2 per
+-- id (fingerprint, bucket bits) to remember, then the same to forget.
+-- Every check comes before the first write: a refusal changes nothing.
 local W, ddp, base = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local found, keep = ARGV[6], tonumber(ARGV[7])
 local cur = redis.call('HGET', K_ACCT, 'seq') or '-1'
@@ -17,6 +20,20 @@ if cur ~= found then
   return redis.error_reply('CMCONFLICT account changed during repair (seq ' .. cur .. ', expected ' .. found .. ')')
 end
 local snap = cjson.decode(ARGV[8])
+local nj = tonumber(ARGV[11])
+-- journals hold first results of lines applied on the lost state: the
+-- caller declares those of every source Redis or the snapshot knows
+local journals, declared = {}, {}
+for j = 8, 7 + nj do declared[KEYS[j]] = true end
+local srcs = redis.call('HKEYS', K_WM)
+for k in pairs(snap.w or {}) do srcs[#srcs + 1] = k end
+for _, src in ipairs(srcs) do
+  local k = base .. 'j:' .. src
+  if not declared[k] then return redis.error_reply('CMLAYOUT journal ' .. k .. ' not in KEYS') end
+  journals[#journals + 1] = k
+end
+local seen, close, forget = dedupe_open(W, ddp, ARGV[9], ARGV[10], 8 + nj)
+if not seen then return redis.error_reply('CMLAYOUT dedupe layout changed') end
 
 -- discard what Redis holds after keep: entries and their idempotency records
 local old = redis.call('XRANGE', K_LEDGER, D(keep + 1) .. '-0', '+')
@@ -30,8 +47,8 @@ end
 if redis.call('EXISTS', K_LEDGER) == 1 then redis.call('XSETID', K_LEDGER, D(keep) .. '-0') end
 
 -- the archive's entries after keep, with their idempotency records
-local n = tonumber(ARGV[9])
-local i = 10
+local n = tonumber(ARGV[12])
+local i = 13
 for _ = 1, n do
   local e = cjson.decode(ARGV[i])
   i = i + 1
@@ -62,15 +79,11 @@ local function put(key, t)
   if #args > 2 then redis.call(unpack(args)) end
 end
 for k in pairs(live) do redis.call('HDEL', K_DONE, k) end
--- journals hold first results of lines applied on the lost state
-local srcs = redis.call('HKEYS', K_WM)
-for k in pairs(snap.w or {}) do srcs[#srcs + 1] = k end
-for _, src in ipairs(srcs) do redis.call('DEL', base .. 'j:' .. src) end
+for _, k in ipairs(journals) do redis.call('DEL', k) end
 put(K_GRANTS, live)
 put(K_WM, snap.w)
 put(K_ACCT, snap.a)
 
-local seen, close, forget = dedupe_open(W, ddp)
 local m = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, m do
