@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/creditmeter/creditmeter/internal/redisx"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
@@ -55,8 +57,10 @@ type Options struct {
 	// MaxFutureSkew: POST /v1/events refuses events stamped further ahead
 	// of now (default ingest.DefaultMaxFutureSkew), as the engine would.
 	MaxFutureSkew time.Duration
-	// Logger logs internal errors; nil means slog.Default().
+	// Logger logs internal errors, access and audit lines; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics receives the HTTP request metrics (middleware.go); nil: none.
+	Metrics prometheus.Registerer
 }
 
 // Access says who may call a route.
@@ -92,6 +96,7 @@ type Server struct {
 	log      *slog.Logger
 	routes   []Route
 	skew     time.Duration // MaxFutureSkew
+	metrics  *httpMetrics
 }
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
@@ -101,6 +106,9 @@ func NewServer(o Options) *Server {
 		s.log = slog.Default()
 	}
 	s.skew = o.MaxFutureSkew
+	if o.Metrics != nil {
+		s.metrics = newHTTPMetrics(o.Metrics)
+	}
 	for _, t := range o.AdminTokens {
 		if t != "" {
 			s.admins = append(s.admins, []byte(t))
@@ -195,11 +203,12 @@ func (s *Server) table() []Route {
 	}
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.observe(w, r) }
 
 func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		who, err := s.authenticate(r, rt.Access)
+		noteRoute(r, &rt, who)
 		if err == nil && rt.Access != Public && s.cat == nil {
 			err = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the catalog store is not configured"}
 		}

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -216,12 +217,25 @@ type Consumer struct {
 	clientID string
 }
 
+// Defaults of the group membership timeouts of NewConsumer.
+const (
+	DefaultSessionTimeout    = 10 * time.Second
+	DefaultHeartbeatInterval = time.Second
+	DefaultRebalanceTimeout  = 10 * time.Second
+)
+
 // ConsumerConfig configures NewConsumer.
 type ConsumerConfig struct {
 	Brokers []string
 	Topic   string
 	Group   string
 	MaxWait time.Duration // longest a fetch waits for new data
+	// Group membership timeouts; zero keeps the defaults (session 10s,
+	// heartbeat 1s, rebalance 10s). A member that dies without leaving the
+	// group keeps its partitions until SessionTimeout passes.
+	SessionTimeout    time.Duration
+	HeartbeatInterval time.Duration
+	RebalanceTimeout  time.Duration
 }
 
 // NewConsumer joins the group; a new group starts at the oldest offset.
@@ -229,22 +243,25 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 	if c.MaxWait <= 0 {
 		c.MaxWait = 100 * time.Millisecond
 	}
+	// kfake has no initial rebalance delay; a short join keeps failover quick.
+	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
+	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
 	id := "creditmeter-" + randomHex()
 	rc := kafka.ReaderConfig{
-		Brokers:        c.Brokers,
-		Dialer:         &kafka.Dialer{ClientID: id, Timeout: 10 * time.Second, DualStack: true},
-		Topic:          c.Topic,
-		GroupID:        c.Group,
-		StartOffset:    kafka.FirstOffset,
-		MinBytes:       1,
-		MaxBytes:       16 << 20,
-		MaxWait:        c.MaxWait,
-		QueueCapacity:  10000,
-		CommitInterval: 0, // commits are synchronous: only after balance and archive are durable
-		// kfake has no initial rebalance delay; a short join keeps failover quick.
-		HeartbeatInterval: time.Second,
-		SessionTimeout:    10 * time.Second,
-		RebalanceTimeout:  10 * time.Second,
+		Brokers:           c.Brokers,
+		Dialer:            &kafka.Dialer{ClientID: id, Timeout: 10 * time.Second, DualStack: true},
+		Topic:             c.Topic,
+		GroupID:           c.Group,
+		StartOffset:       kafka.FirstOffset,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           c.MaxWait,
+		QueueCapacity:     10000,
+		CommitInterval:    0, // commits are synchronous: only after balance and archive are durable
+		HeartbeatInterval: c.HeartbeatInterval,
+		SessionTimeout:    c.SessionTimeout,
+		RebalanceTimeout:  c.RebalanceTimeout,
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 	}

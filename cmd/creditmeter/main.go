@@ -4,8 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -43,6 +43,7 @@ CREDITMETER_REDIS_ADDR, and so on. A flag given on the command line wins.`,
 	root.AddCommand(newInvoiceCmd())
 	root.AddCommand(newReconcileCmd())
 	root.AddCommand(newBenchCmd())
+	root.AddCommand(newVersionCmd())
 	return root
 }
 
@@ -50,6 +51,7 @@ CREDITMETER_REDIS_ADDR, and so on. A flag given on the command line wins.`,
 // fills unset flags from CREDITMETER_* variables and validates them.
 func withConfig(cmd *cobra.Command, cfg *config.Config, groups ...config.Group) {
 	cfg.Bind(cmd.Flags(), groups...)
+	cfg.BindLog(cmd.Flags())
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
 		f.Usage += " [$" + config.EnvName(f.Name) + "]"
 	})
@@ -57,10 +59,10 @@ func withConfig(cmd *cobra.Command, cfg *config.Config, groups ...config.Group) 
 		if err := config.ApplyEnv(c.Flags(), config.LookupEnv); err != nil {
 			return err
 		}
-		return cfg.Validate(groups...)
+		if err := errors.Join(cfg.ValidateLog(), cfg.Validate(groups...)); err != nil {
+			return err
+		}
+		setLogger(cfg.Log)
+		return nil
 	}
-}
-
-func logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }

@@ -84,7 +84,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	accounts := &engine.Accounts{Store: bal, Archive: writer, Repair: repairer}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric())
 	metrics := engine.NewMetrics(reg)
 	writers := ingest.NewWriters(cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.DLQTopic, ingest.MaxMessageBytes(cfg.Kafka.MaxMessageBytes),
 		ingest.WithLogger(log), ingest.OnDeadLetterDropped(metrics.DeadLetterDropped))
@@ -125,7 +125,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	}}
 	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: accounts, Balances: accounts,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log,
-		MaxFutureSkew: cfg.Engine.MaxFutureSkew})
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg})
 	mux := http.NewServeMux()
 	mux.Handle("/console/", console.Handler()) // the web console, over the same API
 	mux.Handle("/console", console.Handler())
@@ -285,7 +285,8 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 	}) {
 		return nil
 	}
-	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group})
+	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
+		SessionTimeout: cfg.Kafka.Consumer.SessionTimeout, HeartbeatInterval: cfg.Kafka.Consumer.HeartbeatInterval, RebalanceTimeout: cfg.Kafka.Consumer.RebalanceTimeout})
 	defer src.Close()
 	e, err := engine.New(engine.Config{
 		Topic: cfg.Kafka.Topic, BatchSize: cfg.Engine.BatchSize, Linger: cfg.Engine.Linger, Logger: log, Metrics: metrics, MaxFutureSkew: cfg.Engine.MaxFutureSkew,

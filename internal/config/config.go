@@ -30,6 +30,8 @@ type Config struct {
 	Prometheus Prometheus
 	Broker     Broker
 	Engine     Engine
+
+	Log Log // every command
 }
 
 // Engine tunes the hot path of serve.
@@ -54,6 +56,8 @@ type Kafka struct {
 	Topic    string
 	DLQTopic string
 	Group    string
+	// Consumer is the group membership's timeouts (ops.go).
+	Consumer KafkaConsumer
 	// MaxMessageBytes is the broker's limit of a record batch
 	// (message.max.bytes): produce batches and dead letters stay under it.
 	MaxMessageBytes int
@@ -110,6 +114,8 @@ func Default() Config {
 			Group:    "creditmeter",
 			// Under Kafka's default message.max.bytes (1,048,588).
 			MaxMessageBytes: 1_000_000,
+
+			Consumer: DefaultKafkaConsumer(),
 		},
 		Redis:      Redis{Addr: "127.0.0.1:6379"},
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "creditmeter", User: "default"},
@@ -118,6 +124,8 @@ func Default() Config {
 		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
 		Engine: Engine{Enabled: true, BatchSize: 20000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
 			GraceWindow: 15 * time.Minute, MaxFutureSkew: 5 * time.Minute, KeyPrefix: "creditmeter:", WaitTimeout: time.Second},
+
+		Log: DefaultLog(),
 	}
 }
 
@@ -154,6 +162,8 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.StringVar(&c.Kafka.Group, "kafka-group", c.Kafka.Group, "consumer group id")
 			fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", c.Kafka.MaxMessageBytes,
 				"largest record batch the broker accepts (its message.max.bytes); produce batches and dead letters stay under it")
+
+			c.bindKafkaConsumer(fs)
 		case GroupRedis:
 			fs.StringVar(&c.Redis.Addr, "redis-addr", c.Redis.Addr, "Redis host:port, comma-separated cluster seed nodes or sentinels, or a redis:// / rediss:// URL (user, password, /db, ?addr=host:port&mode=cluster)")
 			fs.StringVar(&c.Redis.Mode, "redis-mode", c.Redis.Mode, "standalone, cluster or sentinel (default: standalone for one address, cluster for several)")
@@ -289,6 +299,8 @@ func (c Config) Validate(groups ...Group) error {
 			if c.Kafka.MaxMessageBytes < minMaxMessageBytes || c.Kafka.MaxMessageBytes > maxMaxMessageBytes {
 				bad("kafka-max-message-bytes", "must be between %d and %d, got %d", minMaxMessageBytes, maxMaxMessageBytes, c.Kafka.MaxMessageBytes)
 			}
+
+			errs = append(errs, c.Kafka.Consumer.validate()...)
 		case GroupRedis:
 			if _, err := c.Redis.Resolve(); err != nil {
 				errs = append(errs, err)
