@@ -125,13 +125,13 @@ type EngineConfig struct {
 	Linger    time.Duration
 }
 
-func (w *World) startEngine(ctx context.Context, topic, dlqTopic, group string, ec EngineConfig, skip time.Duration) (*running, error) {
+func (w *World) startEngine(ctx context.Context, topic, dlqTopic, group string, ec EngineConfig, skip time.Duration, noCommit bool) (*running, error) {
 	rater, err := w.Rater(ctx)
 	if err != nil {
 		return nil, err
 	}
 	cons := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: w.Brokers, Topic: topic, Group: group, MaxWait: 50 * time.Millisecond})
-	src := &countingSource{Source: cons}
+	src := &countingSource{Source: cons, noCommit: noCommit}
 	dlq := ingest.NewWriters(w.Brokers, topic, dlqTopic)
 	p := &probe{bal: w.Balances, arch: w.Writer, dlq: dlq, start: time.Now(), skip: skip}
 	e, err := engine.New(engine.Config{

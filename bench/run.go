@@ -53,6 +53,11 @@ type Options struct {
 	BrokerPID  int    // pid of an external broker process, for its RSS
 	Command    string // the command line, for the report
 	Stdout     io.Writer
+
+	// crashFirst > 0: before the measured drain, an engine that never
+	// commits drains at least this many events and stops (a crash between
+	// the writes and the commit), so the measured engine replays them.
+	crashFirst int
 }
 
 func (o *Options) defaults() {
