@@ -150,7 +150,7 @@ func TestVerifyExactCatchesDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	res, topic, err := runE2E(ctx, &o, w, nil, nil)
+	res, topic, err := runE2E(ctx, &o, w, "e2e", 1, o.Engine, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,5 +182,52 @@ func TestVerifyExactCatchesDifferences(t *testing.T) {
 	}
 	if x.Exact || x.Mismatched != 2 || x.ArchivedRows != res.Check.ArchivedRows+1 {
 		t.Errorf("double archive not found: %+v", x)
+	}
+}
+
+// TestE2EClusterWaitAndCPU drains on the shared Redis Cluster without, then
+// with WAIT for one replica: both exact from the stores, and Redis CPU per
+// event is reported for each master (events spread over them by slot) and
+// each replica.
+func TestE2EClusterWaitAndCPU(t *testing.T) {
+	testenv.RedisCluster(t)
+	testenv.ClickHouse(t)
+	cfg := testenv.Config(t)
+	cfg.Redis.Addr = testenv.ClusterAddrs()
+	rep, err := Run(context.Background(), Options{
+		World:  WorldConfig{Redis: cfg.Redis, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 50},
+		Engine: EngineConfig{BatchSize: 1000, WaitReplicas: 1}, WaitCompare: true,
+		Events: 6000, DupRate: 0.02, Scenarios: []string{ScenarioE2E}, Stdout: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.E2E.WaitReplicas != 0 || rep.E2EWait == nil || rep.E2EWait.WaitReplicas != 1 {
+		t.Fatalf("want a drain without WAIT then one with WAIT 1: %+v / %+v", rep.E2E, rep.E2EWait)
+	}
+	for _, e := range []*E2EResult{rep.E2E, rep.E2EWait} {
+		if !e.Exact {
+			t.Errorf("WAIT %d: not exact: %+v", e.WaitReplicas, e.Check)
+		}
+		var masters, replicas int
+		var routed int64
+		var cpu float64
+		for _, n := range e.RedisCPU {
+			switch n.Role {
+			case "master":
+				masters++
+				routed += n.Events
+				cpu += n.CPUSeconds
+			case "replica":
+				replicas++
+				if n.Master == "" || n.Events == 0 {
+					t.Errorf("replica without its master's events: %+v", n)
+				}
+			}
+		}
+		// Integer shares lose at most one event per master.
+		if masters < 3 || replicas < 3 || routed > e.Events || routed < e.Events-int64(masters) || cpu <= 0 || e.RedisUsPerEvent <= 0 {
+			t.Errorf("WAIT %d: Redis CPU %+v (per event %.2f µs)", e.WaitReplicas, e.RedisCPU, e.RedisUsPerEvent)
+		}
 	}
 }
