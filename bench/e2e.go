@@ -50,8 +50,11 @@ type E2EResult struct {
 	RedisCPU               []NodeCPU `json:"redis_cpu"`
 	RedisUsPerEvent        float64   `json:"redis_us_per_event"`
 	RedisReplicaUsPerEvent float64   `json:"redis_replica_us_per_event"`
-	// WaitReplicas is --redis-min-replicas of this drain (0: no WAIT).
-	WaitReplicas int `json:"wait_replicas"`
+	// WaitReplicas is --redis-min-replicas of this drain (0: no WAIT);
+	// Waits the WaitReplicas calls (one per batch, more if retried), whose
+	// time is Stages.Wait.
+	WaitReplicas int   `json:"wait_replicas"`
+	Waits        int64 `json:"waits"`
 }
 
 // Stages are seconds of wall time per engine stage.
@@ -193,7 +196,7 @@ func runE2E(ctx context.Context, o *Options, w *World, name string, seed uint64,
 	res.Stages = Stages{Fetch: sec(r.src.tFetch.Load()), Balance: sec(r.probe.tApply.Load()), Archive: sec(r.probe.tArchive.Load()),
 		DLQ: sec(r.probe.tDLQ.Load()), Wait: sec(r.probe.tWait.Load()), Commit: sec(r.src.tCommit.Load())}
 	res.Stages.CPU = max(0, res.Seconds-res.Stages.Fetch-res.Stages.Balance-res.Stages.Archive-res.Stages.DLQ-res.Stages.Wait-res.Stages.Commit)
-	res.Batches, res.LuaCalls = r.src.fetches.Load(), r.probe.calls.Load()
+	res.Batches, res.LuaCalls, res.Waits = r.src.fetches.Load(), r.probe.calls.Load(), r.probe.waits.Load()
 	if res.LuaCalls > 0 {
 		res.EventsPerCall = float64(res.Events) / float64(res.LuaCalls)
 	}

@@ -22,6 +22,7 @@ type probe struct {
 	usageRows, ledgerRows     atomic.Int64
 	dead                      atomic.Int64
 	calls                     atomic.Int64 // Lua calls (balance batches)
+	waits                     atomic.Int64 // WaitReplicas calls
 	// time spent in each stage, ns
 	tApply, tArchive, tDLQ, tWait atomic.Int64
 	dlq                           engine.DeadLetters
@@ -146,6 +147,7 @@ func (w *World) startEngine(ctx context.Context, topic, dlqTopic, group string, 
 	if n, timeout := ec.WaitReplicas, ec.WaitTimeout; n > 0 {
 		cfg.WaitReplicas = func(ctx context.Context) error {
 			defer p.timed(&p.tWait)()
+			p.waits.Add(1)
 			return w.Balances.WaitReplicas(ctx, n, timeout)
 		}
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,6 +78,30 @@ func redisCPU(ctx context.Context, rc redis.UniversalClient) map[string]cpuSampl
 		_ = c.ForEachShard(ctx, one)
 	case *redis.Client:
 		_ = one(ctx, c)
+		// A standalone master's replicas (slaveN:ip=…,port=…), read directly.
+		s, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			break
+		}
+		for _, l := range strings.Split(s, "\r\n") {
+			k, v, _ := strings.Cut(l, ":")
+			if !strings.HasPrefix(k, "slave") || !strings.Contains(v, "ip=") {
+				continue
+			}
+			var ip, port string
+			for _, f := range strings.Split(v, ",") {
+				if a, ok := strings.CutPrefix(f, "ip="); ok {
+					ip = a
+				} else if a, ok := strings.CutPrefix(f, "port="); ok {
+					port = a
+				}
+			}
+			opt := *c.Options()
+			opt.Addr = net.JoinHostPort(ip, port)
+			r := redis.NewClient(&opt)
+			_ = one(ctx, r)
+			r.Close()
+		}
 	}
 	return out
 }

@@ -71,6 +71,9 @@ func exactGot(e *E2EResult) string {
 	}
 	s := fmt.Sprintf("archived %d rows of %d ids, %d unique sent; Redis drew %s of %s credits; ledger %d of %d events",
 		x.ArchivedRows, x.ArchivedIDs, e.Unique, x.RedisMicro, x.WantAllMicro, x.LedgerEvents, x.WantAllEvents)
+	if x.WantAllEvents != x.WantEvents {
+		s += " (Redis and ledger: every drain so far)"
+	}
 	if x.Mismatched > 0 {
 		s += fmt.Sprintf("; %d subscriptions differ, first %s", x.Mismatched, x.First)
 	}
@@ -109,6 +112,10 @@ func printReport(out io.Writer, r *Report) {
 			v += fmt.Sprintf(" = %.0f%% of the drain without WAIT", 100*e.EventsPerSec/r.E2E.EventsPerSec)
 		}
 		row(fmt.Sprintf("1 e2e, WAIT %d", e.WaitReplicas), "same, WAIT before each commit", v)
+		if e.Waits > 0 {
+			row("", "time in WAIT", fmt.Sprintf("%.3f s in %d waits (%.1f ms each, %d batches), %.1f%% of the drain",
+				e.Stages.Wait, e.Waits, 1000*e.Stages.Wait/float64(e.Waits), e.Batches, 100*e.Stages.Wait/e.Seconds))
+		}
 		row("", "exactly-once (from the stores)", fmt.Sprintf("%v: %s", e.Exact, exactGot(e)))
 		cpuRows(row, e)
 	}

@@ -231,3 +231,34 @@ func TestE2EClusterWaitAndCPU(t *testing.T) {
 		}
 	}
 }
+
+// TestE2EStandaloneReplicaWait drains only with WAIT (--wait-compare=false)
+// on a private master with one replica: the waits are timed, and the
+// replica's CPU is read beside the master's.
+func TestE2EStandaloneReplicaWait(t *testing.T) {
+	testenv.ClickHouse(t)
+	master := testenv.StartRedis(t)
+	testenv.StartRedis(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(master.Addr, "127.0.0.1:"))
+	cfg := testenv.Config(t)
+	cfg.Redis.Addr = master.Addr
+	rep, err := Run(context.Background(), Options{
+		World:  WorldConfig{Redis: cfg.Redis, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 20},
+		Engine: EngineConfig{BatchSize: 500, WaitReplicas: 1}, Events: 4000, Scenarios: []string{ScenarioE2E}, Stdout: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := rep.E2E
+	if rep.E2EWait != nil || e.WaitReplicas != 1 || e.Waits < e.Batches-1 || e.Stages.Wait <= 0 || !e.Exact {
+		t.Fatalf("want one exact drain with a WAIT per batch: %+v", e)
+	}
+	var replica bool
+	for _, n := range e.RedisCPU {
+		if n.Role == "replica" && n.Master == master.Addr && n.Events == e.Events {
+			replica = true
+		}
+	}
+	if !replica {
+		t.Errorf("no replica in %+v", e.RedisCPU)
+	}
+}
