@@ -31,9 +31,13 @@ type E2EResult struct {
 	UsageRows     int64   `json:"usage_rows"`
 	DeadLetters   int64   `json:"dead_letters"`   // expected 0: every generated event is valid
 	ArchivedFinal uint64  `json:"archived_final"` // rated_usage FINAL rows
-	Exact         bool    `json:"exact"`
-	Series        []Point `json:"series"` // committed events/s per second
-	RedisBytes    int64   `json:"redis_used_memory_delta"`
+	Exact         bool    `json:"exact"`          // Check.Exact
+	// Check is the exactly-once verdict from the stores. Applied, DupID and
+	// DupOffset above are Apply's statuses, for information: a replay
+	// answers DuplicateOffset for an event that counted once.
+	Check      *Exactness `json:"check"`
+	Series     []Point    `json:"series"` // committed events/s per second
+	RedisBytes int64      `json:"redis_used_memory_delta"`
 	// Where the drain's wall time went: time inside each stage's calls. If
 	// the engine runs its stages one after the other they add up to Seconds;
 	// if it overlaps them (pipelining), to more, and CPU is then 0.
@@ -41,6 +45,16 @@ type E2EResult struct {
 	Batches       int64   `json:"batches"`         // engine batches (fetches)
 	LuaCalls      int64   `json:"lua_calls"`       // balance batches: one Lua call per (subscription, partition)
 	EventsPerCall float64 `json:"events_per_call"` // average events per Lua call
+	// Redis CPU over the drain (engine start → stopped), per node from INFO
+	// cpu; per event = masters' CPU / Events (replicas apart).
+	RedisCPU               []NodeCPU `json:"redis_cpu"`
+	RedisUsPerEvent        float64   `json:"redis_us_per_event"`
+	RedisReplicaUsPerEvent float64   `json:"redis_replica_us_per_event"`
+	// WaitReplicas is --redis-min-replicas of this drain (0: no WAIT);
+	// Waits the WaitReplicas calls (one per batch, more if retried), whose
+	// time is Stages.Wait.
+	WaitReplicas int   `json:"wait_replicas"`
+	Waits        int64 `json:"waits"`
 }
 
 // Stages are seconds of wall time per engine stage.
@@ -50,6 +64,7 @@ type Stages struct {
 	Balance float64 `json:"balance"`
 	Archive float64 `json:"archive"`
 	DLQ     float64 `json:"dlq"`
+	Wait    float64 `json:"wait"` // WAIT for replicas (--redis-min-replicas)
 	Commit  float64 `json:"commit"`
 }
 
@@ -82,26 +97,34 @@ func produceBacklog(ctx context.Context, o *Options, w *World, topic string, g *
 	return float64(n) / took.Seconds(), ctx.Err()
 }
 
-func runE2E(ctx context.Context, o *Options, w *World, startProf func() error, stopProf func()) (*E2EResult, string, error) {
-	topic, dlq, err := w.Topic(ctx, "e2e", o.World.Partitions)
+// runE2E produces a backlog to a topic of its own (name) and drains it with
+// an engine configured by ec; the stream is seeded by seed.
+func runE2E(ctx context.Context, o *Options, w *World, name string, seed uint64, ec EngineConfig, startProf func() error, stopProf func()) (*E2EResult, string, error) {
+	topic, dlq, err := w.Topic(ctx, name, o.World.Partitions)
 	if err != nil {
 		return nil, "", err
 	}
-	g := NewGen(GenConfig{Customers: w.Custs, DupRate: o.DupRate, LateRate: o.LateRate, Seed: 1, Tag: w.Run + "e", NotBefore: w.Seeded})
-	o.logf("scenario 1 (e2e): producing a backlog of %d events to %s (%d partitions)", o.Events, topic, o.World.Partitions)
+	g := NewGen(GenConfig{Customers: w.Custs, DupRate: o.DupRate, LateRate: o.LateRate, Seed: seed, Tag: w.Run + name, NotBefore: w.Seeded})
+	o.logf("scenario 1 (%s): producing a backlog of %d events to %s (%d partitions)", name, o.Events, topic, o.World.Partitions)
 	prate, err := produceBacklog(ctx, o, w, topic, g, o.Events)
 	if err != nil {
 		return nil, topic, err
 	}
-	res := &E2EResult{Events: int64(o.Events), Unique: g.Events, Duplicates: g.Dups, Late: g.Late, ProducePerSec: prate}
+	res := &E2EResult{Events: int64(o.Events), Unique: g.Events, Duplicates: g.Dups, Late: g.Late, ProducePerSec: prate, WaitReplicas: ec.WaitReplicas}
+	if o.crashFirst > 0 {
+		if err := crashedDrain(ctx, o, w, topic, dlq, name, ec, int64(o.crashFirst)); err != nil {
+			return nil, topic, err
+		}
+	}
 	memBefore := usedMemory(ctx, w.RC)
-	o.logf("scenario 1 (e2e): draining with the engine (batch %d, linger %s)", o.Engine.BatchSize, o.Engine.Linger)
+	cpuBefore := redisCPU(ctx, w.RC)
+	o.logf("scenario 1 (%s): draining with the engine (batch %d, linger %s, WAIT for %d replicas)", name, ec.BatchSize, ec.Linger, ec.WaitReplicas)
 	if startProf != nil {
 		if err := startProf(); err != nil {
 			return nil, topic, err
 		}
 	}
-	r, err := w.startEngine(ctx, topic, dlq, w.Group("e2e"), o.Engine, 0)
+	r, err := w.startEngine(ctx, topic, dlq, w.Group(name), ec, 0, false)
 	if err != nil {
 		if stopProf != nil {
 			stopProf()
@@ -150,6 +173,7 @@ func runE2E(ctx context.Context, o *Options, w *World, startProf func() error, s
 	}
 	_ = bar.Finish()
 	stopErr := r.stop()
+	cpuAfter, cpuSecs := redisCPU(ctx, w.RC), time.Since(start).Seconds()
 	if done.IsZero() {
 		return res, topic, fmt.Errorf("engine committed %d of %d events within %s (stop: %v)", r.src.committed.Load(), o.Events, timeout, stopErr)
 	}
@@ -170,15 +194,54 @@ func runE2E(ctx context.Context, o *Options, w *World, startProf func() error, s
 	res.DeadLetters = r.probe.dead.Load()
 	sec := func(a int64) float64 { return float64(a) / 1e9 }
 	res.Stages = Stages{Fetch: sec(r.src.tFetch.Load()), Balance: sec(r.probe.tApply.Load()), Archive: sec(r.probe.tArchive.Load()),
-		DLQ: sec(r.probe.tDLQ.Load()), Commit: sec(r.src.tCommit.Load())}
-	res.Stages.CPU = max(0, res.Seconds-res.Stages.Fetch-res.Stages.Balance-res.Stages.Archive-res.Stages.DLQ-res.Stages.Commit)
-	res.Batches, res.LuaCalls = r.src.fetches.Load(), r.probe.calls.Load()
+		DLQ: sec(r.probe.tDLQ.Load()), Wait: sec(r.probe.tWait.Load()), Commit: sec(r.src.tCommit.Load())}
+	res.Stages.CPU = max(0, res.Seconds-res.Stages.Fetch-res.Stages.Balance-res.Stages.Archive-res.Stages.DLQ-res.Stages.Wait-res.Stages.Commit)
+	res.Batches, res.LuaCalls, res.Waits = r.src.fetches.Load(), r.probe.calls.Load(), r.probe.waits.Load()
 	if res.LuaCalls > 0 {
 		res.EventsPerCall = float64(res.Events) / float64(res.LuaCalls)
 	}
-	res.Exact = res.Applied == res.Unique && res.DupID == res.Duplicates && res.ArchivedFinal == uint64(res.Unique) && res.DeadLetters == 0
-	o.logf("scenario 1 (e2e): stages %+v s; %d batches, %d Lua calls, %.1f events per call", res.Stages, res.Batches, res.LuaCalls, res.EventsPerCall)
-	o.logf("scenario 1 (e2e): %d events in %.1fs = %.0f events/s (steady %.0f); exact=%v (applied %d/%d, dup ids %d/%d, archived %d, dead letters %d)",
-		o.Events, res.Seconds, res.EventsPerSec, res.SteadyPerSec, res.Exact, res.Applied, res.Unique, res.DupID, res.Duplicates, res.ArchivedFinal, res.DeadLetters)
+	for i, u := range g.Want {
+		w.Want[i].Events += u.Events
+		w.Want[i].Micro += u.Micro
+	}
+	if res.Check, err = verifyExact(ctx, w, topic, g.Want, res.DeadLetters); err != nil {
+		return res, topic, err
+	}
+	res.Exact = res.Check.Exact
+	res.RedisCPU = cpuDelta(cpuBefore, cpuAfter, shardEvents(ctx, w.RC, w.Subs, g.Want, res.Events), res.Events, cpuSecs)
+	for _, n := range res.RedisCPU {
+		if n.Role == "master" {
+			res.RedisUsPerEvent += n.UsPerEventAll
+		} else {
+			res.RedisReplicaUsPerEvent += n.UsPerEventAll
+		}
+		o.logf("scenario 1 (%s): Redis %s %s: %.2f s CPU (%.0f%% of a core), %d events, %.2f µs per event on the shard, %.2f µs per event of the drain", name,
+			n.Role, n.Addr, n.CPUSeconds, 100*n.Util, n.Events, n.UsPerEvent, n.UsPerEventAll)
+	}
+	if !res.Exact {
+		o.logf("scenario 1 (%s): NOT exact: %d subscriptions differ from what was sent, first %s; dead letters %d", name, res.Check.Mismatched, res.Check.First, res.DeadLetters)
+	}
+	o.logf("scenario 1 (%s): stages %+v s; %d batches, %d Lua calls, %.1f events per call", name, res.Stages, res.Batches, res.LuaCalls, res.EventsPerCall)
+	o.logf("scenario 1 (%s): %d events in %.1fs = %.0f events/s (steady %.0f); exact=%v (stores: archived %d rows of %d unique, Redis drew %s of %s credits; Apply statuses: applied %d, replayed %d, dup ids %d/%d)", name,
+		o.Events, res.Seconds, res.EventsPerSec, res.SteadyPerSec, res.Exact, res.Check.ArchivedRows, res.Unique, res.Check.RedisMicro, res.Check.WantAllMicro,
+		res.Applied, res.DupOffset, res.DupID, res.Duplicates)
 	return res, topic, nil
+}
+
+// crashedDrain runs an engine on the e2e group that writes balances and the
+// archive but never commits an offset, until n events are done, then stops
+// it: the next engine on the group replays them.
+func crashedDrain(ctx context.Context, o *Options, w *World, topic, dlq, name string, ec EngineConfig, n int64) error {
+	r, err := w.startEngine(ctx, topic, dlq, w.Group(name), ec, 0, true)
+	if err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(time.Minute); r.src.committed.Load() < n; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			_ = r.stop()
+			return fmt.Errorf("crashed drain: %d of %d events within a minute", r.src.committed.Load(), n)
+		}
+	}
+	o.logf("scenario 1 (%s): an engine drained %d events without committing and stopped", name, r.src.committed.Load())
+	return r.stop()
 }

@@ -22,9 +22,10 @@ type probe struct {
 	usageRows, ledgerRows     atomic.Int64
 	dead                      atomic.Int64
 	calls                     atomic.Int64 // Lua calls (balance batches)
+	waits                     atomic.Int64 // WaitReplicas calls
 	// time spent in each stage, ns
-	tApply, tArchive, tDLQ atomic.Int64
-	dlq                    engine.DeadLetters
+	tApply, tArchive, tDLQ, tWait atomic.Int64
+	dlq                           engine.DeadLetters
 
 	mu     sync.Mutex
 	start  time.Time
@@ -123,21 +124,34 @@ type running struct {
 type EngineConfig struct {
 	BatchSize int
 	Linger    time.Duration
+	// WaitReplicas > 0: before committing, WAIT until this many replicas of
+	// every master hold the batch's balance changes (serve's
+	// --redis-min-replicas), within WaitTimeout.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
-func (w *World) startEngine(ctx context.Context, topic, dlqTopic, group string, ec EngineConfig, skip time.Duration) (*running, error) {
+func (w *World) startEngine(ctx context.Context, topic, dlqTopic, group string, ec EngineConfig, skip time.Duration, noCommit bool) (*running, error) {
 	rater, err := w.Rater(ctx)
 	if err != nil {
 		return nil, err
 	}
 	cons := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: w.Brokers, Topic: topic, Group: group, MaxWait: 50 * time.Millisecond})
-	src := &countingSource{Source: cons}
+	src := &countingSource{Source: cons, noCommit: noCommit}
 	dlq := ingest.NewWriters(w.Brokers, topic, dlqTopic)
 	p := &probe{bal: w.Balances, arch: w.Writer, dlq: dlq, start: time.Now(), skip: skip}
-	e, err := engine.New(engine.Config{
+	cfg := engine.Config{
 		Topic: topic, BatchSize: ec.BatchSize, Linger: ec.Linger, Logger: w.log,
 		Refresh: func(ctx context.Context) error { _, _, err := w.Catalog.Sync(ctx, rater); return err },
-	}, src, p, rater, p, p)
+	}
+	if n, timeout := ec.WaitReplicas, ec.WaitTimeout; n > 0 {
+		cfg.WaitReplicas = func(ctx context.Context) error {
+			defer p.timed(&p.tWait)()
+			p.waits.Add(1)
+			return w.Balances.WaitReplicas(ctx, n, timeout)
+		}
+	}
+	e, err := engine.New(cfg, src, p, rater, p, p)
 	if err != nil {
 		cons.Close()
 		dlq.Close()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/rating"
 )
@@ -38,7 +39,23 @@ type Gen struct {
 	dims   [2]rating.Dim
 
 	Events, Dups, Late int64 // counts of what was generated
+	// Want is what the unique events must draw, by customer index: the
+	// exactly-once check compares the stores with it.
+	Want []Usage
 }
+
+// Usage is a count of unique events and the credits they are rated at.
+type Usage struct {
+	Events int64
+	Micro  credit.Amount
+}
+
+// The seed plan's rates (internal/seed PlanJSON): 1 email = 1 AIT,
+// 1 token = 0.001 AIT. Kept apart from the rater so the check is independent.
+const (
+	emailMicro = credit.Unit
+	tokenMicro = credit.Unit / 1000
+)
 
 var models = []string{"gpt-large", "claude-mid", "small-fast"}
 
@@ -51,7 +68,8 @@ func NewGen(c GenConfig) *Gen {
 		c.LLMShare = 0.4
 	}
 	r := rand.New(rand.NewPCG(c.Seed, 0x5eed))
-	return &Gen{c: c, r: r, zipf: rand.NewZipf(r, c.ZipfS, 1, uint64(len(c.Customers)-1)), recent: make([]kafka.Message, 0, 4096)}
+	return &Gen{c: c, r: r, zipf: rand.NewZipf(r, c.ZipfS, 1, uint64(len(c.Customers)-1)), recent: make([]kafka.Message, 0, 4096),
+		Want: make([]Usage, len(c.Customers))}
 }
 
 // Next appends one message to dst: a new event or, at DupRate, a repeat.
@@ -89,11 +107,14 @@ func (g *Gen) Next(dst []kafka.Message, now time.Time) []kafka.Message {
 		g.dims[0] = rating.Dim{Key: "tokens", Num: rating.NumberOf(tokens), IsNum: true}
 		g.dims[1] = rating.Dim{Key: "model", Str: models[g.r.IntN(len(models))]}
 		g.ev.Dims = g.dims[:]
+		g.Want[ci].Micro += credit.Amount(tokens) * tokenMicro
 	} else {
 		g.ev.Name = "email.sent"
 		g.dims[0] = rating.Dim{Key: "model", Str: models[g.r.IntN(len(models))]}
 		g.ev.Dims = g.dims[:1]
+		g.Want[ci].Micro += emailMicro
 	}
+	g.Want[ci].Events++
 	m := kafka.Message{Key: []byte(cust), Value: ingest.AppendJSON(make([]byte, 0, 192), &g.ev)}
 	if len(g.recent) < cap(g.recent) {
 		g.recent = append(g.recent, m)

@@ -103,6 +103,8 @@ func runMemory(ctx context.Context, w *World, ids int64, e2e *E2EResult) (*Memor
 	err := keyUsage(ctx, w.RC, w.Prefix+"{*", func(k string, n int64) {
 		rest := k[strings.IndexByte(k, '}')+1:]
 		switch {
+		case rest == "" || rest == ":wait": // WaitReplicas' marker, not a subscription's
+			return
 		case strings.HasPrefix(rest, ":d:"):
 			m.DedupeKeys++
 			m.DedupeBytes += n

@@ -53,6 +53,14 @@ type Options struct {
 	BrokerPID  int    // pid of an external broker process, for its RSS
 	Command    string // the command line, for the report
 	Stdout     io.Writer
+	// WaitCompare: with Engine.WaitReplicas > 0, scenario 1 first drains a
+	// backlog without WAIT, then one of the same size with it (E2EWait).
+	WaitCompare bool
+
+	// crashFirst > 0: before the measured drain, an engine that never
+	// commits drains at least this many events and stops (a crash between
+	// the writes and the commit), so the measured engine replays them.
+	crashFirst int
 }
 
 func (o *Options) defaults() {
@@ -83,6 +91,9 @@ func (o *Options) defaults() {
 	if o.Engine.BatchSize == 0 {
 		o.Engine.BatchSize = config.Default().Engine.BatchSize
 	}
+	if o.Engine.WaitTimeout == 0 {
+		o.Engine.WaitTimeout = config.Default().Engine.WaitTimeout
+	}
 	if o.Engine.Linger == 0 {
 		o.Engine.Linger = 20 * time.Millisecond
 	}
@@ -101,6 +112,7 @@ type Report struct {
 	Host       Host           `json:"host"`
 	Config     map[string]any `json:"config"`
 	E2E        *E2EResult     `json:"e2e,omitempty"`
+	E2EWait    *E2EResult     `json:"e2e_wait,omitempty"` // the same drain with WAIT (--redis-min-replicas), after E2E
 	Memory     *MemoryResult  `json:"memory,omitempty"`
 	Limits     *LimitsResult  `json:"limits,omitempty"`
 	Freshness  *SteadyResult  `json:"freshness,omitempty"`
@@ -155,7 +167,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{Started: time.Now().UTC(), Command: o.Command, LoadBefore: loadAvg(),
 		Host: Host{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0)},
 		Config: map[string]any{"events": o.Events, "partitions": o.World.Partitions, "customers": o.World.Customers,
-			"batch_size": o.Engine.BatchSize, "linger": o.Engine.Linger.String(), "dup_rate": o.DupRate, "late_rate": o.LateRate,
+			"batch_size": o.Engine.BatchSize, "linger": o.Engine.Linger.String(),
+			"redis_min_replicas": o.Engine.WaitReplicas, "redis_wait_timeout": o.Engine.WaitTimeout.String(), "wait_compare": o.WaitCompare, "dup_rate": o.DupRate, "late_rate": o.LateRate,
 			"raw_events": o.RawEvents, "fresh_for": o.FreshFor.String(), "long_events": o.LongEvents,
 			"api_workers": o.APIWorkers, "api_rate": o.APIRate, "api_for": o.APIFor.String(), "scenarios": o.Scenarios}}
 	o.logf("provisioning %d customers (load %s)", o.World.Customers, rep.LoadBefore)
@@ -178,22 +191,30 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	var e2eTopic string
 	step(ScenarioE2E, func() (err error) {
+		ec := o.Engine
+		if ec.WaitReplicas > 0 && o.WaitCompare {
+			ec.WaitReplicas = 0
+		}
+		var start func() error
+		var stop func()
 		if o.CPUProfile != "" {
 			f, err := os.Create(o.CPUProfile)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			rep.E2E, e2eTopic, err = runE2E(ctx, &o, w, func() error { return pprof.StartCPUProfile(f) }, pprof.StopCPUProfile)
+			start, stop = func() error { return pprof.StartCPUProfile(f) }, pprof.StopCPUProfile
+		}
+		if rep.E2E, e2eTopic, err = runE2E(ctx, &o, w, "e2e", 1, ec, start, stop); err != nil || ec.WaitReplicas == o.Engine.WaitReplicas {
 			return err
 		}
-		rep.E2E, e2eTopic, err = runE2E(ctx, &o, w, nil, nil)
+		rep.E2EWait, _, err = runE2E(ctx, &o, w, "e2e-wait", 2, o.Engine, nil, nil)
 		return err
 	})
 	step(ScenarioMemory, func() (err error) {
-		var ids int64
-		if rep.E2E != nil {
-			ids = rep.E2E.Applied
+		var ids int64 // remembered ids: the unique events of every drain
+		for _, u := range w.Want {
+			ids += u.Events
 		}
 		rep.Memory, err = runMemory(ctx, w, ids, rep.E2E)
 		return err

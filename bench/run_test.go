@@ -9,6 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
@@ -102,5 +107,158 @@ func TestRunSmoke(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("%s not written: %v", f, err)
 		}
+	}
+}
+
+// TestE2EExactAfterReplay: an engine writes the first events' balances and
+// archive rows, then stops before committing any offset (a crash); the
+// measured engine replays them. Nothing is lost or counted twice, so the
+// exactly-once verdict, taken from the stores, must be true although Apply
+// answers DuplicateOffset for every replayed event.
+func TestE2EExactAfterReplay(t *testing.T) {
+	testenv.Redis(t)
+	testenv.ClickHouse(t)
+	cfg := testenv.Config(t)
+	rep, err := Run(context.Background(), Options{
+		World:  WorldConfig{Redis: cfg.Redis, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 20},
+		Engine: EngineConfig{BatchSize: 500}, Events: 6000, DupRate: 0.02, LateRate: 0.02, Scenarios: []string{ScenarioE2E}, Stdout: io.Discard, crashFirst: 2000,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := rep.E2E
+	if e.DupOffset == 0 {
+		t.Fatalf("nothing was replayed: %+v", e)
+	}
+	if !e.Exact {
+		t.Errorf("e2e with a replay and no loss reported not exact: %+v", e)
+	}
+}
+
+// TestVerifyExactCatchesDifferences: after an exact drain, a balance that
+// lost a draw and an event archived twice under another id are each found.
+func TestVerifyExactCatchesDifferences(t *testing.T) {
+	testenv.Redis(t)
+	testenv.ClickHouse(t)
+	cfg := testenv.Config(t)
+	ctx := context.Background()
+	o := Options{World: WorldConfig{Redis: cfg.Redis, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 10},
+		Events: 2000, Stdout: io.Discard}
+	o.defaults()
+	w, err := NewWorld(ctx, o.World)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	res, topic, err := runE2E(ctx, &o, w, "e2e", 1, o.Engine, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Exact {
+		t.Fatalf("clean drain not exact: %+v", res.Check)
+	}
+	run := make([]Usage, len(w.Want))
+	copy(run, w.Want)
+	// A draw Redis lost: credits given back outside the usage path.
+	if _, err := w.Balances.Adjust(ctx, balance.AdjustRequest{Key: "lost", Subscription: w.Subs[0], Amount: credit.Unit, Reason: "test", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	x, err := verifyExact(ctx, w, topic, run, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Exact || x.Mismatched != 1 || !strings.Contains(x.First, w.Subs[0]+": Redis drew") {
+		t.Errorf("lost draw not found: %+v", x)
+	}
+	// An event archived a second time under another id.
+	row := archive.RatedRow{EventID: "extra", CustomerID: w.Custs[1], SubscriptionID: w.Subs[1], Feature: "ai-agent-email", EventName: "email.sent",
+		Quantity: decimal.NewFromInt(1), Credits: credit.Unit, Funded: credit.Unit, CreditCurrency: "AIT", MoneyCurrency: "USD",
+		EventTime: time.Now(), RatedAt: time.Now(), Status: "applied", Topic: topic}
+	if err := w.Writer.WriteUsage(ctx, []archive.RatedRow{row}); err != nil {
+		t.Fatal(err)
+	}
+	if x, err = verifyExact(ctx, w, topic, run, 0); err != nil {
+		t.Fatal(err)
+	}
+	if x.Exact || x.Mismatched != 2 || x.ArchivedRows != res.Check.ArchivedRows+1 {
+		t.Errorf("double archive not found: %+v", x)
+	}
+}
+
+// TestE2EClusterWaitAndCPU drains on the shared Redis Cluster without, then
+// with WAIT for one replica: both exact from the stores, and Redis CPU per
+// event is reported for each master (events spread over them by slot) and
+// each replica.
+func TestE2EClusterWaitAndCPU(t *testing.T) {
+	testenv.RedisCluster(t)
+	testenv.ClickHouse(t)
+	cfg := testenv.Config(t)
+	cfg.Redis.Addr = testenv.ClusterAddrs()
+	rep, err := Run(context.Background(), Options{
+		World:  WorldConfig{Redis: cfg.Redis, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 50},
+		Engine: EngineConfig{BatchSize: 1000, WaitReplicas: 1}, WaitCompare: true,
+		Events: 6000, DupRate: 0.02, Scenarios: []string{ScenarioE2E}, Stdout: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.E2E.WaitReplicas != 0 || rep.E2EWait == nil || rep.E2EWait.WaitReplicas != 1 {
+		t.Fatalf("want a drain without WAIT then one with WAIT 1: %+v / %+v", rep.E2E, rep.E2EWait)
+	}
+	for _, e := range []*E2EResult{rep.E2E, rep.E2EWait} {
+		if !e.Exact {
+			t.Errorf("WAIT %d: not exact: %+v", e.WaitReplicas, e.Check)
+		}
+		var masters, replicas int
+		var routed int64
+		var cpu float64
+		for _, n := range e.RedisCPU {
+			switch n.Role {
+			case "master":
+				masters++
+				routed += n.Events
+				cpu += n.CPUSeconds
+			case "replica":
+				replicas++
+				if n.Master == "" || n.Events == 0 {
+					t.Errorf("replica without its master's events: %+v", n)
+				}
+			}
+		}
+		// Integer shares lose at most one event per master.
+		if masters < 3 || replicas < 3 || routed > e.Events || routed < e.Events-int64(masters) || cpu <= 0 || e.RedisUsPerEvent <= 0 {
+			t.Errorf("WAIT %d: Redis CPU %+v (per event %.2f µs)", e.WaitReplicas, e.RedisCPU, e.RedisUsPerEvent)
+		}
+	}
+}
+
+// TestE2EStandaloneReplicaWait drains only with WAIT (--wait-compare=false)
+// on a private master with one replica: the waits are timed, and the
+// replica's CPU is read beside the master's.
+func TestE2EStandaloneReplicaWait(t *testing.T) {
+	testenv.ClickHouse(t)
+	master := testenv.StartRedis(t)
+	testenv.StartRedis(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(master.Addr, "127.0.0.1:"))
+	cfg := testenv.Config(t)
+	cfg.Redis.Addr = master.Addr
+	rep, err := Run(context.Background(), Options{
+		World:  WorldConfig{Redis: cfg.Redis, CHAddr: cfg.ClickHouse.Addr, CHUser: cfg.ClickHouse.User, Partitions: 2, Customers: 20},
+		Engine: EngineConfig{BatchSize: 500, WaitReplicas: 1}, Events: 4000, Scenarios: []string{ScenarioE2E}, Stdout: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := rep.E2E
+	if rep.E2EWait != nil || e.WaitReplicas != 1 || e.Waits < e.Batches-1 || e.Stages.Wait <= 0 || !e.Exact {
+		t.Fatalf("want one exact drain with a WAIT per batch: %+v", e)
+	}
+	var replica bool
+	for _, n := range e.RedisCPU {
+		if n.Role == "replica" && n.Master == master.Addr && n.Events == e.Events {
+			replica = true
+		}
+	}
+	if !replica {
+		t.Errorf("no replica in %+v", e.RedisCPU)
 	}
 }

@@ -45,7 +45,7 @@ func runSteady(ctx context.Context, o *Options, w *World, name string, rate floa
 	skip := min(warmup, time.Duration(float64(n)/rate*float64(time.Second))/10)
 	res := &SteadyResult{Name: name, TargetRate: rate, WarmupS: skip.Seconds()}
 	o.logf("scenario %s: %d events at %.0f events/s with the engine consuming", name, n, rate)
-	r, err := w.startEngine(ctx, topic, dlq, w.Group(name), o.Engine, skip)
+	r, err := w.startEngine(ctx, topic, dlq, w.Group(name), o.Engine, skip, false)
 	if err != nil {
 		return nil, err
 	}

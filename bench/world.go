@@ -24,6 +24,7 @@ import (
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/broker"
@@ -47,10 +48,14 @@ type World struct {
 	Balances *balance.Store
 	Writer   *archive.Writer
 	Accounts *engine.Accounts
-	Subs     []string  // subscription id of customer i
-	Custs    []string  // customer i
-	Keep     bool      // keep the data on Close (for inspection)
-	Seeded   time.Time // when the last subscription started
+	Subs     []string        // subscription id of customer i
+	Custs    []string        // customer i
+	Initial  []credit.Amount // credits granted to subscription i at provisioning
+	// Want is what the e2e drains so far must have drawn, by subscription:
+	// the Redis balances and the ledger are cumulative over them.
+	Want   []Usage
+	Keep   bool      // keep the data on Close (for inspection)
+	Seeded time.Time // when the last subscription started
 
 	log     *slog.Logger
 	topics  []string
@@ -144,6 +149,8 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 	// Subscriptions are created concurrently: each is a few round trips.
 	w.Custs = make([]string, c.Customers)
 	w.Subs = make([]string, c.Customers)
+	w.Initial = make([]credit.Amount, c.Customers)
+	w.Want = make([]Usage, c.Customers)
 	errc := make(chan error, c.Customers)
 	sem := make(chan struct{}, 16)
 	for i := range c.Customers {
@@ -155,6 +162,7 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 			if i%5 == 4 {
 				s.Plan, s.Included = seed.PlanOverage, "50"
 			}
+			w.Initial[i] = credit.MustParse(s.Included)
 			id, err := seed.Subscribe(ctx, w.Catalog, prov, s)
 			w.Subs[i] = id
 			errc <- err

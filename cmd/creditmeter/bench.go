@@ -37,7 +37,11 @@ Scenarios (--scenarios, in this order):
              customers, email.sent and llm.call, duplicates at --dup-rate,
              late events at --late-rate) drained by an in-process engine:
              Kafka → decode → rate → Redis → ClickHouse → commit, exactly-once
-             and dedupe on; checks the counts and the archive afterwards
+             and dedupe on; checks exactly-once from the stores afterwards
+             (Redis balances, rated_usage FINAL, the ledger against what
+             was sent) and reports Redis CPU per event per node (INFO cpu);
+             with --redis-min-replicas N a second backlog is drained with
+             WAIT, for its cost (--wait-compare=false: only with WAIT)
   memory     Redis bytes per remembered event id and per subscription
   limits     the raw limits alone: kafka-go consume, Redis batched Lua with
              dedupe, ClickHouse batch insert, decode+rate, and the naive
@@ -57,6 +61,7 @@ the engine's RSS is not mixed with the broker's. Results go to --out:
 summary.json, summary.txt and PNG plots.`,
 		Example: `  creditmeter bench                                   # every scenario, 1M-event backlog, 10M-event long run
   creditmeter bench --scenarios e2e,limits --events 300000
+  creditmeter bench --scenarios e2e --events 200000 --redis-addr 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --redis-min-replicas 1
   creditmeter bench --scenarios freshness,api --rate 40000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -81,6 +86,12 @@ summary.json, summary.txt and PNG plots.`,
 				if !loopback(b) {
 					return fmt.Errorf("setting --kafka-brokers (%s): bench targets loopback only, got %q", config.EnvName("kafka-brokers"), b)
 				}
+			}
+			if o.Engine.WaitReplicas < 0 || o.Engine.WaitReplicas > 16 {
+				return fmt.Errorf("setting --redis-min-replicas: must be between 0 and 16, got %d", o.Engine.WaitReplicas)
+			}
+			if o.Engine.WaitTimeout < 10*time.Millisecond || o.Engine.WaitTimeout > time.Minute {
+				return fmt.Errorf("setting --redis-wait-timeout: must be between 10ms and 1m, got %s", o.Engine.WaitTimeout)
 			}
 			o.World.Redis, o.World.CHAddr = cfg.Redis, cfg.ClickHouse.Addr
 			o.World.CHUser, o.World.CHPassword = cfg.ClickHouse.User, cfg.ClickHouse.Password
@@ -108,6 +119,9 @@ summary.json, summary.txt and PNG plots.`,
 	fs.Float64Var(&o.LateRate, "late-rate", 0.005, "share of events timestamped 1-10 minutes in the past")
 	fs.IntVar(&o.Engine.BatchSize, "batch-size", config.Default().Engine.BatchSize, "engine batch size (as serve's default)")
 	fs.DurationVar(&o.Engine.Linger, "linger", 20*time.Millisecond, "engine batch linger")
+	fs.IntVar(&o.Engine.WaitReplicas, "redis-min-replicas", 0, "as serve's: the engine WAITs for this many replicas of every master before committing (0: no WAIT)")
+	fs.DurationVar(&o.Engine.WaitTimeout, "redis-wait-timeout", config.Default().Engine.WaitTimeout, "longest WAIT for --redis-min-replicas")
+	fs.BoolVar(&o.WaitCompare, "wait-compare", true, "with --redis-min-replicas: the e2e scenario drains a backlog without WAIT, then one with it, and reports the cost")
 	fs.IntVar(&o.RawEvents, "raw-events", 200_000, "events per raw-limit measurement")
 	fs.IntVar(&o.NaiveSeq, "naive-events", 30_000, "events of the sequential naive baseline")
 	fs.Float64Var(&o.Rate, "rate", 0, "freshness run rate in events/s (0: half the e2e throughput)")
