@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/ingest"
 )
 
 func deleteTopics(ctx context.Context, brokers []string, topics []string) error {
@@ -22,7 +23,7 @@ func deleteTopics(ctx context.Context, brokers []string, topics []string) error 
 }
 
 // producer sends chunks of messages with a few concurrent synchronous
-// writers (acks=all, lz4, keyed by customer as ingest.Writers does).
+// writers (acks=all, lz4, keyed by customer and partitioned as ingest.Writers does).
 type producer struct {
 	w     *kafka.Writer
 	ch    chan []kafka.Message
@@ -35,7 +36,7 @@ type producer struct {
 func newProducer(brokers []string, topic string, workers int) *producer {
 	p := &producer{
 		w: &kafka.Writer{
-			Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+			Addr: kafka.TCP(brokers...), Topic: topic, Balancer: ingest.Balancer(), RequiredAcks: kafka.RequireAll,
 			BatchSize: 2000, BatchBytes: 16 << 20, BatchTimeout: 2 * time.Millisecond, Compression: kafka.Lz4,
 		},
 		ch: make(chan []kafka.Message, workers*2),

@@ -80,7 +80,7 @@ func buildRaw(ctx context.Context, w *World, o *Options, tag string, n int) (*ra
 		parts[i] = i
 	}
 	next := make([]int64, len(parts))
-	h := &kafka.Hash{}
+	h := ingest.Balancer() // the partitions serve's producers pick
 	start := time.Now()
 	for i := range rs.msgs {
 		if err := ingest.Decode(rs.msgs[i].Value, &rs.events[i]); err != nil {
