@@ -20,10 +20,10 @@ survive a restart. The usage topic and its dead-letter topic are created at
 start when missing, with --partitions partitions (an existing topic keeps its
 partition count). In production point --kafka-brokers at a real cluster instead.
 
-To try creditmeter's --kafka-tls and --kafka-sasl-* settings, start it with a
-TLS certificate (--tls-cert-file, --tls-key-file: the listener is then TLS
-only) and/or a SASL user (--sasl-mechanism, --sasl-username,
---sasl-password-file: authentication is then required).`,
+To try creditmeter's --kafka-tls and --kafka-sasl-* settings, start it with
+a TLS certificate (--tls-cert-file and --tls-key-file: the listener is then
+TLS only) and/or a SASL user (--sasl-mechanism, --sasl-username and
+the password: authentication is then required).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := logger()
