@@ -399,4 +399,8 @@ func randomHex() string {
 }
 
 // Close leaves the group.
-func (c *Consumer) Close() error { return c.reader().Close() }
+func (c *Consumer) Close() error {
+	err := c.reader().Close()
+	closeIdle(c.client)
+	return err
+}

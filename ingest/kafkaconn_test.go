@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -142,5 +143,53 @@ func TestConnTLSAndSASL(t *testing.T) {
 				t.Errorf("untrusted CA: want an error naming --kafka-tls-ca-file, got %v", err)
 			}
 		})
+	}
+}
+
+// With a listener that requires client certificates, --kafka-tls-cert-file
+// and --kafka-tls-key-file are presented; without them the handshake fails
+// naming the setting.
+func TestConnMutualTLS(t *testing.T) {
+	files := testenv.GenerateTLS(t)
+	cert, err := tls.LoadX509KeyPair(files.Cert, files.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(files.CA)
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("CA: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := broker.Start(ctx, broker.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Partitions: 1, Topics: []string{"usage-events"},
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	k := config.Default().Kafka
+	k.Brokers, k.TLS, k.TLSCAFile = []string{b.Addr()}, true, files.CA
+	anon, err := k.Conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = anon.Ping(ctx)
+	var se *config.SettingError
+	if !errors.As(err, &se) || se.Flag != "kafka-tls-cert-file" {
+		t.Errorf("without a client certificate: want an error naming --kafka-tls-cert-file, got %v", err)
+	}
+	k.TLSCertFile, k.TLSKeyFile = files.Cert, files.Key
+	conn, err := k.Conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("with the client certificate: %v", err)
+	}
+	w := ingest.NewWriters(nil, "usage-events", "usage-events-dlq", ingest.WithConn(conn))
+	defer w.Close()
+	if err := w.PublishRaw(ctx, kafka.Message{Key: []byte("c"), Value: []byte("{}")}); err != nil {
+		t.Fatalf("produce with the client certificate: %v", err)
 	}
 }

@@ -139,10 +139,12 @@ func (b *Broker) Addr() string { return b.addr }
 func (b *Broker) Close() { b.cluster.Close() }
 
 // pinned trusts exactly the broker's own certificate: its client talks to
-// itself on loopback, whatever CA (or none) signed the certificate.
+// itself on loopback, whatever CA (or none) signed the certificate. It shows
+// the same certificate, in case the listener requires client certificates.
 func pinned(own tls.Certificate) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
+		Certificates:       []tls.Certificate{own},
 		InsecureSkipVerify: true, // replaced by the check below
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 || len(own.Certificate) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, own.Certificate[0]) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -161,6 +162,7 @@ func (k Kafka) Explain(err error) error {
 		notTLS     tls.RecordHeaderError
 		alert      tls.AlertError
 		verifyFail *tls.CertificateVerificationError
+		opErr      *net.OpError
 	)
 	on := func(flag, format string, args ...any) error {
 		return &SettingError{Flag: flag, Err: fmt.Errorf(format+": %w", append(args, err)...)}
@@ -180,8 +182,9 @@ func (k Kafka) Explain(err error) error {
 		return on("kafka-tls-ca-file", "the broker's certificate cannot be verified")
 	case errors.As(err, &notTLS):
 		return on("kafka-tls", "the broker does not speak TLS on this port")
-	case errors.As(err, &alert):
-		return on("kafka-tls-cert-file", "the broker refused the TLS handshake (does it require a client certificate?)")
+	case errors.As(err, &alert) || (errors.As(err, &opErr) && opErr.Op == "remote error"):
+		// The broker's TLS alert ("certificate required", "bad certificate").
+		return on("kafka-tls-cert-file", "the broker refused the TLS handshake (does it require a client certificate, one its CA signed?)")
 	case !k.TLS && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)):
 		return on("kafka-tls", "the broker closed the connection (does its listener require TLS, or SASL with --kafka-sasl-mechanism?)")
 	case k.SASLMechanism == "" && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)):

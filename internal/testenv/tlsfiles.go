@@ -26,7 +26,8 @@ type TLSFiles struct {
 }
 
 // GenerateTLS makes a CA and a server certificate for localhost, 127.0.0.1
-// and ::1 (plus names), valid for a day.
+// and ::1 (plus names), valid for a day; the certificate also serves as a
+// client certificate (mutual TLS).
 func GenerateTLS(t testing.TB, names ...string) TLSFiles {
 	t.Helper()
 	dir := t.TempDir()
@@ -70,7 +71,7 @@ func GenerateTLS(t testing.TB, names ...string) TLSFiles {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		DNSNames:    append([]string{"localhost"}, names...),
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, srv, caCert, &key.PublicKey, caKey)
 	if err != nil {
