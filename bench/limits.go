@@ -177,7 +177,7 @@ func runLimits(ctx context.Context, o *Options, w *World, e2eTopic string) (*Lim
 		}
 		consumeN = n
 	}
-	cons := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: w.Brokers, Topic: topic, Group: w.Group("raw-consume"), MaxWait: 50 * time.Millisecond})
+	cons := ingest.NewConsumer(ingest.ConsumerConfig{Conn: w.Kafka, Topic: topic, Group: w.Group("raw-consume"), MaxWait: 50 * time.Millisecond})
 	// The clock starts after the first fetch, so the group join is not
 	// counted (unless the first fetch took everything).
 	got, counted, begin := 0, 0, time.Now()

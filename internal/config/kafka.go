@@ -23,6 +23,10 @@ import (
 // SASL mechanisms of --kafka-sasl-mechanism.
 var kafkaSASLMechanisms = []string{"plain", "scram-sha-256", "scram-sha-512"}
 
+// BindKafkaSecurity registers only the --kafka-tls* and --kafka-sasl-*
+// flags (for a command that has its own --kafka-brokers).
+func (c *Config) BindKafkaSecurity(fs *pflag.FlagSet) { c.bindKafkaSecurity(fs) }
+
 func (c *Config) bindKafkaSecurity(fs *pflag.FlagSet) {
 	k := &c.Kafka
 	fs.BoolVar(&k.TLS, "kafka-tls", k.TLS, "connect to the brokers over TLS (SSL / SASL_SSL listeners)")
