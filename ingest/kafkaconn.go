@@ -3,8 +3,10 @@ package ingest
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -58,6 +60,34 @@ func closeIdle(cl *kafka.Client) {
 	}
 }
 
+// ErrNoTLSHandshake is a broker that accepts TCP connections but does not
+// complete a TLS handshake: most likely a plaintext listener.
+var ErrNoTLSHandshake = errors.New("the broker accepts connections but did not complete a TLS handshake")
+
+// isTLSError is a failure the TLS handshake itself reported (a certificate
+// refused, an alert), which says more than ErrNoTLSHandshake would.
+func isTLSError(err error) bool {
+	var (
+		rh  tls.RecordHeaderError
+		cv  *tls.CertificateVerificationError
+		op  *net.OpError
+		unk x509.UnknownAuthorityError
+		hn  x509.HostnameError
+	)
+	return errors.As(err, &rh) || errors.As(err, &cv) || errors.As(err, &unk) || errors.As(err, &hn) ||
+		(errors.As(err, &op) && op.Op == "remote error")
+}
+
+// tcpReachable says whether a plain TCP connection to addr opens at once.
+func tcpReachable(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
 func (c Conn) explain(err error) error {
 	if err == nil || c.Explain == nil {
 		return err
@@ -76,6 +106,9 @@ func (c Conn) Ping(ctx context.Context) error {
 	for _, b := range c.Brokers {
 		kc, err := d.DialContext(ctx, "tcp", b)
 		if err != nil {
+			if c.TLS != nil && !isTLSError(err) && tcpReachable(b) {
+				err = fmt.Errorf("%w: %w", ErrNoTLSHandshake, err)
+			}
 			return fmt.Errorf("kafka %s: %w", b, c.explain(err))
 		}
 		if dl, ok := ctx.Deadline(); ok {

@@ -112,6 +112,21 @@ func TestConnTLSAndSASL(t *testing.T) {
 				}
 			}
 
+			// TLS to a plaintext listener names --kafka-tls.
+			plain := testenv.Broker(t, 1)
+			tk := k
+			tk.Brokers = []string{plain.Addr()}
+			tconn, err := tk.Conn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+			err = tconn.Ping(pctx)
+			pcancel()
+			var tse *config.SettingError
+			if !errors.As(err, &tse) || tse.Flag != "kafka-tls" {
+				t.Errorf("TLS to a plaintext broker: want an error naming --kafka-tls, got %v", err)
+			}
 			// Without TLS and SASL the broker cannot be used.
 			if err := ingest.Plain(b.Addr()).Ping(ctx); err == nil {
 				t.Error("a plaintext client without SASL reached the TLS and SASL broker")

@@ -184,7 +184,7 @@ func (k Kafka) Explain(err error) error {
 		return on("kafka-tls-ca-file", "the broker's certificate is not valid")
 	case errors.As(err, &verifyFail):
 		return on("kafka-tls-ca-file", "the broker's certificate cannot be verified")
-	case errors.As(err, &notTLS):
+	case errors.As(err, &notTLS) || errors.Is(err, ingest.ErrNoTLSHandshake):
 		return on("kafka-tls", "the broker does not speak TLS on this port")
 	case errors.As(err, &alert) || (errors.As(err, &opErr) && opErr.Op == "remote error"):
 		// The broker's TLS alert ("certificate required", "bad certificate").
