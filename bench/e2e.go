@@ -69,7 +69,7 @@ type Stages struct {
 }
 
 func produceBacklog(ctx context.Context, o *Options, w *World, topic string, g *Gen, n int) (float64, error) {
-	p := newProducer(w.Brokers, topic, 4)
+	p := newProducer(w.Kafka, topic, 4)
 	bar := o.bar(int64(n), "produce")
 	start := time.Now()
 	const chunk = 2000

@@ -136,9 +136,9 @@ func (w *World) startEngine(ctx context.Context, topic, dlqTopic, group string, 
 	if err != nil {
 		return nil, err
 	}
-	cons := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: w.Brokers, Topic: topic, Group: group, MaxWait: 50 * time.Millisecond})
+	cons := ingest.NewConsumer(ingest.ConsumerConfig{Conn: w.Kafka, Topic: topic, Group: group, MaxWait: 50 * time.Millisecond})
 	src := &countingSource{Source: cons, noCommit: noCommit}
-	dlq := ingest.NewWriters(w.Brokers, topic, dlqTopic)
+	dlq := ingest.NewWriters(w.Brokers, topic, dlqTopic, ingest.WithConn(w.Kafka))
 	p := &probe{bal: w.Balances, arch: w.Writer, dlq: dlq, start: time.Now(), skip: skip}
 	cfg := engine.Config{
 		Topic: topic, BatchSize: ec.BatchSize, Linger: ec.Linger, Logger: w.log,

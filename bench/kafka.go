@@ -10,19 +10,20 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/ingest"
 )
 
-func deleteTopics(ctx context.Context, brokers []string, topics []string) error {
-	if len(brokers) == 0 {
+func deleteTopics(ctx context.Context, conn ingest.Conn, topics []string) error {
+	if len(conn.Brokers) == 0 {
 		return errNoBrokers
 	}
-	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	c := conn.Client(0)
 	_, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: topics})
 	return err
 }
 
 // producer sends chunks of messages with a few concurrent synchronous
-// writers (acks=all, lz4, keyed by customer as ingest.Writers does).
+// writers (acks=all, lz4, keyed by customer and partitioned as ingest.Writers does).
 type producer struct {
 	w     *kafka.Writer
 	ch    chan []kafka.Message
@@ -32,10 +33,10 @@ type producer struct {
 	err   error
 }
 
-func newProducer(brokers []string, topic string, workers int) *producer {
+func newProducer(conn ingest.Conn, topic string, workers int) *producer {
 	p := &producer{
 		w: &kafka.Writer{
-			Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+			Addr: kafka.TCP(conn.Brokers...), Transport: conn.Transport(), Topic: topic, Balancer: ingest.Balancer(), RequiredAcks: kafka.RequireAll,
 			BatchSize: 2000, BatchBytes: 16 << 20, BatchTimeout: 2 * time.Millisecond, Compression: kafka.Lz4,
 		},
 		ch: make(chan []kafka.Message, workers*2),

@@ -80,7 +80,7 @@ func buildRaw(ctx context.Context, w *World, o *Options, tag string, n int) (*ra
 		parts[i] = i
 	}
 	next := make([]int64, len(parts))
-	h := &kafka.Hash{}
+	h := ingest.Balancer() // the partitions serve's producers pick
 	start := time.Now()
 	for i := range rs.msgs {
 		if err := ingest.Decode(rs.msgs[i].Value, &rs.events[i]); err != nil {
@@ -177,7 +177,7 @@ func runLimits(ctx context.Context, o *Options, w *World, e2eTopic string) (*Lim
 		}
 		consumeN = n
 	}
-	cons := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: w.Brokers, Topic: topic, Group: w.Group("raw-consume"), MaxWait: 50 * time.Millisecond})
+	cons := ingest.NewConsumer(ingest.ConsumerConfig{Conn: w.Kafka, Topic: topic, Group: w.Group("raw-consume"), MaxWait: 50 * time.Millisecond})
 	// The clock starts after the first fetch, so the group join is not
 	// counted (unless the first fetch took everything).
 	got, counted, begin := 0, 0, time.Now()

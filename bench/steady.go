@@ -62,7 +62,7 @@ func runSteady(ctx context.Context, o *Options, w *World, name string, rate floa
 	r.probe.mu.Unlock()
 
 	g := NewGen(GenConfig{Customers: w.Custs, DupRate: o.DupRate, LateRate: o.LateRate, Seed: 11, Tag: w.Run + name[:1], NotBefore: w.Seeded})
-	p := newProducer(w.Brokers, topic, 4)
+	p := newProducer(w.Kafka, topic, 4)
 	bar := o.bar(int64(n), name)
 	start := time.Now()
 	sample := func(now time.Time, lastC *int64, lastT *time.Time) {

@@ -40,6 +40,7 @@ import (
 type World struct {
 	Run      string // random id of the run, in every name below
 	Brokers  []string
+	Kafka    ingest.Conn // how the bench's Kafka clients connect: Brokers, TLS, SASL
 	RC       redis.UniversalClient
 	Prefix   string
 	Conn     driver.Conn
@@ -66,7 +67,8 @@ type World struct {
 
 // WorldConfig says where the services are.
 type WorldConfig struct {
-	Brokers    []string // empty: an embedded broker in this process
+	Brokers    []string    // empty: an embedded broker in this process
+	Kafka      ingest.Conn // TLS and SASL to Brokers (its own brokers are ignored)
 	Partitions int
 	Redis      config.Redis // --redis-addr and friends: standalone, cluster or sentinel
 	CHAddr     string
@@ -111,6 +113,8 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 		c.Brokers = []string{w.embed.Addr()}
 	}
 	w.Brokers = c.Brokers
+	w.Kafka = c.Kafka
+	w.Kafka.Brokers = c.Brokers
 	rc, conn, err := config.NewRedisClient(c.Redis, config.RedisTuning{PoolSize: 64})
 	if err != nil {
 		return w, err
@@ -198,7 +202,7 @@ func (b *ledgerBuffer) WriteLedger(_ context.Context, rows []archive.LedgerRow) 
 // Topic creates a fresh usage topic (and its DLQ) of the run.
 func (w *World) Topic(ctx context.Context, name string, partitions int) (topic, dlq string, err error) {
 	topic, dlq = "bench-"+w.Run+"-"+name, "bench-"+w.Run+"-"+name+"-dlq"
-	if _, err = ingest.EnsureTopics(ctx, w.Brokers, partitions, topic, dlq); err != nil {
+	if _, err = w.Kafka.EnsureTopics(ctx, partitions, topic, dlq); err != nil {
 		return "", "", err
 	}
 	w.topics = append(w.topics, topic, dlq)
@@ -251,7 +255,7 @@ func (w *World) Close() {
 			_ = w.Conn.Exec(ctx, "DROP DATABASE IF EXISTS "+w.CC.Database)
 		}
 		if w.embed == nil && len(w.topics) > 0 {
-			_ = deleteTopics(ctx, w.Brokers, w.topics)
+			_ = deleteTopics(ctx, w.Kafka, w.topics)
 		}
 	}
 	if w.Conn != nil {

@@ -52,6 +52,7 @@ type Writers struct {
 	maxBytes int
 	dropped  func(DeadLetter, error)
 	log      *slog.Logger
+	conn     Conn
 }
 
 // WriterOption configures NewWriters.
@@ -68,6 +69,17 @@ func OnDeadLetterDropped(f func(DeadLetter, error)) WriterOption {
 	return func(w *Writers) { w.dropped = f }
 }
 
+// WithConn connects the producers through c (its brokers, TLS and SASL)
+// instead of plaintext to the brokers given to NewWriters.
+func WithConn(c Conn) WriterOption { return func(w *Writers) { w.conn = c } }
+
+// Balancer partitions usage events by key (the customer id) as the Java
+// client's default partitioner and librdkafka's murmur2_random do:
+// murmur2(key) & 0x7fffffff mod partitions; a record without a key goes to a
+// random partition. So creditmeter and any other producer of the topic put a
+// customer's events on the same partition, in order.
+func Balancer() kafka.Balancer { return kafka.Murmur2Balancer{} }
+
 // WithLogger sets the logger of dead letters cut, replaced or dropped
 // (default slog.Default()).
 func WithLogger(l *slog.Logger) WriterOption { return func(w *Writers) { w.log = l } }
@@ -75,16 +87,21 @@ func WithLogger(l *slog.Logger) WriterOption { return func(w *Writers) { w.log =
 // NewWriters builds synchronous, fully acknowledged producers: a call returns
 // only when the broker has the messages.
 func NewWriters(brokers []string, topic, dlqTopic string, opts ...WriterOption) *Writers {
-	w := &Writers{maxBytes: DefaultMaxMessageBytes, log: slog.Default()}
+	w := &Writers{maxBytes: DefaultMaxMessageBytes, log: slog.Default(), conn: Plain(brokers...)}
 	for _, o := range opts {
 		o(w)
 	}
+	if len(w.conn.Brokers) == 0 {
+		w.conn.Brokers = brokers
+	}
 	w.maxBytes = max(w.maxBytes, MinMaxMessageBytes)
+	tr := w.conn.Transport() // one pool of connections for the three producers
 	mk := func(t string, size int) *kafka.Writer {
 		return &kafka.Writer{
-			Addr:         kafka.TCP(brokers...),
+			Addr:         kafka.TCP(w.conn.Brokers...),
+			Transport:    tr,
 			Topic:        t,
-			Balancer:     &kafka.Hash{}, // key = customer id: one customer's events stay in order on one partition
+			Balancer:     Balancer(),
 			RequiredAcks: kafka.RequireAll,
 			BatchSize:    size,
 			// Per partition, kafka-go splits what one call writes into
@@ -189,7 +206,11 @@ func (w *Writers) sendEach(ctx context.Context, idx []int, prev error, msg func(
 
 // Close flushes and closes the producers.
 func (w *Writers) Close() error {
-	return errors.Join(w.usage.Close(), w.dlq.Close(), w.dlqOne.Close())
+	err := errors.Join(w.usage.Close(), w.dlq.Close(), w.dlqOne.Close())
+	if t, ok := w.usage.Transport.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	return err
 }
 
 // RetryableError wraps a failure of a service that may succeed when retried
@@ -227,6 +248,8 @@ const (
 // ConsumerConfig configures NewConsumer.
 type ConsumerConfig struct {
 	Brokers []string
+	// Conn, if it has brokers, is used instead of Brokers (TLS, SASL).
+	Conn    Conn
 	Topic   string
 	Group   string
 	MaxWait time.Duration // longest a fetch waits for new data
@@ -243,6 +266,10 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 	if c.MaxWait <= 0 {
 		c.MaxWait = 100 * time.Millisecond
 	}
+	if len(c.Conn.Brokers) == 0 {
+		c.Conn.Brokers = c.Brokers
+	}
+	c.Brokers = c.Conn.Brokers
 	// kfake has no initial rebalance delay; a short join keeps failover quick.
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
@@ -250,7 +277,7 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 	id := "creditmeter-" + randomHex()
 	rc := kafka.ReaderConfig{
 		Brokers:           c.Brokers,
-		Dialer:            &kafka.Dialer{ClientID: id, Timeout: 10 * time.Second, DualStack: true},
+		Dialer:            c.Conn.Dialer(id),
 		Topic:             c.Topic,
 		GroupID:           c.Group,
 		StartOffset:       kafka.FirstOffset,
@@ -265,7 +292,7 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 	}
-	return &Consumer{cfg: c, rcfg: rc, clientID: id, client: &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second},
+	return &Consumer{cfg: c, rcfg: rc, clientID: id, client: c.Conn.Client(10 * time.Second),
 		r: kafka.NewReader(rc)}
 }
 
@@ -389,4 +416,8 @@ func randomHex() string {
 }
 
 // Close leaves the group.
-func (c *Consumer) Close() error { return c.reader().Close() }
+func (c *Consumer) Close() error {
+	err := c.reader().Close()
+	closeIdle(c.client)
+	return err
+}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -22,20 +21,26 @@ type TopicStatus struct {
 // count. An existing topic is left as it is (its partition count is reported):
 // changing it would move keys between partitions.
 func EnsureTopics(ctx context.Context, brokers []string, partitions int, topics ...string) ([]TopicStatus, error) {
-	if len(brokers) == 0 {
+	return Plain(brokers...).EnsureTopics(ctx, partitions, topics...)
+}
+
+// EnsureTopics is EnsureTopics over the Conn (TLS, SASL).
+func (c Conn) EnsureTopics(ctx context.Context, partitions int, topics ...string) ([]TopicStatus, error) {
+	if len(c.Brokers) == 0 {
 		return nil, errors.New("ensure topics: no brokers")
 	}
 	if partitions < 1 {
 		return nil, fmt.Errorf("ensure topics: partitions must be >= 1, got %d", partitions)
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	client := c.Client(0)
+	defer closeIdle(client)
 	req := &kafka.CreateTopicsRequest{}
 	for _, t := range topics {
 		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: 1})
 	}
 	resp, err := client.CreateTopics(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("ensure topics: create: %w", err)
+		return nil, fmt.Errorf("ensure topics: create: %w", c.explain(err))
 	}
 	created := map[string]bool{}
 	for t, terr := range resp.Errors {
@@ -66,27 +71,5 @@ func EnsureTopics(ctx context.Context, brokers []string, partitions int, topics 
 	return out, nil
 }
 
-// Ping opens a connection to each broker and asks for its API versions; it
-// returns the first address that does not answer.
-func Ping(ctx context.Context, brokers []string) error {
-	if len(brokers) == 0 {
-		return errors.New("no brokers")
-	}
-	for _, b := range brokers {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", b)
-		if err != nil {
-			return fmt.Errorf("kafka %s: %w", b, err)
-		}
-		kc := kafka.NewConn(conn, "", 0)
-		if dl, ok := ctx.Deadline(); ok {
-			_ = kc.SetDeadline(dl)
-		}
-		_, err = kc.ApiVersions()
-		kc.Close()
-		if err != nil {
-			return fmt.Errorf("kafka %s: %w", b, err)
-		}
-	}
-	return nil
-}
+// Ping is Conn.Ping over plaintext without authentication.
+func Ping(ctx context.Context, brokers []string) error { return Plain(brokers...).Ping(ctx) }

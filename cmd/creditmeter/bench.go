@@ -96,6 +96,14 @@ summary.json, summary.txt and PNG plots.`,
 			o.World.Redis, o.World.CHAddr = cfg.Redis, cfg.ClickHouse.Addr
 			o.World.CHUser, o.World.CHPassword = cfg.ClickHouse.User, cfg.ClickHouse.Password
 			o.World.Brokers = brokers
+			k := cfg.Kafka
+			k.Brokers = brokers
+			if o.World.Kafka, err = k.Conn(); err != nil {
+				return err
+			}
+			if len(brokers) == 0 && (o.World.Kafka.TLS != nil || o.World.Kafka.SASL != nil) {
+				return fmt.Errorf("setting --kafka-brokers (%s): --kafka-tls and --kafka-sasl-* need it (the private broker is plaintext)", config.EnvName("kafka-brokers"))
+			}
 			o.Command = "creditmeter " + strings.Join(os.Args[1:], " ")
 			if len(o.World.Brokers) == 0 && ownBroker {
 				addr, pid, stop, err := startBroker(cmd.Context(), o.World.Partitions)
@@ -136,6 +144,7 @@ summary.json, summary.txt and PNG plots.`,
 	fs.BoolVar(&o.Progress, "progress", true, "show progress bars on stderr")
 	fs.BoolVar(&o.World.Keep, "keep", false, "keep the run's Redis keys, ClickHouse database and topics")
 	fs.BoolVar(&ownBroker, "broker-process", true, "without --kafka-brokers: run the private broker as a child process (false: inside this process)")
+	cfg.BindKafkaSecurity(fs)
 	withConfig(cmd, &cfg, config.GroupRedis, config.GroupClickHouse)
 	// The archive goes to a database of its own per run.
 	_ = fs.MarkHidden("clickhouse-database")

@@ -349,7 +349,8 @@ func dec(s string) decimal.Decimal {
 // stream produces the emails to Kafka in ten rounds and shows the balance
 // after each round, as the engine applies them.
 func (d *demo) stream(cfg config.Config, customer, run string, emails int, base string) {
-	w := ingest.NewWriters(cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.DLQTopic)
+	kconn, _ := cfg.Kafka.Conn() // validated at start
+	w := ingest.NewWriters(cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.DLQTopic, ingest.WithConn(kconn))
 	defer w.Close()
 	bar := progressbar.NewOptions(emails, progressbar.OptionSetWriter(d.out), progressbar.OptionSetDescription("   emails sent"),
 		progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionSetRenderBlankState(true))

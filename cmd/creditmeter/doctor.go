@@ -18,6 +18,8 @@ func newDoctorCmd() *cobra.Command {
 		Short: "Check that Kafka, Redis, ClickHouse and Prometheus answer",
 		Long: `doctor tries each service at its configured address and prints one line
 per service: reachable or not, the address tried, and the error; for
+Kafka how it connected (the TLS handshake and SASL authentication are done
+as serve does them, and a failure names the --kafka-* setting to fix); for
 ClickHouse also whether the database of --clickhouse-database exists (serve
 creates it at start, so a missing one is said, not failed). It exits non-zero
 when any checked service is unreachable.`,

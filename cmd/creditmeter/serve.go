@@ -86,8 +86,12 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric())
 	metrics := engine.NewMetrics(reg)
+	kconn, err := cfg.Kafka.Conn()
+	if err != nil {
+		return err
+	}
 	writers := ingest.NewWriters(cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.DLQTopic, ingest.MaxMessageBytes(cfg.Kafka.MaxMessageBytes),
-		ingest.WithLogger(log), ingest.OnDeadLetterDropped(metrics.DeadLetterDropped))
+		ingest.WithLogger(log), ingest.OnDeadLetterDropped(metrics.DeadLetterDropped), ingest.WithConn(kconn))
 	defer writers.Close()
 	accounts.Observer = engine.NewAccountMetrics(reg, metrics)
 	bg, err := newJobs(cat.rc, cfg.Engine.KeyPrefix)
@@ -113,7 +117,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	health := &readiness{ttl: time.Second, check: func(ctx context.Context) error {
 		// The live clients, not new ones: a probe costs at most one check per ttl.
 		errs := []error{
-			named("kafka", ingest.Ping(ctx, cfg.Kafka.Brokers)),
+			named("kafka", kconn.Ping(ctx)),
 			named("redis", cat.rc.Ping(ctx).Err()),
 			named("clickhouse", conn.Ping(ctx)),
 			schema.ready(),
@@ -250,6 +254,10 @@ func (r *engineRun) wait(what string) {
 // until ctx ends.
 func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, schema *archiveSchema, bal *balance.Store,
 	repairer engine.Repairer, writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
+	kconn, err := cfg.Kafka.Conn()
+	if err != nil {
+		return err
+	}
 	// Waiting for a service at start is backpressure like any later outage,
 	// so EngineBackpressure fires for a serve that never gets going.
 	retry := func(what string, f func(context.Context) error) bool {
@@ -269,7 +277,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 			}
 		}
 	}
-	if !retry("reaching Kafka", func(ctx context.Context) error { return ingest.Ping(ctx, cfg.Kafka.Brokers) }) {
+	if !retry("reaching Kafka", kconn.Ping) {
 		return nil
 	}
 	if !retry("loading the catalog from Redis", func(ctx context.Context) error { _, err := cat.store.Refresh(ctx, cat.rater); return err }) {
@@ -285,7 +293,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 	}) {
 		return nil
 	}
-	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
+	src := ingest.NewConsumer(ingest.ConsumerConfig{Conn: kconn, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
 		SessionTimeout: cfg.Kafka.Consumer.SessionTimeout, HeartbeatInterval: cfg.Kafka.Consumer.HeartbeatInterval, RebalanceTimeout: cfg.Kafka.Consumer.RebalanceTimeout})
 	defer src.Close()
 	e, err := engine.New(engine.Config{

@@ -3,12 +3,19 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
+
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -22,6 +29,28 @@ type Options struct {
 	Partitions int      // partitions of topics the broker creates
 	Topics     []string // topics created at start when missing
 	Logger     *slog.Logger
+	// TLS, if set, makes the listener TLS only (its Certificates serve it).
+	TLS *tls.Config
+	// SASL users, if any, make authentication required (SASL_PLAINTEXT, or
+	// SASL_SSL with TLS).
+	SASL []SASLUser
+}
+
+// SASLUser is a user the broker accepts.
+type SASLUser struct {
+	Mechanism string // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+	User      string
+	Password  string
+}
+
+// ParseMechanism is the kfake name of a mechanism given as in
+// --kafka-sasl-mechanism (plain, scram-sha-256, scram-sha-512).
+func ParseMechanism(m string) (string, error) {
+	switch u := strings.ToUpper(strings.TrimSpace(m)); u {
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		return u, nil
+	}
+	return "", fmt.Errorf("want plain, scram-sha-256 or scram-sha-512, got %q", m)
 }
 
 // Broker is a running embedded broker.
@@ -52,7 +81,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		logger = slog.Default()
 	}
 	listen := o.Listen
-	cluster, err := kfake.NewCluster(
+	opts := []kfake.Opt{
 		kfake.Ports(port),
 		kfake.DataDir(o.DataDir),
 		kfake.DefaultNumPartitions(o.Partitions),
@@ -60,13 +89,41 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		kfake.WithLogger(slogLogger{logger}),
 		// kfake binds 127.0.0.1; honour the host we were given (e.g. ::1).
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, listen) }),
-	)
+	}
+	// The broker's own client (topic creation) authenticates and connects
+	// like any other.
+	self := ingest.Conn{}
+	if o.TLS != nil {
+		if len(o.TLS.Certificates) == 0 {
+			return nil, errors.New("broker: TLS needs a certificate")
+		}
+		opts = append(opts, kfake.TLS(o.TLS))
+		self.TLS = pinned(o.TLS.Certificates[0])
+	}
+	if len(o.SASL) > 0 {
+		opts = append(opts, kfake.EnableSASL())
+		for _, u := range o.SASL {
+			m, err := ParseMechanism(u.Mechanism)
+			if err != nil {
+				return nil, fmt.Errorf("broker: SASL user %q: %w", u.User, err)
+			}
+			if u.User == "" || u.Password == "" {
+				return nil, errors.New("broker: a SASL user needs a name and a password")
+			}
+			opts = append(opts, kfake.Superuser(m, u.User, u.Password))
+		}
+		if self.SASL, err = selfMechanism(o.SASL[0]); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+	}
+	cluster, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("broker: start on %s: %w", o.Listen, err)
 	}
 	b := &Broker{cluster: cluster, addr: cluster.ListenAddrs()[0]}
 	if len(o.Topics) > 0 {
-		b.Topics, err = ingest.EnsureTopics(ctx, []string{b.addr}, o.Partitions, o.Topics...)
+		self.Brokers = []string{b.addr}
+		b.Topics, err = self.EnsureTopics(ctx, o.Partitions, o.Topics...)
 		if err != nil {
 			cluster.Close()
 			return nil, fmt.Errorf("broker: %w", err)
@@ -80,6 +137,37 @@ func (b *Broker) Addr() string { return b.addr }
 
 // Close stops the broker and flushes its state to disk.
 func (b *Broker) Close() { b.cluster.Close() }
+
+// pinned trusts exactly the broker's own certificate: its client talks to
+// itself on loopback, whatever CA (or none) signed the certificate. It shows
+// the same certificate, in case the listener requires client certificates.
+func pinned(own tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		Certificates:       []tls.Certificate{own},
+		InsecureSkipVerify: true, // replaced by the check below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 || len(own.Certificate) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, own.Certificate[0]) {
+				return errors.New("broker: not our own certificate")
+			}
+			return nil
+		},
+	}
+}
+
+func selfMechanism(u SASLUser) (sasl.Mechanism, error) {
+	m, err := ParseMechanism(u.Mechanism)
+	if err != nil {
+		return nil, err
+	}
+	switch m {
+	case "PLAIN":
+		return plain.Mechanism{Username: u.User, Password: u.Password}, nil
+	case "SCRAM-SHA-512":
+		return scram.Mechanism(scram.SHA512, u.User, u.Password)
+	}
+	return scram.Mechanism(scram.SHA256, u.User, u.Password)
+}
 
 type slogLogger struct{ l *slog.Logger }
 

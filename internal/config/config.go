@@ -61,6 +61,18 @@ type Kafka struct {
 	// MaxMessageBytes is the broker's limit of a record batch
 	// (message.max.bytes): produce batches and dead letters stay under it.
 	MaxMessageBytes int
+	// TLS to the brokers; verification is on unless TLSInsecureSkipVerify.
+	TLS                   bool
+	TLSCAFile             string // PEM CAs to trust (default: the system's)
+	TLSCertFile           string // PEM client certificate (mutual TLS), with TLSKeyFile
+	TLSKeyFile            string
+	TLSServerName         string // name to verify (default: the broker's host)
+	TLSInsecureSkipVerify bool
+	// SASL: plain, scram-sha-256 or scram-sha-512; empty for none.
+	SASLMechanism    string
+	SASLUsername     string
+	SASLPassword     string // secret: never printed
+	SASLPasswordFile string // file holding the password (trailing newline ignored)
 }
 
 // Redis is the hot balance store.
@@ -102,6 +114,14 @@ type Broker struct {
 	Listen     string
 	DataDir    string
 	Partitions int
+	// TLS listener (both files, PEM) and one SASL user, for testing
+	// creditmeter's --kafka-tls and --kafka-sasl-* settings.
+	TLSCertFile      string
+	TLSKeyFile       string
+	SASLMechanism    string
+	SASLUsername     string
+	SASLPassword     string // secret: never printed
+	SASLPasswordFile string
 }
 
 // Default returns the loopback development defaults.
@@ -164,6 +184,7 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 				"largest record batch the broker accepts (its message.max.bytes); produce batches and dead letters stay under it")
 
 			c.bindKafkaConsumer(fs)
+			c.bindKafkaSecurity(fs)
 		case GroupRedis:
 			fs.StringVar(&c.Redis.Addr, "redis-addr", c.Redis.Addr, "Redis host:port, comma-separated cluster seed nodes or sentinels, or a redis:// / rediss:// URL (user, password, /db, ?addr=host:port&mode=cluster)")
 			fs.StringVar(&c.Redis.Mode, "redis-mode", c.Redis.Mode, "standalone, cluster or sentinel (default: standalone for one address, cluster for several)")
@@ -186,6 +207,7 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.StringVar(&c.Broker.Listen, "listen", c.Broker.Listen, "listen address of the embedded broker, host:port (loopback only)")
 			fs.StringVar(&c.Broker.DataDir, "data-dir", c.Broker.DataDir, "directory where the broker keeps topics and committed offsets")
 			fs.IntVar(&c.Broker.Partitions, "partitions", c.Broker.Partitions, "partitions of the topics the broker creates")
+			c.bindBrokerSecurity(fs)
 		case GroupEngine:
 			fs.BoolVar(&c.Engine.Enabled, "engine", c.Engine.Enabled, "consume and rate usage events (false: serve the API only)")
 			fs.IntVar(&c.Engine.BatchSize, "batch-size", c.Engine.BatchSize, "most events per engine batch")
@@ -232,9 +254,15 @@ var LookupEnv = os.LookupEnv
 
 // envNames names the variables of flags whose plain name would be ambiguous.
 var envNames = map[string]string{
-	"listen":     EnvPrefix + "BROKER_LISTEN",
-	"data-dir":   EnvPrefix + "BROKER_DATA_DIR",
-	"partitions": EnvPrefix + "BROKER_PARTITIONS",
+	"listen":             EnvPrefix + "BROKER_LISTEN",
+	"data-dir":           EnvPrefix + "BROKER_DATA_DIR",
+	"partitions":         EnvPrefix + "BROKER_PARTITIONS",
+	"tls-cert-file":      EnvPrefix + "BROKER_TLS_CERT_FILE",
+	"tls-key-file":       EnvPrefix + "BROKER_TLS_KEY_FILE",
+	"sasl-mechanism":     EnvPrefix + "BROKER_SASL_MECHANISM",
+	"sasl-username":      EnvPrefix + "BROKER_SASL_USERNAME",
+	"sasl-password":      EnvPrefix + "BROKER_SASL_PASSWORD",
+	"sasl-password-file": EnvPrefix + "BROKER_SASL_PASSWORD_FILE",
 }
 
 // EnvName is the environment variable of a flag.
@@ -301,6 +329,9 @@ func (c Config) Validate(groups ...Group) error {
 			}
 
 			errs = append(errs, c.Kafka.Consumer.validate()...)
+			if _, err := c.Kafka.Conn(); err != nil {
+				errs = append(errs, err)
+			}
 		case GroupRedis:
 			if _, err := c.Redis.Resolve(); err != nil {
 				errs = append(errs, err)
@@ -370,6 +401,9 @@ func (c Config) Validate(groups ...Group) error {
 			}
 			if c.Broker.Partitions < 1 || c.Broker.Partitions > 1024 {
 				bad("partitions", "must be between 1 and 1024, got %d", c.Broker.Partitions)
+			}
+			if _, _, err := c.Broker.Security(); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/creditmeter/creditmeter/archive"
-	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/config"
 )
 
@@ -44,7 +43,7 @@ func Check(ctx context.Context, c config.Config, only ...string) []Result {
 		switch s {
 		case "kafka":
 			r.Addr = strings.Join(c.Kafka.Brokers, ",")
-			r.Err = ingest.Ping(cctx, c.Kafka.Brokers)
+			r.Note, r.Err = pingKafka(cctx, c.Kafka)
 		case "redis":
 			r.Addr, r.Err = pingRedis(cctx, c.Redis)
 		case "clickhouse":
@@ -61,6 +60,31 @@ func Check(ctx context.Context, c config.Config, only ...string) []Result {
 		out = append(out, r)
 	}
 	return out
+}
+
+// pingKafka connects to every broker as serve does (TLS handshake and SASL
+// authentication included) and says how it connected.
+func pingKafka(ctx context.Context, k config.Kafka) (string, error) {
+	conn, err := k.Conn()
+	if err != nil {
+		return "", err
+	}
+	if err := conn.Ping(ctx); err != nil {
+		return "", err
+	}
+	mode := "plaintext"
+	switch {
+	case conn.TLS != nil && conn.SASL != nil:
+		mode = "TLS, SASL " + conn.SASL.Name() + " as " + k.SASLUsername
+	case conn.TLS != nil:
+		mode = "TLS"
+	case conn.SASL != nil:
+		mode = "SASL " + conn.SASL.Name() + " as " + k.SASLUsername + ", without TLS"
+	}
+	if conn.TLS != nil && conn.TLS.InsecureSkipVerify {
+		mode += " (certificate NOT verified: --kafka-tls-insecure-skip-verify)"
+	}
+	return mode, nil
 }
 
 // clickhouseDatabase checks the server answers and says whether the
