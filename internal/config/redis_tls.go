@@ -126,7 +126,8 @@ func ExplainRedisError(r RedisConn, err error) error {
 	var notTLS tls.RecordHeaderError
 	var certInvalid x509.CertificateInvalidError
 	switch {
-	case strings.HasPrefix(msg, "NOPERM") || strings.Contains(msg, "NOPERM "):
+	// Redis 7.0 answers a script's denied command with ERR and this text.
+	case strings.HasPrefix(msg, "NOPERM") || strings.Contains(msg, "NOPERM ") || strings.Contains(msg, "The user executing the script can't"):
 		return &SettingError{Flag: "redis-username", Err: fmt.Errorf(
 			"Redis user %q may not do this (grant the ACL rule in README.md, \"Redis ACL\", for --redis-key-prefix): %w", userOrDefault(r.Username), err)}
 	case strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH"):
