@@ -162,7 +162,8 @@ func explain(c ConnConfig, err error) error {
 		return &config.SettingError{Flag: "clickhouse-tls-server-name", Err: fmt.Errorf("the server's certificate does not name the host: %w", err)}
 	case errors.As(err, &notTLS):
 		return &config.SettingError{Flag: "clickhouse-tls", Err: fmt.Errorf("the server does not speak TLS on this port (the secure native port is usually 9440): %w", err)}
-	case !c.TLS && (errors.Is(err, io.EOF) || strings.Contains(err.Error(), "unexpected packet")):
+	case !c.TLS && strings.Contains(err.Error(), "handshake") &&
+		(errors.Is(err, io.EOF) || strings.Contains(err.Error(), "connection reset by peer") || strings.Contains(err.Error(), "unexpected packet")):
 		return &config.SettingError{Flag: "clickhouse-tls", Err: fmt.Errorf("no answer in plain text: is this a TLS port? %w", err)}
 	}
 	return err

@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -92,6 +93,10 @@ func CheckRedisACL(ctx context.Context, rc redis.UniversalClient, r RedisConn, p
 		}
 	}
 	res, err := rc.Eval(ctx, aclCheckScript, []string{prefix + "{creditmeter-acl-check}"}, argv...).StringSlice()
+	if se := (*SettingError)(nil); errors.As(err, &se) && se.Flag == "redis-username" {
+		return &SettingError{Flag: "redis-username", Err: fmt.Errorf("Redis user %q may not run EVAL on keys %s* (grant the ACL rule in README.md, \"Redis ACL\", for --redis-key-prefix): %w",
+			userOrDefault(r.Username), prefix, errors.Unwrap(se.Err))}
+	}
 	if err != nil {
 		return err
 	}

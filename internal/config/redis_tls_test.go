@@ -158,7 +158,7 @@ func TestRedisTLSWithLeastPrivilegeACLUser(t *testing.T) {
 	if _, err := other.Currencies(ctx); settingOf(err) != "redis-username" || !strings.Contains(err.Error(), "NOPERM") || !strings.Contains(err.Error(), `"otherkeys"`) {
 		t.Fatalf("catalog read with keys outside the rule: %v, want a NOPERM error naming --redis-username and the user", err)
 	}
-	for user, want := range map[string]string{"otherkeys": `user "otherkeys" may not do this`, "noxadd": "may not run XADD on keys " + pfx + "*"} {
+	for user, want := range map[string]string{"otherkeys": `user "otherkeys" may not run EVAL on keys ` + pfx + "*", "noxadd": "may not run XADD on keys " + pfx + "*"} {
 		c, err := settings(user).Resolve()
 		if err != nil {
 			t.Fatal(err)
