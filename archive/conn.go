@@ -155,7 +155,11 @@ func explain(c ConnConfig, err error) error {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var notTLS tls.RecordHeaderError
+	var ex *clickhouse.Exception
 	switch {
+	// UNKNOWN_USER, WRONG_PASSWORD (18.16), AUTHENTICATION_FAILED (later).
+	case errors.As(err, &ex) && (ex.Code == 192 || ex.Code == 193 || ex.Code == 516):
+		return &config.SettingError{Flag: "clickhouse-password", Err: fmt.Errorf("ClickHouse refused user %q with this password (--clickhouse-user, --clickhouse-password): %w", c.User, err)}
 	case errors.As(err, &unknownCA):
 		return &config.SettingError{Flag: "clickhouse-tls-ca-file", Err: fmt.Errorf("the server's certificate is not signed by a trusted CA: %w", err)}
 	case errors.As(err, &hostname):

@@ -2,12 +2,14 @@ package archive_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
@@ -58,4 +60,15 @@ func TestOpenChecksServerVersion(t *testing.T) {
 		t.Fatalf("server version %+v not read", v)
 	}
 	t.Logf("ClickHouse %s %d.%d.%d", v.DisplayName, v.Version.Major, v.Version.Minor, v.Version.Patch)
+}
+
+// A wrong password is named, not reported as an unreachable server.
+func TestOpenNamesWrongPassword(t *testing.T) {
+	_, cc := testenv.ClickHouse(t)
+	cc.Password = "not-the-password"
+	_, err := archive.Open(context.Background(), cc)
+	var se *config.SettingError
+	if !errors.As(err, &se) || se.Flag != "clickhouse-password" {
+		t.Fatalf("open with a wrong password: %v, want an error naming --clickhouse-password", err)
+	}
 }
