@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/testenv"
@@ -15,10 +17,12 @@ func TestDoctorRedisTLSAndACL(t *testing.T) {
 	pki := testenv.NewPKI(t)
 	addr, admin := testenv.StartTLSRedis(t, pki)
 	ctx := context.Background()
-	for user, prefix := range map[string]string{"billing": "creditmeter:", "stranger": "other:"} {
+	for user, prefix := range map[string]string{"billing": "creditmeter:", "stranger": "other:", "noxadd": "creditmeter:"} {
 		args := []any{"ACL", "SETUSER", user, "reset", ">pw"}
 		for _, r := range config.RedisACLRule(prefix) {
-			args = append(args, r)
+			if user != "noxadd" || r != "+xadd" {
+				args = append(args, r)
+			}
 		}
 		if err := admin.Do(ctx, args...).Err(); err != nil {
 			t.Fatal(err)
@@ -53,5 +57,17 @@ func TestDoctorRedisTLSAndACL(t *testing.T) {
 				t.Errorf("%s: doctor output lacks %q:\n%s", tc.name, w, out)
 			}
 		}
+	}
+
+	// serve refuses to start under a user the rule does not describe: a
+	// script denied half-way would leave a balance without its ledger entry.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"serve", "--redis-addr", "rediss://noxadd:pw@" + addr,
+		"--http-addr", "127.0.0.1:" + freePort(t), "--metrics-addr", "127.0.0.1:" + freePort(t)}, tlsFlags...)...)
+	raw, err := cmd.CombinedOutput()
+	out = string(raw)
+	if err == nil || ctx.Err() != nil || !strings.Contains(out, "--redis-username") || !strings.Contains(out, "XADD") {
+		t.Errorf("serve under a user without XADD: %v (timeout: %v)\n%s", err, ctx.Err(), out)
 	}
 }
