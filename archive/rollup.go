@@ -47,12 +47,16 @@ const refreshChunk = 500
 func RefreshRollup(ctx context.Context, conn driver.Conn, scope RollupScope) (int, error) {
 	version := uint64(time.Now().UnixNano()) // before reading: a later refresh wins
 	where, args := scopeFilter(scope)
-	rows, err := conn.Query(ctx, `SELECT subscription_id, toString(day), rows FROM
-		(SELECT subscription_id, day, sum(rows) AS rows FROM usage_daily_dirty WHERE `+where+` GROUP BY subscription_id, day)
-		ANY LEFT JOIN
-		(SELECT subscription_id, day, argMax(rows, version) AS done FROM usage_daily_done WHERE `+where+` GROUP BY subscription_id, day)
-		USING (subscription_id, day)
-		WHERE rows != done`, append(args, args...)...)
+	// A UNION ALL, not a LEFT JOIN: with join_use_nulls=1 (a profile may set
+	// it) a day never computed would join a NULL count and never be found.
+	rows, err := conn.Query(ctx, `SELECT subscription_id, toString(day), sum(n) AS rows FROM (
+		SELECT subscription_id, day, sum(rows) AS n, toUInt64(0) AS done, toUInt8(1) AS dirty
+			FROM usage_daily_dirty WHERE `+where+` GROUP BY subscription_id, day
+		UNION ALL
+		SELECT subscription_id, day, toUInt64(0) AS n, argMax(rows, version) AS done, toUInt8(0) AS dirty
+			FROM usage_daily_done WHERE `+where+` GROUP BY subscription_id, day)
+		GROUP BY subscription_id, day
+		HAVING max(dirty) = 1 AND rows != sum(done)`, append(args, args...)...)
 	if err != nil {
 		return 0, fmt.Errorf("archive: rollup: find changed days: %w", err)
 	}

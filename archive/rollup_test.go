@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
@@ -218,5 +219,43 @@ func TestKeepRollupFresh(t *testing.T) {
 			t.Fatalf("usage_daily has %d events of sub-k after 10s, want 30", n)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A profile with join_use_nulls=1 must not stop the rollup: days never
+// computed are found and recomputed, and a second refresh finds nothing.
+func TestRollupWithJoinUseNulls(t *testing.T) {
+	conn, w := migrated(t)
+	ctx := clickhouse.Context(context.Background(), clickhouse.WithSettings(clickhouse.Settings{"join_use_nulls": 1}))
+	rows := mixedRows("sub-n", 30)
+	if err := w.WriteUsage(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := archive.RefreshRollup(ctx, conn, archive.RollupScope{}); err != nil || n != 3 {
+		t.Fatalf("refresh with join_use_nulls=1 recomputed %d days, err %v; want the 3 new days", n, err)
+	}
+	var got decimal.Decimal
+	var events uint64
+	if err := conn.QueryRow(ctx, "SELECT sum(credits), sum(events) FROM usage_daily FINAL WHERE subscription_id = 'sub-n'").Scan(&got, &events); err != nil {
+		t.Fatal(err)
+	}
+	var want decimal.Decimal
+	for _, r := range rows {
+		want = want.Add(r.Credits.Decimal())
+	}
+	if !got.Equal(want) || events != 30 {
+		t.Fatalf("usage_daily has %s credits / %d events, want %s / 30", got, events, want)
+	}
+	if n, err := archive.RefreshRollup(ctx, conn, archive.RollupScope{}); err != nil || n != 0 {
+		t.Fatalf("second refresh recomputed %d days, err %v; want 0", n, err)
+	}
+	// A day with a new row is found again.
+	extra := rows[1]
+	extra.EventID = "sub-n-extra"
+	if err := w.WriteUsage(ctx, []archive.RatedRow{extra}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := archive.RefreshRollup(ctx, conn, archive.RollupScope{}); err != nil || n != 1 {
+		t.Fatalf("refresh after a new row recomputed %d days, err %v; want its day", n, err)
 	}
 }

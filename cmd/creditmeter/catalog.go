@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -29,8 +30,17 @@ type catalog struct {
 // rater. Redis may be down at start: the rater then waits, empty, and readiness
 // reports Redis.
 func openCatalog(ctx context.Context, cfg config.Redis, prefix string, log *slog.Logger) (*catalog, error) {
-	rc, _, err := config.NewRedisClient(cfg, config.RedisTuning{})
+	rc, conn, err := config.NewRedisClient(cfg, config.RedisTuning{})
 	if err != nil {
+		return nil, err
+	}
+	// A wrong TLS, password or ACL setting stops serve here; Redis being
+	// down does not (it may come up later).
+	actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+	err = config.CheckRedisACL(actx, rc, conn, prefix)
+	acancel()
+	if se := (*config.SettingError)(nil); errors.As(err, &se) {
+		rc.Close()
 		return nil, err
 	}
 	store, err := catalogstore.New(rc, prefix)

@@ -45,6 +45,7 @@ when any checked service is unreachable.`,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&cfg.Engine.KeyPrefix, "redis-key-prefix", cfg.Engine.KeyPrefix, "prefix of creditmeter's Redis keys (the key pattern the ACL check tries)")
 	withConfig(cmd, &cfg, config.GroupKafka, config.GroupRedis, config.GroupClickHouse, config.GroupPrometheus)
 	cmd.Flags().StringSliceVar(&only, "only", nil, "check only these services: "+strings.Join(doctor.Services, ", "))
 	return cmd

@@ -98,7 +98,7 @@ func catalogTerms(ctx context.Context, cfg config.Redis, prefix, sub string) (ra
 // openArchive connects to ClickHouse and brings the schema up to date (the
 // rollup tables the queries read are migrations).
 func openArchive(ctx context.Context, c config.ClickHouse) (driver.Conn, error) {
-	cc := archive.ConnConfig{Addr: c.Addr, Database: c.Database, User: c.User, Password: c.Password}
+	cc := archive.ConnConfigOf(c)
 	if err := archive.Migrate(ctx, cc); err != nil {
 		return nil, err
 	}

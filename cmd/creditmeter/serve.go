@@ -71,7 +71,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	if err != nil {
 		return err
 	}
-	cc := archive.ConnConfig{Addr: cfg.ClickHouse.Addr, Database: cfg.ClickHouse.Database, User: cfg.ClickHouse.User, Password: cfg.ClickHouse.Password}
+	cc := archive.ConnConfigOf(cfg.ClickHouse)
 	conn, err := archive.Connect(cc)
 	if err != nil {
 		return err
@@ -109,6 +109,9 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	mctx, mcancel := context.WithTimeout(ctx, 5*time.Second)
 	migrateErr := archive.Migrate(mctx, cc)
 	mcancel()
+	if errors.Is(migrateErr, archive.ErrUnsupportedServer) {
+		return migrateErr
+	}
 	if migrateErr == nil {
 		close(schema.done)
 	}

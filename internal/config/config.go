@@ -83,14 +83,16 @@ type Redis struct {
 	Username   string
 	Password   string
 	DB         int
+	RedisTLS
 }
 
 // ClickHouse is the archive, reached over the native protocol.
 type ClickHouse struct {
-	Addr     string
+	Addr     string // host:port, or a comma-separated list tried in order
 	Database string
 	User     string
 	Password string
+	ClickHouseTLS
 }
 
 // HTTP is the API listener of serve and its separate /metrics listener.
@@ -192,11 +194,13 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.StringVar(&c.Redis.Username, "redis-username", c.Redis.Username, "Redis ACL user (empty for the default user)")
 			fs.StringVar(&c.Redis.Password, "redis-password", c.Redis.Password, "Redis password (empty for none)")
 			fs.IntVar(&c.Redis.DB, "redis-db", c.Redis.DB, "Redis database number")
+			c.Redis.RedisTLS.bind(fs)
 		case GroupClickHouse:
-			fs.StringVar(&c.ClickHouse.Addr, "clickhouse-addr", c.ClickHouse.Addr, "ClickHouse native-protocol address, host:port")
+			fs.StringVar(&c.ClickHouse.Addr, "clickhouse-addr", c.ClickHouse.Addr, "ClickHouse native-protocol address, host:port, or several comma-separated, tried in order (failover)")
 			fs.StringVar(&c.ClickHouse.Database, "clickhouse-database", c.ClickHouse.Database, "ClickHouse database of the archive")
 			fs.StringVar(&c.ClickHouse.User, "clickhouse-user", c.ClickHouse.User, "ClickHouse user")
 			fs.StringVar(&c.ClickHouse.Password, "clickhouse-password", c.ClickHouse.Password, "ClickHouse password")
+			c.ClickHouse.ClickHouseTLS.bind(fs)
 		case GroupHTTP:
 			fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "listen address of the HTTP API and web console, host:port")
 			fs.StringVar(&c.HTTP.MetricsAddr, "metrics-addr", c.HTTP.MetricsAddr, "listen address of /metrics for Prometheus, host:port (keep it private: the series name customers and subscriptions)")
@@ -337,9 +341,7 @@ func (c Config) Validate(groups ...Group) error {
 				errs = append(errs, err)
 			}
 		case GroupClickHouse:
-			if err := checkHostPort(c.ClickHouse.Addr); err != nil {
-				bad("clickhouse-addr", "%v", err)
-			}
+			errs = append(errs, c.ClickHouse.validateConn()...)
 			if !isIdent(c.ClickHouse.Database) {
 				bad("clickhouse-database", "must be letters, digits and underscores, not starting with a digit, got %q", c.ClickHouse.Database)
 			}

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -30,6 +29,8 @@ type RedisConn struct {
 	DB         int
 	MasterName string // sentinel only
 	TLS        bool   // rediss://
+	// tlsConf carries the --redis-tls-* files and names; nil: defaults.
+	tlsConf *tls.Config
 }
 
 // String names the connection for logs and doctor, without the password.
@@ -164,6 +165,9 @@ func (c Redis) Resolve() (RedisConn, error) {
 	} else if r.Mode == RedisCluster && r.DB != 0 {
 		bad("redis-db", "a Redis Cluster has only database 0, got %d", r.DB)
 	}
+	tc, tlsErrs := c.RedisTLS.config(r.TLS)
+	r.tlsConf = tc
+	errs = append(errs, tlsErrs...)
 	return r, errors.Join(errs...)
 }
 
@@ -186,21 +190,28 @@ func NewRedisClient(c Redis, tune RedisTuning) (redis.UniversalClient, RedisConn
 
 // NewClient builds the client of a resolved connection.
 func (r RedisConn) NewClient(tune RedisTuning) redis.UniversalClient {
+	// No fixed ServerName by default: crypto/tls then checks each node
+	// (cluster nodes, the master a sentinel names) against its own host.
 	var tc *tls.Config
 	if r.TLS {
-		host, _, _ := net.SplitHostPort(r.Addrs[0])
-		tc = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		if r.tlsConf != nil {
+			tc = r.tlsConf.Clone()
+		}
 	}
+	var rc redis.UniversalClient
 	switch r.Mode {
 	case RedisCluster:
-		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: r.Addrs, Username: r.Username, Password: r.Password,
+		rc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: r.Addrs, Username: r.Username, Password: r.Password,
 			TLSConfig: tc, PoolSize: tune.PoolSize, MaxRetries: tune.MaxRetries, DialTimeout: tune.DialTimeout})
 	case RedisSentinel:
-		return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: r.MasterName, SentinelAddrs: r.Addrs,
+		rc = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: r.MasterName, SentinelAddrs: r.Addrs,
 			Username: r.Username, Password: r.Password, DB: r.DB,
 			TLSConfig: tc, PoolSize: tune.PoolSize, MaxRetries: tune.MaxRetries, DialTimeout: tune.DialTimeout})
 	default:
-		return redis.NewClient(&redis.Options{Addr: r.Addrs[0], Username: r.Username, Password: r.Password, DB: r.DB,
+		rc = redis.NewClient(&redis.Options{Addr: r.Addrs[0], Username: r.Username, Password: r.Password, DB: r.DB,
 			TLSConfig: tc, PoolSize: tune.PoolSize, MaxRetries: tune.MaxRetries, DialTimeout: tune.DialTimeout})
 	}
+	rc.AddHook(explainHook{r})
+	return rc
 }

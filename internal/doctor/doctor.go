@@ -4,6 +4,7 @@ package doctor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -45,7 +46,7 @@ func Check(ctx context.Context, c config.Config, only ...string) []Result {
 			r.Addr = strings.Join(c.Kafka.Brokers, ",")
 			r.Note, r.Err = pingKafka(cctx, c.Kafka)
 		case "redis":
-			r.Addr, r.Err = pingRedis(cctx, c.Redis)
+			r.Addr, r.Note, r.Err = pingRedis(cctx, c.Redis, c.Engine.KeyPrefix)
 		case "clickhouse":
 			r.Addr = c.ClickHouse.Addr
 			r.Note, r.Err = clickhouseDatabase(cctx, c.ClickHouse)
@@ -87,22 +88,28 @@ func pingKafka(ctx context.Context, k config.Kafka) (string, error) {
 	return mode, nil
 }
 
-// clickhouseDatabase checks the server answers and says whether the
-// configured database exists.
+// clickhouseDatabase checks the server answers (TLS handshake, credentials,
+// a supported version) and says whether the configured database exists.
 func clickhouseDatabase(ctx context.Context, c config.ClickHouse) (string, error) {
-	conn, err := archive.Open(ctx, archive.ConnConfig{Addr: c.Addr, User: c.User, Password: c.Password})
+	cc := archive.ConnConfigOf(c)
+	cc.Database = ""
+	conn, err := archive.Open(ctx, cc)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close()
+	version := ""
+	if v, err := conn.ServerVersion(); err == nil {
+		version = fmt.Sprintf("version %d.%d.%d, ", v.Version.Major, v.Version.Minor, v.Version.Patch)
+	}
 	var n uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", c.Database).Scan(&n); err != nil {
 		return "", fmt.Errorf("clickhouse %s: list databases: %w", c.Addr, err)
 	}
 	if n == 0 {
-		return fmt.Sprintf("database %q does not exist (--clickhouse-database): serve creates it at start; invoice, reconcile and SQL need it", c.Database), nil
+		return version + fmt.Sprintf("database %q does not exist (--clickhouse-database): serve creates it at start; invoice, reconcile and SQL need it", c.Database), nil
 	}
-	return fmt.Sprintf("database %q", c.Database), nil
+	return version + fmt.Sprintf("database %q", c.Database), nil
 }
 
 func httpReady(ctx context.Context, url string) error {
@@ -124,28 +131,43 @@ func httpReady(ctx context.Context, url string) error {
 
 // pingRedis pings Redis the way creditmeter connects to it; on a cluster it
 // pings every master and replica and requires cluster_state:ok, so a shard
-// that is down is reported, not only the seed node that answered.
-func pingRedis(ctx context.Context, c config.Redis) (string, error) {
+// that is down is reported, not only the seed node that answered. Then it
+// checks the user may run what creditmeter runs on keys under prefix.
+func pingRedis(ctx context.Context, c config.Redis, prefix string) (string, string, error) {
 	rc, conn, err := config.NewRedisClient(c, config.RedisTuning{MaxRetries: -1})
 	if err != nil {
-		return c.Addr, err
+		return c.Addr, "", err
 	}
 	defer rc.Close()
-	cc, ok := rc.(*redis.ClusterClient)
-	if !ok {
-		return conn.String(), rc.Ping(ctx).Err()
+	if err := rc.Ping(ctx).Err(); err != nil {
+		return conn.String(), "", plainToTLS(conn, err)
 	}
-	if err := cc.Ping(ctx).Err(); err != nil {
-		return conn.String(), err
-	}
-	return conn.String(), cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
-		info, err := n.ClusterInfo(ctx).Result()
+	if cc, ok := rc.(*redis.ClusterClient); ok {
+		err := cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+			info, err := n.ClusterInfo(ctx).Result()
+			if err != nil {
+				return fmt.Errorf("node %s: %w", n.Options().Addr, err)
+			}
+			if !strings.Contains(info, "cluster_state:ok") {
+				return fmt.Errorf("node %s: cluster_state is not ok", n.Options().Addr)
+			}
+			return nil
+		})
 		if err != nil {
-			return fmt.Errorf("node %s: %w", n.Options().Addr, err)
+			return conn.String(), "", err
 		}
-		if !strings.Contains(info, "cluster_state:ok") {
-			return fmt.Errorf("node %s: cluster_state is not ok", n.Options().Addr)
-		}
-		return nil
-	})
+	}
+	if err := config.CheckRedisACL(ctx, rc, conn, prefix); err != nil {
+		return conn.String(), "", err
+	}
+	return conn.String(), "ACL allows creditmeter's commands on " + prefix + "*", nil
+}
+
+// plainToTLS names --redis-addr when a plain connection is dropped at once,
+// as a TLS-only port does.
+func plainToTLS(conn config.RedisConn, err error) error {
+	if conn.TLS || !(errors.Is(err, io.EOF) || strings.Contains(err.Error(), "connection reset by peer")) {
+		return err
+	}
+	return &config.SettingError{Flag: "redis-addr", Err: fmt.Errorf("Redis closed the plain connection: is this a TLS port (rediss://)? %w", err)}
 }
