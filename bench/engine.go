@@ -10,6 +10,7 @@ import (
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/reconcile"
 )
 
 // probe wraps the engine's balance store and archive: it counts outcomes and
@@ -143,6 +144,9 @@ func (w *World) startEngine(ctx context.Context, topic, dlqTopic, group string, 
 	cfg := engine.Config{
 		Topic: topic, BatchSize: ec.BatchSize, Linger: ec.Linger, Logger: w.log,
 		Refresh: func(ctx context.Context) error { _, _, err := w.Catalog.Sync(ctx, rater); return err },
+		// as serve: Redis that lost acknowledged writes is repaired from the archive
+		Repair:        &reconcile.Repairer{Store: w.Balances, Conn: w.Conn},
+		RedisIdentity: w.Balances.Identity,
 	}
 	if n, timeout := ec.WaitReplicas, ec.WaitTimeout; n > 0 {
 		cfg.WaitReplicas = func(ctx context.Context) error {

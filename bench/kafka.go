@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,16 @@ type countingSource struct {
 	// noCommit drops commits (counted, not sent): an engine that crashes
 	// after its balance and archive writes, before any offset is committed.
 	noCommit bool
+}
+
+// Rewind starts the consumer again from the committed offsets, as after a
+// repair of lost Redis writes.
+func (s *countingSource) Rewind(ctx context.Context) error {
+	rw, ok := s.Source.(engine.Rewinder)
+	if !ok {
+		return fmt.Errorf("bench: the source cannot rewind")
+	}
+	return rw.Rewind(ctx)
 }
 
 func (s *countingSource) Fetch(ctx context.Context, max int, linger time.Duration) ([]kafka.Message, error) {
