@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
@@ -90,27 +91,70 @@ func (e *Engine) repair(ctx context.Context, r *errRepair) error {
 	if e.cfg.Repair == nil {
 		return fmt.Errorf("%w (no repairer configured)", r)
 	}
-	for _, sub := range r.subs {
-		var seq int64
-		var fixed bool
-		if err := e.retry(ctx, "repair", func(ctx context.Context) error {
-			var err error
-			seq, fixed, err = e.cfg.Repair.Repair(ctx, sub)
-			if errors.Is(err, balance.ErrConflict) {
-				return fmt.Errorf("%w: %v", balance.ErrUnavailable, err) // moved meanwhile: look again
+	// Subscriptions are independent: repair several at once (each costs a
+	// few archive queries and one script).
+	type done struct {
+		sub   string
+		seq   int64
+		fixed bool
+	}
+	const workers = 8
+	subs := make(chan string)
+	results := make(chan done, len(r.subs))
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sub := range subs {
+				var d done
+				if err := e.retry(ctx, "repair", func(ctx context.Context) error {
+					var err error
+					d.seq, d.fixed, err = e.cfg.Repair.Repair(ctx, sub)
+					if errors.Is(err, balance.ErrConflict) {
+						return fmt.Errorf("%w: %v", balance.ErrUnavailable, err) // moved meanwhile: look again
+					}
+					return err
+				}); err != nil {
+					errs <- err
+					return
+				}
+				d.sub = sub
+				results <- d
 			}
-			return err
-		}); err != nil {
-			return err
+		}()
+	}
+	feed, stop := context.WithCancel(ctx) // ends the feeder when workers give up
+	defer stop()
+	go func() {
+		defer close(subs)
+		for _, sub := range r.subs {
+			select {
+			case subs <- sub:
+			case <-feed.Done():
+				return
+			}
 		}
-		e.seen[sub] = seq
-		if fixed {
-			e.log.Warn("repaired from the archive", "subscription", sub, "seq", seq)
+	}()
+	wg.Wait()
+	close(results)
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	repaired := 0
+	for d := range results {
+		e.seen[d.sub] = d.seq
+		if d.fixed {
+			repaired++
 			if e.m != nil {
 				e.m.Repairs.Inc()
 			}
 		}
 	}
+	e.log.Warn("repaired from the archive", "subscriptions", repaired, "checked", len(r.subs))
 	e.verified = false // look at every subscription again before the next batch
 	rw, ok := e.src.(Rewinder)
 	if !ok {
