@@ -1,0 +1,376 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/api"
+	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/rating/catalogstore"
+)
+
+// loadSpec loads api/openapi.yaml with kin-openapi and validates it as an
+// OpenAPI 3 document.
+func loadSpec(t *testing.T) *openapi3.T {
+	t.Helper()
+	doc, err := openapi3.NewLoader().LoadFromFile("openapi.yaml")
+	if err != nil {
+		t.Fatalf("load openapi.yaml: %v", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.yaml is not a valid OpenAPI 3 document: %v", err)
+	}
+	return doc
+}
+
+// TestOpenAPILint holds the document to the rules a generated client and a
+// reader need: a unique camelCase operationId and a summary on every
+// operation, the error responses of every authenticated operation, every
+// path parameter declared, and every error answered with the Error schema.
+func TestOpenAPILint(t *testing.T) {
+	doc := loadSpec(t)
+	camel := regexp.MustCompile(`^[a-z][a-zA-Z0-9]*$`)
+	param := regexp.MustCompile(`\{([^}]+)\}`)
+	ids := map[string]string{}
+	ops := 0
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			ops++
+			where := method + " " + path
+			switch {
+			case op.OperationID == "":
+				t.Errorf("%s: no operationId", where)
+			case !camel.MatchString(op.OperationID):
+				t.Errorf("%s: operationId %q is not camelCase", where, op.OperationID)
+			case ids[op.OperationID] != "":
+				t.Errorf("%s: operationId %q also names %s", where, op.OperationID, ids[op.OperationID])
+			}
+			ids[op.OperationID] = where
+			if strings.TrimSpace(op.Summary) == "" {
+				t.Errorf("%s: no summary", where)
+			}
+			declared := map[string]bool{}
+			for _, ps := range []openapi3.Parameters{item.Parameters, op.Parameters} {
+				for _, p := range ps {
+					if p.Value.In == "path" {
+						declared[p.Value.Name] = true
+						if !strings.Contains(path, "{"+p.Value.Name+"}") {
+							t.Errorf("%s: path parameter %q is not in the path", where, p.Value.Name)
+						}
+					}
+				}
+			}
+			for _, m := range param.FindAllStringSubmatch(path, -1) {
+				if !declared[m[1]] {
+					t.Errorf("%s: path parameter %q is not declared", where, m[1])
+				}
+			}
+			public := op.Security != nil && len(*op.Security) == 0
+			var has4xx bool
+			for code, r := range op.Responses.Map() {
+				if code[0] == '4' || code[0] == '5' {
+					has4xx = has4xx || code[0] == '4'
+					if r.Ref != "#/components/responses/Error" && !(where == "POST /v1/events" && code == "400") {
+						t.Errorf("%s: %s answers %q, not the shared Error response", where, code, r.Ref)
+					}
+				}
+			}
+			if public {
+				continue
+			}
+			if !has4xx {
+				t.Errorf("%s: no 4xx response", where)
+			}
+			// Every authenticated route can refuse the token and lose a store.
+			for _, code := range []string{"401", "500", "503"} {
+				if op.Responses.Status(atoi(code)) == nil {
+					t.Errorf("%s: no %s response", where, code)
+				}
+			}
+			if method == http.MethodPost || method == http.MethodPut {
+				if op.Responses.Status(415) == nil {
+					t.Errorf("%s: a body route without 415", where)
+				}
+			}
+			if strings.Contains(path, "{") && op.Responses.Status(404) == nil {
+				t.Errorf("%s: a path with an id without 404", where)
+			}
+		}
+	}
+	if ops < 30 {
+		t.Errorf("linted only %d operations", ops)
+	}
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// contract validates, against the document, every response the server
+// gives and every request it accepts (2xx).
+type contract struct {
+	t      *testing.T
+	doc    *openapi3.T
+	router routers.Router
+	mu     sync.Mutex
+	seen   map[string]map[int]bool // operationId → statuses answered
+}
+
+func newContract(t *testing.T) *contract {
+	doc := loadSpec(t)
+	doc.Servers = nil // match by path, whatever the test server's address
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &contract{t: t, doc: doc, router: router, seen: map[string]map[int]bool{}}
+}
+
+func (c *contract) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if err := c.check(r, rec); err != nil {
+			c.t.Errorf("contract: %s %s → %d: %v\nresponse: %.400s", r.Method, r.URL.RequestURI(), rec.Code, err, rec.Body.String())
+		}
+	})
+}
+
+func (c *contract) check(r *http.Request, rec *httptest.ResponseRecorder) error {
+	ctx := context.Background()
+	route, params, err := c.router.FindRoute(r)
+	if err != nil {
+		// A path or method the document lacks: only 404 and 405, as an Error.
+		if rec.Code != http.StatusNotFound && rec.Code != http.StatusMethodNotAllowed {
+			return fmt.Errorf("no operation in openapi.yaml (%v) and status %d", err, rec.Code)
+		}
+		var v any
+		if err := decodeJSON(rec.Body.Bytes(), &v); err != nil {
+			return err
+		}
+		es := c.doc.Components.Schemas["Error"]
+		if es == nil {
+			return fmt.Errorf("openapi.yaml has no Error schema")
+		}
+		return es.Value.VisitJSON(v)
+	}
+	opts := &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true}
+	opts.WithCustomSchemaErrorFunc(shortSchemaError)
+	in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: opts}
+	// POST /v1/events answers 202 for a batch with invalid items, listing
+	// them under rejected: its body is held to the schema only when none was.
+	if rec.Code < 400 && !(route.Operation.OperationID == "sendEvents" && bytes.Contains(rec.Body.Bytes(), []byte(`"rejected":[{`))) {
+		if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
+			return fmt.Errorf("the server accepted a request openapi.yaml refuses: %w", err)
+		}
+	}
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: rec.Code, Header: rec.Header(),
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
+	}
+	out.Options.WithCustomSchemaErrorFunc(shortSchemaError)
+	out.SetBodyBytes(rec.Body.Bytes())
+	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := route.Operation.OperationID
+	if c.seen[id] == nil {
+		c.seen[id] = map[int]bool{}
+	}
+	c.seen[id][rec.Code] = true
+	return nil
+}
+
+// TestContract runs the whole API on the real services (Redis, ClickHouse,
+// a Kafka-protocol broker) through a broad flow, success and every class of
+// error, and validates each request and response against api/openapi.yaml.
+func TestContract(t *testing.T) {
+	c := newContract(t)
+	rc, prefix := testenv.Keyspace(t)
+	conn, cc := testenv.ClickHouse(t)
+	if err := archive.Migrate(context.Background(), cc); err != nil {
+		t.Fatal(err)
+	}
+	aw := archive.NewWriter(conn)
+	store, err := catalogstore.New(rc, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := balance.New(rc, balance.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testenv.Broker(t, 2, "usage-events", "usage-events-dlq")
+	ev := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
+	defer ev.Close()
+	acc := &engine.Accounts{Store: bs, Archive: aw}
+	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Events: ev, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin},
+		Logger: slog.New(slog.DiscardHandler)})
+	hs := httptest.NewServer(c.wrap(srv))
+	t.Cleanup(hs.Close)
+	e := &env{t: t, url: hs.URL, srv: srv}
+
+	e.must(200, "GET", "/healthz", "", "")
+	e.must(200, "GET", "/readyz", "", "")
+	e.must(200, "GET", "/v1/openapi.yaml", "", "")
+
+	// Catalog: creation, replay, conflict, reads, lists.
+	e.seed()
+	e.must(200, "POST", "/v1/currencies", admin, aitJSON)
+	e.must(409, "POST", "/v1/currencies", admin, `{"code":"AIT","name":"Other"}`)
+	e.must(200, "POST", "/v1/features", admin, emailJSON)
+	e.must(200, "POST", "/v1/plans", admin, planJSON)
+	e.must(200, "POST", "/v1/customers", admin, acmeJSON)
+	for _, p := range []string{"/v1/currencies", "/v1/currencies/AIT", "/v1/features", "/v1/features/ai-agent-email", "/v1/features/storage",
+		"/v1/plans", "/v1/plans/ai-prepaid", "/v1/customers", "/v1/customers/acme"} {
+		e.must(200, "GET", p, admin, "")
+	}
+	e.must(200, "PUT", "/v1/plans/ai-prepaid", admin, planJSON)
+	e.must(200, "PUT", "/v1/customers/globex", admin, `{"id":"globex","name":"Globex Corp","email":"ap@globex.example"}`)
+
+	// Subscriptions: preview, creation, replay, reads.
+	e.must(200, "POST", "/v1/subscriptions/preview", admin, seedSub)
+	s := e.must(201, "POST", "/v1/subscriptions", admin, seedSub, "Idempotency-Key", "c-1")
+	e.must(200, "POST", "/v1/subscriptions", admin, seedSub, "Idempotency-Key", "c-1")
+	id := s.body["id"].(string)
+	base := "/v1/subscriptions/" + id
+	e.must(200, "GET", "/v1/subscriptions", admin, "")
+	e.must(200, "GET", base, admin, "")
+	e.must(200, "GET", "/v1/customers/acme/subscriptions", admin, "")
+	tok := e.must(201, "POST", "/v1/customers/acme/tokens", admin, "").body["token"].(string)
+	other := e.must(201, "POST", "/v1/customers/globex/tokens", admin, "").body["token"].(string)
+	e.must(200, "GET", "/v1/customers/acme", tok, "")
+	e.must(200, "GET", "/v1/plans", tok, "")
+
+	// Balances: top-ups, adjustments, check, ledger, paging.
+	e.must(201, "POST", base+"/topups", tok, `{"amount":"500"}`, "Idempotency-Key", "t-1")
+	e.must(200, "POST", base+"/topups", tok, `{"amount":"500"}`, "Idempotency-Key", "t-1")
+	e.must(201, "POST", base+"/topups", tok, `{"amount":"250"}`, "Idempotency-Key", "t-2")
+	e.must(201, "POST", base+"/adjustments", admin, `{"amount":"-50","reason":"goodwill","actor":"alice"}`, "Idempotency-Key", "a-1")
+	e.must(200, "POST", base+"/adjustments", admin, `{"amount":"-50","reason":"goodwill","actor":"alice"}`, "Idempotency-Key", "a-1")
+	e.must(201, "POST", base+"/adjustments", admin, `{"amount":"30","reason":"promo","actor":"alice"}`, "Idempotency-Key", "a-2")
+	p1 := e.must(200, "GET", base+"/balance?limit=2", tok, "")
+	if p1.body["next_offset"] == nil {
+		t.Errorf("balance page 1 of 4 grants has no next_offset: %s", p1.raw)
+	}
+	if p2 := e.must(200, "GET", base+"/balance?limit=2&offset=2", tok, ""); p2.body["next_offset"] != nil {
+		t.Errorf("last balance page has a next_offset: %s", p2.raw)
+	}
+	e.must(200, "POST", base+"/check", tok, `{"amount":"10"}`)
+	e.must(200, "GET", base+"/ledger", tok, "")
+	e.must(200, "GET", base+"/ledger?from_seq=2&limit=2", tok, "")
+
+	// Reports over a rated line in the archive.
+	now := time.Now().UTC()
+	if err := aw.WriteUsage(context.Background(), []archive.RatedRow{{
+		EventID: "ev-1", CustomerID: "acme", SubscriptionID: id, Feature: "ai-agent-email", EventName: "email.sent",
+		Quantity: decimal.NewFromInt(3), Credits: credit.MustParse("3"), Funded: credit.MustParse("3"), Unfunded: credit.MustParse("0"),
+		CreditCurrency: "AIT", MoneyValue: decimal.RequireFromString("0.12"), MoneyCurrency: "USD",
+		EventTime: now, RatedAt: now, Status: "applied", Topic: "usage-events",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	day := now.Format("2006-01-02")
+	next := now.AddDate(0, 0, 1).Format("2006-01-02")
+	if u := e.must(200, "GET", base+"/usage?from="+day+"&to="+next, tok, ""); len(u.body["rows"].([]any)) != 1 {
+		t.Errorf("usage: %s", u.raw)
+	}
+	e.must(200, "GET", base+"/usage?from="+day+"&to="+next+"&group_by=day", admin, "")
+	e.must(200, "GET", base+"/invoices?period="+now.Format("2006-01"), tok, "")
+	e.must(200, "GET", base+"/invoices?period="+now.Format("2006-01")+"&format=csv", tok, "")
+
+	// Events: accepted, partly rejected, all rejected.
+	good := `{"id":"e1","customer_id":"acme","event_name":"email.sent","timestamp":"` + now.Format(time.RFC3339) + `"}`
+	e.must(202, "POST", "/v1/events", admin, `{"events":[`+good+`]}`)
+	e.must(202, "POST", "/v1/events", admin, `{"events":[`+good+`,{"id":"e2","customer_id":"acme","event_name":"email.sent","timestamp":"yesterday"}]}`)
+	e.must(400, "POST", "/v1/events", admin, `{"events":[{"id":"e3","customer_id":"acme","event_name":"email.sent"}]}`)
+	e.must(400, "POST", "/v1/events", admin, `{"events":[]}`)
+
+	// Errors of each class.
+	e.must(401, "GET", "/v1/plans", "", "")
+	e.must(401, "GET", "/v1/plans", "cmc_unknown", "")
+	e.must(403, "POST", "/v1/plans", tok, planJSON)
+	e.must(403, "GET", "/v1/customers", tok, "")
+	e.must(403, "GET", "/v1/customers/globex", tok, "")
+	e.must(403, "POST", base+"/adjustments", tok, `{"amount":"1","reason":"x","actor":"a"}`, "Idempotency-Key", "a-x")
+	e.must(404, "GET", "/v1/plans/nope", admin, "")
+	e.must(404, "GET", base+"/balance", other, "")
+	e.must(404, "GET", "/v1/nope", admin, "")
+	e.must(405, "DELETE", "/v1/plans/ai-prepaid", admin, "")
+	e.must(400, "POST", "/v1/features", admin, `{"id":"x","name":"X","meter":{"kind":"event_based"},"extra":1}`)
+	e.must(400, "POST", "/v1/plans", admin, `{"id":`)
+	e.must(400, "POST", base+"/check", tok, `{}`)
+	e.must(400, "GET", base+"/balance?limit=0", tok, "")
+	e.must(400, "GET", base+"/ledger?from_seq=x", tok, "")
+	e.must(400, "GET", base+"/usage?from=yesterday&to="+next, tok, "")
+	e.must(400, "GET", base+"/invoices?period=2026-13", tok, "")
+	e.must(400, "POST", base+"/topups", tok, `{"amount":"500"}`)
+	e.must(409, "POST", base+"/topups", tok, `{"amount":"600"}`, "Idempotency-Key", "t-1")
+	e.must(409, "POST", "/v1/subscriptions", admin, strings.Replace(seedSub, `"USD"`, `"EUR"`, 1), "Idempotency-Key", "c-1")
+	e.must(422, "POST", base+"/topups", tok, `{"amount":"100"}`, "Idempotency-Key", "t-small")
+	e.must(422, "POST", base+"/adjustments", admin, `{"amount":"-100000","reason":"x","actor":"a"}`, "Idempotency-Key", "a-big")
+	e.must(415, "POST", "/v1/currencies", admin, aitJSON, "Content-Type", "text/plain")
+	e.must(413, "POST", "/v1/customers", admin, `{"id":"big","name":"`+strings.Repeat("x", 2<<20)+`"}`)
+
+	// Every operation of the document was exercised with a success.
+	var missed []string
+	for path, item := range c.doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			ok := false
+			for code := range c.seen[op.OperationID] {
+				ok = ok || code < 300
+			}
+			if !ok {
+				missed = append(missed, method+" "+path)
+			}
+		}
+	}
+	sort.Strings(missed)
+	if len(missed) > 0 {
+		t.Errorf("operations the flow never answered with a success: %v", missed)
+	}
+}
+
+// shortSchemaError names the field at fault, not the whole schema.
+func shortSchemaError(err *openapi3.SchemaError) string {
+	return "/" + strings.Join(err.JSONPointer(), "/") + ": " + err.Reason
+}
+
+func decodeJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
