@@ -53,7 +53,7 @@ func newEnv(t *testing.T) *env {
 	}
 	l := &fakeLedger{}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: l, AdminTokens: []string{admin}})
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewServer(validated(t, srv))
 	t.Cleanup(hs.Close)
 	return &env{t: t, url: hs.URL, ledger: l, srv: srv}
 }

@@ -37,7 +37,7 @@ func newBalanceEnv(t *testing.T) (*env, *archive.Writer, func() decimal.Decimal)
 	}
 	acc := &engine.Accounts{Store: bs, Archive: w}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin}})
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewServer(validated(t, srv))
 	t.Cleanup(hs.Close)
 	archived := func() decimal.Decimal {
 		var sum decimal.Decimal

@@ -139,8 +139,19 @@ type contract struct {
 	t      *testing.T
 	doc    *openapi3.T
 	router routers.Router
-	mu     sync.Mutex
-	seen   map[string]map[int]bool // operationId → statuses answered
+	// responsesOnly: the tests that send malformed requests on purpose
+	// validate only what the server answers.
+	responsesOnly bool
+	mu            sync.Mutex
+	seen          map[string]map[int]bool // operationId → statuses answered
+}
+
+// validated serves h with every response checked against openapi.yaml: the
+// API tests' servers use it, so each of their answers is part of the contract.
+func validated(t *testing.T, h http.Handler) http.Handler {
+	c := newContract(t)
+	c.responsesOnly = true
+	return c.wrap(h)
 }
 
 func newContract(t *testing.T) *contract {
@@ -194,7 +205,7 @@ func (c *contract) check(r *http.Request, rec *httptest.ResponseRecorder) error 
 	in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: opts}
 	// POST /v1/events answers 202 for a batch with invalid items, listing
 	// them under rejected: its body is held to the schema only when none was.
-	if rec.Code < 400 && !(route.Operation.OperationID == "sendEvents" && bytes.Contains(rec.Body.Bytes(), []byte(`"rejected":[{`))) {
+	if !c.responsesOnly && rec.Code < 400 && !(route.Operation.OperationID == "sendEvents" && bytes.Contains(rec.Body.Bytes(), []byte(`"rejected":[{`))) {
 		if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
 			return fmt.Errorf("the server accepted a request openapi.yaml refuses: %w", err)
 		}
@@ -207,6 +218,18 @@ func (c *contract) check(r *http.Request, rec *httptest.ResponseRecorder) error 
 	out.SetBodyBytes(rec.Body.Bytes())
 	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
 		return err
+	}
+	if resp := route.Operation.Responses.Status(rec.Code); resp != nil && resp.Value != nil {
+		if mt := resp.Value.Content.Get("application/json"); mt != nil && mt.Schema != nil &&
+			strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
+			var v any
+			if err := decodeJSON(rec.Body.Bytes(), &v); err != nil {
+				return err
+			}
+			if err := undocumented(mt.Schema.Value, v, ""); err != nil {
+				return err
+			}
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -368,9 +391,84 @@ func TestContract(t *testing.T) {
 	}
 }
 
+// undocumented fails on a field of v that schema s does not describe, so a
+// field the server adds without the document is drift too. A schema that
+// lists no properties (a free-form object) allows any.
+func undocumented(s *openapi3.Schema, v any, at string) error {
+	if s == nil {
+		return nil
+	}
+	props := map[string]*openapi3.Schema{}
+	var collect func(s *openapi3.Schema)
+	collect = func(s *openapi3.Schema) {
+		for k, p := range s.Properties {
+			props[k] = p.Value
+		}
+		for _, sub := range append(append(append(openapi3.SchemaRefs{}, s.AllOf...), s.OneOf...), s.AnyOf...) {
+			collect(sub.Value)
+		}
+	}
+	collect(s)
+	switch v := v.(type) {
+	case map[string]any:
+		if len(props) == 0 {
+			return nil
+		}
+		for k, x := range v {
+			p, ok := props[k]
+			if !ok {
+				return fmt.Errorf("%s/%s: the response has a field openapi.yaml does not describe", at, k)
+			}
+			if err := undocumented(p, x, at+"/"+k); err != nil {
+				return err
+			}
+		}
+	case []any:
+		if s.Items == nil {
+			return nil
+		}
+		for i, x := range v {
+			if err := undocumented(s.Items.Value, x, fmt.Sprintf("%s/%d", at, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // shortSchemaError names the field at fault, not the whole schema.
 func shortSchemaError(err *openapi3.SchemaError) string {
 	return "/" + strings.Join(err.JSONPointer(), "/") + ": " + err.Reason
 }
 
 func decodeJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestContractCatchesDrift: the checker itself refuses an undocumented
+// status, a field the document lacks, a wrong type and a malformed error.
+func TestContractCatchesDrift(t *testing.T) {
+	c := newContract(t)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+		ok           bool
+	}{
+		{"GET", "/v1/currencies/AIT", 200, `{"code":"AIT","name":"AI Tokens"}`, true},
+		{"GET", "/v1/currencies/AIT", 200, `{"code":"AIT","name":"AI Tokens","rate":"1"}`, false},
+		{"GET", "/v1/subscriptions/s1/balance", 200, `{"total":"1","grants":[{"id":"g","remaining":"1","color":"red"}]}`, false},
+		{"GET", "/v1/subscriptions/s1/balance", 200, `{"total":1}`, false},
+		{"GET", "/v1/currencies/AIT", 418, `{"error":{"code":"teapot","message":"x"}}`, false},
+		{"GET", "/v1/currencies/AIT", 404, `{"error":{"code":"not_found"}}`, false},
+		{"GET", "/v1/nope", 404, `{"error":{"code":"not_found","message":"no route"}}`, true},
+		{"GET", "/v1/nope", 200, `{}`, false},
+	} {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		rec := httptest.NewRecorder()
+		rec.Header().Set("Content-Type", "application/json")
+		rec.WriteHeader(tc.status)
+		rec.WriteString(tc.body)
+		if err := c.check(r, rec); (err == nil) != tc.ok {
+			t.Errorf("%s %s → %d %s: err %v, want ok=%v", tc.method, tc.path, tc.status, tc.body, err, tc.ok)
+		}
+	}
+}

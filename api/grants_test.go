@@ -37,7 +37,7 @@ func newBalanceEnvOpts(t *testing.T, o balance.Options) (*env, *redis.Client, st
 	}
 	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin}})
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewServer(validated(t, srv))
 	t.Cleanup(hs.Close)
 	return &env{t: t, url: hs.URL, srv: srv}, rc, prefix
 }
