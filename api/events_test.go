@@ -27,7 +27,7 @@ func TestPostEventsProducesValidItems(t *testing.T) {
 	b := testenv.Broker(t, 2, "usage-events", "usage-events-dlq")
 	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
 	defer w.Close()
-	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}})))
 	defer hs.Close()
 	e := &env{t: t, url: hs.URL}
 
@@ -93,7 +93,7 @@ func TestPostEventsSplitsBatchOverBrokerLimit(t *testing.T) {
 	testenv.SetBrokerMaxMessageBytes(t, b.Addr(), 1_048_588)
 	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
 	defer w.Close()
-	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}})))
 	defer hs.Close()
 	e := &env{t: t, url: hs.URL}
 
@@ -147,7 +147,7 @@ func TestPostEventsRefusesFutureTimestamps(t *testing.T) {
 	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
 	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
 	defer w.Close()
-	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}})))
 	defer hs.Close()
 	e := &env{t: t, url: hs.URL}
 	soon := time.Now().UTC().Add(2 * time.Minute).Format(time.RFC3339Nano)

@@ -30,7 +30,7 @@ func TestCatalogRedisDownIs503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, AdminTokens: []string{admin}}))
+	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{Catalog: store, AdminTokens: []string{admin}})))
 	defer hs.Close()
 	e := &env{t: t, url: hs.URL}
 	for _, c := range []struct{ method, path, token, body string }{
@@ -167,7 +167,7 @@ func TestJSONContentTypeRule(t *testing.T) {
 	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
 	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
 	defer w.Close()
-	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}})))
 	defer hs.Close()
 	e := &env{t: t, url: hs.URL}
 	event := `{"events":[{"id":"e1","customer_id":"acme","event_name":"email.sent","timestamp":"2026-11-27T10:00:00Z"}]}`
@@ -208,7 +208,7 @@ func TestArchiveFailureSaysWhatIsStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
-	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, AdminTokens: []string{admin}}))
+	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, AdminTokens: []string{admin}})))
 	defer hs.Close()
 	e := &env{t: t, url: hs.URL}
 	e.seed()
@@ -268,7 +268,7 @@ func TestPostEventsDoesNotEchoLongNumbers(t *testing.T) {
 	b := testenv.Broker(t, 1, "usage-events", "usage-events-dlq")
 	w := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
 	defer w.Close()
-	hs := httptest.NewServer(api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}}))
+	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{Catalog: store, Events: w, AdminTokens: []string{admin}})))
 	defer hs.Close()
 	e := &env{t: t, url: hs.URL}
 	digits := strings.Repeat("7", 60000)

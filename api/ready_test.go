@@ -16,8 +16,8 @@ import (
 // driver errors) is for admins only.
 func TestReadyzDetailsForAdminsOnly(t *testing.T) {
 	const detail = "redis 10.1.2.3:6379: connection refused"
-	hs := httptest.NewServer(api.NewServer(api.Options{AdminTokens: []string{admin},
-		Ready: func(context.Context) error { return errors.New(detail) }}))
+	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{AdminTokens: []string{admin},
+		Ready: func(context.Context) error { return errors.New(detail) }})))
 	defer hs.Close()
 	get := func(token string) (int, string) {
 		req, _ := http.NewRequest("GET", hs.URL+"/readyz", nil)
