@@ -6,6 +6,9 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 COMMIT_TIME ?= $(shell git log -1 --format=%cI 2>/dev/null)
+# staticcheck, run by `make check`; a pinned version that supports this Go.
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 LDFLAGS := -X main.version=$(VERSION) -X main.revision=$(REVISION) -X main.commitTime=$(COMMIT_TIME)
 
 .PHONY: demo serve test services build check stop docker
@@ -31,13 +34,16 @@ demo: services build
 serve: services build
 	bin/creditmeter serve
 
-## check: formatting, vet, the Prometheus rules and config (promtool), and the
+## check: formatting, vet, staticcheck (pinned; installed into GOPATH/bin if
+## missing or another version), the Prometheus rules and config (promtool), and the
 ## deployment files: the Dockerfile's CGO_ENABLED=0 build is static, the
 ## systemd unit passes systemd-analyze verify, the env example validates
 check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@"$(STATICCHECK)" -version 2>/dev/null | grep -qF "($(patsubst v%,%,$(STATICCHECK_VERSION)))" || GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(STATICCHECK) ./...
 	@command -v promtool >/dev/null || { echo "check: promtool not found: install Debian's prometheus (bash deploy/local/install.sh)" >&2; exit 1; }
 	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules rules_test.yml && promtool check config prometheus.yml
 	$(GO) test -count=1 ./deploy/

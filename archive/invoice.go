@@ -105,35 +105,70 @@ func BuildInvoice(ctx context.Context, conn driver.Conn, sub, period string, ter
 	if sub == "" {
 		return Invoice{}, fmt.Errorf("%w: subscription is required", ErrInvalidQuery)
 	}
-	inv := Invoice{SubscriptionID: sub, CustomerID: terms.CustomerID, Period: period, From: from, To: to,
-		Currency: terms.Currency, CreditCurrency: terms.CreditCurrency, CreditValue: terms.CreditValue, Lines: []InvoiceLine{}}
-	price := terms.CreditValue
-	fail := func(what string, err error) (Invoice, error) {
-		return Invoice{}, fmt.Errorf("archive: invoice %s %s: %s: %w", sub, period, what, err)
+	b := &invoiceBuilder{conn: conn, sub: sub, period: period, from: from, to: to, price: terms.CreditValue,
+		types: map[string]string{},
+		inv: Invoice{SubscriptionID: sub, CustomerID: terms.CustomerID, Period: period, From: from, To: to,
+			Currency: terms.Currency, CreditCurrency: terms.CreditCurrency, CreditValue: terms.CreditValue, Lines: []InvoiceLine{}}}
+	// Line order: the period's ledger entries, usage, promotional credits
+	// used, breakage, overage.
+	for _, step := range []func(context.Context) error{b.balances, b.ledger, b.usage, b.promotional} {
+		if err := step(ctx); err != nil {
+			return Invoice{}, err
+		}
 	}
+	b.breakage()
+	b.overage()
+	for _, l := range b.inv.Lines {
+		if l.Billable {
+			b.inv.TotalDue = b.inv.TotalDue.Add(l.Money)
+		}
+	}
+	return b.inv, nil
+}
 
-	if err := conn.QueryRow(ctx, `SELECT sumIf(amount, created_at < toDateTime(?)), sumIf(amount, created_at < toDateTime(?))
+// invoiceBuilder is BuildInvoice's state between its queries.
+type invoiceBuilder struct {
+	conn     driver.Conn
+	sub      string
+	period   string
+	from, to time.Time
+	price    decimal.Decimal // money per credit
+	inv      Invoice
+	types    map[string]string // grant id → grant type, of every grant ever made
+	expiries []ledgerExpiry    // the period's expiry entries
+}
+
+type ledgerExpiry struct {
+	seq    uint64
+	grant  string
+	amount decimal.Decimal
+}
+
+func (b *invoiceBuilder) fail(what string, err error) error {
+	return fmt.Errorf("archive: invoice %s %s: %s: %w", b.sub, b.period, what, err)
+}
+
+// balances reads the ledger balance before and after the period.
+func (b *invoiceBuilder) balances(ctx context.Context) error {
+	if err := b.conn.QueryRow(ctx, `SELECT sumIf(amount, created_at < toDateTime(?)), sumIf(amount, created_at < toDateTime(?))
 		FROM credit_ledger FINAL WHERE subscription_id = ? AND created_at < toDateTime(?)`,
-		from.Unix(), to.Unix(), sub, to.Unix()).Scan(&inv.OpeningBalance, &inv.ClosingBalance); err != nil {
-		return fail("balances", err)
+		b.from.Unix(), b.to.Unix(), b.sub, b.to.Unix()).Scan(&b.inv.OpeningBalance, &b.inv.ClosingBalance); err != nil {
+		return b.fail("balances", err)
 	}
+	return nil
+}
 
-	// Grant types of every grant ever made (usage in the period may draw
-	// from older grants), and the period's money-relevant entries.
-	types := map[string]string{}
-	rows, err := conn.Query(ctx, `SELECT seq, kind, amount, grant_id, grant_type, money_amount, money_currency, reason,
+// ledger records the grant types of every grant ever made (usage in the
+// period may draw from older grants) and adds the period's money-relevant
+// entries as lines; expiries wait for breakage.
+func (b *invoiceBuilder) ledger(ctx context.Context) error {
+	rows, err := b.conn.Query(ctx, `SELECT seq, kind, amount, grant_id, grant_type, money_amount, money_currency, reason,
 		created_at >= toDateTime(?) AND created_at < toDateTime(?) AS inPeriod
 		FROM credit_ledger FINAL WHERE subscription_id = ? AND created_at < toDateTime(?) AND kind IN ('grant', 'topup', 'adjustment', 'expiry')
-		ORDER BY seq`, from.Unix(), to.Unix(), sub, to.Unix())
+		ORDER BY seq`, b.from.Unix(), b.to.Unix(), b.sub, b.to.Unix())
 	if err != nil {
-		return fail("ledger", err)
+		return b.fail("ledger", err)
 	}
-	type expiry struct {
-		seq    uint64
-		grant  string
-		amount decimal.Decimal
-	}
-	var expiries []expiry
 	for rows.Next() {
 		var seq uint64
 		var kind, grant, gtype, cur, reason string
@@ -141,7 +176,7 @@ func BuildInvoice(ctx context.Context, conn driver.Conn, sub, period string, ter
 		var in uint8
 		if err := rows.Scan(&seq, &kind, &amt, &grant, &gtype, &money, &cur, &reason, &in); err != nil {
 			rows.Close()
-			return fail("ledger", err)
+			return b.fail("ledger", err)
 		}
 		switch {
 		case kind == KindTopUp && gtype == "":
@@ -150,114 +185,132 @@ func BuildInvoice(ctx context.Context, conn driver.Conn, sub, period string, ter
 			gtype = "adjustment"
 		}
 		if grant != "" && kind != KindExpiry {
-			types[grant] = gtype
+			b.types[grant] = gtype
 		}
 		if in == 0 {
 			continue
 		}
-		ref := fmt.Sprintf("ledger#%d", seq)
-		switch {
-		case kind == KindTopUp:
-			if money.IsZero() {
-				money = amt.Mul(price)
-			}
-			inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineTopUp, Description: "Credit top-up", Credits: amt,
-				UnitPrice: unitPrice(money, amt), Money: money, Billable: true, Ref: ref})
-			inv.TopUps = inv.TopUps.Add(money)
-		case kind == KindGrant && gtype == "purchased":
-			if money.IsZero() {
-				money = amt.Mul(price)
-			}
-			d := "Purchased credits"
-			if reason != "" {
-				d += ": " + reason
-			}
-			inv.Lines = append(inv.Lines, InvoiceLine{Kind: LinePurchasedGrant, Description: d, Credits: amt,
-				UnitPrice: unitPrice(money, amt), Money: money, Billable: true, Ref: ref})
-			inv.PurchasedGrants = inv.PurchasedGrants.Add(money)
-		case kind == KindGrant:
-			d := "Credits granted (" + gtype + ")"
-			if gtype == "" {
-				d = "Credits granted (type not recorded)"
-			}
-			inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineGrant, Description: d, Credits: amt, UnitPrice: price,
-				Money: amt.Mul(price), Ref: ref})
-		case kind == KindAdjustment:
-			inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineAdjustment, Description: "Adjustment: " + reason, Credits: amt,
-				UnitPrice: price, Money: amt.Mul(price), Ref: ref})
-		case kind == KindExpiry:
-			expiries = append(expiries, expiry{seq, grant, amt.Neg()})
-		}
+		b.ledgerLine(seq, kind, grant, gtype, reason, amt, money)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fail("ledger", err)
+		return b.fail("ledger", err)
 	}
+	return nil
+}
 
-	usage, err := Usage(ctx, conn, UsageQuery{Subscription: sub, From: from, To: to, GroupBy: GroupByFeature})
-	if err != nil {
-		return Invoice{}, err
+// ledgerLine adds one ledger entry of the period.
+func (b *invoiceBuilder) ledgerLine(seq uint64, kind, grant, gtype, reason string, amt, money decimal.Decimal) {
+	inv, price := &b.inv, b.price
+	ref := fmt.Sprintf("ledger#%d", seq)
+	switch {
+	case kind == KindTopUp:
+		if money.IsZero() {
+			money = amt.Mul(price)
+		}
+		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineTopUp, Description: "Credit top-up", Credits: amt,
+			UnitPrice: unitPrice(money, amt), Money: money, Billable: true, Ref: ref})
+		inv.TopUps = inv.TopUps.Add(money)
+	case kind == KindGrant && gtype == "purchased":
+		if money.IsZero() {
+			money = amt.Mul(price)
+		}
+		d := "Purchased credits"
+		if reason != "" {
+			d += ": " + reason
+		}
+		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LinePurchasedGrant, Description: d, Credits: amt,
+			UnitPrice: unitPrice(money, amt), Money: money, Billable: true, Ref: ref})
+		inv.PurchasedGrants = inv.PurchasedGrants.Add(money)
+	case kind == KindGrant:
+		d := "Credits granted (" + gtype + ")"
+		if gtype == "" {
+			d = "Credits granted (type not recorded)"
+		}
+		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineGrant, Description: d, Credits: amt, UnitPrice: price,
+			Money: amt.Mul(price), Ref: ref})
+	case kind == KindAdjustment:
+		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineAdjustment, Description: "Adjustment: " + reason, Credits: amt,
+			UnitPrice: price, Money: amt.Mul(price), Ref: ref})
+	case kind == KindExpiry:
+		b.expiries = append(b.expiries, ledgerExpiry{seq, grant, amt.Neg()})
 	}
+}
+
+// usage adds the period's rated usage by feature (through the rollup).
+func (b *invoiceBuilder) usage(ctx context.Context) error {
+	usage, err := Usage(ctx, b.conn, UsageQuery{Subscription: b.sub, From: b.from, To: b.to, GroupBy: GroupByFeature})
+	if err != nil {
+		return err
+	}
+	inv := &b.inv
 	for _, u := range usage {
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineUsage, Description: "Usage: " + u.Feature, Feature: u.Feature,
-			Quantity: u.Quantity, Events: u.Events, Credits: u.Credits, UnitPrice: price, Money: u.MoneyValue})
+			Quantity: u.Quantity, Events: u.Events, Credits: u.Credits, UnitPrice: b.price, Money: u.MoneyValue})
 		inv.UsageCredits = inv.UsageCredits.Add(u.Credits)
 		inv.UsageMoney = inv.UsageMoney.Add(u.MoneyValue)
 		inv.UnfundedCredits = inv.UnfundedCredits.Add(u.UnfundedCredits)
 	}
+	return nil
+}
 
-	// Promotional credits used: what the period's lines drew from promotional grants.
-	rows, err = conn.Query(ctx, `SELECT g, sum(a) FROM
+// promotional adds the promotional credits used: what the period's lines
+// drew from promotional grants.
+func (b *invoiceBuilder) promotional(ctx context.Context) error {
+	inv := &b.inv
+	rows, err := b.conn.Query(ctx, `SELECT g, sum(a) FROM
 		(SELECT grant_ids, grant_amounts FROM rated_usage FINAL
 		 WHERE subscription_id = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?))
-		ARRAY JOIN grant_ids AS g, grant_amounts AS a GROUP BY g ORDER BY g`, sub, from.Unix(), to.Unix())
+		ARRAY JOIN grant_ids AS g, grant_amounts AS a GROUP BY g ORDER BY g`, b.sub, b.from.Unix(), b.to.Unix())
 	if err != nil {
-		return fail("draws", err)
+		return b.fail("draws", err)
 	}
 	for rows.Next() {
 		var g string
 		var a decimal.Decimal
 		if err := rows.Scan(&g, &a); err != nil {
 			rows.Close()
-			return fail("draws", err)
+			return b.fail("draws", err)
 		}
-		if types[g] == "promotional" {
+		if b.types[g] == "promotional" {
 			inv.PromotionalCredits = inv.PromotionalCredits.Add(a)
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fail("draws", err)
+		return b.fail("draws", err)
 	}
 	if !inv.PromotionalCredits.IsZero() {
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LinePromotional, Description: "Promotional credits used",
-			Credits: inv.PromotionalCredits, UnitPrice: price, Money: inv.PromotionalCredits.Mul(price)})
+			Credits: inv.PromotionalCredits, UnitPrice: b.price, Money: inv.PromotionalCredits.Mul(b.price)})
 	}
+	return nil
+}
 
-	sort.Slice(expiries, func(i, j int) bool { return expiries[i].seq < expiries[j].seq })
-	for _, e := range expiries {
-		t := types[e.grant]
+// breakage adds the period's expired credits, in ledger order.
+func (b *invoiceBuilder) breakage() {
+	sort.Slice(b.expiries, func(i, j int) bool { return b.expiries[i].seq < b.expiries[j].seq })
+	for _, e := range b.expiries {
+		t := b.types[e.grant]
 		if t == "" {
 			t = "unknown"
 		}
-		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineBreakage, Description: "Expired unused credits (" + t + " grant " + e.grant + ")",
-			Credits: e.amount, UnitPrice: price, Money: e.amount.Mul(price), Ref: fmt.Sprintf("ledger#%d", e.seq)})
-		inv.BreakageCredits = inv.BreakageCredits.Add(e.amount)
+		b.inv.Lines = append(b.inv.Lines, InvoiceLine{Kind: LineBreakage, Description: "Expired unused credits (" + t + " grant " + e.grant + ")",
+			Credits: e.amount, UnitPrice: b.price, Money: e.amount.Mul(b.price), Ref: fmt.Sprintf("ledger#%d", e.seq)})
+		b.inv.BreakageCredits = b.inv.BreakageCredits.Add(e.amount)
 	}
+}
 
-	// Debt open at the end beyond the debt carried in (billed before).
+// overage adds the debt open at the end beyond the debt carried in (billed
+// before).
+func (b *invoiceBuilder) overage() {
+	inv := &b.inv
 	debt := func(b decimal.Decimal) decimal.Decimal { return decimal.Max(decimal.Zero, b.Neg()) }
 	if o := debt(inv.ClosingBalance).Sub(debt(inv.OpeningBalance)); o.IsPositive() {
 		inv.OverageCredits = o
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineOverage, Description: "Overage: usage beyond prepaid credits, unsettled at period end",
-			Credits: inv.OverageCredits, UnitPrice: price, Money: inv.OverageCredits.Mul(price), Billable: true})
+			Credits: inv.OverageCredits, UnitPrice: b.price, Money: inv.OverageCredits.Mul(b.price), Billable: true})
 	}
-	for _, l := range inv.Lines {
-		if l.Billable {
-			inv.TotalDue = inv.TotalDue.Add(l.Money)
-		}
-	}
-	return inv, nil
 }
 
 func unitPrice(money, credits decimal.Decimal) decimal.Decimal {

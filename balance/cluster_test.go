@@ -24,7 +24,7 @@ func TestStoreOnRedisCluster(t *testing.T) {
 		{"LowBalanceCrossings", TestLowBalanceCrossings},
 		{"ReplayAfterCrash", TestReplayAfterCrash},
 		{"ConcurrentInvariant", TestConcurrentInvariant},
-		{"Check", TestCheck},
+		{"CheckAllowsUpToEffectiveAvailable", TestCheckAllowsUpToEffectiveAvailable},
 		{"EligibilityBoundaries", TestEligibilityBoundaries},
 		{"RefusalKeepsSweep", TestRefusalKeepsSweep},
 		{"JournalReplaysFirstResults", TestJournalReplaysFirstResults},

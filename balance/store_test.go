@@ -556,7 +556,9 @@ func TestRedisDownIsRetryable(t *testing.T) {
 	}
 }
 
-func TestCheck(t *testing.T) {
+// Check allows an amount up to what is available now (a grant not yet
+// effective does not count) and reports the policy.
+func TestCheckAllowsUpToEffectiveAvailable(t *testing.T) {
 	e := newEnv(t, 0)
 	sub := "check"
 	e.open(sub, Overage)

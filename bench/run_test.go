@@ -60,7 +60,7 @@ func TestGenSkewAndDuplicates(t *testing.T) {
 	}
 }
 
-func TestHist(t *testing.T) {
+func TestHistQuantilesAndMax(t *testing.T) {
 	var h Hist
 	for i := 1; i <= 1000; i++ {
 		h.Add(time.Duration(i) * time.Millisecond)

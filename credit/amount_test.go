@@ -41,7 +41,7 @@ func TestRoundHalfAwayFromZero(t *testing.T) {
 	}
 }
 
-func TestJSON(t *testing.T) {
+func TestAmountJSONDecimalStringOrNumber(t *testing.T) {
 	b, err := json.Marshal(struct{ A Amount }{MustParse("0.04")})
 	if err != nil || string(b) != `{"A":"0.04"}` {
 		t.Fatalf("marshal: %s %v", b, err)

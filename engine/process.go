@@ -66,13 +66,44 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 		e.events = make([]rating.Event, len(msgs))
 	}
 	events := e.events[:len(msgs)]
-	lines := e.lines[:0]
-	refs := make([]eventRef, 0, len(msgs))
-	var dead []ingest.DeadLetter
-	var batches []balance.Batch
-	groups := map[groupKey]int{}
+	lines, spans, failed := e.rateAll(ctx, msgs, events, e.lines[:0])
+	batches, refs, dead := e.group(ctx, msgs, events, lines, spans, failed)
+	e.lines = lines
+	rated := time.Now()
 
-	// Pass 1: decode and rate every message; lines[span[i]] are message i's.
+	if len(batches) > 0 {
+		if err := e.checkRedis(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for i := range batches {
+		batches[i].Expect = e.seen[batches[i].Subscription]
+	}
+	results, refused, err := e.apply(ctx, batches)
+	if err != nil {
+		return nil, err
+	}
+	for i := range results {
+		if s := results[i].LastSeq; s > e.seen[batches[i].Subscription] {
+			e.seen[batches[i].Subscription] = s
+		}
+	}
+	for bi, why := range refused {
+		for _, r := range refs {
+			if r.batch == bi {
+				dead = append(dead, ingest.DeadLetter{Msg: msgs[r.msg], Reason: ReasonNoAccount, Detail: why})
+			}
+		}
+	}
+
+	usage, ledger, counts := e.rows(msgs, events, lines, refs, batches, results)
+	counts.rated = len(lines)
+	return &pending{msgs: msgs, usage: usage, ledger: ledger, dead: dead, counts: counts, results: results, start: start, rated: rated}, nil
+}
+
+// rateAll is pass 1: decode and rate every message, appending to lines;
+// lines[spans[i][0]:spans[i][1]] are message i's, failed[i] its error.
+func (e *Engine) rateAll(ctx context.Context, msgs []kafka.Message, events []rating.Event, lines []rating.Line) ([]rating.Line, [][2]int, []error) {
 	spans := make([][2]int, len(msgs))
 	failed := make([]error, len(msgs))
 	var unknown []int // rated against a catalog that may not yet know the subscription
@@ -108,24 +139,22 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 			spans[i] = [2]int{first, len(lines)}
 		}
 	}
+	return lines, spans, failed
+}
 
-	// Pass 2, in offset order: dead letters, and balance lines per
-	// (subscription, partition).
+// group is pass 2, in offset order: dead letters, and balance lines per
+// (subscription, partition).
+func (e *Engine) group(ctx context.Context, msgs []kafka.Message, events []rating.Event, lines []rating.Line, spans [][2]int, failed []error) ([]balance.Batch, []eventRef, []ingest.DeadLetter) {
+	refs := make([]eventRef, 0, len(msgs))
+	var dead []ingest.DeadLetter
+	var batches []balance.Batch
+	groups := map[groupKey]int{}
 	for i := range msgs {
 		m := &msgs[i]
 		ev := &events[i]
 		first, last := spans[i][0], spans[i][1]
 		if err := failed[i]; err != nil {
-			var ee *ingest.EventError
-			if errors.As(err, &ee) {
-				dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: ee.Reason, Field: ee.Field, Detail: ee.Detail})
-			} else {
-				reason := rateReason(err)
-				if reason == ingest.ReasonNoSubscription && e.cfg.CustomerExists != nil && !e.cfg.CustomerExists(ctx, ev.CustomerID) {
-					reason = ingest.ReasonUnknownCust
-				}
-				dead = append(dead, ingest.DeadLetter{Msg: *m, Reason: reason, Field: reasonField(reason), Detail: err.Error()})
-			}
+			dead = append(dead, e.failedLetter(ctx, m, ev, err))
 			continue
 		}
 		if last == first {
@@ -156,37 +185,20 @@ func (e *Engine) prepare(ctx context.Context, msgs []kafka.Message) (*pending, e
 		b.Lines = append(b.Lines, balance.Line{EventID: ev.ID, Offset: m.Offset, Time: ev.Timestamp, Credits: total})
 		refs = append(refs, eventRef{msg: i, first: first, last: last, batch: bi, line: len(b.Lines) - 1})
 	}
-	e.lines = lines
-	rated := time.Now()
+	return batches, refs, dead
+}
 
-	if len(batches) > 0 {
-		if err := e.checkRedis(ctx); err != nil {
-			return nil, err
-		}
+// failedLetter is the dead letter of a message that did not decode or rate.
+func (e *Engine) failedLetter(ctx context.Context, m *kafka.Message, ev *rating.Event, err error) ingest.DeadLetter {
+	var ee *ingest.EventError
+	if errors.As(err, &ee) {
+		return ingest.DeadLetter{Msg: *m, Reason: ee.Reason, Field: ee.Field, Detail: ee.Detail}
 	}
-	for i := range batches {
-		batches[i].Expect = e.seen[batches[i].Subscription]
+	reason := rateReason(err)
+	if reason == ingest.ReasonNoSubscription && e.cfg.CustomerExists != nil && !e.cfg.CustomerExists(ctx, ev.CustomerID) {
+		reason = ingest.ReasonUnknownCust
 	}
-	results, refused, err := e.apply(ctx, batches)
-	if err != nil {
-		return nil, err
-	}
-	for i := range results {
-		if s := results[i].LastSeq; s > e.seen[batches[i].Subscription] {
-			e.seen[batches[i].Subscription] = s
-		}
-	}
-	for bi, why := range refused {
-		for _, r := range refs {
-			if r.batch == bi {
-				dead = append(dead, ingest.DeadLetter{Msg: msgs[r.msg], Reason: ReasonNoAccount, Detail: why})
-			}
-		}
-	}
-
-	usage, ledger, counts := e.rows(msgs, events, lines, refs, batches, results)
-	counts.rated = len(lines)
-	return &pending{msgs: msgs, usage: usage, ledger: ledger, dead: dead, counts: counts, results: results, start: start, rated: rated}, nil
+	return ingest.DeadLetter{Msg: *m, Reason: reason, Field: reasonField(reason), Detail: err.Error()}
 }
 
 // finish archives a prepared batch, sends its dead letters and commits its

@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"github.com/shopspring/decimal"
-
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
@@ -53,12 +51,4 @@ func (s *splitter) take(row *archive.RatedRow) {
 		row.Unfunded += need
 		row.Status = archive.StatusUnfunded
 	}
-}
-
-func decimalOrZero(s string) decimal.Decimal {
-	d, err := decimal.NewFromString(s)
-	if err != nil {
-		return decimal.Zero
-	}
-	return d
 }

@@ -1,4 +1,4 @@
-package promdeploy_test
+package prometheus_test
 
 import (
 	"context"

@@ -133,10 +133,13 @@ func ExplainRedisError(r RedisConn, err error) error {
 	case strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH"):
 		return &SettingError{Flag: "redis-password", Err: fmt.Errorf("Redis refused user %q with this password (--redis-username, --redis-password): %w", userOrDefault(r.Username), err)}
 	case errors.As(err, &unknownCA):
+		//lint:ignore ST1005 Redis is a proper noun; operators read this message
 		return &SettingError{Flag: "redis-tls-ca-file", Err: fmt.Errorf("Redis's certificate is not signed by a trusted CA: %w", err)}
 	case errors.As(err, &hostname):
+		//lint:ignore ST1005 Redis is a proper noun; operators read this message
 		return &SettingError{Flag: "redis-tls-server-name", Err: fmt.Errorf("Redis's certificate does not name this host: %w", err)}
 	case errors.As(err, &certInvalid):
+		//lint:ignore ST1005 Redis is a proper noun; operators read this message
 		return &SettingError{Flag: "redis-tls-ca-file", Err: fmt.Errorf("Redis's certificate is not valid: %w", err)}
 	case errors.As(err, &notTLS):
 		return &SettingError{Flag: "redis-addr", Err: fmt.Errorf("Redis does not speak TLS on this port (use redis://, or its TLS port): %w", err)}

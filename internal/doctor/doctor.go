@@ -169,5 +169,6 @@ func plainToTLS(conn config.RedisConn, err error) error {
 	if conn.TLS || !(errors.Is(err, io.EOF) || strings.Contains(err.Error(), "connection reset by peer")) {
 		return err
 	}
+	//lint:ignore ST1005 Redis is a proper noun; operators read this message
 	return &config.SettingError{Flag: "redis-addr", Err: fmt.Errorf("Redis closed the plain connection: is this a TLS port (rediss://)? %w", err)}
 }
