@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
@@ -152,5 +154,36 @@ func TestClusterModeTwoShards(t *testing.T) {
 	}
 	if err := archive.Migrate(ctx, cc); err != nil {
 		t.Fatalf("migrate after writes: %v", err)
+	}
+
+	// A cluster the server does not know, and a database of the
+	// non-cluster schema, are refused naming the setting.
+	named := func(c archive.ConnConfig, want string) {
+		t.Helper()
+		err := archive.Migrate(ctx, c)
+		var se *config.SettingError
+		if !errors.As(err, &se) || se.Flag != "clickhouse-cluster" || !strings.Contains(err.Error(), want) {
+			t.Fatalf("migrate %+v: %v, want an error on --clickhouse-cluster saying %q", c, err, want)
+		}
+	}
+	unknown := cc
+	unknown.Cluster = "nope"
+	named(unknown, `no cluster "nope"`)
+	plain := shard[1]
+	plain.Database = "plain_" + testenv.RandomID(t)
+	if err := archive.Migrate(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	plain.Cluster = "cm"
+	plain.Addr = procs[0].Addr
+	named(plain, "as a local table")
+	first, err := archive.Open(ctx, archive.ConnConfig{Addr: procs[0].Addr, Database: plain.Database, User: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	var n uint64
+	if err := first.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase()").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the refused migrate created %d tables (%v) on the first host: every host is checked before any changes", n, err)
 	}
 }

@@ -40,7 +40,7 @@ type ConnConfig struct {
 // ConnConfigOf is the connection of the --clickhouse-* settings.
 func ConnConfigOf(c config.ClickHouse) ConnConfig {
 	return ConnConfig{Addr: c.Addr, Database: c.Database, User: c.User, Password: c.Password,
-		TLS: c.TLS, TLSCAFile: c.TLSCAFile, TLSServerName: c.TLSServerName, TLSInsecureSkipVerify: c.TLSInsecureSkipVerify}
+		TLS: c.TLS, TLSCAFile: c.TLSCAFile, TLSServerName: c.TLSServerName, TLSInsecureSkipVerify: c.TLSInsecureSkipVerify, Cluster: c.Cluster}
 }
 
 // MinServerVersion is the oldest ClickHouse the schema and queries are

@@ -190,13 +190,21 @@ func ClusterHosts(ctx context.Context, c ConnConfig) ([]string, error) {
 // migrateCluster runs the migrations on each host of the cluster, one host
 // after the other, each recording them in its own schema_migrations: a host
 // that missed a run (down, added later) is brought up to date by the next.
-// No ON CLUSTER, so no ZooKeeper is needed (see README.md).
+// No ON CLUSTER, so no ZooKeeper is needed (see README.md). Every host is
+// checked before any is changed.
 func migrateCluster(ctx context.Context, c ConnConfig) error {
 	hosts, err := ClusterHosts(ctx, c)
 	if err != nil {
 		return err
 	}
-	for _, h := range hosts {
+	conns := make([]driver.Conn, 0, len(hosts))
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	dbs := make([]string, len(hosts))
+	for i, h := range hosts {
 		hc := c
 		hc.Addr = h
 		if err := EnsureDatabase(ctx, hc); err != nil {
@@ -206,33 +214,37 @@ func migrateCluster(ctx context.Context, c ConnConfig) error {
 		if err != nil {
 			return fmt.Errorf("cluster %s: %w", c.Cluster, err)
 		}
-		err = migrateHost(ctx, conn, c.Cluster)
-		conn.Close()
-		if err != nil {
+		conns = append(conns, conn)
+		if dbs[i], err = checkClusterHost(ctx, conn); err != nil {
 			return fmt.Errorf("cluster %s, host %s: %w", c.Cluster, h, err)
+		}
+	}
+	for i, conn := range conns {
+		if err := migrate(ctx, conn, func(m Migration) []step { return clusterSteps(m, c.Cluster, dbs[i]) }); err != nil {
+			return fmt.Errorf("cluster %s, host %s: %w", c.Cluster, hosts[i], err)
 		}
 	}
 	return nil
 }
 
-func migrateHost(ctx context.Context, conn driver.Conn, cluster string) error {
-	var db string
+// checkClusterHost returns the host's database, refusing one that holds a
+// table of the non-cluster schema: CREATE … IF NOT EXISTS of its
+// Distributed table would silently do nothing.
+func checkClusterHost(ctx context.Context, conn driver.Conn) (string, error) {
+	var db, name string
 	if err := conn.QueryRow(ctx, "SELECT currentDatabase()").Scan(&db); err != nil {
-		return err
+		return "", err
 	}
-	// A table of the non-cluster schema would make CREATE … IF NOT EXISTS of
-	// its Distributed table a silent no-op.
-	var name string
 	err := conn.QueryRow(ctx, `SELECT name FROM system.tables WHERE database = ? AND name IN ('rated_usage', 'credit_ledger', 'usage_daily',
 		'usage_daily_done', 'usage_daily_dirty') AND engine != 'Distributed' LIMIT 1`, db).Scan(&name)
 	switch {
 	case err == nil:
-		return &config.SettingError{Flag: "clickhouse-cluster", Err: fmt.Errorf(
+		return "", &config.SettingError{Flag: "clickhouse-cluster", Err: fmt.Errorf(
 			"database %s already holds %s as a local table (created without --clickhouse-cluster): cluster mode needs a database of its own", db, name)}
 	case !errors.Is(err, sql.ErrNoRows):
-		return err
+		return "", err
 	}
-	return migrate(ctx, conn, func(m Migration) []step { return clusterSteps(m, cluster, db) })
+	return db, nil
 }
 
 // archiveTables are the tables that become <name>_local on each shard
