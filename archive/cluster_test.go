@@ -187,3 +187,21 @@ func TestClusterModeTwoShards(t *testing.T) {
 		t.Fatalf("the refused migrate created %d tables (%v) on the first host: every host is checked before any changes", n, err)
 	}
 }
+
+// The analysts' queries of README.md give the same answers through the
+// Distributed tables of a two-shard cluster.
+func TestReadmeQueriesOnCluster(t *testing.T) {
+	procs := testenv.StartClickHouseCluster(t, "cm", 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cc := archive.ConnConfig{Addr: procs[1].Addr, Database: "cl_" + testenv.RandomID(t), User: "default", Cluster: "cm"}
+	if err := archive.Migrate(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := archive.Open(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	checkReadmeQueries(t, conn, archive.NewWriter(conn))
+}
