@@ -14,6 +14,7 @@ import (
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/reconcile"
 )
 
 // Cluster mode on two private clickhouse-servers as two shards: migrate
@@ -146,6 +147,10 @@ func TestClusterModeTwoShards(t *testing.T) {
 	if err != nil || len(heads) != subs || heads["sub-3"].Seq != 2 {
 		t.Fatalf("ledger heads %+v, %v", heads, err)
 	}
+	st, err := reconcile.ArchiveState(ctx, conn, "sub-6")
+	if err != nil || st.LastSeq != 2 || !st.Balance.Equal((credit.Credits(1000)-want["sub-6"]).Decimal()) || st.Watermarks["usage-events/1"] != perSub-1 {
+		t.Fatalf("archive state of sub-6: %+v, %v", st, err)
+	}
 	// Immutability holds through the Distributed table.
 	err = w.WriteLedger(ctx, []archive.LedgerRow{{SubscriptionID: "sub-5", Seq: 2, CustomerID: "cust-1", Kind: archive.KindUsage,
 		Amount: credit.Credits(-1), BalanceAfter: credit.Credits(999), CreatedAt: at}})
@@ -162,7 +167,7 @@ func TestClusterModeTwoShards(t *testing.T) {
 		t.Helper()
 		err := archive.Migrate(ctx, c)
 		var se *config.SettingError
-		if !errors.As(err, &se) || se.Flag != "clickhouse-cluster" || !strings.Contains(err.Error(), want) {
+		if !errors.As(err, &se) || se.Flag != "clickhouse-cluster" || !strings.Contains(err.Error(), want) || !errors.Is(err, archive.ErrBadCluster) {
 			t.Fatalf("migrate %+v: %v, want an error on --clickhouse-cluster saying %q", c, err, want)
 		}
 	}

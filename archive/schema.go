@@ -154,6 +154,10 @@ func Migrate(ctx context.Context, c ConnConfig) error {
 	return migrate(ctx, conn, nil)
 }
 
+// ErrBadCluster is a --clickhouse-cluster the servers cannot serve as
+// configured: retrying does not help.
+var ErrBadCluster = errors.New("bad ClickHouse cluster setting")
+
 // ClusterHosts is the host:port of every replica of every shard of
 // c.Cluster, as the server at c.Addr knows it (system.clusters).
 func ClusterHosts(ctx context.Context, c ConnConfig) ([]string, error) {
@@ -182,7 +186,7 @@ func ClusterHosts(ctx context.Context, c ConnConfig) ([]string, error) {
 	}
 	if len(hosts) == 0 {
 		return nil, &config.SettingError{Flag: "clickhouse-cluster",
-			Err: fmt.Errorf("the server %s has no cluster %q in its remote_servers", c.Addr, c.Cluster)}
+			Err: fmt.Errorf("%w: the server %s has no cluster %q in its remote_servers", ErrBadCluster, c.Addr, c.Cluster)}
 	}
 	return hosts, nil
 }
@@ -240,7 +244,7 @@ func checkClusterHost(ctx context.Context, conn driver.Conn) (string, error) {
 	switch {
 	case err == nil:
 		return "", &config.SettingError{Flag: "clickhouse-cluster", Err: fmt.Errorf(
-			"database %s already holds %s as a local table (created without --clickhouse-cluster): cluster mode needs a database of its own", db, name)}
+			"%w: database %s already holds %s as a local table (created without --clickhouse-cluster): cluster mode needs a database of its own", ErrBadCluster, db, name)}
 	case !errors.Is(err, sql.ErrNoRows):
 		return "", err
 	}
