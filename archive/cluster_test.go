@@ -148,7 +148,7 @@ func TestClusterModeTwoShards(t *testing.T) {
 		t.Fatalf("ledger heads %+v, %v", heads, err)
 	}
 	st, err := reconcile.ArchiveState(ctx, conn, "sub-6")
-	if err != nil || st.LastSeq != 2 || !st.Balance.Equal((credit.Credits(1000)-want["sub-6"]).Decimal()) || st.Watermarks["usage-events/1"] != perSub-1 {
+	if err != nil || st.LastSeq != 2 || !st.Balance.Equal((credit.Credits(1000) - want["sub-6"]).Decimal()) || st.Watermarks["usage-events/1"] != perSub-1 {
 		t.Fatalf("archive state of sub-6: %+v, %v", st, err)
 	}
 	// Immutability holds through the Distributed table.
