@@ -32,12 +32,15 @@ type ConnConfig struct {
 	TLSCAFile             string // PEM; empty: the system roots
 	TLSServerName         string // empty: each address's host
 	TLSInsecureSkipVerify bool
+	// Cluster names a cluster of the servers' remote_servers: the schema is
+	// created on every host of it, sharded by subscription (see README.md).
+	Cluster string
 }
 
 // ConnConfigOf is the connection of the --clickhouse-* settings.
 func ConnConfigOf(c config.ClickHouse) ConnConfig {
 	return ConnConfig{Addr: c.Addr, Database: c.Database, User: c.User, Password: c.Password,
-		TLS: c.TLS, TLSCAFile: c.TLSCAFile, TLSServerName: c.TLSServerName, TLSInsecureSkipVerify: c.TLSInsecureSkipVerify}
+		TLS: c.TLS, TLSCAFile: c.TLSCAFile, TLSServerName: c.TLSServerName, TLSInsecureSkipVerify: c.TLSInsecureSkipVerify, Cluster: c.Cluster}
 }
 
 // MinServerVersion is the oldest ClickHouse the schema and queries are
@@ -106,7 +109,15 @@ func Connect(c ConnConfig) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	var settings clickhouse.Settings
+	if c.Cluster != "" {
+		// An insert through a Distributed table returns once every shard
+		// has its rows (the default queues them on local disk and sends
+		// later: not durable where acknowledged, not readable at once).
+		settings = clickhouse.Settings{"insert_distributed_sync": 1}
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
+		Settings:         settings,
 		Addr:             c.Addrs(),
 		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
 		Protocol:         clickhouse.Native,

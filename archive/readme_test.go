@@ -121,6 +121,12 @@ func queryLines(t *testing.T, conn driver.Conn, sql string) []string {
 
 func TestReadmeQueries(t *testing.T) {
 	conn, w := migrated(t)
+	checkReadmeQueries(t, conn, w)
+}
+
+// checkReadmeQueries seeds the examples through w and runs every README
+// query on conn.
+func checkReadmeQueries(t *testing.T, conn driver.Conn, w *archive.Writer) {
 	seedExamples(t, conn, w)
 	byDay := []string{
 		"cust-a ai-agent-email 2026-11-03 1 1 1",

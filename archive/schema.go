@@ -2,11 +2,18 @@ package archive
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"net"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/creditmeter/creditmeter/internal/config"
 )
 
 // Migration is one schema change, applied once, in order. Statements must be
@@ -130,8 +137,12 @@ var Migrations = []Migration{
 }
 
 // Migrate creates the database if missing and applies every migration not yet
-// recorded in schema_migrations.
+// recorded in schema_migrations. With c.Cluster it does so on every host of
+// the cluster (see clusterSteps).
 func Migrate(ctx context.Context, c ConnConfig) error {
+	if c.Cluster != "" {
+		return migrateCluster(ctx, c)
+	}
 	if err := EnsureDatabase(ctx, c); err != nil {
 		return err
 	}
@@ -140,10 +151,145 @@ func Migrate(ctx context.Context, c ConnConfig) error {
 		return err
 	}
 	defer conn.Close()
-	return migrate(ctx, conn)
+	return migrate(ctx, conn, nil)
 }
 
-func migrate(ctx context.Context, conn driver.Conn) error {
+// ErrBadCluster is a --clickhouse-cluster the servers cannot serve as
+// configured: retrying does not help.
+var ErrBadCluster = errors.New("bad ClickHouse cluster setting")
+
+// ClusterHosts is the host:port of every replica of every shard of
+// c.Cluster, as the server at c.Addr knows it (system.clusters).
+func ClusterHosts(ctx context.Context, c ConnConfig) ([]string, error) {
+	c.Database = ""
+	conn, err := Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT host_address, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", c.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: read system.clusters: %w", c.Addr, err)
+	}
+	defer rows.Close()
+	var hosts []string
+	for rows.Next() {
+		var host string
+		var port uint16
+		if err := rows.Scan(&host, &port); err != nil {
+			return nil, fmt.Errorf("clickhouse %s: read system.clusters: %w", c.Addr, err)
+		}
+		hosts = append(hosts, net.JoinHostPort(host, strconv.Itoa(int(port))))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("clickhouse %s: read system.clusters: %w", c.Addr, err)
+	}
+	if len(hosts) == 0 {
+		return nil, &config.SettingError{Flag: "clickhouse-cluster",
+			Err: fmt.Errorf("%w: the server %s has no cluster %q in its remote_servers", ErrBadCluster, c.Addr, c.Cluster)}
+	}
+	return hosts, nil
+}
+
+// migrateCluster runs the migrations on each host of the cluster, one host
+// after the other, each recording them in its own schema_migrations: a host
+// that missed a run (down, added later) is brought up to date by the next.
+// No ON CLUSTER, so no ZooKeeper is needed (see README.md). Every host is
+// checked before any is changed.
+func migrateCluster(ctx context.Context, c ConnConfig) error {
+	hosts, err := ClusterHosts(ctx, c)
+	if err != nil {
+		return err
+	}
+	conns := make([]driver.Conn, 0, len(hosts))
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	dbs := make([]string, len(hosts))
+	for i, h := range hosts {
+		hc := c
+		hc.Addr = h
+		if err := EnsureDatabase(ctx, hc); err != nil {
+			return fmt.Errorf("cluster %s: %w", c.Cluster, err)
+		}
+		conn, err := Open(ctx, hc)
+		if err != nil {
+			return fmt.Errorf("cluster %s: %w", c.Cluster, err)
+		}
+		conns = append(conns, conn)
+		if dbs[i], err = checkClusterHost(ctx, conn); err != nil {
+			return fmt.Errorf("cluster %s, host %s: %w", c.Cluster, h, err)
+		}
+	}
+	for i, conn := range conns {
+		if err := migrate(ctx, conn, func(m Migration) []step { return clusterSteps(m, c.Cluster, dbs[i]) }); err != nil {
+			return fmt.Errorf("cluster %s, host %s: %w", c.Cluster, hosts[i], err)
+		}
+	}
+	return nil
+}
+
+// checkClusterHost returns the host's database, refusing one that holds a
+// table of the non-cluster schema: CREATE … IF NOT EXISTS of its
+// Distributed table would silently do nothing.
+func checkClusterHost(ctx context.Context, conn driver.Conn) (string, error) {
+	var db, name string
+	if err := conn.QueryRow(ctx, "SELECT currentDatabase()").Scan(&db); err != nil {
+		return "", err
+	}
+	err := conn.QueryRow(ctx, `SELECT name FROM system.tables WHERE database = ? AND name IN ('rated_usage', 'credit_ledger', 'usage_daily',
+		'usage_daily_done', 'usage_daily_dirty') AND engine != 'Distributed' LIMIT 1`, db).Scan(&name)
+	switch {
+	case err == nil:
+		return "", &config.SettingError{Flag: "clickhouse-cluster", Err: fmt.Errorf(
+			"%w: database %s already holds %s as a local table (created without --clickhouse-cluster): cluster mode needs a database of its own", ErrBadCluster, db, name)}
+	case !errors.Is(err, sql.ErrNoRows):
+		return "", err
+	}
+	return db, nil
+}
+
+// archiveTables are the tables that become <name>_local on each shard
+// behind a Distributed <name>.
+var archiveTables = regexp.MustCompile(`\b(rated_usage|credit_ledger|usage_daily|usage_daily_done|usage_daily_dirty)\b`)
+
+var createTable = regexp.MustCompile(`^CREATE TABLE IF NOT EXISTS (\w+) `)
+
+// clusterSteps is m in cluster mode: every table is a local table
+// <name>_local on each shard, the materialized view and the backfill work
+// on the local tables, and <name> is a Distributed table over the local
+// ones, sharded by cityHash64(subscription_id). All rows of a subscription
+// thus live on one shard, so ReplacingMergeTree's dedupe (per shard) and
+// FINAL see every copy of a key, and a query through <name> reads every
+// shard. Queries and the writer use <name> unchanged.
+func clusterSteps(m Migration, cluster, db string) []step {
+	local := archiveTables.ReplaceAllString(m.SQL, "${1}_local")
+	if table, column, ok := strings.Cut(m.AddsColumn, "."); ok {
+		return []step{{local, table + "_local", column}, {m.SQL, table, column}}
+	}
+	steps := []step{{sql: local}}
+	if t := createTable.FindStringSubmatch(m.SQL); t != nil {
+		steps = append(steps, step{sql: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %[1]s AS %[1]s_local ENGINE = Distributed(%s, %s, %s, cityHash64(subscription_id))",
+			t[1], quote(cluster), quote(db), quote(t[1]+"_local"))})
+	}
+	return steps
+}
+
+// step is one statement of a migration, skipped when column is set and
+// table already has it.
+type step struct{ sql, table, column string }
+
+func singleStep(m Migration) []step {
+	table, column, _ := strings.Cut(m.AddsColumn, ".")
+	return []step{{m.SQL, table, column}}
+}
+
+func migrate(ctx context.Context, conn driver.Conn, steps func(Migration) []step) error {
+	if steps == nil {
+		steps = singleStep
+	}
 	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version UInt32, name String, applied_at DateTime('UTC')
 	) ENGINE = ReplacingMergeTree ORDER BY version`); err != nil {
@@ -170,17 +316,18 @@ func migrate(ctx context.Context, conn driver.Conn) error {
 		if done[m.Version] {
 			continue
 		}
-		skip := false
-		if table, column, ok := strings.Cut(m.AddsColumn, "."); ok {
-			var n uint64
-			if err := conn.QueryRow(ctx, `SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?`,
-				table, column).Scan(&n); err != nil {
-				return fmt.Errorf("archive: migration %d (%s): %w", m.Version, m.Name, err)
+		for _, st := range steps(m) {
+			if st.column != "" {
+				var n uint64
+				if err := conn.QueryRow(ctx, `SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?`,
+					st.table, st.column).Scan(&n); err != nil {
+					return fmt.Errorf("archive: migration %d (%s): %w", m.Version, m.Name, err)
+				}
+				if n > 0 {
+					continue
+				}
 			}
-			skip = n > 0
-		}
-		if !skip {
-			if err := conn.Exec(ctx, m.SQL); err != nil {
+			if err := conn.Exec(ctx, st.sql); err != nil {
 				return fmt.Errorf("archive: migration %d (%s): %w", m.Version, m.Name, err)
 			}
 		}

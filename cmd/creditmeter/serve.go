@@ -109,7 +109,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	mctx, mcancel := context.WithTimeout(ctx, 5*time.Second)
 	migrateErr := archive.Migrate(mctx, cc)
 	mcancel()
-	if errors.Is(migrateErr, archive.ErrUnsupportedServer) {
+	if errors.Is(migrateErr, archive.ErrUnsupportedServer) || errors.Is(migrateErr, archive.ErrBadCluster) {
 		return migrateErr
 	}
 	if migrateErr == nil {

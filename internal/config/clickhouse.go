@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 
 	"github.com/spf13/pflag"
 )
@@ -21,6 +22,18 @@ func (t *ClickHouseTLS) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&t.TLSServerName, "clickhouse-tls-server-name", t.TLSServerName, "name the ClickHouse certificate must carry (default: each address's host)")
 	fs.BoolVar(&t.TLSInsecureSkipVerify, "clickhouse-tls-insecure-skip-verify", t.TLSInsecureSkipVerify, "do not verify ClickHouse's certificate (testing only: anyone on the path can read and change the archive)")
 }
+
+// ClickHouseCluster is the cluster mode of the archive (see archive/README.md).
+type ClickHouseCluster struct {
+	Cluster string
+}
+
+func (c *ClickHouseCluster) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Cluster, "clickhouse-cluster", c.Cluster, "cluster of the ClickHouse servers' remote_servers: tables on every host of it, sharded by subscription, read through Distributed tables (default: one server)")
+}
+
+// clusterName is what a remote_servers entry (an XML element) may be called.
+var clusterName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
 
 // validateConn checks --clickhouse-addr and the TLS settings.
 func (c ClickHouse) validateConn() []error {
@@ -44,6 +57,9 @@ func (c ClickHouse) validateConn() []error {
 				bad(flag, "needs --clickhouse-tls")
 			}
 		}
+	}
+	if c.Cluster != "" && !clusterName.MatchString(c.Cluster) {
+		bad("clickhouse-cluster", "must be a remote_servers name (letters, digits, _ . -), got %q", c.Cluster)
 	}
 	if c.TLSInsecureSkipVerify && c.TLSCAFile != "" {
 		bad("clickhouse-tls-insecure-skip-verify", "contradicts --clickhouse-tls-ca-file (a CA is only used to verify)")

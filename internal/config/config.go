@@ -93,6 +93,7 @@ type ClickHouse struct {
 	User     string
 	Password string
 	ClickHouseTLS
+	ClickHouseCluster
 }
 
 // HTTP is the API listener of serve and its separate /metrics listener.
@@ -201,6 +202,7 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.StringVar(&c.ClickHouse.User, "clickhouse-user", c.ClickHouse.User, "ClickHouse user")
 			fs.StringVar(&c.ClickHouse.Password, "clickhouse-password", c.ClickHouse.Password, "ClickHouse password")
 			c.ClickHouse.ClickHouseTLS.bind(fs)
+			c.ClickHouse.ClickHouseCluster.bind(fs)
 		case GroupHTTP:
 			fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "listen address of the HTTP API and web console, host:port")
 			fs.StringVar(&c.HTTP.MetricsAddr, "metrics-addr", c.HTTP.MetricsAddr, "listen address of /metrics for Prometheus, host:port (keep it private: the series name customers and subscriptions)")

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,38 +17,72 @@ import (
 // when the test ends.
 type ClickHouseProcess struct {
 	Addr       string // native protocol
-	SecureAddr string // native protocol over TLS (tcp_port_secure)
+	SecureAddr string // native protocol over TLS (tcp_port_secure); empty without TLS
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // StartClickHouseTLS starts a private clickhouse-server that also serves the
 // native protocol over TLS with pki's server certificate.
 func StartClickHouseTLS(t testing.TB, pki PKI) *ClickHouseProcess {
 	t.Helper()
+	tcp, secure := freePort(t), freePort(t)
+	extra := fmt.Sprintf(` <tcp_port_secure>%d</tcp_port_secure>
+ <openSSL><server><certificateFile>%s</certificateFile><privateKeyFile>%s</privateKeyFile>
+  <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><disableProtocols>sslv2,sslv3</disableProtocols></server></openSSL>
+`, secure, pki.ServerCert, pki.ServerKey)
+	p := &ClickHouseProcess{Addr: "127.0.0.1:" + strconv.Itoa(tcp), SecureAddr: "127.0.0.1:" + strconv.Itoa(secure)}
+	startClickHouse(t, tcp, extra, p.SecureAddr)
+	return p
+}
+
+// StartClickHouseCluster starts shards private clickhouse-servers, each
+// configured with a cluster of that name whose shard i (one replica, no
+// ZooKeeper) is server i.
+func StartClickHouseCluster(t testing.TB, name string, shards int) []*ClickHouseProcess {
+	t.Helper()
+	ports := make([]int, shards)
+	var remote strings.Builder
+	fmt.Fprintf(&remote, " <remote_servers><%s>\n", name)
+	for i := range ports {
+		ports[i] = freePort(t)
+		fmt.Fprintf(&remote, "  <shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>\n", ports[i])
+	}
+	fmt.Fprintf(&remote, " </%s></remote_servers>\n", name)
+	out := make([]*ClickHouseProcess, shards)
+	for i, p := range ports {
+		out[i] = &ClickHouseProcess{Addr: "127.0.0.1:" + strconv.Itoa(p)}
+		startClickHouse(t, p, remote.String(), out[i].Addr)
+	}
+	return out
+}
+
+// startClickHouse runs clickhouse-server on tcp with extra config lines and
+// waits until waitAddr accepts connections.
+func startClickHouse(t testing.TB, tcp int, extra, waitAddr string) {
+	t.Helper()
 	bin, err := exec.LookPath("clickhouse-server")
 	if err != nil {
 		Unavailable(t, "clickhouse-server binary", "PATH", err)
 	}
 	dir := t.TempDir()
-	port := func() int {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().(*net.TCPAddr).Port
-	}
-	tcp, secure, http, inter := port(), port(), port(), port()
+	http, inter := freePort(t), freePort(t)
 	conf := fmt.Sprintf(`<?xml version="1.0"?>
 <yandex>
  <logger><level>warning</level><log>%[1]s/server.log</log><errorlog>%[1]s/err.log</errorlog><size>10M</size><count>1</count></logger>
  <listen_host>127.0.0.1</listen_host>
  <tcp_port>%[2]d</tcp_port>
- <tcp_port_secure>%[3]d</tcp_port_secure>
- <http_port>%[4]d</http_port>
- <interserver_http_port>%[5]d</interserver_http_port>
- <openSSL><server><certificateFile>%[6]s</certificateFile><privateKeyFile>%[7]s</privateKeyFile>
-  <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><disableProtocols>sslv2,sslv3</disableProtocols></server></openSSL>
- <max_connections>64</max_connections>
+ <http_port>%[3]d</http_port>
+ <interserver_http_port>%[4]d</interserver_http_port>
+%[5]s <max_connections>64</max_connections>
  <max_concurrent_queries>20</max_concurrent_queries>
  <uncompressed_cache_size>134217728</uncompressed_cache_size>
  <mark_cache_size>53687091</mark_cache_size>
@@ -59,7 +94,7 @@ func StartClickHouseTLS(t testing.TB, pki PKI) *ClickHouseProcess {
  <default_database>default</default_database>
  <mlock_executable>false</mlock_executable>
 </yandex>
-`, dir, tcp, secure, http, inter, pki.ServerCert, pki.ServerKey)
+`, dir, tcp, http, inter, extra)
 	path := filepath.Join(dir, "config.xml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -69,17 +104,16 @@ func StartClickHouseTLS(t testing.TB, pki PKI) *ClickHouseProcess {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	p := &ClickHouseProcess{Addr: "127.0.0.1:" + strconv.Itoa(tcp), SecureAddr: "127.0.0.1:" + strconv.Itoa(secure)}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", p.SecureAddr, time.Second)
+		c, err := net.DialTimeout("tcp", waitAddr, time.Second)
 		if err == nil {
 			c.Close()
-			return p
+			return
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(dir, "err.log"))
-			t.Fatalf("private clickhouse-server did not listen on %s: %v\n%s", p.SecureAddr, err, log)
+			t.Fatalf("private clickhouse-server did not listen on %s: %v\n%s", waitAddr, err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
