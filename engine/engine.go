@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -88,6 +89,10 @@ type Config struct {
 	// replication ids); a change means a restart or a failover, which may
 	// have lost writes. Nil: checked at start only.
 	RedisIdentity func(ctx context.Context) (string, error)
+	// StuckAfter is how long a member whose partitions have messages may
+	// fetch nothing before it rejoins the group (default 2m; needs a Source
+	// that reports its lag and can rewind).
+	StuckAfter time.Duration
 	// WaitReplicas, when set, returns once enough Redis replicas hold the
 	// balance changes made so far (balance.Store.WaitReplicas); a batch's
 	// offsets are committed only after it, so a failover loses nothing
@@ -124,6 +129,11 @@ type Engine struct {
 	seen     map[string]int64
 	identity string
 	verified bool
+	// progress is when a batch was last fetched or finished (unix ns);
+	// inflight counts batches fetched and not yet finished.
+	progress    atomic.Int64
+	inflight    atomic.Int32
+	fetchFailed atomic.Bool
 }
 
 // ErrConfig is returned by New for missing dependencies or bad settings.
@@ -154,6 +164,9 @@ func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive
 	}
 	if cfg.RetryMax == 0 {
 		cfg.RetryMax = 5 * time.Second
+	}
+	if cfg.StuckAfter == 0 {
+		cfg.StuckAfter = 2 * time.Minute
 	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 30 * time.Second
@@ -216,6 +229,8 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 func (e *Engine) run(ctx context.Context) error {
+	e.inflight.Store(0)
+	e.progress.Store(time.Now().UnixNano())
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	// Retries during normal running never time out (a long outage is waited
@@ -234,6 +249,8 @@ func (e *Engine) run(ctx context.Context) error {
 					cancel() // stop the other stage too
 				}
 			}
+			e.inflight.Add(-1)
+			e.progress.Store(time.Now().UnixNano())
 		}
 		finished <- err
 	}()
@@ -255,12 +272,21 @@ func (e *Engine) produce(ctx, pctx context.Context, work chan<- *pending) error 
 			}
 			// A fetch error (broker away, rebalance) is retried like any other.
 			e.setStalled("fetch", err)
+			e.fetchFailed.Store(true)
 			if !sleep(ctx, e.cfg.RetryMin) {
 				return nil
 			}
 			continue
 		}
+		if e.fetchFailed.Swap(false) {
+			e.setStalled("fetch", nil)
+		}
+		e.progress.Store(time.Now().UnixNano())
+		e.inflight.Add(1)
 		p, err := e.prepare(pctx, msgs)
+		if p == nil {
+			e.inflight.Add(-1)
+		}
 		if err != nil {
 			if pctx.Err() != nil {
 				return nil // the finishing stage failed, or the drain ran out
@@ -298,10 +324,37 @@ func (e *Engine) exportLag(ctx context.Context, ls LagSource) {
 			if len(lags) == 0 {
 				delay = min(delay, time.Second)
 			}
+			e.unstick(ctx, lags)
 		}
 		if !sleep(ctx, delay) {
 			return
 		}
+	}
+}
+
+// unstick rejoins the group when the member's partitions have messages but
+// nothing was fetched for StuckAfter, with no batch in flight and no
+// service failing: a consumer-group reader that missed a rebalance (seen
+// under heavy load) waits forever otherwise. Nothing was fetched, so
+// nothing is lost: the rejoined reader starts at the committed offsets.
+func (e *Engine) unstick(ctx context.Context, lags map[int]int64) {
+	var behind int64
+	for _, l := range lags {
+		behind += l
+	}
+	rw, ok := e.src.(Rewinder)
+	idle := time.Since(time.Unix(0, e.progress.Load()))
+	if !ok || behind == 0 || idle < e.cfg.StuckAfter || e.inflight.Load() != 0 || e.Ready() != nil {
+		return
+	}
+	e.log.Warn("the consumer fetched nothing while its partitions have messages; rejoining the group",
+		"behind", behind, "idle", idle.Round(time.Second))
+	if e.m != nil {
+		e.m.Retries.WithLabelValues("rejoin").Inc()
+	}
+	e.progress.Store(time.Now().UnixNano())
+	if err := rw.Rewind(ctx); err != nil {
+		e.log.Warn("rejoining the group", "err", err)
 	}
 }
 
