@@ -56,6 +56,28 @@ func checkNoSeqReuse(t *testing.T, h *e2e.Harness) {
 	}
 }
 
+// exactAndUnchanged checks the end of a loss test: balances, rated rows and
+// ledger sums exact, no seq archived twice, every entry archived before the
+// loss (before) unchanged, and reconcile --deep clean.
+func exactAndUnchanged(t *testing.T, h *e2e.Harness, before map[string]string) {
+	t.Helper()
+	h.Verify()
+	checkNoSeqReuse(t, h)
+	after := archivedLedger(t, h)
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("archived ledger entry %s changed: %q, now %q", k, v, after[k])
+		}
+	}
+	rep, err := reconcile.Run(context.Background(), h.Balances, h.Conn, reconcile.Options{Deep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Drift) != 0 {
+		t.Errorf("reconcile after the repair: %d subscriptions drift, first %+v", len(rep.Drift), rep.Drift[0])
+	}
+}
+
 // Redis loses acknowledged writes mid-stream: it is restarted from a copy
 // of its data directory taken seconds earlier (an OS crash under
 // appendfsync everysec, or a failover to a replica that far behind), then,
@@ -109,21 +131,7 @@ func TestRedisLosesAcknowledgedWrites(t *testing.T) {
 	stop()
 	stop = nil
 
-	h.Verify()
-	checkNoSeqReuse(t, h)
-	after := archivedLedger(t, h)
-	for k, v := range before {
-		if after[k] != v {
-			t.Errorf("archived ledger entry %s changed: %q, now %q", k, v, after[k])
-		}
-	}
-	rep, err := reconcile.Run(context.Background(), h.Balances, h.Conn, reconcile.Options{Deep: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Drift) != 0 {
-		t.Errorf("reconcile after the repair: %d subscriptions drift: %+v", len(rep.Drift), rep.Drift[0])
-	}
+	exactAndUnchanged(t, h, before)
 	t.Logf("repaired %v subscriptions; %v ledger entries refused", testutil.ToFloat64(m.Repairs), testutil.ToFloat64(m.LedgerConflicts))
 }
 
@@ -236,14 +244,7 @@ func TestFailoverToLaggingReplica(t *testing.T) {
 	if n := testutil.ToFloat64(m.Repairs); n == 0 {
 		t.Errorf("no subscription repaired after the failover lost writes")
 	}
-	h.Verify()
-	checkNoSeqReuse(t, h)
-	after := archivedLedger(t, h)
-	for k, v := range before {
-		if after[k] != v {
-			t.Errorf("archived ledger entry %s changed: %q, now %q", k, v, after[k])
-		}
-	}
+	exactAndUnchanged(t, h, before)
 }
 
 // The scenario: all events are in Kafka, the engine drains them;
@@ -286,21 +287,7 @@ func TestRedisRestartedFromCopyMidDrain(t *testing.T) {
 	took := time.Since(start)
 	stop()
 	stop = nil
-	h.Verify()
-	checkNoSeqReuse(t, h)
-	after := archivedLedger(t, h)
-	for k, v := range before {
-		if after[k] != v {
-			t.Errorf("archived ledger entry %s changed: %q, now %q", k, v, after[k])
-		}
-	}
-	rep, err := reconcile.Run(context.Background(), h.Balances, h.Conn, reconcile.Options{Deep: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Drift) != 0 {
-		t.Errorf("reconcile: %d subscriptions drift, first %+v", len(rep.Drift), rep.Drift[0])
-	}
+	exactAndUnchanged(t, h, before)
 	t.Logf("%d messages in %s; %v subscriptions repaired, %v ledger entries refused, %d archived entries before the loss unchanged",
 		len(st.Msgs), took.Round(time.Millisecond), testutil.ToFloat64(m.Repairs), testutil.ToFloat64(m.LedgerConflicts), len(before))
 }
