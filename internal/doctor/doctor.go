@@ -106,10 +106,36 @@ func clickhouseDatabase(ctx context.Context, c config.ClickHouse) (string, error
 	if err := conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", c.Database).Scan(&n); err != nil {
 		return "", fmt.Errorf("clickhouse %s: list databases: %w", c.Addr, err)
 	}
-	if n == 0 {
-		return version + fmt.Sprintf("database %q does not exist (--clickhouse-database): serve creates it at start; invoice, reconcile and SQL need it", c.Database), nil
+	topology := ""
+	if c.Cluster != "" {
+		if topology, err = clickhouseCluster(ctx, cc); err != nil {
+			return "", err
+		}
 	}
-	return version + fmt.Sprintf("database %q", c.Database), nil
+	if n == 0 {
+		return version + fmt.Sprintf("database %q does not exist (--clickhouse-database): serve creates it at start; invoice, reconcile and SQL need it", c.Database) + topology, nil
+	}
+	return version + fmt.Sprintf("database %q", c.Database) + topology, nil
+}
+
+// clickhouseCluster checks that every host of --clickhouse-cluster answers
+// with the same credentials and TLS, and says how many there are.
+func clickhouseCluster(ctx context.Context, cc archive.ConnConfig) (string, error) {
+	hosts, err := archive.ClusterHosts(ctx, cc)
+	if err != nil {
+		return "", err
+	}
+	for _, h := range hosts {
+		one := cc
+		one.Addr, one.Cluster = h, ""
+		conn, err := archive.Open(ctx, one)
+		if err != nil {
+			return "", &config.SettingError{Flag: "clickhouse-cluster",
+				Err: fmt.Errorf("host %s of cluster %q (system.clusters of %s): %w", h, cc.Cluster, cc.Addr, err)}
+		}
+		conn.Close()
+	}
+	return fmt.Sprintf("; cluster %q: %d hosts answer (%s)", cc.Cluster, len(hosts), strings.Join(hosts, ", ")), nil
 }
 
 func httpReady(ctx context.Context, url string) error {
