@@ -18,14 +18,39 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// PKI is a CA and the server (127.0.0.1, redis.test) and client
-// certificates it signed, and another CA, as PEM files in a temporary
-// directory, for TLS tests.
+// PKI is a CA and the server and client certificates it signed, and
+// another CA, as PEM files in a temporary directory, for TLS tests.
 type PKI struct {
 	CA, ServerCert, ServerKey, ClientCert, ClientKey, OtherCA string
 }
 
+// NewPKI is a PKI whose server certificate is for 127.0.0.1 and redis.test.
 func NewPKI(t testing.TB) PKI {
+	t.Helper()
+	return newPKI(t, "redis", []string{"redis.test"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+}
+
+// TLSFiles are PEM files of a test CA and of a server certificate it signed.
+type TLSFiles struct {
+	CA   string // the CA's certificate
+	Cert string // the server's certificate
+	Key  string // the server's private key
+	// OtherCA is a CA that signed nothing here (to test an untrusted server).
+	OtherCA string
+}
+
+// GenerateTLS makes a CA and a server certificate for localhost, 127.0.0.1
+// and ::1 (plus names), valid for a day; the certificate also serves as a
+// client certificate (mutual TLS).
+func GenerateTLS(t testing.TB, names ...string) TLSFiles {
+	t.Helper()
+	p := newPKI(t, "localhost", append([]string{"localhost"}, names...), []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")})
+	return TLSFiles{CA: p.CA, Cert: p.ServerCert, Key: p.ServerKey, OtherCA: p.OtherCA}
+}
+
+// newPKI issues the CA, another CA, a server certificate for dns and ips
+// (usable as a client certificate too) and a client certificate.
+func newPKI(t testing.TB, cn string, dns []string, ips []net.IP) PKI {
 	t.Helper()
 	dir := t.TempDir()
 	write := func(name, typ string, der []byte) string {
@@ -53,15 +78,18 @@ func NewPKI(t testing.TB) PKI {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, _ := x509.ParseCertificate(der)
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return c, k, der
 	}
-	leaf := func(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, name string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) ([]byte, []byte) {
+	leaf := func(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, name string, usage []x509.ExtKeyUsage, ips []net.IP, dns []string) ([]byte, []byte) {
 		k := key()
 		serial++
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, DNSNames: dns}
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage, IPAddresses: ips, DNSNames: dns}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
 		if err != nil {
 			t.Fatal(err)
@@ -74,8 +102,8 @@ func NewPKI(t testing.TB) PKI {
 	}
 	caCert, caKey, caDER := ca("creditmeter test CA")
 	_, _, otherDER := ca("some other CA")
-	sc, sk := leaf(caCert, caKey, "redis", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"redis.test"})
-	cc, ck := leaf(caCert, caKey, "creditmeter", x509.ExtKeyUsageClientAuth, nil, nil)
+	sc, sk := leaf(caCert, caKey, cn, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, ips, dns)
+	cc, ck := leaf(caCert, caKey, "creditmeter", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, nil)
 	return PKI{
 		CA: write("ca.pem", "CERTIFICATE", caDER), OtherCA: write("other-ca.pem", "CERTIFICATE", otherDER),
 		ServerCert: write("server.pem", "CERTIFICATE", sc), ServerKey: write("server.key", "PRIVATE KEY", sk),
