@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -259,6 +260,9 @@ type ConsumerConfig struct {
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
 	RebalanceTimeout  time.Duration
+	// Logger, if set, receives the group membership events of kafka-go
+	// (joins, assignments, sync: Info) and its errors (Warn).
+	Logger *slog.Logger
 }
 
 // NewConsumer joins the group; a new group starts at the oldest offset.
@@ -292,8 +296,30 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 	}
+	if c.Logger != nil {
+		rc.Logger, rc.ErrorLogger = kafkaLog(c.Logger)
+	}
 	return &Consumer{cfg: c, rcfg: rc, clientID: id, client: c.Conn.Client(10 * time.Second),
 		r: kafka.NewReader(rc)}
+}
+
+// kafkaLog adapts kafka-go's printf loggers. Its per-commit and idle-fetch
+// lines go to Debug; group membership changes are rare and worth seeing.
+func kafkaLog(l *slog.Logger) (kafka.Logger, kafka.Logger) {
+	info := kafka.LoggerFunc(func(format string, args ...any) {
+		msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+		level := slog.LevelInfo
+		for _, chatty := range []string{"committed offsets", "no messages received", "started commit", "stopped commit"} {
+			if strings.HasPrefix(msg, chatty) {
+				level = slog.LevelDebug
+			}
+		}
+		l.Log(context.Background(), level, "kafka consumer: "+msg)
+	})
+	warn := kafka.LoggerFunc(func(format string, args ...any) {
+		l.Warn("kafka consumer: " + strings.TrimSpace(fmt.Sprintf(format, args...)))
+	})
+	return info, warn
 }
 
 func (c *Consumer) reader() *kafka.Reader {

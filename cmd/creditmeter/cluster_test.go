@@ -72,7 +72,7 @@ func TestThreeServesOnClusterOneKilledIsExact(t *testing.T) {
 	lag, _ := h.GroupLag(t.Context(), "trio")
 	t.Logf("killing one of three engines with %d events not committed", lag)
 	procs[1].kill()
-	procs[0].waitDone(h, "trio", 6*time.Minute)
+	waitGroupDone(t, h, "trio", 6*time.Minute, procs...)
 	procs[0].stop()
 	procs[2].stop()
 	h.Verify()

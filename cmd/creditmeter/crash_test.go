@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -42,18 +44,29 @@ func (l *lockedBuffer) String() string {
 // log if it does not.
 func (p *serveProc) waitDone(h *e2e.Harness, group string, timeout time.Duration) {
 	p.t.Helper()
+	waitGroupDone(p.t, h, group, timeout, p)
+}
+
+// waitGroupDone waits for the group to commit everything; if it does not,
+// the test fails with the group's state and the end of every process's log.
+func waitGroupDone(t *testing.T, h *e2e.Harness, group string, timeout time.Duration, procs ...*serveProc) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		lag, err := h.GroupLag(p.t.Context(), group)
+		lag, err := h.GroupLag(t.Context(), group)
 		if err == nil && lag == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			out := p.out.String()
-			if len(out) > 8000 {
-				out = out[len(out)-8000:]
+			var logs strings.Builder
+			for i, p := range procs {
+				out := p.out.String()
+				if len(out) > 8000 {
+					out = out[len(out)-8000:]
+				}
+				fmt.Fprintf(&logs, "--- serve %d's log ends:\n%s\n", i, out)
 			}
-			p.t.Fatalf("group %s still %d behind after %s (%v); serve's log ends:\n%s", group, lag, timeout, err, out)
+			t.Fatalf("group %s still %d behind after %s (%v)\n%s%s", group, lag, timeout, err, h.GroupState(t.Context(), group), logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

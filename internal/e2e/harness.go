@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -362,6 +363,48 @@ func (h *Harness) GroupLag(ctx context.Context, group string) (int64, error) {
 		lag += p.LastOffset - committed[p.Partition]
 	}
 	return lag, nil
+}
+
+// GroupState describes the group for a failing test: its state, each
+// member's assigned partitions and the lag of every partition.
+func (h *Harness) GroupState(ctx context.Context, group string) string {
+	c := &kafka.Client{Addr: kafka.TCP(h.Broker.Addr())}
+	var b strings.Builder
+	dg, err := c.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil {
+		return fmt.Sprintf("describe group %s: %v", group, err)
+	}
+	for _, g := range dg.Groups {
+		fmt.Fprintf(&b, "group %s state %s err %v\n", g.GroupID, g.GroupState, g.Error)
+		for _, m := range g.Members {
+			fmt.Fprintf(&b, "  member %s client %s host %s:", m.MemberID, m.ClientID, m.ClientHost)
+			for _, t := range m.MemberAssignments.Topics {
+				fmt.Fprintf(&b, " %s%v", t.Topic, t.Partitions)
+			}
+			b.WriteString("\n")
+		}
+	}
+	parts := make([]int, h.parts)
+	reqs := make([]kafka.OffsetRequest, h.parts)
+	for i := range parts {
+		parts[i], reqs[i] = i, kafka.LastOffsetOf(i)
+	}
+	of, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{Topic: parts}})
+	if err != nil {
+		return b.String() + err.Error()
+	}
+	lo, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{Topic: reqs}})
+	if err != nil {
+		return b.String() + err.Error()
+	}
+	committed := map[int]int64{}
+	for _, p := range of.Topics[Topic] {
+		committed[p.Partition] = p.CommittedOffset
+	}
+	for _, p := range lo.Topics[Topic] {
+		fmt.Fprintf(&b, "  partition %d: end %d committed %d\n", p.Partition, p.LastOffset, committed[p.Partition])
+	}
+	return b.String()
 }
 
 // WaitGroupDone waits until the group has committed every message.
