@@ -346,10 +346,34 @@ func TestConsoleHelpers(t *testing.T) {
 		`parentPath("prepaid")`:                                  "",
 		`isoOrRaw("tomorrow")`:                                   "tomorrow",
 	} {
-		if got := eval[string](b, "(function(){ const {toBig, fromBig, fmt, money, parentPath, isoOrRaw} = window.creditmeterConsole; return String("+expr+") })()"); got != want {
+		if got := imported[string](b, expr); got != want {
 			t.Errorf("%s = %q, want %q", expr, got, want)
 		}
 	}
+	// No helper leaks onto window: the page's modules keep them.
+	if eval[bool](b, `'creditmeterConsole' in window || typeof toBig !== 'undefined'`) {
+		t.Error("the console's helpers are on window")
+	}
+}
+
+// imported evaluates expr with the helpers imported from the console's
+// modules, as a module of the page would import them.
+func imported[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	js := `(async () => {
+		const mod = (name) => import(new URL(name, document.baseURI).href);
+		const {toBig, fromBig, fmt, money} = await mod('decimal.js');
+		const {parentPath} = await mod('dom.js');
+		const {isoOrRaw} = await mod('format.js');
+		return String(` + expr + `);
+	})()`
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.fail("evaluate %s: %v", expr, err)
+	}
+	return v
 }
 
 func TestConsoleSeedStory(t *testing.T) {

@@ -17,6 +17,9 @@ import (
 	"time"
 )
 
+// static holds the page and its ES modules (pages/ too: a directory embeds
+// its subdirectories).
+//
 //go:embed static
 var static embed.FS
 
@@ -41,9 +44,9 @@ type asset struct {
 //
 //	mux.Handle("/console/", console.Handler())
 //
-// It answers /console (redirect), /console/ (the page) and the page's assets,
-// and works behind http.StripPrefix too: assets are looked up by the last path
-// element.
+// It answers /console (redirect), /console/ (the page) and the page's assets
+// (static/, the ES modules in pages/ included), and works behind
+// http.StripPrefix too: an asset is looked up by the end of the path.
 func Handler() http.Handler {
 	assets := map[string]asset{}
 	err := fs.WalkDir(static, "static", func(p string, d fs.DirEntry, err error) error {
@@ -59,7 +62,7 @@ func Handler() http.Handler {
 		if !ok {
 			ct = "application/octet-stream"
 		}
-		assets[path.Base(p)] = asset{body: b, ctype: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		assets[strings.TrimPrefix(p, "static/")] = asset{body: b, ctype: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 		return nil
 	})
 	if err != nil {
@@ -76,11 +79,7 @@ func Handler() http.Handler {
 			http.Redirect(w, r, "/console/", http.StatusMovedPermanently)
 			return
 		}
-		name := path.Base(p)
-		if strings.HasSuffix(p, "/") || p == "" {
-			name = "index.html"
-		}
-		a, ok := assets[name]
+		name, a, ok := lookup(assets, p)
 		if !ok {
 			http.NotFound(w, r)
 			return
@@ -96,4 +95,25 @@ func Handler() http.Handler {
 		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(a.body))
 	})
+}
+
+// lookup finds the asset a request path ends with: "/console/pages/login.js"
+// is pages/login.js whatever precedes it (the mount, a proxy's prefix, or
+// nothing behind http.StripPrefix), so the modules' relative imports resolve
+// under any prefix. A path ending in "/" is the page.
+func lookup(assets map[string]asset, p string) (string, asset, bool) {
+	if p == "" || strings.HasSuffix(p, "/") {
+		a, ok := assets["index.html"]
+		return "index.html", a, ok
+	}
+	for rest := p; ; {
+		if a, ok := assets[rest]; ok {
+			return path.Base(rest), a, true
+		}
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
+			return "", asset{}, false
+		}
+		rest = rest[i+1:]
+	}
 }

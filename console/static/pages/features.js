@@ -1,0 +1,36 @@
+// Metered features: the list and a form for a new one with its meter.
+import { h, field, input, select, errorP, formError, clearErrors, showError, val, page } from '../dom.js';
+import { api, get } from '../api.js';
+import { rerender } from '../session.js';
+
+export async function pageFeatures() {
+  const list = (await get('/features')).data;
+  const kind = select('feat-kind', 'meter.kind', [['event_based', 'Event-based'], ['pre_aggregated', 'Pre-aggregated totals']], 'event_based');
+  const form = h('form', { class: 'card', id: 'feature-form', novalidate: true }, h('h2', {}, 'New feature'), formError(),
+    h('div', { class: 'row' }, field('Feature ID', input('feat-id', 'id', { placeholder: 'ai-agent-email' })), field('Name', input('feat-name', 'name', { placeholder: 'AI Agent Email' }))),
+    h('fieldset', { id: 'feat-meter', 'data-field': 'meter' }, h('legend', {}, 'Meter'), errorP('feat-meter'),
+      h('div', { class: 'row' }, field('Meter kind', kind), field('Event name', input('feat-event', 'meter.event_name', { placeholder: 'email.sent' })),
+        field('Aggregation', select('feat-agg', 'meter.aggregation', [['COUNT', 'COUNT (each event is 1 unit)'], ['SUM', 'SUM of a dimension']], 'COUNT')),
+        field('Dimension (SUM only)', input('feat-dim', 'meter.dimension', { placeholder: 'tokens' })))),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Create feature')));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault(); clearErrors(form);
+    const meter = { kind: val('feat-kind') };
+    if (meter.kind === 'event_based') {
+      meter.event_name = val('feat-event'); meter.aggregation = val('feat-agg');
+      if (val('feat-dim')) meter.dimension = val('feat-dim');
+    }
+    try { await api('POST', '/features', { id: val('feat-id'), name: val('feat-name'), meter }); rerender(); } catch (e) { showError(form, e); }
+  });
+  page('Features', 'Product Catalog',
+    h('div', { class: 'card' }, h('table', { id: 'features' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Feature'), h('th', {}, 'ID'), h('th', {}, 'Meter'))),
+      h('tbody', {}, list.map((f) => h('tr', {}, h('td', {}, f.name), h('td', {}, f.id), h('td', {}, meterText(f.meter))))))),
+    form);
+}
+function meterText(m) {
+  if (!m) return '';
+  if (m.kind !== 'event_based') return 'pre-aggregated (cannot map to credits)';
+  return 'event "' + m.event_name + '" · ' + (m.aggregation === 'SUM' ? 'SUM(' + m.dimension + ')' : 'COUNT');
+}
+
