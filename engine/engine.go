@@ -131,8 +131,12 @@ type Engine struct {
 	verified bool
 	// progress is when a batch was last fetched or finished (unix ns);
 	// inflight counts batches fetched and not yet finished.
-	progress    atomic.Int64
-	inflight    atomic.Int32
+	progress atomic.Int64
+	inflight atomic.Int32
+	// rejoin asks the produce stage to rejoin the group between two batches;
+	// marks is watchGroup's view of the group's commits.
+	rejoin      atomic.Bool
+	marks       map[int]groupMark
 	fetchFailed atomic.Bool
 }
 
@@ -265,6 +269,7 @@ func (e *Engine) run(ctx context.Context) error {
 // produce is Run's first stage: fetch, rate, apply, hand over.
 func (e *Engine) produce(ctx, pctx context.Context, work chan<- *pending) error {
 	for {
+		e.rejoinBetweenBatches(ctx)
 		msgs, err := e.src.Fetch(ctx, e.cfg.BatchSize, e.cfg.Linger)
 		if err != nil {
 			if ctx.Err() != nil || pctx.Err() != nil {
@@ -325,6 +330,9 @@ func (e *Engine) exportLag(ctx context.Context, ls LagSource) {
 				delay = min(delay, time.Second)
 			}
 			e.unstick(ctx, lags)
+			if gw, ok := e.src.(GroupWatcher); ok {
+				e.watchGroup(ctx, gw)
+			}
 		}
 		if !sleep(ctx, delay) {
 			return

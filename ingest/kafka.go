@@ -404,6 +404,57 @@ func (c *Consumer) AssignedLag(ctx context.Context) (map[int]int64, error) {
 	if len(parts) == 0 {
 		return lags, nil
 	}
+	offs, err := c.offsets(ctx, parts)
+	if err != nil {
+		return nil, err
+	}
+	for p, o := range offs {
+		lags[p] = o.Lag()
+	}
+	return lags, nil
+}
+
+// PartitionOffsets is where the group stands on one partition.
+type PartitionOffsets struct {
+	// Committed is the group's committed offset; the partition's first
+	// offset when the group has committed nothing there yet.
+	Committed int64
+	End       int64 // the offset the next message will get
+}
+
+// Lag is how many messages of the partition the group has not committed.
+func (o PartitionOffsets) Lag() int64 { return max(o.End-o.Committed, 0) }
+
+// GroupOffsets is, for every partition of the topic (assigned to this
+// consumer or not), where the group stands: a partition whose committed
+// offset stays behind its end shows a group that stopped consuming it,
+// whichever member should be.
+func (c *Consumer) GroupOffsets(ctx context.Context) (map[int]PartitionOffsets, error) {
+	md, err := c.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{c.cfg.Topic}})
+	if err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", c.cfg.Topic, err)
+	}
+	var parts []int
+	for _, t := range md.Topics {
+		if t.Name != c.cfg.Topic {
+			continue
+		}
+		if t.Error != nil {
+			return nil, fmt.Errorf("partitions of %s: %w", c.cfg.Topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			parts = append(parts, p.ID)
+		}
+	}
+	if len(parts) == 0 {
+		return map[int]PartitionOffsets{}, nil
+	}
+	return c.offsets(ctx, parts)
+}
+
+// offsets asks the broker for the group's committed offsets and the ends of
+// parts.
+func (c *Consumer) offsets(ctx context.Context, parts []int) (map[int]PartitionOffsets, error) {
 	of, err := c.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.cfg.Group, Topics: map[string][]int{c.cfg.Topic: parts}})
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of %s: %w", c.cfg.Group, err)
@@ -422,6 +473,7 @@ func (c *Consumer) AssignedLag(ctx context.Context) (map[int]int64, error) {
 			committed[p.Partition] = p.CommittedOffset
 		}
 	}
+	out := make(map[int]PartitionOffsets, len(parts))
 	for _, p := range lo.Topics[c.cfg.Topic] {
 		if p.Error != nil {
 			return nil, fmt.Errorf("offsets of %s/%d: %w", c.cfg.Topic, p.Partition, p.Error)
@@ -430,9 +482,9 @@ func (c *Consumer) AssignedLag(ctx context.Context) (map[int]int64, error) {
 		if !ok { // nothing committed yet: the group starts at the oldest
 			from = p.FirstOffset
 		}
-		lags[p.Partition] = max(p.LastOffset-from, 0)
+		out[p.Partition] = PartitionOffsets{Committed: from, End: p.LastOffset}
 	}
-	return lags, nil
+	return out, nil
 }
 
 func randomHex() string {
