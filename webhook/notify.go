@@ -18,8 +18,12 @@ type Notifier struct {
 	// Customer names a subscription's customer (the catalog's); nil or an
 	// error leaves customer_id out.
 	Customer func(ctx context.Context, sub string) (string, error)
-	Log      *slog.Logger
-	Now      func() time.Time
+	// Ledger reads ledger entries (balance.Store), for ExpiredRange.
+	Ledger interface {
+		Ledger(ctx context.Context, sub string, fromSeq int64, limit int) ([]balance.Entry, error)
+	}
+	Log *slog.Logger
+	Now func() time.Time
 }
 
 func (n *Notifier) now() time.Time {
@@ -114,6 +118,19 @@ func (n *Notifier) Expired(ctx context.Context, sub, customer string, entries []
 			Data{Customer: customer, Grant: e.Grant, Amount: amt.String(), Balance: e.Balance.String()})))
 	}
 	return errors.Join(errs...)
+}
+
+// ExpiredRange emits grant.expired for the expiry entries from..to of sub
+// (engine.ExpirySweep.Notify).
+func (n *Notifier) ExpiredRange(ctx context.Context, sub, customer string, from, to int64) error {
+	if n.Ledger == nil || to < from {
+		return nil
+	}
+	es, err := n.Ledger.Ledger(ctx, sub, from, int(to-from+1))
+	if err != nil {
+		return err
+	}
+	return n.Expired(ctx, sub, customer, es)
 }
 
 // observeTimeout bounds an emission from ObserveTopUp/ObserveAdjust, which
