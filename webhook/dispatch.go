@@ -35,7 +35,7 @@ type DispatcherOptions struct {
 	Lease time.Duration
 	// Poll is how often the due set is read (default 1s).
 	Poll time.Duration
-	// Workers post in parallel (default 4).
+	// Workers post in parallel (default 8).
 	Workers int
 	Client  *http.Client
 	Log     *slog.Logger
@@ -77,7 +77,7 @@ func NewDispatcher(s *Store, o DispatcherOptions) (*Dispatcher, error) {
 		o.Poll = time.Second
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = 8
 	}
 	if o.Client == nil {
 		o.Client = &http.Client{}
@@ -117,32 +117,41 @@ end
 redis.call('PEXPIRE', KEYS[2], ARGV[9])
 return 1`)
 
-// Run dispatches until ctx ends.
+// Run dispatches until ctx ends. While Redis fails it polls less often
+// (up to every 30s), so an outage is not a log line a second.
 func (d *Dispatcher) Run(ctx context.Context) {
-	t := time.NewTicker(d.o.Poll)
-	defer t.Stop()
+	wait := d.o.Poll
 	for {
 		n, err := d.Once(ctx)
-		if err != nil && ctx.Err() == nil {
-			d.log.Warn("webhooks: dispatching", "err", err)
-		}
-		if n > 0 && err == nil {
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Warn("webhooks: dispatching", "err", err, "retry_in", wait)
+		case n > 0:
 			continue // more may be due
 		}
+		if err == nil {
+			wait = d.o.Poll
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
+		}
+		if err != nil {
+			wait = min(2*wait, max(30*time.Second, d.o.Poll))
 		}
 	}
 }
 
-// Once claims the deliveries due now (at most 10 per worker), posts them
-// and returns how many it claimed.
+// Once claims the deliveries due now, one per worker so that all are
+// posted in parallel within one timeout (well inside the lease), posts
+// them and returns how many it claimed.
 func (d *Dispatcher) Once(ctx context.Context) (int, error) {
 	now := d.s.now()
 	claim := now.Add(d.o.Lease).UnixMilli()
-	ids, err := claimScript.Run(ctx, d.s.rc, []string{d.s.kDue()}, now.UnixMilli(), claim, d.o.Workers*10).StringSlice()
+	ids, err := claimScript.Run(ctx, d.s.rc, []string{d.s.kDue()}, now.UnixMilli(), claim, d.o.Workers).StringSlice()
 	if err != nil || len(ids) == 0 {
 		return 0, err
 	}
