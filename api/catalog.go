@@ -261,6 +261,7 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request, _ pr
 			return ledgerError("the subscription is stored but its balance account is not", err)
 		}
 	}
+	s.subscriptionCreated(r.Context(), res)
 	return created(w, res.Created, res.Subscription)
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/webhook"
 )
 
 // loadSpec loads api/openapi.yaml with kin-openapi and validates it as an
@@ -263,9 +264,13 @@ func TestContract(t *testing.T) {
 	b := testenv.Broker(t, 2, "usage-events", "usage-events-dlq")
 	ev := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
 	defer ev.Close()
-	acc := &engine.Accounts{Store: bs, Archive: aw}
+	hooks, err := webhook.NewStore(rc, prefix, webhook.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := &engine.Accounts{Store: bs, Archive: aw, Observer: &webhook.Notifier{Emitter: hooks}}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Events: ev, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin},
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler), Webhooks: hooks})
 	hs := httptest.NewServer(c.wrap(srv))
 	t.Cleanup(hs.Close)
 	e := &env{t: t, url: hs.URL, srv: srv}
@@ -345,6 +350,19 @@ func TestContract(t *testing.T) {
 	e.must(202, "POST", "/v1/events", admin, `{"events":[`+good+`,{"id":"e2","customer_id":"acme","event_name":"email.sent","timestamp":"yesterday"}]}`)
 	e.must(400, "POST", "/v1/events", admin, `{"events":[{"id":"e3","customer_id":"acme","event_name":"email.sent"}]}`)
 	e.must(400, "POST", "/v1/events", admin, `{"events":[]}`)
+
+	// Webhooks: an endpoint, the delivery a top-up queues for it, errors.
+	wh := e.must(201, "POST", "/v1/webhooks", admin, `{"url":"http://127.0.0.1:9/hooks","events":["topup.created"]}`).body["id"].(string)
+	e.must(201, "POST", base+"/topups", tok, `{"amount":"300"}`, "Idempotency-Key", "t-wh")
+	e.must(200, "GET", "/v1/webhooks", admin, "")
+	e.must(200, "GET", "/v1/webhooks/"+wh, admin, "")
+	if d := e.must(200, "GET", "/v1/webhooks/"+wh+"/deliveries", admin, ""); !strings.Contains(d.raw, `"status":"pending"`) {
+		t.Errorf("webhook deliveries: %s", d.raw)
+	}
+	e.must(400, "POST", "/v1/webhooks", admin, `{"url":"ftp://x","events":["topup.created"]}`)
+	e.must(403, "GET", "/v1/webhooks", tok, "")
+	e.must(204, "DELETE", "/v1/webhooks/"+wh, admin, "")
+	e.must(404, "GET", "/v1/webhooks/"+wh, admin, "")
 
 	// Errors of each class.
 	e.must(401, "GET", "/v1/plans", "", "")

@@ -20,6 +20,7 @@ import (
 	"github.com/creditmeter/creditmeter/internal/redisx"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/webhook"
 )
 
 //go:embed openapi.yaml
@@ -61,6 +62,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives the HTTP request metrics (middleware.go); nil: none.
 	Metrics prometheus.Registerer
+	// Webhooks keeps webhook endpoints and their deliveries; nil makes
+	// /v1/webhooks answer 503.
+	Webhooks *webhook.Store
 }
 
 // Access says who may call a route.
@@ -97,6 +101,7 @@ type Server struct {
 	routes   []Route
 	skew     time.Duration // MaxFutureSkew
 	metrics  *httpMetrics
+	hooks    *webhook.Store
 }
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
@@ -106,6 +111,7 @@ func NewServer(o Options) *Server {
 		s.log = slog.Default()
 	}
 	s.skew = o.MaxFutureSkew
+	s.hooks = o.Webhooks
 	if o.Metrics != nil {
 		s.metrics = newHTTPMetrics(o.Metrics)
 	}
@@ -200,6 +206,12 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/subscriptions/{id}/invoices", Customer, s.getInvoice},
 
 		{"POST", "/v1/events", Admin, s.postEvents},
+
+		{"POST", "/v1/webhooks", Admin, s.createWebhook},
+		{"GET", "/v1/webhooks", Admin, s.listWebhooks},
+		{"GET", "/v1/webhooks/{id}", Admin, s.getWebhook},
+		{"DELETE", "/v1/webhooks/{id}", Admin, s.deleteWebhook},
+		{"GET", "/v1/webhooks/{id}/deliveries", Admin, s.listWebhookDeliveries},
 	}
 }
 

@@ -98,6 +98,11 @@ type Config struct {
 	// offsets are committed only after it, so a failover loses nothing
 	// committed. Its errors are retried as backpressure.
 	WaitReplicas func(ctx context.Context) error
+	// Notify, when set, hears of every applied batch's results before its
+	// offsets are committed (webhooks: low-balance crossings, exhaustion,
+	// breakage); its errors are retried as backpressure, so it must be
+	// idempotent.
+	Notify func(ctx context.Context, results []balance.BatchResult) error
 }
 
 // Engine runs the pipeline of one consumer-group member.

@@ -28,6 +28,9 @@ type ExpirySweep struct {
 	// List gives the subscriptions to check (serve: the catalog's).
 	List func(ctx context.Context) ([]SubscriptionRef, error)
 	Log  *slog.Logger
+	// Notify, when set, hears of the entries from..to each Expire wrote
+	// (webhooks: grant.expired); its error is reported, not retried.
+	Notify func(ctx context.Context, sub, customer string, from, to int64) error
 
 	mu      sync.Mutex
 	pending []exportRange // written to the ledger, not yet archived
@@ -82,6 +85,11 @@ func (s *ExpirySweep) Once(ctx context.Context) (SweepResult, error) {
 		}
 		res.Expired++
 		res.Entries += int(r.Seq - r.FirstSeq + 1)
+		if s.Notify != nil {
+			if err := s.Notify(ctx, sub, cust[sub], r.FirstSeq, r.Seq); err != nil {
+				errs = append(errs, fmt.Errorf("expiry sweep: notifying %s entries %d-%d: %w", sub, r.FirstSeq, r.Seq, err))
+			}
+		}
 		if err := s.Accounts.Export(ctx, sub, cust[sub], r.FirstSeq, r.Seq); err != nil {
 			s.mu.Lock()
 			s.pending = append(s.pending, exportRange{sub, cust[sub], r.FirstSeq, r.Seq})

@@ -216,6 +216,11 @@ func (e *Engine) finish(ctx context.Context, p *pending) error {
 	if err := e.retry(ctx, "dlq", func(ctx context.Context) error { return e.dlq.SendDLQ(ctx, p.dead) }); err != nil {
 		return err
 	}
+	if e.cfg.Notify != nil {
+		if err := e.retry(ctx, "notify", func(ctx context.Context) error { return e.cfg.Notify(ctx, p.results) }); err != nil {
+			return err
+		}
+	}
 	if e.cfg.WaitReplicas != nil {
 		if err := e.retry(ctx, "replicas", e.cfg.WaitReplicas); err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/lease"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/webhook"
 )
 
 // Background jobs run on one node of the deployment at a time, each under
@@ -42,7 +43,7 @@ func newJobs(rc redis.UniversalClient, prefix string) (*jobs, error) {
 }
 
 // start runs the jobs until ctx ends; wg waits for them.
-func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, accounts *engine.Accounts, log *slog.Logger) {
+func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, accounts *engine.Accounts, notifier *webhook.Notifier, log *slog.Logger) {
 	report := func(err error) { log.Warn("lease", "err", err) }
 	run := func(l *lease.Lease, job func(context.Context)) {
 		wg.Add(1)
@@ -57,7 +58,7 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 	run(j.rollup, func(ctx context.Context) {
 		archive.KeepRollupFresh(ctx, conn, rollupInterval, func(err error) { log.Warn("rollup refresh", "err", err) })
 	})
-	sweep := &engine.ExpirySweep{Accounts: accounts, Log: log, List: func(ctx context.Context) ([]engine.SubscriptionRef, error) {
+	sweep := &engine.ExpirySweep{Accounts: accounts, Log: log, Notify: notifier.ExpiredRange, List: func(ctx context.Context) ([]engine.SubscriptionRef, error) {
 		subs, err := cat.Subscriptions(ctx)
 		out := make([]engine.SubscriptionRef, len(subs))
 		for i, s := range subs {

@@ -24,6 +24,7 @@ import (
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/reconcile"
+	"github.com/creditmeter/creditmeter/webhook"
 )
 
 func newServeCmd() *cobra.Command {
@@ -93,7 +94,12 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	writers := ingest.NewWriters(cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.DLQTopic, ingest.MaxMessageBytes(cfg.Kafka.MaxMessageBytes),
 		ingest.WithLogger(log), ingest.OnDeadLetterDropped(metrics.DeadLetterDropped), ingest.WithConn(kconn))
 	defer writers.Close()
-	accounts.Observer = engine.NewAccountMetrics(reg, metrics)
+	// Webhooks: every node emits to the Redis outbox and dispatches from it.
+	hooks, dispatcher, notifier, err := newWebhooks(cat, bal, cfg, log)
+	if err != nil {
+		return err
+	}
+	accounts.Observer = observers{engine.NewAccountMetrics(reg, metrics), notifier}
 	bg, err := newJobs(cat.rc, cfg.Engine.KeyPrefix)
 	if err != nil {
 		return err
@@ -132,7 +138,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	}}
 	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: accounts, Balances: accounts,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log,
-		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg})
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg, Webhooks: hooks})
 	mux := http.NewServeMux()
 	mux.Handle("/console/", console.Handler()) // the web console, over the same API
 	mux.Handle("/console", console.Handler())
@@ -171,12 +177,14 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 			}
 		}()
 	}
-	bg.start(engineCtx, &wg, conn, cat.store, accounts, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
+	bg.start(engineCtx, &wg, conn, cat.store, accounts, notifier, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
+	wg.Add(1)
+	go func() { defer wg.Done(); dispatcher.Run(engineCtx) }()
 	if cfg.Engine.Enabled {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run.start(engineCtx, cfg, cat, schema, bal, repairer, writer, writers, metrics, log); err != nil {
+			if err := run.start(engineCtx, cfg, cat, schema, bal, repairer, writer, writers, metrics, notifier, log); err != nil {
 				errc <- fmt.Errorf("engine: %w", err)
 			}
 		}()
@@ -256,7 +264,7 @@ func (r *engineRun) wait(what string) {
 // start waits for the catalog and the archive schema, then runs the engine
 // until ctx ends.
 func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, schema *archiveSchema, bal *balance.Store,
-	repairer engine.Repairer, writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, log *slog.Logger) error {
+	repairer engine.Repairer, writer *archive.Writer, writers *ingest.Writers, metrics *engine.Metrics, notifier *webhook.Notifier, log *slog.Logger) error {
 	kconn, err := cfg.Kafka.Conn()
 	if err != nil {
 		return err
@@ -309,6 +317,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 		Repair:        repairer,
 		RedisIdentity: bal.Identity,
 		WaitReplicas:  waitReplicas(bal, cfg.Engine.MinReplicas, cfg.Engine.WaitTimeout),
+		Notify:        notifier.Batches,
 	}, src, writers, cat.rater, bal, writer)
 	if err != nil {
 		return err

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/creditmeter/creditmeter/webhook"
 )
 
 // EnvPrefix prefixes every environment variable: flag --redis-addr is
@@ -48,6 +50,10 @@ type Engine struct {
 	// (WAIT, within WaitTimeout) before its offsets are committed.
 	MinReplicas int
 	WaitTimeout time.Duration
+	// WebhookSchedule is the wait after each failed webhook attempt;
+	// WebhookTimeout bounds one attempt.
+	WebhookSchedule []time.Duration
+	WebhookTimeout  time.Duration
 }
 
 // Kafka is where usage events flow.
@@ -146,7 +152,8 @@ func Default() Config {
 		Prometheus: Prometheus{URL: "http://127.0.0.1:9090"},
 		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
 		Engine: Engine{Enabled: true, BatchSize: 20000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
-			GraceWindow: 15 * time.Minute, MaxFutureSkew: 5 * time.Minute, KeyPrefix: "creditmeter:", WaitTimeout: time.Second},
+			GraceWindow: 15 * time.Minute, MaxFutureSkew: 5 * time.Minute, KeyPrefix: "creditmeter:", WaitTimeout: time.Second,
+			WebhookSchedule: webhook.DefaultSchedule, WebhookTimeout: 10 * time.Second},
 
 		Log: DefaultLog(),
 	}
@@ -224,6 +231,8 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 			fs.StringVar(&c.Engine.KeyPrefix, "redis-key-prefix", c.Engine.KeyPrefix, "prefix of every Redis key creditmeter writes")
 			fs.IntVar(&c.Engine.MinReplicas, "redis-min-replicas", c.Engine.MinReplicas, "Redis replicas (of every master) that must hold a batch's balance changes before its offsets are committed (WAIT); 0 for none")
 			fs.DurationVar(&c.Engine.WaitTimeout, "redis-wait-timeout", c.Engine.WaitTimeout, "longest WAIT for --redis-min-replicas; fewer acknowledgements are retried as backpressure")
+			fs.DurationSliceVar(&c.Engine.WebhookSchedule, "webhook-retry-schedule", c.Engine.WebhookSchedule, "wait after each failed webhook delivery attempt, comma-separated; after the last the delivery is failed")
+			fs.DurationVar(&c.Engine.WebhookTimeout, "webhook-timeout", c.Engine.WebhookTimeout, "longest wait for a webhook receiver's answer to one attempt")
 		}
 	}
 }
@@ -381,6 +390,19 @@ func (c Config) Validate(groups ...Group) error {
 			}
 			if c.Engine.GraceWindow < 0 {
 				bad("grace-window", "must not be negative, got %s", c.Engine.GraceWindow)
+			}
+			var total time.Duration
+			for _, d := range c.Engine.WebhookSchedule {
+				if d <= 0 {
+					bad("webhook-retry-schedule", "every wait must be positive, got %s", d)
+				}
+				total += d
+			}
+			if total >= 6*24*time.Hour {
+				bad("webhook-retry-schedule", "must add up to less than 6 days (deliveries are kept 7), got %s", total)
+			}
+			if c.Engine.WebhookTimeout < 100*time.Millisecond || c.Engine.WebhookTimeout > 5*time.Minute {
+				bad("webhook-timeout", "must be between 100ms and 5m, got %s", c.Engine.WebhookTimeout)
 			}
 			if c.Engine.MaxFutureSkew < time.Second || c.Engine.MaxFutureSkew > 24*time.Hour {
 				bad("max-future-skew", "must be between 1s and 24h, got %s", c.Engine.MaxFutureSkew)
