@@ -73,6 +73,13 @@ func TestThreeServesOnClusterOneKilledIsExact(t *testing.T) {
 	t.Logf("killing one of three engines with %d events not committed", lag)
 	procs[1].kill()
 	waitGroupDone(t, h, "trio", 6*time.Minute, procs...)
+	for i, p := range procs { // the watchdogs' work, to learn from
+		for _, line := range strings.Split(p.out.String(), "\n") {
+			if strings.Contains(line, "rejoin") {
+				t.Logf("serve %d: %s", i, line)
+			}
+		}
+	}
 	procs[0].stop()
 	procs[2].stop()
 	h.Verify()
