@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/tokens"
 )
 
 // principal is who called: an admin, or the customer a token is scoped to.
@@ -35,8 +35,8 @@ func (s *Server) authenticate(r *http.Request, need Access) (principal, error) {
 	if s.cat == nil {
 		return principal{}, &Error{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "unknown token"}
 	}
-	id, err := s.cat.TokenCustomer(r.Context(), tok)
-	if errors.Is(err, catalogstore.ErrNotFound) {
+	id, err := s.tokens.Customer(r.Context(), tok)
+	if errors.Is(err, tokens.ErrNotFound) {
 		return principal{}, &Error{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "unknown token"}
 	}
 	if err != nil {

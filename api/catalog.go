@@ -196,7 +196,7 @@ type TokenResponse struct {
 
 func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, _ principal) error {
 	id := r.PathValue("id")
-	tok, err := s.cat.IssueToken(r.Context(), id)
+	tok, err := s.tokens.Issue(r.Context(), id)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/creditmeter/creditmeter/internal/redisx"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/tokens"
 )
 
 //go:embed openapi.yaml
@@ -43,6 +44,8 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Catalog persists the catalog; nil makes /v1 answer 503.
 	Catalog *catalogstore.Store
+	// Tokens keeps customer tokens; nil: the store beside Catalog.
+	Tokens *tokens.Store
 	// Ledger receives new subscriptions; nil skips it.
 	Ledger Ledger
 	// Balances serves balances, checks, ledgers, top-ups and adjustments;
@@ -88,6 +91,7 @@ type Server struct {
 	mux      *http.ServeMux
 	ready    func(ctx context.Context) error
 	cat      *catalogstore.Store
+	tokens   *tokens.Store
 	ledger   Ledger
 	balances Balances
 	events   Events
@@ -104,6 +108,10 @@ func NewServer(o Options) *Server {
 	s := &Server{mux: http.NewServeMux(), ready: o.Ready, cat: o.Catalog, ledger: o.Ledger, balances: o.Balances, events: o.Events, reports: o.Reports, log: o.Logger}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.tokens = o.Tokens
+	if s.tokens == nil && s.cat != nil {
+		s.tokens = tokens.ForCatalog(s.cat)
 	}
 	s.skew = o.MaxFutureSkew
 	if o.Metrics != nil {
