@@ -110,7 +110,7 @@ func (s *Server) observe(w http.ResponseWriter, r *http.Request) {
 func principalAttrs(info *reqInfo) []slog.Attr {
 	switch {
 	case info.who.admin:
-		return []slog.Attr{slog.String("principal", "admin")}
+		return []slog.Attr{slog.String("principal", "admin"), slog.String("admin", info.who.name)}
 	case info.who.customer != "":
 		return []slog.Attr{slog.String("principal", "customer"), slog.String("customer", info.who.customer)}
 	default:

@@ -5,7 +5,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -55,7 +54,8 @@ type Options struct {
 	Events Events
 	// Reports answers usage and invoice queries from the archive; nil answers 503.
 	Reports Reports
-	// AdminTokens are the bearer tokens with admin rights.
+	// AdminTokens are the bearer tokens with admin rights, each "secret" or
+	// "name:secret" (tokens.ParseAdmin; unnamed ones are named "admin").
 	AdminTokens []string
 	// MaxFutureSkew: POST /v1/events refuses events stamped further ahead
 	// of now (default ingest.DefaultMaxFutureSkew), as the engine would.
@@ -96,7 +96,7 @@ type Server struct {
 	balances Balances
 	events   Events
 	reports  Reports
-	admins   [][]byte
+	admins   []adminToken
 	log      *slog.Logger
 	routes   []Route
 	skew     time.Duration // MaxFutureSkew
@@ -119,7 +119,8 @@ func NewServer(o Options) *Server {
 	}
 	for _, t := range o.AdminTokens {
 		if t != "" {
-			s.admins = append(s.admins, []byte(t))
+			name, secret := tokens.ParseAdmin(t)
+			s.admins = append(s.admins, adminToken{name: name, secret: []byte(secret)})
 		}
 	}
 	s.routes = s.table()
@@ -191,6 +192,8 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/customers/{id}", Customer, s.getCustomer},
 		{"PUT", "/v1/customers/{id}", Admin, s.replaceCustomer},
 		{"POST", "/v1/customers/{id}/tokens", Admin, s.issueToken},
+		{"GET", "/v1/customers/{id}/tokens", Customer, s.listTokens},
+		{"DELETE", "/v1/customers/{id}/tokens/{token_id}", Customer, s.revokeToken},
 		{"GET", "/v1/customers/{id}/subscriptions", Customer, s.customerSubscriptions},
 
 		{"POST", "/v1/subscriptions", Admin, s.createSubscription},
@@ -256,12 +259,8 @@ func (s *Server) isAdmin(r *http.Request) bool {
 	if !ok || tok == "" {
 		return false
 	}
-	for _, a := range s.admins {
-		if subtle.ConstantTimeCompare(a, []byte(tok)) == 1 {
-			return true
-		}
-	}
-	return false
+	_, ok = s.admin(tok)
+	return ok
 }
 
 // Error is an API error, rendered as {"error": {"code", "message", "field"}}.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -37,7 +38,7 @@ func newStores(t *testing.T) (*catalogstore.Store, *tokens.Store) {
 func TestTokens(t *testing.T) {
 	_, s := newStores(t)
 	ctx := context.Background()
-	tok, err := s.Issue(ctx, "acme")
+	tok, _, err := s.Issue(ctx, "acme", time.Time{})
 	if err != nil || len(tok) < 32 {
 		t.Fatalf("token %q %v", tok, err)
 	}
@@ -47,7 +48,7 @@ func TestTokens(t *testing.T) {
 	if _, err := s.Customer(ctx, tok+"x"); !errors.Is(err, tokens.ErrNotFound) {
 		t.Errorf("unknown token: %v", err)
 	}
-	if _, err := s.Issue(ctx, "nobody"); !errors.Is(err, catalogstore.ErrNotFound) {
+	if _, _, err := s.Issue(ctx, "nobody", time.Time{}); !errors.Is(err, catalogstore.ErrNotFound) {
 		t.Errorf("token for unknown customer: %v", err)
 	}
 }
@@ -59,6 +60,10 @@ func TestTokensOnRedisCluster(t *testing.T) {
 		fn   func(*testing.T)
 	}{
 		{"Tokens", TestTokens},
+		{"ListShowsNoSecretAndRevokeRefusesAtOnce", TestListShowsNoSecretAndRevokeRefusesAtOnce},
+		{"TokenExpires", TestTokenExpires},
+		{"RevocationReachesAnotherNodeWithinASecond", TestRevocationReachesAnotherNodeWithinASecond},
+		{"TokenFromBeforeRecordsIsAdopted", TestTokenFromBeforeRecordsIsAdopted},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
