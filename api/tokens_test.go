@@ -1,12 +1,14 @@
 package api_test
 
 import (
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/creditmeter/creditmeter/api"
+	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
@@ -16,7 +18,7 @@ func TestCustomerTokensListExpireRevoke(t *testing.T) {
 	t1 := e.must(201, "POST", "/v1/customers/acme/tokens", admin, "").body
 	t2 := e.must(201, "POST", "/v1/customers/acme/tokens", admin, `{"expires_in":"PT1H"}`).body
 	tok1, tok2 := t1["token"].(string), t2["token"].(string)
-	if exp, err := time.Parse(time.RFC3339, t2["expires_at"].(string)); err != nil || exp.Sub(time.Now()) < 59*time.Minute || exp.Sub(time.Now()) > time.Hour {
+	if exp, err := time.Parse(time.RFC3339, t2["expires_at"].(string)); err != nil || time.Until(exp) < 59*time.Minute || time.Until(exp) > time.Hour {
 		t.Errorf("expires_in PT1H: %v", t2)
 	}
 	if t1["id"] == "" || t1["prefix"] != tok1[:8] || t1["customer_id"] != "acme" || t1["expires_at"] != nil {
@@ -144,5 +146,47 @@ func TestAdjustmentActorIsTheTokenNameAndReasonsArePublicOnlyWhenMarked(t *testi
 		if strings.Contains(raw, hidden) {
 			t.Errorf("the customer's ledger shows %q: %s", hidden, raw)
 		}
+	}
+}
+
+// TestRevocationIsAuditedWithTheAdminName: a DELETE is a write, audited like
+// POST and PUT, naming the token revoked and the admin token's name.
+func TestRevocationIsAuditedWithTheAdminName(t *testing.T) {
+	const ops = "ops:ops-secret-0123456789abcdef"
+	opsTok := strings.TrimPrefix(ops, "ops:")
+	rc, prefix := testenv.Keyspace(t)
+	store, err := catalogstore.New(rc, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	srv := api.NewServer(api.Options{Catalog: store, Ledger: &fakeLedger{}, AdminTokens: []string{admin, ops},
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	hs := httptest.NewServer(validated(t, srv))
+	t.Cleanup(hs.Close)
+	e := &env{t: t, url: hs.URL, srv: srv, cat: store}
+	e.seed()
+	t1 := e.must(201, "POST", "/v1/customers/acme/tokens", opsTok, "").body
+	t2 := e.must(201, "POST", "/v1/customers/acme/tokens", admin, "").body
+	e.must(204, "DELETE", "/v1/customers/acme/tokens/"+t1["id"].(string), opsTok, "")
+	e.must(204, "DELETE", "/v1/customers/acme/tokens/"+t2["id"].(string), t2["token"].(string), "")
+	want := []map[string]any{
+		{"route": "POST /v1/customers/{id}/tokens", "resource": "acme", "principal": "admin", "admin": "ops"},
+		{"route": "DELETE /v1/customers/{id}/tokens/{token_id}", "resource": t1["id"], "status": 204.0, "principal": "admin", "admin": "ops"},
+		{"route": "DELETE /v1/customers/{id}/tokens/{token_id}", "resource": t2["id"], "status": 204.0, "principal": "customer", "customer": "acme"},
+	}
+	lines := logs.lines(t)
+next:
+	for _, w := range want {
+		for _, l := range lines {
+			match := l["msg"] == "audit"
+			for k, v := range w {
+				match = match && l[k] == v
+			}
+			if match {
+				continue next
+			}
+		}
+		t.Errorf("no audit line %v", w)
 	}
 }
