@@ -42,6 +42,7 @@ type env struct {
 	url    string
 	ledger *fakeLedger
 	srv    *api.Server
+	cat    *catalogstore.Store
 }
 
 func newEnv(t *testing.T) *env {
@@ -55,7 +56,7 @@ func newEnv(t *testing.T) *env {
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: l, AdminTokens: []string{admin}})
 	hs := httptest.NewServer(validated(t, srv))
 	t.Cleanup(hs.Close)
-	return &env{t: t, url: hs.URL, ledger: l, srv: srv}
+	return &env{t: t, url: hs.URL, ledger: l, srv: srv, cat: store}
 }
 
 type resp struct {

@@ -6,13 +6,32 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/tokens"
 )
 
-// principal is who called: an admin, or the customer a token is scoped to.
+// principal is who called: an admin (by the name of its token), or the
+// customer a token is scoped to.
 type principal struct {
 	admin    bool
+	name     string // the admin token's name
 	customer string
+}
+
+type adminToken struct {
+	name   string
+	secret []byte
+}
+
+// admin is the name of the admin token tok, if it is one. Every configured
+// token is compared, in constant time.
+func (s *Server) admin(tok string) (string, bool) {
+	name, found := "", false
+	for _, a := range s.admins {
+		if subtle.ConstantTimeCompare(a.secret, []byte(tok)) == 1 && !found {
+			name, found = a.name, true
+		}
+	}
+	return name, found
 }
 
 // may reports whether who may see customerID's data.
@@ -27,17 +46,18 @@ func (s *Server) authenticate(r *http.Request, need Access) (principal, error) {
 	if !ok || tok == "" {
 		return principal{}, &Error{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "a bearer token is required (Authorization: Bearer <token>)"}
 	}
-	for _, a := range s.admins {
-		if subtle.ConstantTimeCompare(a, []byte(tok)) == 1 {
-			return principal{admin: true}, nil
-		}
+	if name, ok := s.admin(tok); ok {
+		return principal{admin: true, name: name}, nil
 	}
 	if s.cat == nil {
 		return principal{}, &Error{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "unknown token"}
 	}
-	id, err := s.cat.TokenCustomer(r.Context(), tok)
-	if errors.Is(err, catalogstore.ErrNotFound) {
+	id, err := s.tokens.Customer(r.Context(), tok)
+	if errors.Is(err, tokens.ErrNotFound) {
 		return principal{}, &Error{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "unknown token"}
+	}
+	if errors.Is(err, tokens.ErrExpired) {
+		return principal{}, &Error{Status: http.StatusUnauthorized, Code: "token_expired", Message: "the token has expired; ask for a new one"}
 	}
 	if err != nil {
 		return principal{}, err

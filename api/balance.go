@@ -215,6 +215,8 @@ type EntryJSON struct {
 	Unfunded credit.Amount    `json:"unfunded,omitempty"`
 	Reason   string           `json:"reason,omitempty"`
 	Actor    string           `json:"actor,omitempty"`
+	Note     string           `json:"note,omitempty"`
+	Public   bool             `json:"public,omitempty"`
 	Charge   *decimal.Decimal `json:"charge,omitempty"`
 	Currency string           `json:"currency,omitempty"`
 }
@@ -246,7 +248,11 @@ func (s *Server) getLedger(w http.ResponseWriter, r *http.Request, who principal
 	out := make([]EntryJSON, 0, len(es))
 	for _, e := range es {
 		ej := EntryJSON{Seq: e.Seq, Kind: e.Kind, Amount: e.Amount, Balance: e.Balance, Time: e.Time, GrantID: e.Grant,
-			Events: e.Events, Unfunded: e.Unfunded, Reason: e.Fields["reason"], Actor: e.Fields["actor"], Currency: e.Fields["currency"]}
+			Events: e.Events, Unfunded: e.Unfunded, Reason: e.Fields["reason"], Actor: e.Fields["actor"], Currency: e.Fields["currency"],
+			Note: e.Fields["note"], Public: e.Fields["public"] == "1"}
+		if !who.admin {
+			customerView(&ej)
+		}
 		if c, err := decimal.NewFromString(e.Fields["charge"]); err == nil {
 			ej.Charge = &c
 		}
@@ -321,8 +327,25 @@ func (s *Server) limitError(ctx context.Context, sub *rating.Subscription, amoun
 type adjustRequest struct {
 	Amount credit.Amount `json:"amount"`
 	Reason string        `json:"reason"`
-	Actor  string        `json:"actor"`
+	Actor  string        `json:"actor"` // kept as a note: the actor is the admin token's name
+	Note   string        `json:"note"`
+	Public bool          `json:"public"` // the reason may be shown to the customer
 	Force  bool          `json:"force"`
+}
+
+// genericReason is what a customer sees of an adjustment not marked public.
+const genericReason = "balance adjustment"
+
+// maxNote bounds an adjustment's note.
+const maxNote = 1000
+
+// customerView hides from a customer who adjusted and why, unless the
+// adjustment was marked public (then the reason, still not who).
+func customerView(e *EntryJSON) {
+	if e.Kind == "adjustment" && !e.Public {
+		e.Reason = genericReason
+	}
+	e.Actor, e.Note, e.Public = "", "", false
 }
 
 func (s *Server) adjust(w http.ResponseWriter, r *http.Request, who principal) error {
@@ -339,15 +362,19 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, who principal) e
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "amount", Message: "amount must be non-zero: positive adds credits, negative deducts"}
 	case strings.TrimSpace(req.Reason) == "":
 		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "reason", Message: "an adjustment needs a reason"}
-	case strings.TrimSpace(req.Actor) == "":
-		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "actor", Message: "an adjustment needs the acting admin"}
+	case req.Actor != "" && req.Note != "":
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "actor", Message: "the actor is the admin token's name; give a note instead of actor"}
+	}
+	note := strings.TrimSpace(req.Note + req.Actor)
+	if len(note) > maxNote {
+		return &Error{Status: http.StatusBadRequest, Code: "too_long", Field: "note", Message: "a note is at most 1000 bytes"}
 	}
 	sub, err := s.subscriptionFor(r, who)
 	if err != nil {
 		return err
 	}
 	res, err := s.balances.Adjust(r.Context(), balance.AdjustRequest{Key: "adjust:" + key, Subscription: sub.ID, Amount: req.Amount,
-		Reason: req.Reason, Actor: req.Actor, Force: req.Force}, sub.CustomerID)
+		Reason: req.Reason, Actor: who.name, Note: note, Public: req.Public, Force: req.Force}, sub.CustomerID)
 	if err != nil {
 		return s.changeError(r, err)
 	}

@@ -19,7 +19,7 @@ import (
 
 // newBalanceEnv serves the API over the real catalog store, balance store
 // (Redis) and archive (ClickHouse), wired as creditmeter serve wires them.
-func newBalanceEnv(t *testing.T) (*env, *archive.Writer, func() decimal.Decimal) {
+func newBalanceEnv(t *testing.T, admins ...string) (*env, *archive.Writer, func() decimal.Decimal) {
 	t.Helper()
 	rc, prefix := testenv.Keyspace(t)
 	conn, cc := testenv.ClickHouse(t)
@@ -36,7 +36,7 @@ func newBalanceEnv(t *testing.T) (*env, *archive.Writer, func() decimal.Decimal)
 		t.Fatal(err)
 	}
 	acc := &engine.Accounts{Store: bs, Archive: w}
-	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin}})
+	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: append([]string{admin}, admins...)})
 	hs := httptest.NewServer(validated(t, srv))
 	t.Cleanup(hs.Close)
 	archived := func() decimal.Decimal {
@@ -129,9 +129,15 @@ func TestBalanceTopUpAdjustFlow(t *testing.T) {
 	if kinds != "grant topup adjustment " || !sum.Equal(decimal.NewFromInt(550)) {
 		t.Fatalf("ledger kinds %q sum %s: %s", kinds, sum, l.raw)
 	}
-	adj := entries[2].(map[string]any)
-	if adj["reason"] != "goodwill correction" || adj["actor"] != "alice" {
-		t.Errorf("adjustment entry lacks reason/actor: %v", adj)
+	// The customer sees a generic reason (the adjustment is not public); an
+	// admin sees the reason, the admin token's name as actor and the body's
+	// actor as a note.
+	if adj := entries[2].(map[string]any); adj["reason"] != "balance adjustment" || adj["actor"] != nil {
+		t.Errorf("customer's view of an adjustment: %v", adj)
+	}
+	adj := e.must(200, "GET", base+"/ledger", admin, "").body["entries"].([]any)[2].(map[string]any)
+	if adj["reason"] != "goodwill correction" || adj["actor"] != "admin" || adj["note"] != "alice" {
+		t.Errorf("adjustment entry lacks reason/actor/note: %v", adj)
 	}
 	// Every entry reached the archive: its sum equals the balance.
 	if got := archived(); !got.Equal(decimal.NewFromInt(550)) {

@@ -187,23 +187,6 @@ func (s *Server) replaceCustomer(w http.ResponseWriter, r *http.Request, _ princ
 	return nil
 }
 
-// TokenResponse is the answer of POST /v1/customers/{id}/tokens; the token is
-// shown once, only its hash is stored.
-type TokenResponse struct {
-	Token      string `json:"token"`
-	CustomerID string `json:"customer_id"`
-}
-
-func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, _ principal) error {
-	id := r.PathValue("id")
-	tok, err := s.cat.IssueToken(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, TokenResponse{Token: tok, CustomerID: id})
-	return nil
-}
-
 func (s *Server) customerSubscriptions(w http.ResponseWriter, r *http.Request, who principal) error {
 	id := r.PathValue("id")
 	if !who.may(id) {

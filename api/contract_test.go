@@ -303,6 +303,9 @@ func TestContract(t *testing.T) {
 	e.must(200, "GET", base, admin, "")
 	e.must(200, "GET", "/v1/customers/acme/subscriptions", admin, "")
 	tok := e.must(201, "POST", "/v1/customers/acme/tokens", admin, "").body["token"].(string)
+	short := e.must(201, "POST", "/v1/customers/acme/tokens", admin, `{"expires_in":"P30D"}`).body
+	e.must(200, "GET", "/v1/customers/acme/tokens", tok, "")
+	e.must(204, "DELETE", "/v1/customers/acme/tokens/"+short["id"].(string), tok, "")
 	other := e.must(201, "POST", "/v1/customers/globex/tokens", admin, "").body["token"].(string)
 	e.must(200, "GET", "/v1/customers/acme", tok, "")
 	e.must(200, "GET", "/v1/plans", tok, "")

@@ -55,7 +55,7 @@ type reqInfoKey struct{}
 func noteRoute(r *http.Request, rt *Route, who principal) {
 	if info, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
 		info.route, info.who = rt, who
-		for _, k := range []string{"id", "code"} {
+		for _, k := range []string{"token_id", "id", "code"} {
 			if v := r.PathValue(k); v != "" {
 				info.resource = v
 				break
@@ -92,7 +92,7 @@ func (s *Server) observe(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.LogAttrs(r.Context(), level, "http request", attrs...)
 
-	if info.route == nil || (r.Method != http.MethodPost && r.Method != http.MethodPut) || info.route.Access == Public ||
+	if info.route == nil || (r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodDelete) || info.route.Access == Public ||
 		readOnlyPOST[info.route.Method+" "+info.route.Path] {
 		return
 	}
@@ -110,7 +110,7 @@ func (s *Server) observe(w http.ResponseWriter, r *http.Request) {
 func principalAttrs(info *reqInfo) []slog.Attr {
 	switch {
 	case info.who.admin:
-		return []slog.Attr{slog.String("principal", "admin")}
+		return []slog.Attr{slog.String("principal", "admin"), slog.String("admin", info.who.name)}
 	case info.who.customer != "":
 		return []slog.Attr{slog.String("principal", "customer"), slog.String("customer", info.who.customer)}
 	default:

@@ -5,7 +5,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"github.com/creditmeter/creditmeter/internal/redisx"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/tokens"
 	"github.com/creditmeter/creditmeter/webhook"
 )
 
@@ -44,6 +44,8 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Catalog persists the catalog; nil makes /v1 answer 503.
 	Catalog *catalogstore.Store
+	// Tokens keeps customer tokens; nil: the store beside Catalog.
+	Tokens *tokens.Store
 	// Ledger receives new subscriptions; nil skips it.
 	Ledger Ledger
 	// Balances serves balances, checks, ledgers, top-ups and adjustments;
@@ -53,7 +55,8 @@ type Options struct {
 	Events Events
 	// Reports answers usage and invoice queries from the archive; nil answers 503.
 	Reports Reports
-	// AdminTokens are the bearer tokens with admin rights.
+	// AdminTokens are the bearer tokens with admin rights, each "secret" or
+	// "name:secret" (tokens.ParseAdmin; unnamed ones are named "admin").
 	AdminTokens []string
 	// MaxFutureSkew: POST /v1/events refuses events stamped further ahead
 	// of now (default ingest.DefaultMaxFutureSkew), as the engine would.
@@ -92,11 +95,12 @@ type Server struct {
 	mux      *http.ServeMux
 	ready    func(ctx context.Context) error
 	cat      *catalogstore.Store
+	tokens   *tokens.Store
 	ledger   Ledger
 	balances Balances
 	events   Events
 	reports  Reports
-	admins   [][]byte
+	admins   []adminToken
 	log      *slog.Logger
 	routes   []Route
 	skew     time.Duration // MaxFutureSkew
@@ -110,6 +114,10 @@ func NewServer(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.tokens = o.Tokens
+	if s.tokens == nil && s.cat != nil {
+		s.tokens = tokens.ForCatalog(s.cat)
+	}
 	s.skew = o.MaxFutureSkew
 	s.hooks = o.Webhooks
 	if o.Metrics != nil {
@@ -117,7 +125,8 @@ func NewServer(o Options) *Server {
 	}
 	for _, t := range o.AdminTokens {
 		if t != "" {
-			s.admins = append(s.admins, []byte(t))
+			name, secret := tokens.ParseAdmin(t)
+			s.admins = append(s.admins, adminToken{name: name, secret: []byte(secret)})
 		}
 	}
 	s.routes = s.table()
@@ -189,6 +198,8 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/customers/{id}", Customer, s.getCustomer},
 		{"PUT", "/v1/customers/{id}", Admin, s.replaceCustomer},
 		{"POST", "/v1/customers/{id}/tokens", Admin, s.issueToken},
+		{"GET", "/v1/customers/{id}/tokens", Customer, s.listTokens},
+		{"DELETE", "/v1/customers/{id}/tokens/{token_id}", Customer, s.revokeToken},
 		{"GET", "/v1/customers/{id}/subscriptions", Customer, s.customerSubscriptions},
 
 		{"POST", "/v1/subscriptions", Admin, s.createSubscription},
@@ -260,12 +271,8 @@ func (s *Server) isAdmin(r *http.Request) bool {
 	if !ok || tok == "" {
 		return false
 	}
-	for _, a := range s.admins {
-		if subtle.ConstantTimeCompare(a, []byte(tok)) == 1 {
-			return true
-		}
-	}
-	return false
+	_, ok = s.admin(tok)
+	return ok
 }
 
 // Error is an API error, rendered as {"error": {"code", "message", "field"}}.

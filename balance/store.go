@@ -337,11 +337,22 @@ func (s *Store) Adjust(ctx context.Context, a AdjustRequest) (ChangeResult, erro
 	if a.Amount == 0 {
 		return ChangeResult{}, fmt.Errorf("%w: zero adjustment", ErrInvalid)
 	}
-	fp := fingerprint("adjust", a.Amount.String(), a.Reason, a.Actor, strconv.FormatBool(a.Force), strconv.FormatInt(ms(a.ExpiresAt), 10))
-	if a.Amount > 0 {
-		return s.change(ctx, a.Subscription, a.Key, fp, "grant", "adjustment", Adjustment, a.Amount, s.now(), a.ExpiresAt, "", false, "", "reason", a.Reason, "actor", a.Actor)
+	parts := []string{"adjust", a.Amount.String(), a.Reason, a.Actor, strconv.FormatBool(a.Force), strconv.FormatInt(ms(a.ExpiresAt), 10)}
+	fields := []string{"reason", a.Reason, "actor", a.Actor}
+	// note and public only when set, so earlier requests keep their fingerprint
+	if a.Note != "" {
+		parts = append(parts, "note", a.Note)
+		fields = append(fields, "note", a.Note)
 	}
-	return s.change(ctx, a.Subscription, a.Key, fp, "deduct", "adjustment", Adjustment, -a.Amount, s.now(), time.Time{}, "", a.Force, "", "reason", a.Reason, "actor", a.Actor)
+	if a.Public {
+		parts = append(parts, "public")
+		fields = append(fields, "public", "1")
+	}
+	fp := fingerprint(parts...)
+	if a.Amount > 0 {
+		return s.change(ctx, a.Subscription, a.Key, fp, "grant", "adjustment", Adjustment, a.Amount, s.now(), a.ExpiresAt, "", false, "", fields...)
+	}
+	return s.change(ctx, a.Subscription, a.Key, fp, "deduct", "adjustment", Adjustment, -a.Amount, s.now(), time.Time{}, "", a.Force, "", fields...)
 }
 
 func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ GrantType, amt credit.Amount,

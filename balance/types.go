@@ -99,6 +99,8 @@ type AdjustRequest struct {
 	Amount       credit.Amount
 	Reason       string
 	Actor        string
+	Note         string // optional free text, ledger field "note"
+	Public       bool   // the reason may be shown to the customer: ledger field "public" = "1"
 	Force        bool
 	ExpiresAt    time.Time // for additions; zero: never
 }

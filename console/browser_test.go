@@ -99,7 +99,8 @@ func newStack(t *testing.T) *stack {
 		wr.Close()
 	})
 
-	srv := api.NewServer(api.Options{Catalog: cat, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin}})
+	// The admin token's name is the actor of its adjustments.
+	srv := api.NewServer(api.Options{Catalog: cat, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{"alice@example.com:" + admin}})
 	st := &stack{events: wr}
 	// Every API call the console makes must match a route of the API's
 	// table; the misses are recorded.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/creditmeter/creditmeter/tokens"
 	"github.com/creditmeter/creditmeter/webhook"
 )
 
@@ -213,7 +214,7 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 		case GroupHTTP:
 			fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "listen address of the HTTP API and web console, host:port")
 			fs.StringVar(&c.HTTP.MetricsAddr, "metrics-addr", c.HTTP.MetricsAddr, "listen address of /metrics for Prometheus, host:port (keep it private: the series name customers and subscriptions)")
-			fs.StringSliceVar(&c.HTTP.AdminTokens, "admin-tokens", c.HTTP.AdminTokens, fmt.Sprintf("bearer tokens with admin rights, comma-separated, each %d+ characters", MinAdminTokenLen))
+			fs.StringSliceVar(&c.HTTP.AdminTokens, "admin-tokens", c.HTTP.AdminTokens, fmt.Sprintf("bearer tokens with admin rights, comma-separated, each %d+ characters; name:token names one (the actor of its adjustments; unnamed: admin)", MinAdminTokenLen))
 		case GroupPrometheus:
 			fs.StringVar(&c.Prometheus.URL, "prometheus-url", c.Prometheus.URL, "base URL of the Prometheus server")
 		case GroupBroker:
@@ -369,8 +370,8 @@ func (c Config) Validate(groups ...Group) error {
 				bad("metrics-addr", "must differ from --http-addr (%s): /metrics is served on its own listener", c.HTTP.Addr)
 			}
 			for _, t := range c.HTTP.AdminTokens {
-				if len(t) < MinAdminTokenLen {
-					bad("admin-tokens", "each token must be at least %d characters, one has %d", MinAdminTokenLen, len(t))
+				if _, secret := tokens.ParseAdmin(t); len(secret) < MinAdminTokenLen {
+					bad("admin-tokens", "each token must be at least %d characters, one has %d", MinAdminTokenLen, len(secret))
 				}
 			}
 		case GroupPrometheus:

@@ -82,6 +82,7 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{"short admin token", []string{"--admin-tokens", "abc"}, nil, []string{"--admin-tokens", "32 characters"}},
 		// 31 characters: was accepted while the floor was 16.
 		{"admin token of 31", nil, map[string]string{"CREDITMETER_ADMIN_TOKENS": "0123456789012345678901234567890"}, []string{"--admin-tokens", "CREDITMETER_ADMIN_TOKENS", "32 characters", "has 31"}},
+		{"named admin token with a short secret", []string{"--admin-tokens", "alice:0123456789012345678901234567"}, nil, []string{"--admin-tokens", "32 characters", "has 28"}},
 		{"bad metrics addr", []string{"--metrics-addr", "9464"}, nil, []string{"--metrics-addr", "CREDITMETER_METRICS_ADDR", "host:port"}},
 		{"metrics on the API listener", []string{"--metrics-addr", "127.0.0.1:8080"}, nil, []string{"--metrics-addr", "must differ from --http-addr"}},
 		{"prometheus url", []string{"--prometheus-url", "localhost:9090"}, nil, []string{"--prometheus-url", "http(s)"}},

@@ -18,7 +18,6 @@ func TestStoreOnRedisCluster(t *testing.T) {
 		{"SubscriptionIdempotency", TestSubscriptionIdempotency},
 		{"ReplacePlanKeepsSubscriptionsServed", TestReplacePlanKeepsSubscriptionsServed},
 		{"FollowSwapsCatalogChangesIntoRater", TestFollowSwapsCatalogChangesIntoRater},
-		{"Tokens", TestTokens},
 		{"ConcurrentCreatesMakeOneSubscription", TestConcurrentCreatesMakeOneSubscription},
 		{"SyncCompilesOnlyNewSubscriptions", TestSyncCompilesOnlyNewSubscriptions},
 	} {

@@ -227,25 +227,6 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func TestTokens(t *testing.T) {
-	s := newStore(t)
-	ctx := context.Background()
-	seed(t, s)
-	tok, err := s.IssueToken(ctx, "acme")
-	if err != nil || len(tok) < 32 {
-		t.Fatalf("token %q %v", tok, err)
-	}
-	if id, err := s.TokenCustomer(ctx, tok); err != nil || id != "acme" {
-		t.Errorf("token customer %q %v", id, err)
-	}
-	if _, err := s.TokenCustomer(ctx, tok+"x"); !errors.Is(err, catalogstore.ErrNotFound) {
-		t.Errorf("unknown token: %v", err)
-	}
-	if _, err := s.IssueToken(ctx, "nobody"); !errors.Is(err, catalogstore.ErrNotFound) {
-		t.Errorf("token for unknown customer: %v", err)
-	}
-}
-
 func TestConcurrentCreatesMakeOneSubscription(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()

@@ -1,0 +1,2 @@
+-- bump alone. KEYS: version, changes. ARGV: change.
+return bump(KEYS[1], KEYS[2], ARGV[1])

@@ -1,0 +1,198 @@
+package catalogstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditmeter/creditmeter/rating"
+)
+
+// Load reads the whole catalog and its version as one consistent snapshot.
+func (s *Store) Load(ctx context.Context) (_ *rating.Catalog, _ uint64, err error) {
+	defer classify(&err)
+	var cmds [5]*redis.MapStringStringCmd
+	var ver *redis.StringCmd
+	_, err = s.rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range []string{kCurrencies, kFeatures, kPlans, kCustomers, kSubs} {
+			cmds[i] = p.HGetAll(ctx, s.key(k))
+		}
+		ver = p.Get(ctx, s.key(kVersion))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, fmt.Errorf("catalogstore: load: %w", err)
+	}
+	var version uint64
+	if v, err := ver.Result(); err == nil {
+		if version, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return nil, 0, fmt.Errorf("catalogstore: version %q: %w", v, err)
+		}
+	}
+	c := rating.NewCatalog()
+	if err := fill(cmds[0].Val(), c.Currencies, func(v *rating.CreditCurrency) string { return v.Code }); err != nil {
+		return nil, 0, err
+	}
+	if err := fill(cmds[1].Val(), c.Features, func(v *rating.Feature) string { return v.ID }); err != nil {
+		return nil, 0, err
+	}
+	if err := fill(cmds[2].Val(), c.Plans, func(v *rating.Plan) string { return v.ID }); err != nil {
+		return nil, 0, err
+	}
+	if err := fill(cmds[3].Val(), c.Customers, func(v *rating.Customer) string { return v.ID }); err != nil {
+		return nil, 0, err
+	}
+	if err := fill(cmds[4].Val(), c.Subscriptions, func(v *rating.Subscription) string { return v.ID }); err != nil {
+		return nil, 0, err
+	}
+	return c, version, nil
+}
+
+func fill[T any](m map[string]string, into map[string]*T, id func(*T) string) error {
+	vs, err := decodeAll(m, id)
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		into[id(v)] = v
+	}
+	return nil
+}
+
+// Refresh loads the whole catalog and installs its compiled table in r when
+// it is newer than r's. It returns the subscriptions that did not compile.
+func (s *Store) Refresh(ctx context.Context, r *rating.Rater) (_ []error, err error) {
+	defer classify(&err)
+	c, v, err := s.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, errs := rating.Compile(c, v)
+	r.Swap(t)
+	return errs, nil
+}
+
+// SyncKind says what Sync did.
+type SyncKind int
+
+// What Sync did.
+const (
+	SyncNone        SyncKind = iota // r was current
+	SyncIncremental                 // only new subscriptions were compiled
+	SyncFull                        // the whole catalog was reloaded
+)
+
+// Sync brings r to the stored catalog version. When only subscriptions were
+// created (or customers, currencies and features, which no compiled table
+// depends on) since r's version, it compiles just the new subscriptions;
+// otherwise (a plan changed, or the change log no longer reaches back to r's
+// version) it reloads the whole catalog. It returns the subscriptions that did
+// not compile.
+func (s *Store) Sync(ctx context.Context, r *rating.Rater) (_ SyncKind, _ []error, err error) {
+	defer classify(&err)
+	v, err := s.Version(ctx)
+	if err != nil {
+		return SyncNone, nil, err
+	}
+	t := r.Table()
+	cur := t.Version()
+	switch {
+	case v == cur && cur > 0:
+		return SyncNone, nil, nil
+	case cur == 0 || v < cur:
+		errs, err := s.Refresh(ctx, r)
+		return SyncFull, errs, err
+	}
+	members, err := s.rc.ZRangeByScore(ctx, s.key(kChanges), &redis.ZRangeBy{Min: "(" + strconv.FormatUint(cur, 10), Max: strconv.FormatUint(v, 10)}).Result()
+	if err != nil {
+		return SyncNone, nil, err
+	}
+	var subIDs []string
+	full := uint64(len(members)) != v-cur
+	for _, m := range members {
+		parts := strings.SplitN(m, ":", 3)
+		if len(parts) != 3 {
+			full = true
+			break
+		}
+		switch parts[1] {
+		case kSubs:
+			subIDs = append(subIDs, parts[2])
+		case kCustomers, kCurrencies, kFeatures:
+		default:
+			full = true
+		}
+	}
+	if full {
+		errs, err := s.Refresh(ctx, r)
+		return SyncFull, errs, err
+	}
+	subs, err := s.subscriptions(ctx, s.rc, subIDs)
+	if err != nil {
+		return SyncNone, nil, err
+	}
+	c := rating.NewCatalog()
+	var featureIDs []string
+	for _, sub := range subs {
+		if _, ok := c.Plans[sub.PlanID]; !ok {
+			p, err := s.Plan(ctx, sub.PlanID)
+			if err != nil {
+				return SyncNone, nil, err
+			}
+			c.Plans[p.ID] = p
+			featureIDs = append(featureIDs, planFeatures(p)...)
+		}
+		for _, row := range sub.Consumption {
+			featureIDs = append(featureIDs, row.FeatureID)
+		}
+	}
+	if len(featureIDs) > 0 {
+		vals, err := s.rc.HMGet(ctx, s.key(kFeatures), featureIDs...).Result()
+		if err != nil {
+			return SyncNone, nil, err
+		}
+		for _, raw := range vals {
+			if b, ok := raw.(string); ok {
+				f := new(rating.Feature)
+				if err := json.Unmarshal([]byte(b), f); err != nil {
+					return SyncNone, nil, err
+				}
+				c.Features[f.ID] = f
+			}
+		}
+	}
+	nt, errs := t.Extend(c, subs, v)
+	r.Swap(nt)
+	return SyncIncremental, errs, nil
+}
+
+// Follow keeps r current until ctx ends, calling Sync every interval. report
+// receives Redis errors and subscriptions that did not compile (nil to
+// ignore).
+func (s *Store) Follow(ctx context.Context, r *rating.Rater, interval time.Duration, report func(error)) {
+	if report == nil {
+		report = func(error) {}
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		_, errs, err := s.Sync(ctx, r)
+		if err != nil && ctx.Err() == nil {
+			report(err)
+		}
+		for _, e := range errs {
+			report(e)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
