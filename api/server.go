@@ -61,6 +61,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives the HTTP request metrics (middleware.go); nil: none.
 	Metrics prometheus.Registerer
+	// DeadLetters lists the dead-letter topic; nil answers 503.
+	DeadLetters DeadLetters
 }
 
 // Access says who may call a route.
@@ -97,6 +99,8 @@ type Server struct {
 	routes   []Route
 	skew     time.Duration // MaxFutureSkew
 	metrics  *httpMetrics
+	// deadLetters serves GET /v1/dead-letters (deadletters.go).
+	deadLetters DeadLetters
 }
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
@@ -106,6 +110,7 @@ func NewServer(o Options) *Server {
 		s.log = slog.Default()
 	}
 	s.skew = o.MaxFutureSkew
+	s.deadLetters = o.DeadLetters
 	if o.Metrics != nil {
 		s.metrics = newHTTPMetrics(o.Metrics)
 	}
@@ -200,6 +205,7 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/subscriptions/{id}/invoices", Customer, s.getInvoice},
 
 		{"POST", "/v1/events", Admin, s.postEvents},
+		{"GET", "/v1/dead-letters", Admin, s.listDeadLetters},
 	}
 }
 
