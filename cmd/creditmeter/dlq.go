@@ -312,6 +312,10 @@ func replay(ctx context.Context, o replayOptions) (*replayReport, error) {
 				}
 				break
 			}
+			if err := ingest.CheckFuture(ev.Timestamp, time.Now(), ingest.DefaultMaxFutureSkew); err != nil {
+				why, field, detail = ingest.ReasonInvalid, "timestamp", err.Error()
+				break
+			}
 			var rerr error
 			lines, rerr = rater.Rate(&ev, lines[:0])
 			if rerr != nil {
