@@ -124,3 +124,34 @@ func TestDeadLetterListNoTopic(t *testing.T) {
 		t.Fatalf("missing topic: %+v %v, want an empty page", p, err)
 	}
 }
+
+// BenchmarkDeadLetterList lists the first page of a topic of 100,000 dead
+// letters (each List reads the whole topic).
+func BenchmarkDeadLetterList(b *testing.B) {
+	br := testenv.Broker(b, 2, "usage-events", "usage-events-dlq")
+	w := ingest.NewWriters([]string{br.Addr()}, "usage-events", "usage-events-dlq")
+	defer w.Close()
+	const n = 100_000
+	dls := make([]ingest.DeadLetter, 0, 10_000)
+	for i := 0; i < n; i++ {
+		cust := fmt.Sprintf("cust-%d", i%1000)
+		v := fmt.Sprintf(`{"id":"ev-%d","customer_id":%q,"event_name":"email.sent","timestamp":"2026-11-30T10:00:00Z"}`, i, cust)
+		dls = append(dls, ingest.DeadLetter{Msg: kafka.Message{Topic: "usage-events", Offset: int64(i), Key: []byte(cust), Value: []byte(v)},
+			Reason: ingest.ReasonUnknownCust, Field: "customer_id", Detail: "unknown"})
+		if len(dls) == cap(dls) {
+			if err := w.SendDLQ(context.Background(), dls); err != nil {
+				b.Fatal(err)
+			}
+			dls = dls[:0]
+		}
+	}
+	rd := ingest.DeadLetterReader{Conn: ingest.Plain(br.Addr()), Topic: "usage-events-dlq"}
+	b.ResetTimer()
+	for range b.N {
+		p, err := rd.List(context.Background(), ingest.DeadLetterQuery{Limit: 50})
+		if err != nil || p.Total != n {
+			b.Fatalf("%v, total %d", err, p.Total)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "dead-letters/s")
+}

@@ -172,3 +172,23 @@ func TestDLQReplayChargesOnce(t *testing.T) {
 		}
 	}
 }
+
+// Two replays never run at once: the second is refused while the first
+// holds the lock, and nothing is sent; bad --since values are named.
+func TestDLQReplayRefusesWhileAnotherRuns(t *testing.T) {
+	h := e2e.New(t, 1)
+	if err := h.RC.Set(t.Context(), h.Prefix+"dlq-replay-lock", "other", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"dlq", "replay", "--kafka-brokers", h.Broker.Addr(), "--redis-addr", h.Redis.Addr, "--redis-key-prefix", h.Prefix}
+	out, err := run(t, nil, args...)
+	if err == nil || !strings.Contains(out, "another dlq replay holds "+h.Prefix+"dlq-replay-lock") {
+		t.Errorf("replay while another runs: %v\n%s", err, out)
+	}
+	if out, err := run(t, nil, append(args, "--dry-run")...); err != nil || !strings.Contains(out, "would replay: 0\n") {
+		t.Errorf("a dry run takes no lock: %v\n%s", err, out)
+	}
+	if out, err := run(t, nil, append(args, "--since", "yesterday")...); err == nil || !strings.Contains(out, `--since "yesterday"`) {
+		t.Errorf("bad --since: %v\n%s", err, out)
+	}
+}
