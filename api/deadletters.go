@@ -73,7 +73,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, _ princ
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "cursor", Message: "cursor must be a next_cursor of this list"}
 	case errors.As(err, &retry):
 		s.log.Warn("api: dead-letter topic unavailable", "err", err)
-		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the dead-letter topic is unavailable; retry"}
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the dead-letter topic or the replay records are unavailable; retry"}
 	case err != nil:
 		return err
 	}

@@ -140,13 +140,12 @@ type replayOptions struct {
 
 // replayReport is what a replay did, by reason of the dead letters.
 type replayReport struct {
-	DryRun         bool             `json:"dry_run"`
-	Read           int              `json:"read"` // dead letters selected by --reason and --since
-	Replayed       map[string]int   `json:"replayed"`
-	AlreadyDone    map[string]int   `json:"already_replayed"`
-	StillFailing   map[string]int   `json:"still_failing"`
-	Failing        []failingLetter  `json:"failing"` // the first maxListed
-	ReplayedEvents []replayedLetter `json:"-"`
+	DryRun       bool            `json:"dry_run"`
+	Read         int             `json:"read"` // dead letters selected by --reason and --since
+	Replayed     map[string]int  `json:"replayed"`
+	AlreadyDone  map[string]int  `json:"already_replayed"`
+	StillFailing map[string]int  `json:"still_failing"`
+	Failing      []failingLetter `json:"failing"` // the first maxListed
 }
 
 type failingLetter struct {
@@ -156,10 +155,6 @@ type failingLetter struct {
 	Field      string `json:"field,omitempty"`
 	Detail     string `json:"detail"`
 	EventID    string `json:"event_id,omitempty"`
-}
-
-type replayedLetter struct {
-	DeadLetter, EventID string
 }
 
 func sum(m map[string]int) int {
@@ -268,7 +263,6 @@ func replay(ctx context.Context, o replayOptions) (*replayReport, error) {
 				continue
 			}
 			rep.Replayed[d.Reason]++
-			rep.ReplayedEvents = append(rep.ReplayedEvents, replayedLetter{d.DLQ.String(), d.EventID})
 			h := append(append([]kafka.Header(nil), d.Headers...), kafka.Header{Key: ingest.HeaderReplayOf, Value: []byte(d.DLQ.String())})
 			msgs = append(msgs, kafka.Message{Key: d.Key, Value: d.Value, Headers: h})
 			sent = append(sent, d)
