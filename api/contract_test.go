@@ -20,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/api"
@@ -270,7 +271,8 @@ func TestContract(t *testing.T) {
 	}
 	acc := &engine.Accounts{Store: bs, Archive: aw, Observer: &webhook.Notifier{Emitter: hooks}}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Events: ev, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin},
-		Logger: slog.New(slog.DiscardHandler), Webhooks: hooks})
+		Logger: slog.New(slog.DiscardHandler), Webhooks: hooks,
+		DeadLetters: ingest.DeadLetterReader{Conn: ingest.Plain(b.Addr()), Topic: "usage-events-dlq"}})
 	hs := httptest.NewServer(c.wrap(srv))
 	t.Cleanup(hs.Close)
 	e := &env{t: t, url: hs.URL, srv: srv}
@@ -366,6 +368,17 @@ func TestContract(t *testing.T) {
 	e.must(403, "GET", "/v1/webhooks", tok, "")
 	e.must(204, "DELETE", "/v1/webhooks/"+wh, admin, "")
 	e.must(404, "GET", "/v1/webhooks/"+wh, admin, "")
+	// Dead letters: one, listed; a bad cursor.
+	if err := ev.SendDLQ(context.Background(), []ingest.DeadLetter{{Msg: kafka.Message{Topic: "usage-events", Key: []byte("nobody"),
+		Value: []byte(`{"id":"d1","customer_id":"nobody","event_name":"email.sent","timestamp":"` + now.Format(time.RFC3339) + `"}`)},
+		Reason: ingest.ReasonUnknownCust, Field: "customer_id", Detail: "customer nobody is unknown"}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.must(200, "GET", "/v1/dead-letters?limit=1", admin, ""); d.body["total"] != 1.0 {
+		t.Errorf("dead letters: %s", d.raw)
+	}
+	e.must(400, "GET", "/v1/dead-letters?cursor=nope", admin, "")
+	e.must(403, "GET", "/v1/dead-letters", tok, "")
 
 	// Errors of each class.
 	e.must(401, "GET", "/v1/plans", "", "")

@@ -68,6 +68,8 @@ type Options struct {
 	// Webhooks keeps webhook endpoints and their deliveries; nil makes
 	// /v1/webhooks answer 503.
 	Webhooks *webhook.Store
+	// DeadLetters lists the dead-letter topic; nil answers 503.
+	DeadLetters DeadLetters
 }
 
 // Access says who may call a route.
@@ -106,6 +108,8 @@ type Server struct {
 	skew     time.Duration // MaxFutureSkew
 	metrics  *httpMetrics
 	hooks    *webhook.Store
+	// deadLetters serves GET /v1/dead-letters (deadletters.go).
+	deadLetters DeadLetters
 }
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
@@ -120,6 +124,7 @@ func NewServer(o Options) *Server {
 	}
 	s.skew = o.MaxFutureSkew
 	s.hooks = o.Webhooks
+	s.deadLetters = o.DeadLetters
 	if o.Metrics != nil {
 		s.metrics = newHTTPMetrics(o.Metrics)
 	}
@@ -223,6 +228,7 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/webhooks/{id}", Admin, s.getWebhook},
 		{"DELETE", "/v1/webhooks/{id}", Admin, s.deleteWebhook},
 		{"GET", "/v1/webhooks/{id}/deliveries", Admin, s.listWebhookDeliveries},
+		{"GET", "/v1/dead-letters", Admin, s.listDeadLetters},
 	}
 }
 

@@ -1,5 +1,6 @@
 // Package ingest is creditmeter's intake: Kafka topics, the event schema, and
-// the dead-letter queue.
+// the dead-letter queue, written by the engine (SendDLQ) and read back by
+// GET /v1/dead-letters and dlq replay (DeadLetterReader).
 package ingest
 
 import (

@@ -44,6 +44,7 @@ CREDITMETER_REDIS_ADDR, and so on. A flag given on the command line wins.`,
 	root.AddCommand(newReconcileCmd())
 	root.AddCommand(newBenchCmd())
 	root.AddCommand(newVersionCmd())
+	root.AddCommand(newDLQCmd())
 	return root
 }
 

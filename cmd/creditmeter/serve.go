@@ -138,7 +138,8 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	}}
 	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: accounts, Balances: accounts,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log,
-		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg, Webhooks: hooks})
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg, Webhooks: hooks,
+		DeadLetters: ingest.DeadLetterReader{Conn: kconn, Topic: cfg.Kafka.DLQTopic, Replayed: replayedAt(cat.rc, cfg.Engine.KeyPrefix, cfg.Kafka.DLQTopic)}})
 	mux := http.NewServeMux()
 	mux.Handle("/console/", console.Handler()) // the web console, over the same API
 	mux.Handle("/console", console.Handler())
