@@ -33,7 +33,7 @@ type RatedRow struct {
 	Funded         credit.Amount   // drawn from grants
 	Unfunded       credit.Amount   // not drawn: unfunded usage or overage
 	CreditCurrency string
-	MoneyValue     decimal.Decimal // Credits × credit value
+	MoneyValue     decimal.Decimal // Credits × credit value; at most 9 decimals (stored as Int64 nano-units)
 	MoneyCurrency  string
 	EventTime      time.Time
 	RatedAt        time.Time
@@ -65,7 +65,7 @@ type LedgerRow struct {
 	CreditCurrency string
 	GrantID        string
 	GrantType      string
-	MoneyAmount    decimal.Decimal // charge of a top-up or purchased grant
+	MoneyAmount    decimal.Decimal // charge of a top-up or purchased grant (Decimal(38, 9): unrounded, may exceed Int64 nano-units)
 	MoneyCurrency  string
 	EventCount     uint64 // usage entries: events summed into the entry
 	Reason         string
@@ -104,35 +104,42 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 		return nil
 	}
 	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
-		quantity, credits, funded_credits, unfunded_credits, credit_currency, money_value, money_currency,
-		event_time, event_time_ms, rated_at, grant_ids, grant_amounts, status, source_topic, source_partition, source_offset, version)`)
+		quantity, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
+		event_time, event_time_ms, rated_at, grant_ids, grant_amounts_micro, status, source_topic, source_partition, source_offset, version)`)
 	if err != nil {
 		return fmt.Errorf("archive: prepare rated_usage: %w", err)
 	}
 	version := uint64(time.Now().UnixNano())
+	// One backing array for every row's grant amounts: the column copies them.
+	var nAmounts int
+	for i := range rows {
+		nAmounts += len(rows[i].GrantAmounts)
+	}
+	amounts := make([]int64, 0, nAmounts)
+	empty := []string{}
 	for i := range rows {
 		r := &rows[i]
-		if r.EventID == "" || r.SubscriptionID == "" || r.EventTime.IsZero() {
+		if err := checkRated(r); err != nil {
 			_ = b.Abort()
-			return fmt.Errorf("%w: rated_usage row %d lacks event id, subscription or time", ErrInvalidRow, i)
+			return fmt.Errorf("%w: rated_usage row %d: %v", ErrInvalidRow, i, err)
 		}
-		if !InRange(r.EventTime) || !InRange(r.RatedAt) {
+		money, ok := FixedInt64(r.MoneyValue, MoneyScale)
+		if !ok {
 			_ = b.Abort()
-			return fmt.Errorf("%w: rated_usage row %d: event time %s or rated time %s outside %s..%s", ErrInvalidRow, i,
-				r.EventTime.UTC().Format(time.RFC3339Nano), r.RatedAt.UTC().Format(time.RFC3339Nano), MinTime.Format(time.RFC3339), MaxTime.Format(time.RFC3339))
+			return fmt.Errorf("%w: rated_usage row %d: money value %s is not a whole number of 10^-9 units within Int64", ErrInvalidRow, i, r.MoneyValue)
 		}
-		amounts := make([]decimal.Decimal, len(r.GrantAmounts))
-		for j, a := range r.GrantAmounts {
-			amounts[j] = a.Decimal()
+		lo := len(amounts)
+		for _, a := range r.GrantAmounts {
+			amounts = append(amounts, int64(a))
 		}
 		grants := r.GrantIDs
 		if grants == nil {
-			grants = []string{}
+			grants = empty
 		}
 		et := r.EventTime.UTC()
 		if err := b.Append(r.EventID, r.Line, r.CustomerID, r.SubscriptionID, r.Feature, r.EventName,
-			r.Quantity, r.Credits.Decimal(), r.Funded.Decimal(), r.Unfunded.Decimal(), r.CreditCurrency, r.MoneyValue, r.MoneyCurrency,
-			et.Truncate(time.Second), uint16(et.Nanosecond()/1e6), r.RatedAt.UTC(), grants, amounts, r.Status,
+			r.Quantity, int64(r.Credits), int64(r.Funded), int64(r.Unfunded), r.CreditCurrency, money, r.MoneyCurrency,
+			et.Truncate(time.Second), uint16(et.Nanosecond()/1e6), r.RatedAt.UTC(), grants, amounts[lo:len(amounts):len(amounts)], r.Status,
 			r.Topic, r.Partition, r.Offset, version); err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("%w: rated_usage row %d: %v", ErrInvalidRow, i, err)
@@ -140,6 +147,27 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 	}
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("archive: insert %d rated_usage rows: %w", len(rows), err)
+	}
+	return nil
+}
+
+// checkRated refuses a row that cannot be archived as it is.
+func checkRated(r *RatedRow) error {
+	switch {
+	case r.EventID == "" || r.SubscriptionID == "" || r.EventTime.IsZero():
+		return errors.New("lacks event id, subscription or time")
+	case !InRange(r.EventTime) || !InRange(r.RatedAt):
+		return fmt.Errorf("event time %s or rated time %s outside %s..%s", r.EventTime.UTC().Format(time.RFC3339Nano),
+			r.RatedAt.UTC().Format(time.RFC3339Nano), MinTime.Format(time.RFC3339), MaxTime.Format(time.RFC3339))
+	case !r.Credits.Valid() || !r.Funded.Valid() || !r.Unfunded.Valid():
+		return fmt.Errorf("credits %d, funded %d or unfunded %d micro-credits beyond ±%s", r.Credits, r.Funded, r.Unfunded, credit.MaxAmount)
+	case len(r.GrantIDs) != len(r.GrantAmounts):
+		return fmt.Errorf("%d grant ids but %d grant amounts", len(r.GrantIDs), len(r.GrantAmounts))
+	}
+	for _, a := range r.GrantAmounts {
+		if !a.Valid() {
+			return fmt.Errorf("grant amount %d micro-credits beyond ±%s", a, credit.MaxAmount)
+		}
 	}
 	return nil
 }
@@ -163,6 +191,10 @@ func (w *Writer) WriteLedger(ctx context.Context, rows []LedgerRow) error {
 			return fmt.Errorf("%w: credit_ledger row %d: time %s outside %s..%s", ErrInvalidRow, i,
 				r.CreatedAt.UTC().Format(time.RFC3339Nano), MinTime.Format(time.RFC3339), MaxTime.Format(time.RFC3339))
 		}
+		if !r.Amount.Valid() || !r.BalanceAfter.Valid() {
+			return fmt.Errorf("%w: credit_ledger row %d: amount %d or balance %d micro-credits beyond ±%s", ErrInvalidRow, i,
+				r.Amount, r.BalanceAfter, credit.MaxAmount)
+		}
 	}
 	fresh, err := CheckLedger(ctx, w.conn, rows)
 	if err != nil {
@@ -171,7 +203,7 @@ func (w *Writer) WriteLedger(ctx context.Context, rows []LedgerRow) error {
 	if len(fresh) == 0 {
 		return nil
 	}
-	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount, balance_after,
+	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount_micro, balance_after_micro,
 		credit_currency, grant_id, grant_type, money_amount, money_currency, event_count, reason, actor, idempotency_key, created_at,
 		snapshot, version)`)
 	if err != nil {
@@ -179,7 +211,7 @@ func (w *Writer) WriteLedger(ctx context.Context, rows []LedgerRow) error {
 	}
 	version := firstWins(time.Now())
 	for _, r := range fresh {
-		if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, r.Amount.Decimal(), r.BalanceAfter.Decimal(),
+		if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, int64(r.Amount), int64(r.BalanceAfter),
 			r.CreditCurrency, r.GrantID, r.GrantType, r.MoneyAmount, r.MoneyCurrency, r.EventCount, r.Reason, r.Actor,
 			r.IdempotencyKey, r.CreatedAt.UTC(), r.Snapshot, version); err != nil {
 			_ = b.Abort()
