@@ -169,11 +169,13 @@ func TestWriterRefusesAmountsItCannotStoreExactly(t *testing.T) {
 		t.Fatalf("the largest money value: %v", err)
 	}
 	for name, bad := range map[string]func(*archive.RatedRow){
-		"money 10 decimals":     func(r *archive.RatedRow) { r.MoneyValue = decimal.RequireFromString("0.0000000001") },
-		"money beyond Int64":    func(r *archive.RatedRow) { r.MoneyValue = decimal.RequireFromString("9223372036.854775808") },
-		"credits beyond max":    func(r *archive.RatedRow) { r.Credits = credit.MaxAmount + 1 },
-		"funded beyond max":     func(r *archive.RatedRow) { r.Funded = -credit.MaxAmount - 1 },
-		"grant amount too big":  func(r *archive.RatedRow) { r.GrantIDs, r.GrantAmounts = []string{"g"}, []credit.Amount{credit.MaxAmount + 1} },
+		"money 10 decimals":  func(r *archive.RatedRow) { r.MoneyValue = decimal.RequireFromString("0.0000000001") },
+		"money beyond Int64": func(r *archive.RatedRow) { r.MoneyValue = decimal.RequireFromString("9223372036.854775808") },
+		"credits beyond max": func(r *archive.RatedRow) { r.Credits = credit.MaxAmount + 1 },
+		"funded beyond max":  func(r *archive.RatedRow) { r.Funded = -credit.MaxAmount - 1 },
+		"grant amount too big": func(r *archive.RatedRow) {
+			r.GrantIDs, r.GrantAmounts = []string{"g"}, []credit.Amount{credit.MaxAmount + 1}
+		},
 		"grants and amounts ≠": func(r *archive.RatedRow) { r.GrantIDs, r.GrantAmounts = []string{"g", "h"}, []credit.Amount{1} },
 	} {
 		r := ok()
