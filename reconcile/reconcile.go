@@ -17,8 +17,8 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/archive"
-	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 )
 
