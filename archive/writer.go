@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -103,52 +105,116 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	c := usagePool.Get().(*usageColumns)
+	defer usagePool.Put(c)
+	if err := c.fill(rows, uint64(time.Now().UnixNano())); err != nil {
+		return err
+	}
 	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
 		quantity, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
 		event_time, event_time_ms, rated_at, grant_ids, grant_amounts_micro, status, source_topic, source_partition, source_offset, version)`)
 	if err != nil {
 		return fmt.Errorf("archive: prepare rated_usage: %w", err)
 	}
-	version := uint64(time.Now().UnixNano())
-	// One backing array for every row's grant amounts: the column copies them.
-	var nAmounts int
-	for i := range rows {
-		nAmounts += len(rows[i].GrantAmounts)
-	}
-	amounts := make([]int64, 0, nAmounts)
-	empty := []string{}
-	for i := range rows {
-		r := &rows[i]
-		if err := checkRated(r); err != nil {
+	for i, col := range c.slices() {
+		if err := b.Column(i).Append(col); err != nil {
 			_ = b.Abort()
-			return fmt.Errorf("%w: rated_usage row %d: %v", ErrInvalidRow, i, err)
-		}
-		money, ok := FixedInt64(r.MoneyValue, MoneyScale)
-		if !ok {
-			_ = b.Abort()
-			return fmt.Errorf("%w: rated_usage row %d: money value %s is not a whole number of 10^-9 units within Int64", ErrInvalidRow, i, r.MoneyValue)
-		}
-		lo := len(amounts)
-		for _, a := range r.GrantAmounts {
-			amounts = append(amounts, int64(a))
-		}
-		grants := r.GrantIDs
-		if grants == nil {
-			grants = empty
-		}
-		et := r.EventTime.UTC()
-		if err := b.Append(r.EventID, r.Line, r.CustomerID, r.SubscriptionID, r.Feature, r.EventName,
-			r.Quantity, int64(r.Credits), int64(r.Funded), int64(r.Unfunded), r.CreditCurrency, money, r.MoneyCurrency,
-			et.Truncate(time.Second), uint16(et.Nanosecond()/1e6), r.RatedAt.UTC(), grants, amounts[lo:len(amounts):len(amounts)], r.Status,
-			r.Topic, r.Partition, r.Offset, version); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("%w: rated_usage row %d: %v", ErrInvalidRow, i, err)
+			return fmt.Errorf("%w: rated_usage column %d: %v", ErrInvalidRow, i, err)
 		}
 	}
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("archive: insert %d rated_usage rows: %w", len(rows), err)
 	}
 	return nil
+}
+
+// usageColumns are a batch of rated_usage by column: appended a column at a
+// time, the driver boxes no value per row. Reused through usagePool.
+type usageColumns struct {
+	eventID, customer, sub, feature, eventName, creditCur, moneyCur, status, topic []string
+	line, ms                                                                       []uint16
+	quantity                                                                       []decimal.Decimal
+	credits, funded, unfunded, money, offset                                       []int64
+	eventTime, ratedAt                                                             []time.Time
+	grantIDs                                                                       [][]string
+	grantAmounts                                                                   [][]int64
+	amounts                                                                        []int64 // backs grantAmounts
+	partition                                                                      []int32
+	version                                                                        []uint64
+}
+
+var usagePool = sync.Pool{New: func() any { return new(usageColumns) }}
+
+var noGrants = []string{}
+
+// fill checks rows and lays them out by column.
+func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
+	n, nAmounts := len(rows), 0
+	for i := range rows {
+		nAmounts += len(rows[i].GrantAmounts)
+	}
+	c.amounts = slices.Grow(c.amounts[:0], nAmounts)
+	for _, s := range []*[]string{&c.eventID, &c.customer, &c.sub, &c.feature, &c.eventName, &c.creditCur, &c.moneyCur, &c.status, &c.topic} {
+		*s = slices.Grow((*s)[:0], n)
+	}
+	for _, s := range []*[]int64{&c.credits, &c.funded, &c.unfunded, &c.money, &c.offset} {
+		*s = slices.Grow((*s)[:0], n)
+	}
+	c.line, c.ms = slices.Grow(c.line[:0], n), slices.Grow(c.ms[:0], n)
+	c.quantity = slices.Grow(c.quantity[:0], n)
+	c.eventTime, c.ratedAt = slices.Grow(c.eventTime[:0], n), slices.Grow(c.ratedAt[:0], n)
+	c.grantIDs, c.grantAmounts = slices.Grow(c.grantIDs[:0], n), slices.Grow(c.grantAmounts[:0], n)
+	c.partition, c.version = slices.Grow(c.partition[:0], n), slices.Grow(c.version[:0], n)
+	for i := range rows {
+		r := &rows[i]
+		if err := checkRated(r); err != nil {
+			return fmt.Errorf("%w: rated_usage row %d: %v", ErrInvalidRow, i, err)
+		}
+		money, ok := FixedInt64(r.MoneyValue, MoneyScale)
+		if !ok {
+			return fmt.Errorf("%w: rated_usage row %d: money value %s is not a whole number of 10^-9 units within Int64", ErrInvalidRow, i, r.MoneyValue)
+		}
+		lo := len(c.amounts)
+		for _, a := range r.GrantAmounts {
+			c.amounts = append(c.amounts, int64(a))
+		}
+		grants := r.GrantIDs
+		if grants == nil {
+			grants = noGrants
+		}
+		et := r.EventTime.UTC()
+		c.eventID = append(c.eventID, r.EventID)
+		c.line = append(c.line, r.Line)
+		c.customer = append(c.customer, r.CustomerID)
+		c.sub = append(c.sub, r.SubscriptionID)
+		c.feature = append(c.feature, r.Feature)
+		c.eventName = append(c.eventName, r.EventName)
+		c.quantity = append(c.quantity, r.Quantity)
+		c.credits = append(c.credits, int64(r.Credits))
+		c.funded = append(c.funded, int64(r.Funded))
+		c.unfunded = append(c.unfunded, int64(r.Unfunded))
+		c.creditCur = append(c.creditCur, r.CreditCurrency)
+		c.money = append(c.money, money)
+		c.moneyCur = append(c.moneyCur, r.MoneyCurrency)
+		c.eventTime = append(c.eventTime, et.Truncate(time.Second))
+		c.ms = append(c.ms, uint16(et.Nanosecond()/1e6))
+		c.ratedAt = append(c.ratedAt, r.RatedAt.UTC())
+		c.grantIDs = append(c.grantIDs, grants)
+		c.grantAmounts = append(c.grantAmounts, c.amounts[lo:len(c.amounts):len(c.amounts)])
+		c.status = append(c.status, r.Status)
+		c.topic = append(c.topic, r.Topic)
+		c.partition = append(c.partition, r.Partition)
+		c.offset = append(c.offset, r.Offset)
+		c.version = append(c.version, version)
+	}
+	return nil
+}
+
+// slices are the columns in the INSERT's order.
+func (c *usageColumns) slices() []any {
+	return []any{c.eventID, c.line, c.customer, c.sub, c.feature, c.eventName, c.quantity, c.credits, c.funded, c.unfunded,
+		c.creditCur, c.money, c.moneyCur, c.eventTime, c.ms, c.ratedAt, c.grantIDs, c.grantAmounts, c.status, c.topic,
+		c.partition, c.offset, c.version}
 }
 
 // checkRated refuses a row that cannot be archived as it is.
