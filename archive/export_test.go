@@ -5,6 +5,15 @@ import "context"
 // MigrateUpTo applies the migrations up to version v only: the schema of an
 // older release, for migration tests.
 func MigrateUpTo(ctx context.Context, c ConnConfig, v int) error {
+	var ms []Migration
+	for _, m := range Migrations {
+		if m.Version <= v {
+			ms = append(ms, m)
+		}
+	}
+	if c.Cluster != "" {
+		return migrateCluster(ctx, c, ms)
+	}
 	if err := EnsureDatabase(ctx, c); err != nil {
 		return err
 	}
@@ -13,11 +22,5 @@ func MigrateUpTo(ctx context.Context, c ConnConfig, v int) error {
 		return err
 	}
 	defer conn.Close()
-	var ms []Migration
-	for _, m := range Migrations {
-		if m.Version <= v {
-			ms = append(ms, m)
-		}
-	}
 	return migrateList(ctx, conn, ms, nil)
 }

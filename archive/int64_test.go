@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/archive"
@@ -26,39 +27,7 @@ func TestInt64MigrationKeepsDecimalRows(t *testing.T) {
 	}
 	d := decimal.RequireFromString
 	at := time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
-	// The previous release's writer: Decimal values.
-	b, err := conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
-		quantity, credits, funded_credits, unfunded_credits, credit_currency, money_value, money_currency,
-		event_time, event_time_ms, rated_at, grant_ids, grant_amounts, status, source_topic, source_partition, source_offset, version)`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Append("e-old", uint16(0), "cust-1", "sub-1", "llm-tokens", "llm", d("1234.5"), d("1.234567"), d("1"), d("0.234567"),
-		"AIT", d("0.049382680"), "USD", at, uint16(0), at, []string{"g1"}, []decimal.Decimal{d("1")}, "overage", "t", int32(0), int64(7), uint64(1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Send(); err != nil {
-		t.Fatal(err)
-	}
-	lb, err := conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount, balance_after,
-		credit_currency, grant_id, grant_type, money_amount, money_currency, event_count, created_at, version)`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range []struct {
-		seq          uint64
-		kind         string
-		amount, bal  string
-		money, grant string
-	}{{1, "grant", "1", "1", "0.04", "g1"}, {2, "usage", "-1.234567", "-0.234567", "0", ""}} {
-		if err := lb.Append("sub-1", e.seq, "cust-1", e.kind, d(e.amount), d(e.bal), "AIT", e.grant, "purchased", d(e.money), "USD",
-			uint64(1), at, uint64(1)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := lb.Send(); err != nil {
-		t.Fatal(err)
-	}
+	writeDecimalRows(t, conn, at, "sub-1")
 	db, err := conn.PrepareBatch(ctx, `INSERT INTO usage_daily (subscription_id, day, feature, customer_id, quantity, credits, funded_credits,
 		unfunded_credits, money_value, credit_currency, money_currency, events, version)`)
 	if err != nil {
@@ -232,5 +201,95 @@ func TestGroupByInt64NotDecimal(t *testing.T) {
 	}
 	if err == nil || conn.Ping(ctx) == nil {
 		t.Logf("ClickHouse %s survived GROUP BY String, Decimal(38, 9) (err %v): README.md's warning may be stale", version, err)
+	}
+}
+
+// writeDecimalRows archives, as the release before the Int64 columns did
+// (Decimal values), one rated line and two ledger entries of each sub.
+func writeDecimalRows(t *testing.T, conn driver.Conn, at time.Time, subs ...string) {
+	t.Helper()
+	ctx := context.Background()
+	d := decimal.RequireFromString
+	b, err := conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
+		quantity, credits, funded_credits, unfunded_credits, credit_currency, money_value, money_currency,
+		event_time, event_time_ms, rated_at, grant_ids, grant_amounts, status, source_topic, source_partition, source_offset, version)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range subs {
+		if err := b.Append("e-old", uint16(0), "cust-1", sub, "llm-tokens", "llm", d("1234.5"), d("1.234567"), d("1"), d("0.234567"),
+			"AIT", d("0.049382680"), "USD", at, uint16(0), at, []string{"g1"}, []decimal.Decimal{d("1")}, "overage", "t", int32(0), int64(7), uint64(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount, balance_after,
+		credit_currency, grant_id, grant_type, money_amount, money_currency, event_count, created_at, version)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range subs {
+		for _, e := range []struct {
+			seq          uint64
+			kind         string
+			amount, bal  string
+			money, grant string
+		}{{1, "grant", "1", "1", "0.04", "g1"}, {2, "usage", "-1.234567", "-0.234567", "0", ""}} {
+			if err := lb.Append(sub, e.seq, "cust-1", e.kind, d(e.amount), d(e.bal), "AIT", e.grant, "purchased", d(e.money), "USD",
+				uint64(1), at, uint64(1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := lb.Send(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The same migration in cluster mode: the mutation runs on each shard's
+// local tables, the ALIAS columns are on the Distributed ones too.
+func TestInt64MigrationOnCluster(t *testing.T) {
+	procs := testenv.StartClickHouseCluster(t, "cm", 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cc := archive.ConnConfig{Addr: procs[0].Addr, Database: "cl_" + testenv.RandomID(t), User: "default", Cluster: "cm"}
+	if err := archive.MigrateUpTo(ctx, cc, 8); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := archive.Open(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	subs := []string{"sub-1", "sub-2", "sub-3", "sub-4", "sub-5", "sub-6"}
+	writeDecimalRows(t, conn, time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC), subs...)
+	if err := archive.Migrate(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+	got := queryLines(t, conn, `SELECT count(), sum(credits_micro), sum(money_value_nano), toString(sum(credits)), toString(sum(grant_amounts_micro[1]))
+		FROM rated_usage FINAL`)
+	if want := "6 7407402 296296080 7.407402000 6000000"; got[0] != want {
+		t.Errorf("rated_usage: got %s, want %s", got[0], want)
+	}
+	got = queryLines(t, conn, `SELECT count(), sum(amount_micro), min(balance_after_micro), toString(sum(amount)) FROM credit_ledger FINAL`)
+	if want := "12 -1407402 -234567 -1.407402000"; got[0] != want {
+		t.Errorf("credit_ledger: got %s, want %s", got[0], want)
+	}
+	for i, p := range procs {
+		hc := cc
+		hc.Addr, hc.Cluster = p.Addr, ""
+		h, err := archive.Open(ctx, hc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := queryLines(t, h, `SELECT count() FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('rated_usage_local', 'credit_ledger_local')
+			AND (table, name) NOT IN (SELECT table, name FROM system.parts_columns WHERE database = currentDatabase() AND active AND column IN ('credits_micro', 'amount_micro'))`)
+		rows := queryLines(t, h, `SELECT count() FROM rated_usage_local`)
+		h.Close()
+		if n[0] != "0" || rows[0] == "0" {
+			t.Errorf("shard %d: %s rows, %s active parts lack the Int64 columns", i, rows[0], n[0])
+		}
 	}
 }

@@ -164,7 +164,7 @@ var Migrations = []Migration{
 // the cluster (see clusterSteps).
 func Migrate(ctx context.Context, c ConnConfig) error {
 	if c.Cluster != "" {
-		return migrateCluster(ctx, c)
+		return migrateCluster(ctx, c, Migrations)
 	}
 	if err := EnsureDatabase(ctx, c); err != nil {
 		return err
@@ -219,7 +219,7 @@ func ClusterHosts(ctx context.Context, c ConnConfig) ([]string, error) {
 // that missed a run (down, added later) is brought up to date by the next.
 // No ON CLUSTER, so no ZooKeeper is needed (see README.md). Every host is
 // checked before any is changed.
-func migrateCluster(ctx context.Context, c ConnConfig) error {
+func migrateCluster(ctx context.Context, c ConnConfig, ms []Migration) error {
 	hosts, err := ClusterHosts(ctx, c)
 	if err != nil {
 		return err
@@ -247,7 +247,7 @@ func migrateCluster(ctx context.Context, c ConnConfig) error {
 		}
 	}
 	for i, conn := range conns {
-		if err := migrate(ctx, conn, func(m Migration) []step { return clusterSteps(m, c.Cluster, dbs[i]) }); err != nil {
+		if err := migrateList(ctx, conn, ms, func(m Migration) []step { return clusterSteps(m, c.Cluster, dbs[i]) }); err != nil {
 			return fmt.Errorf("cluster %s, host %s: %w", c.Cluster, hosts[i], err)
 		}
 	}
