@@ -3,6 +3,7 @@ package archive_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -291,5 +292,53 @@ func TestInt64MigrationOnCluster(t *testing.T) {
 		if n[0] != "0" || rows[0] == "0" {
 			t.Errorf("shard %d: %s rows, %s active parts lack the Int64 columns", i, rows[0], n[0])
 		}
+	}
+}
+
+func TestFixedInt64ExactOrRefused(t *testing.T) {
+	for _, c := range []struct {
+		d     string
+		scale int32
+		want  int64
+		ok    bool
+	}{
+		{"1.5", 6, 1_500_000, true}, {"-2.000001", 6, -2_000_001, true}, {"0", 9, 0, true}, {"0.0000001", 6, 0, false},
+		{"0.04938268", 9, 49_382_680, true}, {"0.0000000001", 9, 0, false}, {"1.5000000000", 6, 1_500_000, true},
+		{"9223372036.854775807", 9, 9_223_372_036_854_775_807, true}, {"-9223372036.854775808", 9, -9_223_372_036_854_775_808, true},
+		{"9223372036.854775808", 9, 0, false}, {"1e20", 6, 0, false}, {"12e3", 6, 12_000_000_000, true},
+		{"12345678901234567800e-11", 9, 123_456_789_012_345_678, true}, // coefficient beyond int64
+		{"12345678901234567890e-11", 9, 0, false},
+	} {
+		got, ok := archive.FixedInt64(decimal.RequireFromString(c.d), c.scale)
+		if got != c.want || ok != c.ok {
+			t.Errorf("FixedInt64(%s, %d) = %d, %v; want %d, %v", c.d, c.scale, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// A day whose credits add up beyond Int64 micro-credits (1,025 lines of
+// MaxAmount) is refused by the rollup, not wrapped; the raw table's usage,
+// summed as Decimal, is exact.
+func TestRollupRefusesSumBeyondInt64(t *testing.T) {
+	conn, w := migrated(t)
+	ctx := context.Background()
+	at := time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
+	rows := make([]archive.RatedRow, 1025)
+	for i := range rows {
+		rows[i] = archive.RatedRow{EventID: fmt.Sprintf("e%d", i), SubscriptionID: "sub-1", Feature: "f", Quantity: decimal.NewFromInt(1),
+			Credits: credit.MaxAmount, Unfunded: credit.MaxAmount, EventTime: at, RatedAt: at, Status: archive.StatusUnfunded}
+	}
+	if err := w.WriteUsage(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := archive.RefreshRollup(ctx, conn, archive.RollupScope{}); err == nil || !strings.Contains(err.Error(), "beyond Int64") {
+		t.Errorf("RefreshRollup: err = %v, want beyond Int64", err)
+	}
+	u, err := archive.Usage(ctx, conn, archive.UsageQuery{Subscription: "sub-1", From: at.Add(-time.Hour), To: at.Add(time.Hour), GroupBy: archive.GroupByFeature})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(u) != 1 || u[0].Credits.String() != "9225000000000" || u[0].UnfundedCredits.String() != "9225000000000" {
+		t.Errorf("usage %+v", u)
 	}
 }
