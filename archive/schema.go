@@ -360,7 +360,23 @@ func materialize(ctx context.Context, conn driver.Conn, mat Materialize) error {
 			mat.Table).Scan(&n)
 		return n, err
 	}
+	// A run cut short (serve's first try has a timeout) leaves its mutation
+	// running: the next run waits for it rather than queue another.
 	for attempt := 0; ; attempt++ {
+		for {
+			p, err := pending()
+			if err != nil {
+				return err
+			}
+			if p == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the mutation of %s: %w", mat.Table, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 		n, err := lacking()
 		if err != nil || n == 0 {
 			return err
@@ -370,19 +386,6 @@ func materialize(ctx context.Context, conn driver.Conn, mat Materialize) error {
 		}
 		if err := conn.Exec(ctx, mat.Update); err != nil {
 			return err
-		}
-		for {
-			if p, err := pending(); err != nil || p == 0 {
-				if err != nil {
-					return err
-				}
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("waiting for the mutation of %s: %w", mat.Table, ctx.Err())
-			case <-time.After(50 * time.Millisecond):
-			}
 		}
 	}
 }
