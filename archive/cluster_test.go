@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -204,8 +205,8 @@ func TestClusterModeTwoShards(t *testing.T) {
 	}
 }
 
-// The analysts' queries of README.md give the same answers through the
-// Distributed tables of a two-shard cluster.
+// The analysts' queries of README.md (and those of the Decimal schema) give
+// the same answers through the Distributed tables of a two-shard cluster.
 func TestReadmeQueriesOnCluster(t *testing.T) {
 	procs := testenv.StartClickHouseCluster(t, "cm", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -220,4 +221,10 @@ func TestReadmeQueriesOnCluster(t *testing.T) {
 	}
 	defer conn.Close()
 	checkReadmeQueries(t, conn, archive.NewWriter(conn))
+	// and the Decimal names, ALIAS columns of the Distributed tables too
+	b, err := os.ReadFile("testdata/legacy_queries.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkQueries(t, conn, sqlByName(string(b)), legacyWant)
 }

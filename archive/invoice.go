@@ -11,6 +11,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
 )
 
 // InvoiceTerms are the subscription's terms an invoice prices with (from the
@@ -150,11 +152,13 @@ func (b *invoiceBuilder) fail(what string, err error) error {
 
 // balances reads the ledger balance before and after the period.
 func (b *invoiceBuilder) balances(ctx context.Context) error {
-	if err := b.conn.QueryRow(ctx, `SELECT sumIf(amount, created_at < toDateTime(?)), sumIf(amount, created_at < toDateTime(?))
+	var opening, closing decimal.Decimal
+	if err := b.conn.QueryRow(ctx, `SELECT sumIf(toDecimal128(amount_micro, 0), created_at < toDateTime(?)), `+sumDecimal("amount_micro")+`
 		FROM credit_ledger FINAL WHERE subscription_id = ? AND created_at < toDateTime(?)`,
-		b.from.Unix(), b.to.Unix(), b.sub, b.to.Unix()).Scan(&b.inv.OpeningBalance, &b.inv.ClosingBalance); err != nil {
+		b.from.Unix(), b.sub, b.to.Unix()).Scan(&opening, &closing); err != nil {
 		return b.fail("balances", err)
 	}
+	b.inv.OpeningBalance, b.inv.ClosingBalance = unitsToDecimal(opening, credit.Scale), unitsToDecimal(closing, credit.Scale)
 	return nil
 }
 
@@ -162,7 +166,7 @@ func (b *invoiceBuilder) balances(ctx context.Context) error {
 // period may draw from older grants) and adds the period's money-relevant
 // entries as lines; expiries wait for breakage.
 func (b *invoiceBuilder) ledger(ctx context.Context) error {
-	rows, err := b.conn.Query(ctx, `SELECT seq, kind, amount, grant_id, grant_type, money_amount, money_currency, reason,
+	rows, err := b.conn.Query(ctx, `SELECT seq, kind, amount_micro, grant_id, grant_type, money_amount, money_currency, reason,
 		created_at >= toDateTime(?) AND created_at < toDateTime(?) AS inPeriod
 		FROM credit_ledger FINAL WHERE subscription_id = ? AND created_at < toDateTime(?) AND kind IN ('grant', 'topup', 'adjustment', 'expiry')
 		ORDER BY seq`, b.from.Unix(), b.to.Unix(), b.sub, b.to.Unix())
@@ -172,9 +176,10 @@ func (b *invoiceBuilder) ledger(ctx context.Context) error {
 	for rows.Next() {
 		var seq uint64
 		var kind, grant, gtype, cur, reason string
-		var amt, money decimal.Decimal
+		var amt credit.Amount
+		var money decimal.Decimal
 		var in uint8
-		if err := rows.Scan(&seq, &kind, &amt, &grant, &gtype, &money, &cur, &reason, &in); err != nil {
+		if err := rows.Scan(&seq, &kind, (*int64)(&amt), &grant, &gtype, &money, &cur, &reason, &in); err != nil {
 			rows.Close()
 			return b.fail("ledger", err)
 		}
@@ -190,7 +195,7 @@ func (b *invoiceBuilder) ledger(ctx context.Context) error {
 		if in == 0 {
 			continue
 		}
-		b.ledgerLine(seq, kind, grant, gtype, reason, amt, money)
+		b.ledgerLine(seq, kind, grant, gtype, reason, amt.Decimal(), money)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -258,10 +263,10 @@ func (b *invoiceBuilder) usage(ctx context.Context) error {
 // drew from promotional grants.
 func (b *invoiceBuilder) promotional(ctx context.Context) error {
 	inv := &b.inv
-	rows, err := b.conn.Query(ctx, `SELECT g, sum(a) FROM
-		(SELECT grant_ids, grant_amounts FROM rated_usage FINAL
+	rows, err := b.conn.Query(ctx, `SELECT g, `+sumDecimal("a")+` FROM
+		(SELECT grant_ids, grant_amounts_micro FROM rated_usage FINAL
 		 WHERE subscription_id = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?))
-		ARRAY JOIN grant_ids AS g, grant_amounts AS a GROUP BY g ORDER BY g`, b.sub, b.from.Unix(), b.to.Unix())
+		ARRAY JOIN grant_ids AS g, grant_amounts_micro AS a GROUP BY g ORDER BY g`, b.sub, b.from.Unix(), b.to.Unix())
 	if err != nil {
 		return b.fail("draws", err)
 	}
@@ -273,7 +278,7 @@ func (b *invoiceBuilder) promotional(ctx context.Context) error {
 			return b.fail("draws", err)
 		}
 		if b.types[g] == "promotional" {
-			inv.PromotionalCredits = inv.PromotionalCredits.Add(a)
+			inv.PromotionalCredits = inv.PromotionalCredits.Add(unitsToDecimal(a, credit.Scale))
 		}
 	}
 	rows.Close()

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/credit"
 )
@@ -107,7 +106,7 @@ func CheckLedger(ctx context.Context, conn driver.Conn, rows []LedgerRow) ([]Led
 			}
 			in.WriteString("(" + quote(part[i].SubscriptionID) + "," + strconv.FormatUint(part[i].Seq, 10) + ")")
 		}
-		q := `SELECT subscription_id, seq, toString(kind), amount, balance_after, grant_id, event_count, created_at, snapshot
+		q := `SELECT subscription_id, seq, toString(kind), amount_micro, balance_after_micro, grant_id, event_count, created_at, snapshot
 			FROM credit_ledger WHERE (subscription_id, seq) IN (` + in.String() + `)`
 		if err := scanHeads(ctx, conn, q, func(sub string, h LedgerHead) {
 			k := key{sub, h.Seq}
@@ -154,14 +153,7 @@ func scanHeads(ctx context.Context, conn driver.Conn, q string, f func(sub strin
 	for rs.Next() {
 		var sub string
 		var h LedgerHead
-		var amt, bal decimal.Decimal
-		if err := rs.Scan(&sub, &h.Seq, &h.Kind, &amt, &bal, &h.GrantID, &h.EventCount, &h.CreatedAt, &h.Snapshot); err != nil {
-			return err
-		}
-		var e1, e2 error
-		h.Amount, e1 = credit.FromDecimal(amt)
-		h.BalanceAfter, e2 = credit.FromDecimal(bal)
-		if err := errors.Join(e1, e2); err != nil {
+		if err := rs.Scan(&sub, &h.Seq, &h.Kind, (*int64)(&h.Amount), (*int64)(&h.BalanceAfter), &h.GrantID, &h.EventCount, &h.CreatedAt, &h.Snapshot); err != nil {
 			return err
 		}
 		h.CreatedAt = h.CreatedAt.UTC()
@@ -182,8 +174,8 @@ func LedgerHeads(ctx context.Context, conn driver.Conn, subs ...string) (map[str
 		}
 		where = "WHERE subscription_id IN (" + strings.Join(q, ",") + ")"
 	}
-	err := scanHeads(ctx, conn, `SELECT subscription_id, max(seq), toString(argMax(kind, seq)), argMax(amount, seq),
-		argMax(balance_after, seq), argMax(grant_id, seq), argMax(event_count, seq), argMax(created_at, seq), argMax(snapshot, seq)
+	err := scanHeads(ctx, conn, `SELECT subscription_id, max(seq), toString(argMax(kind, seq)), argMax(amount_micro, seq),
+		argMax(balance_after_micro, seq), argMax(grant_id, seq), argMax(event_count, seq), argMax(created_at, seq), argMax(snapshot, seq)
 		FROM credit_ledger `+where+` GROUP BY subscription_id`, func(sub string, h LedgerHead) { out[sub] = h })
 	if err != nil {
 		return nil, fmt.Errorf("archive: ledger heads: %w", err)
@@ -193,7 +185,7 @@ func LedgerHeads(ctx context.Context, conn driver.Conn, subs ...string) (map[str
 
 // LedgerEntries returns sub's archived entries with seq >= from, in order.
 func LedgerEntries(ctx context.Context, conn driver.Conn, sub string, from uint64) ([]LedgerRow, error) {
-	rs, err := conn.Query(ctx, `SELECT seq, customer_id, toString(kind), amount, balance_after, credit_currency, grant_id,
+	rs, err := conn.Query(ctx, `SELECT seq, customer_id, toString(kind), amount_micro, balance_after_micro, credit_currency, grant_id,
 		grant_type, money_amount, money_currency, event_count, reason, actor, idempotency_key, created_at, snapshot
 		FROM credit_ledger FINAL WHERE subscription_id = ? AND seq >= ? ORDER BY seq`, sub, from)
 	if err != nil {
@@ -203,16 +195,9 @@ func LedgerEntries(ctx context.Context, conn driver.Conn, sub string, from uint6
 	var out []LedgerRow
 	for rs.Next() {
 		r := LedgerRow{SubscriptionID: sub}
-		var amt, bal decimal.Decimal
-		if err := rs.Scan(&r.Seq, &r.CustomerID, &r.Kind, &amt, &bal, &r.CreditCurrency, &r.GrantID, &r.GrantType,
+		if err := rs.Scan(&r.Seq, &r.CustomerID, &r.Kind, (*int64)(&r.Amount), (*int64)(&r.BalanceAfter), &r.CreditCurrency, &r.GrantID, &r.GrantType,
 			&r.MoneyAmount, &r.MoneyCurrency, &r.EventCount, &r.Reason, &r.Actor, &r.IdempotencyKey, &r.CreatedAt, &r.Snapshot); err != nil {
 			return nil, fmt.Errorf("archive: ledger of %s: %w", sub, err)
-		}
-		var e1, e2 error
-		r.Amount, e1 = credit.FromDecimal(amt)
-		r.BalanceAfter, e2 = credit.FromDecimal(bal)
-		if err := errors.Join(e1, e2); err != nil {
-			return nil, fmt.Errorf("archive: ledger of %s seq %d: %w", sub, r.Seq, err)
 		}
 		r.CreatedAt = r.CreatedAt.UTC()
 		out = append(out, r)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
 )
 
 // ErrInvalidQuery is returned for a query that cannot be answered as asked
@@ -73,8 +75,7 @@ func Usage(ctx context.Context, conn driver.Conn, q UsageQuery) ([]UsageRow, err
 		if _, err := RefreshRollup(ctx, conn, RollupScope{Subscription: q.Subscription, From: from, To: to}); err != nil {
 			return nil, err
 		}
-		sql = `SELECT ` + group + ` AS g, sum(quantity), sum(credits), sum(funded_credits), sum(unfunded_credits),
-			any(credit_currency), sum(money_value), any(money_currency), sum(events) AS n
+		sql = `SELECT ` + group + ` AS g, sum(quantity), ` + usageSums + `, sum(events) AS n
 			FROM usage_daily FINAL
 			WHERE subscription_id = ? AND day >= toDate(?) AND day < toDate(?)
 			GROUP BY g HAVING n > 0 ORDER BY g`
@@ -83,8 +84,7 @@ func Usage(ctx context.Context, conn driver.Conn, q UsageQuery) ([]UsageRow, err
 		if q.GroupBy == GroupByDay {
 			group = "toString(toDate(event_time))"
 		}
-		sql = `SELECT ` + group + ` AS g, sum(quantity), sum(credits), sum(funded_credits), sum(unfunded_credits),
-			any(credit_currency), sum(money_value), any(money_currency), count() AS n
+		sql = `SELECT ` + group + ` AS g, sum(quantity), ` + usageSums + `, count() AS n
 			FROM rated_usage FINAL
 			WHERE subscription_id = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)
 			GROUP BY g ORDER BY g`
@@ -100,10 +100,12 @@ func Usage(ctx context.Context, conn driver.Conn, q UsageQuery) ([]UsageRow, err
 		var r UsageRow
 		var g string
 		var qty decimal.Decimal
-		if err := rows.Scan(&g, &qty, &r.Credits, &r.FundedCredits, &r.UnfundedCredits, &r.CreditCurrency,
-			&r.MoneyValue, &r.MoneyCurrency, &r.Events); err != nil {
+		var s usageSum
+		if err := rows.Scan(&g, &qty, &s.credits, &s.funded, &s.unfunded, &r.CreditCurrency,
+			&s.money, &r.MoneyCurrency, &r.Events); err != nil {
 			return nil, fmt.Errorf("archive: usage of %s: %w", q.Subscription, err)
 		}
+		r.Credits, r.FundedCredits, r.UnfundedCredits, r.MoneyValue = s.decimals()
 		if q.GroupBy == GroupByDay {
 			r.Day = g
 		} else {
@@ -115,6 +117,19 @@ func Usage(ctx context.Context, conn driver.Conn, q UsageQuery) ([]UsageRow, err
 		return nil, fmt.Errorf("archive: usage of %s: %w", q.Subscription, err)
 	}
 	return out, nil
+}
+
+// usageSums are the sums of credits and money of rated lines (rated_usage
+// or usage_daily), as Decimal(38, 0) of units: an Int64 sum would wrap.
+var usageSums = sumDecimal("credits_micro") + ", " + sumDecimal("funded_credits_micro") + ", " + sumDecimal("unfunded_credits_micro") +
+	", any(credit_currency), " + sumDecimal("money_value_nano") + ", any(money_currency)"
+
+// usageSum is a row of usageSums: micro-credits and nano-units of money.
+type usageSum struct{ credits, funded, unfunded, money decimal.Decimal }
+
+func (s usageSum) decimals() (credits, funded, unfunded, money decimal.Decimal) {
+	return unitsToDecimal(s.credits, credit.Scale), unitsToDecimal(s.funded, credit.Scale), unitsToDecimal(s.unfunded, credit.Scale),
+		unitsToDecimal(s.money, MoneyScale)
 }
 
 // ParseUsageQuery reads the API's parameters: from and to as RFC 3339 times

@@ -151,16 +151,15 @@ func recompute(ctx context.Context, conn driver.Conn, keys []dayKey, counts map[
 		return fmt.Errorf("archive: rollup: read days: %w", err)
 	}
 
-	b, err := conn.PrepareBatch(ctx, `INSERT INTO usage_daily (subscription_id, day, feature, customer_id, quantity, credits,
-		funded_credits, unfunded_credits, money_value, credit_currency, money_currency, events, version)`)
+	b, err := conn.PrepareBatch(ctx, `INSERT INTO usage_daily (subscription_id, day, feature, customer_id, quantity, credits_micro,
+		funded_credits_micro, unfunded_credits_micro, money_value_nano, credit_currency, money_currency, events, version)`)
 	if err != nil {
 		return fmt.Errorf("archive: rollup: prepare: %w", err)
 	}
 	from, _ := time.Parse(time.DateOnly, lo)
 	to, _ := time.Parse(time.DateOnly, hi)
 	rows, err = conn.Query(ctx, `SELECT subscription_id, toString(toDate(event_time)) AS d, feature, any(customer_id),
-		sum(quantity), sum(credits), sum(funded_credits), sum(unfunded_credits), sum(money_value),
-		any(credit_currency), any(money_currency), count()
+		sum(quantity), `+usageSums+`, count()
 		FROM rated_usage FINAL
 		WHERE subscription_id IN (`+inSubs+`) AND event_time >= toDateTime(?) AND event_time < toDateTime(?)
 		AND (subscription_id, toDate(event_time)) IN (`+inPairs+`)
@@ -172,15 +171,25 @@ func recompute(ctx context.Context, conn driver.Conn, keys []dayKey, counts map[
 	for rows.Next() {
 		var k dayKey
 		var feature, cust, ccur, mcur string
-		var q, c, fu, un, m decimal.Decimal
+		var q decimal.Decimal
+		var sum usageSum
 		var n uint64
-		if err := rows.Scan(&k.sub, &k.day, &feature, &cust, &q, &c, &fu, &un, &m, &ccur, &mcur, &n); err != nil {
+		if err := rows.Scan(&k.sub, &k.day, &feature, &cust, &q, &sum.credits, &sum.funded, &sum.unfunded, &ccur, &sum.money, &mcur, &n); err != nil {
 			rows.Close()
 			_ = b.Abort()
 			return fmt.Errorf("archive: rollup: sum days: %w", err)
 		}
 		delete(stale[k], feature)
 		day, _ := time.Parse(time.DateOnly, k.day)
+		c, ok1 := FixedInt64(sum.credits, 0)
+		fu, ok2 := FixedInt64(sum.funded, 0)
+		un, ok3 := FixedInt64(sum.unfunded, 0)
+		m, ok4 := FixedInt64(sum.money, 0)
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			rows.Close()
+			_ = b.Abort()
+			return fmt.Errorf("archive: rollup: %s on %s, %s: a day's credits (%s micro) or money (%s nano) beyond Int64", k.sub, k.day, feature, sum.credits, sum.money)
+		}
 		if err := b.Append(k.sub, day, feature, cust, q, c, fu, un, m, ccur, mcur, n, version); err != nil {
 			rows.Close()
 			_ = b.Abort()
@@ -195,8 +204,7 @@ func recompute(ctx context.Context, conn driver.Conn, keys []dayKey, counts map[
 	for k, fs := range stale {
 		day, _ := time.Parse(time.DateOnly, k.day)
 		for f := range fs {
-			z := decimal.Zero
-			if err := b.Append(k.sub, day, f, "", z, z, z, z, z, "", "", uint64(0), version); err != nil {
+			if err := b.Append(k.sub, day, f, "", decimal.Zero, int64(0), int64(0), int64(0), int64(0), "", "", uint64(0), version); err != nil {
 				_ = b.Abort()
 				return fmt.Errorf("archive: rollup: %w", err)
 			}

@@ -26,6 +26,21 @@ type Migration struct {
 	// AddsColumn is "table.column" when SQL adds that column: 18.16 has no
 	// ADD COLUMN IF NOT EXISTS, so a column already there skips SQL.
 	AddsColumn string
+	// Then are more statements, run after SQL (an ALTER names one table).
+	Then []string
+	// Materialize writes DEFAULT columns into the parts written before the
+	// columns existed (see materialize).
+	Materialize []Materialize
+	// Distributed: in cluster mode the statements also run on the
+	// Distributed tables (ALTERs of columns), after the local ones.
+	Distributed bool
+}
+
+// Materialize names a column that parts written before it was added hold
+// no data for (they compute its DEFAULT on read), and the UPDATE that
+// writes it into them.
+type Materialize struct {
+	Table, Column, Update string
 }
 
 // Migrations is the archive schema. It runs on ClickHouse 18.16 and current
@@ -37,7 +52,7 @@ type Migration struct {
 // crash) collapses to one. Query with FINAL, or argMax(col, version) grouped
 // by the key, to see each row once before merges have run.
 var Migrations = []Migration{
-	{1, "rated_usage", `CREATE TABLE IF NOT EXISTS rated_usage (
+	{Version: 1, Name: "rated_usage", SQL: `CREATE TABLE IF NOT EXISTS rated_usage (
 		event_id String,
 		line UInt16,
 		customer_id String,
@@ -63,8 +78,8 @@ var Migrations = []Migration{
 		version UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(event_time)
-	ORDER BY (subscription_id, event_id, line)`, ""},
-	{2, "credit_ledger", `CREATE TABLE IF NOT EXISTS credit_ledger (
+	ORDER BY (subscription_id, event_id, line)`},
+	{Version: 2, Name: "credit_ledger", SQL: `CREATE TABLE IF NOT EXISTS credit_ledger (
 		subscription_id String,
 		seq UInt64,
 		customer_id String,
@@ -84,13 +99,13 @@ var Migrations = []Migration{
 		version UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(created_at)
-	ORDER BY (subscription_id, seq)`, ""},
+	ORDER BY (subscription_id, seq)`},
 	// The daily rollup (see rollup.go): usage_daily holds per (subscription,
 	// day, feature) sums recomputed from rated_usage FINAL; the view counts
 	// the raw rows inserted per (subscription, day) into usage_daily_dirty,
 	// and usage_daily_done records the count each day was last computed
 	// from, so a day whose count moved is recomputed.
-	{3, "usage_daily", `CREATE TABLE IF NOT EXISTS usage_daily (
+	{Version: 3, Name: "usage_daily", SQL: `CREATE TABLE IF NOT EXISTS usage_daily (
 		subscription_id String,
 		day Date,
 		feature String,
@@ -106,34 +121,42 @@ var Migrations = []Migration{
 		version UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(day)
-	ORDER BY (subscription_id, day, feature)`, ""},
-	{4, "usage_daily_done", `CREATE TABLE IF NOT EXISTS usage_daily_done (
+	ORDER BY (subscription_id, day, feature)`},
+	{Version: 4, Name: "usage_daily_done", SQL: `CREATE TABLE IF NOT EXISTS usage_daily_done (
 		subscription_id String,
 		day Date,
 		rows UInt64,
 		version UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(day)
-	ORDER BY (subscription_id, day)`, ""},
-	{5, "usage_daily_dirty", `CREATE TABLE IF NOT EXISTS usage_daily_dirty (
+	ORDER BY (subscription_id, day)`},
+	{Version: 5, Name: "usage_daily_dirty", SQL: `CREATE TABLE IF NOT EXISTS usage_daily_dirty (
 		subscription_id String,
 		day Date,
 		rows UInt64
 	) ENGINE = SummingMergeTree(rows)
 	PARTITION BY toYYYYMM(day)
-	ORDER BY (subscription_id, day)`, ""},
-	{6, "usage_daily_dirty_mv", `CREATE MATERIALIZED VIEW IF NOT EXISTS usage_daily_dirty_mv TO usage_daily_dirty AS
+	ORDER BY (subscription_id, day)`},
+	{Version: 6, Name: "usage_daily_dirty_mv", SQL: `CREATE MATERIALIZED VIEW IF NOT EXISTS usage_daily_dirty_mv TO usage_daily_dirty AS
 	SELECT subscription_id, toDate(event_time) AS day, count() AS rows
-	FROM rated_usage GROUP BY subscription_id, day`, ""},
+	FROM rated_usage GROUP BY subscription_id, day`},
 	// Rows archived before the view existed. Counted twice if inserted
 	// between 6 and 7: harmless, a count only has to move to be noticed.
-	{7, "usage_daily_dirty_backfill", `INSERT INTO usage_daily_dirty (subscription_id, day, rows)
-	SELECT subscription_id, toDate(event_time) AS day, count() FROM rated_usage GROUP BY subscription_id, day`, ""},
+	{Version: 7, Name: "usage_daily_dirty_backfill", SQL: `INSERT INTO usage_daily_dirty (subscription_id, day, rows)
+	SELECT subscription_id, toDate(event_time) AS day, count() FROM rated_usage GROUP BY subscription_id, day`},
 	// The balance account's state after an entry (see balance.Entry.Snapshot),
 	// from which a subscription whose Redis lost writes is rebuilt. Rows
 	// from this version on have a version that decreases with time, so the
 	// first archived copy of an entry wins (entries are immutable).
-	{8, "credit_ledger_snapshot", `ALTER TABLE credit_ledger ADD COLUMN snapshot String`, "credit_ledger.snapshot"},
+	{Version: 8, Name: "credit_ledger_snapshot", SQL: `ALTER TABLE credit_ledger ADD COLUMN snapshot String`, AddsColumn: "credit_ledger.snapshot"},
+	// 9-13: credits and money as Int64 (see int64.go and README.md "Units").
+	{Version: 9, Name: "rated_usage_int64", SQL: addIntColumns(ratedUsageInts), AddsColumn: "rated_usage." + ratedUsageInts.cols[0].name},
+	{Version: 10, Name: "credit_ledger_int64", SQL: addIntColumns(creditLedgerInts), AddsColumn: "credit_ledger." + creditLedgerInts.cols[0].name},
+	{Version: 11, Name: "usage_daily_int64", SQL: addIntColumns(usageDailyInts), AddsColumn: "usage_daily." + usageDailyInts.cols[0].name},
+	{Version: 12, Name: "int64_materialize", Materialize: []Materialize{
+		materializeInts(ratedUsageInts), materializeInts(creditLedgerInts), materializeInts(usageDailyInts)}},
+	{Version: 13, Name: "int64_switch", SQL: switchToInts(ratedUsageInts),
+		Then: []string{switchToInts(creditLedgerInts), switchToInts(usageDailyInts)}, Distributed: true},
 }
 
 // Migrate creates the database if missing and applies every migration not yet
@@ -141,7 +164,7 @@ var Migrations = []Migration{
 // the cluster (see clusterSteps).
 func Migrate(ctx context.Context, c ConnConfig) error {
 	if c.Cluster != "" {
-		return migrateCluster(ctx, c)
+		return migrateCluster(ctx, c, Migrations)
 	}
 	if err := EnsureDatabase(ctx, c); err != nil {
 		return err
@@ -196,7 +219,7 @@ func ClusterHosts(ctx context.Context, c ConnConfig) ([]string, error) {
 // that missed a run (down, added later) is brought up to date by the next.
 // No ON CLUSTER, so no ZooKeeper is needed (see README.md). Every host is
 // checked before any is changed.
-func migrateCluster(ctx context.Context, c ConnConfig) error {
+func migrateCluster(ctx context.Context, c ConnConfig, ms []Migration) error {
 	hosts, err := ClusterHosts(ctx, c)
 	if err != nil {
 		return err
@@ -224,7 +247,7 @@ func migrateCluster(ctx context.Context, c ConnConfig) error {
 		}
 	}
 	for i, conn := range conns {
-		if err := migrate(ctx, conn, func(m Migration) []step { return clusterSteps(m, c.Cluster, dbs[i]) }); err != nil {
+		if err := migrateList(ctx, conn, ms, func(m Migration) []step { return clusterSteps(m, c.Cluster, dbs[i]) }); err != nil {
 			return fmt.Errorf("cluster %s, host %s: %w", c.Cluster, hosts[i], err)
 		}
 	}
@@ -265,28 +288,113 @@ var createTable = regexp.MustCompile(`^CREATE TABLE IF NOT EXISTS (\w+) `)
 // FINAL see every copy of a key, and a query through <name> reads every
 // shard. Queries and the writer use <name> unchanged.
 func clusterSteps(m Migration, cluster, db string) []step {
-	local := archiveTables.ReplaceAllString(m.SQL, "${1}_local")
-	if table, column, ok := strings.Cut(m.AddsColumn, "."); ok {
-		return []step{{local, table + "_local", column}, {m.SQL, table, column}}
+	var steps []step
+	for _, mat := range m.Materialize { // the data is in the local tables
+		mat.Table += "_local"
+		mat.Update = archiveTables.ReplaceAllString(mat.Update, "${1}_local")
+		steps = append(steps, step{mat: &mat})
 	}
-	steps := []step{{sql: local}}
-	if t := createTable.FindStringSubmatch(m.SQL); t != nil {
-		steps = append(steps, step{sql: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %[1]s AS %[1]s_local ENGINE = Distributed(%s, %s, %s, cityHash64(subscription_id))",
-			t[1], quote(cluster), quote(db), quote(t[1]+"_local"))})
+	for i, sql := range m.statements() {
+		local := archiveTables.ReplaceAllString(sql, "${1}_local")
+		if table, column, ok := strings.Cut(m.AddsColumn, "."); ok && i == 0 {
+			steps = append(steps, step{sql: local, table: table + "_local", column: column}, step{sql: sql, table: table, column: column})
+			continue
+		}
+		steps = append(steps, step{sql: local})
+		if m.Distributed {
+			steps = append(steps, step{sql: sql})
+		}
+		if t := createTable.FindStringSubmatch(sql); t != nil {
+			steps = append(steps, step{sql: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %[1]s AS %[1]s_local ENGINE = Distributed(%s, %s, %s, cityHash64(subscription_id))",
+				t[1], quote(cluster), quote(db), quote(t[1]+"_local"))})
+		}
 	}
 	return steps
 }
 
+// statements are m's SQL statements in order.
+func (m Migration) statements() []string {
+	var out []string
+	if m.SQL != "" {
+		out = append(out, m.SQL)
+	}
+	return append(out, m.Then...)
+}
+
 // step is one statement of a migration, skipped when column is set and
-// table already has it.
-type step struct{ sql, table, column string }
+// table already has it; or, with mat, a column to materialize.
+type step struct {
+	sql, table, column string
+	mat                *Materialize
+}
 
 func singleStep(m Migration) []step {
-	table, column, _ := strings.Cut(m.AddsColumn, ".")
-	return []step{{m.SQL, table, column}}
+	var steps []step
+	for i := range m.Materialize {
+		steps = append(steps, step{mat: &m.Materialize[i]})
+	}
+	for i, sql := range m.statements() {
+		st := step{sql: sql}
+		if i == 0 {
+			st.table, st.column, _ = strings.Cut(m.AddsColumn, ".")
+		}
+		steps = append(steps, st)
+	}
+	return steps
+}
+
+// materialize runs mat.Update (a mutation) while an active part of
+// mat.Table lacks mat.Column, and waits for it: 18.16 has no synchronous
+// mutations. Parts written after the column was added have it already.
+func materialize(ctx context.Context, conn driver.Conn, mat Materialize) error {
+	lacking := func() (uint64, error) {
+		var n uint64
+		err := conn.QueryRow(ctx, `SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = ? AND active
+			AND name NOT IN (SELECT name FROM system.parts_columns WHERE database = currentDatabase() AND table = ? AND active AND column = ?)`,
+			mat.Table, mat.Table, mat.Column).Scan(&n)
+		return n, err
+	}
+	pending := func() (uint64, error) {
+		var n uint64
+		err := conn.QueryRow(ctx, `SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = ? AND is_done = 0`,
+			mat.Table).Scan(&n)
+		return n, err
+	}
+	// A run cut short (serve's first try has a timeout) leaves its mutation
+	// running: the next run waits for it rather than queue another.
+	for attempt := 0; ; attempt++ {
+		for {
+			p, err := pending()
+			if err != nil {
+				return err
+			}
+			if p == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the mutation of %s: %w", mat.Table, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		n, err := lacking()
+		if err != nil || n == 0 {
+			return err
+		}
+		if attempt == 3 {
+			return fmt.Errorf("%d parts of %s still lack %s after %d mutations", n, mat.Table, mat.Column, attempt)
+		}
+		if err := conn.Exec(ctx, mat.Update); err != nil {
+			return err
+		}
+	}
 }
 
 func migrate(ctx context.Context, conn driver.Conn, steps func(Migration) []step) error {
+	return migrateList(ctx, conn, Migrations, steps)
+}
+
+func migrateList(ctx context.Context, conn driver.Conn, ms []Migration, steps func(Migration) []step) error {
 	if steps == nil {
 		steps = singleStep
 	}
@@ -312,11 +420,17 @@ func migrate(ctx context.Context, conn driver.Conn, steps func(Migration) []step
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("archive: read schema_migrations: %w", err)
 	}
-	for _, m := range Migrations {
+	for _, m := range ms {
 		if done[m.Version] {
 			continue
 		}
 		for _, st := range steps(m) {
+			if st.mat != nil {
+				if err := materialize(ctx, conn, *st.mat); err != nil {
+					return fmt.Errorf("archive: migration %d (%s): %w", m.Version, m.Name, err)
+				}
+				continue
+			}
 			if st.column != "" {
 				var n uint64
 				if err := conn.QueryRow(ctx, `SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?`,

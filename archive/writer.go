@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -33,7 +35,7 @@ type RatedRow struct {
 	Funded         credit.Amount   // drawn from grants
 	Unfunded       credit.Amount   // not drawn: unfunded usage or overage
 	CreditCurrency string
-	MoneyValue     decimal.Decimal // Credits × credit value
+	MoneyValue     decimal.Decimal // Credits × credit value; at most 9 decimals (stored as Int64 nano-units)
 	MoneyCurrency  string
 	EventTime      time.Time
 	RatedAt        time.Time
@@ -65,7 +67,7 @@ type LedgerRow struct {
 	CreditCurrency string
 	GrantID        string
 	GrantType      string
-	MoneyAmount    decimal.Decimal // charge of a top-up or purchased grant
+	MoneyAmount    decimal.Decimal // charge of a top-up or purchased grant (Decimal(38, 9): unrounded, may exceed Int64 nano-units)
 	MoneyCurrency  string
 	EventCount     uint64 // usage entries: events summed into the entry
 	Reason         string
@@ -103,43 +105,135 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	c := usagePool.Get().(*usageColumns)
+	defer usagePool.Put(c)
+	if err := c.fill(rows, uint64(time.Now().UnixNano())); err != nil {
+		return err
+	}
 	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
-		quantity, credits, funded_credits, unfunded_credits, credit_currency, money_value, money_currency,
-		event_time, event_time_ms, rated_at, grant_ids, grant_amounts, status, source_topic, source_partition, source_offset, version)`)
+		quantity, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
+		event_time, event_time_ms, rated_at, grant_ids, grant_amounts_micro, status, source_topic, source_partition, source_offset, version)`)
 	if err != nil {
 		return fmt.Errorf("archive: prepare rated_usage: %w", err)
 	}
-	version := uint64(time.Now().UnixNano())
-	for i := range rows {
-		r := &rows[i]
-		if r.EventID == "" || r.SubscriptionID == "" || r.EventTime.IsZero() {
+	for i, col := range c.slices() {
+		if err := b.Column(i).Append(col); err != nil {
 			_ = b.Abort()
-			return fmt.Errorf("%w: rated_usage row %d lacks event id, subscription or time", ErrInvalidRow, i)
-		}
-		if !InRange(r.EventTime) || !InRange(r.RatedAt) {
-			_ = b.Abort()
-			return fmt.Errorf("%w: rated_usage row %d: event time %s or rated time %s outside %s..%s", ErrInvalidRow, i,
-				r.EventTime.UTC().Format(time.RFC3339Nano), r.RatedAt.UTC().Format(time.RFC3339Nano), MinTime.Format(time.RFC3339), MaxTime.Format(time.RFC3339))
-		}
-		amounts := make([]decimal.Decimal, len(r.GrantAmounts))
-		for j, a := range r.GrantAmounts {
-			amounts[j] = a.Decimal()
-		}
-		grants := r.GrantIDs
-		if grants == nil {
-			grants = []string{}
-		}
-		et := r.EventTime.UTC()
-		if err := b.Append(r.EventID, r.Line, r.CustomerID, r.SubscriptionID, r.Feature, r.EventName,
-			r.Quantity, r.Credits.Decimal(), r.Funded.Decimal(), r.Unfunded.Decimal(), r.CreditCurrency, r.MoneyValue, r.MoneyCurrency,
-			et.Truncate(time.Second), uint16(et.Nanosecond()/1e6), r.RatedAt.UTC(), grants, amounts, r.Status,
-			r.Topic, r.Partition, r.Offset, version); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("%w: rated_usage row %d: %v", ErrInvalidRow, i, err)
+			return fmt.Errorf("%w: rated_usage column %d: %v", ErrInvalidRow, i, err)
 		}
 	}
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("archive: insert %d rated_usage rows: %w", len(rows), err)
+	}
+	return nil
+}
+
+// usageColumns are a batch of rated_usage by column: appended a column at a
+// time, the driver boxes no value per row. Reused through usagePool.
+type usageColumns struct {
+	eventID, customer, sub, feature, eventName, creditCur, moneyCur, status, topic []string
+	line, ms                                                                       []uint16
+	quantity                                                                       []decimal.Decimal
+	credits, funded, unfunded, money, offset                                       []int64
+	eventTime, ratedAt                                                             []time.Time
+	grantIDs                                                                       [][]string
+	grantAmounts                                                                   [][]int64
+	amounts                                                                        []int64 // backs grantAmounts
+	partition                                                                      []int32
+	version                                                                        []uint64
+}
+
+var usagePool = sync.Pool{New: func() any { return new(usageColumns) }}
+
+var noGrants = []string{}
+
+// fill checks rows and lays them out by column.
+func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
+	n, nAmounts := len(rows), 0
+	for i := range rows {
+		nAmounts += len(rows[i].GrantAmounts)
+	}
+	c.amounts = slices.Grow(c.amounts[:0], nAmounts)
+	for _, s := range []*[]string{&c.eventID, &c.customer, &c.sub, &c.feature, &c.eventName, &c.creditCur, &c.moneyCur, &c.status, &c.topic} {
+		*s = slices.Grow((*s)[:0], n)
+	}
+	for _, s := range []*[]int64{&c.credits, &c.funded, &c.unfunded, &c.money, &c.offset} {
+		*s = slices.Grow((*s)[:0], n)
+	}
+	c.line, c.ms = slices.Grow(c.line[:0], n), slices.Grow(c.ms[:0], n)
+	c.quantity = slices.Grow(c.quantity[:0], n)
+	c.eventTime, c.ratedAt = slices.Grow(c.eventTime[:0], n), slices.Grow(c.ratedAt[:0], n)
+	c.grantIDs, c.grantAmounts = slices.Grow(c.grantIDs[:0], n), slices.Grow(c.grantAmounts[:0], n)
+	c.partition, c.version = slices.Grow(c.partition[:0], n), slices.Grow(c.version[:0], n)
+	for i := range rows {
+		r := &rows[i]
+		if err := checkRated(r); err != nil {
+			return fmt.Errorf("%w: rated_usage row %d: %v", ErrInvalidRow, i, err)
+		}
+		money, ok := FixedInt64(r.MoneyValue, MoneyScale)
+		if !ok {
+			return fmt.Errorf("%w: rated_usage row %d: money value %s is not a whole number of 10^-9 units within Int64", ErrInvalidRow, i, r.MoneyValue)
+		}
+		lo := len(c.amounts)
+		for _, a := range r.GrantAmounts {
+			c.amounts = append(c.amounts, int64(a))
+		}
+		grants := r.GrantIDs
+		if grants == nil {
+			grants = noGrants
+		}
+		et := r.EventTime.UTC()
+		c.eventID = append(c.eventID, r.EventID)
+		c.line = append(c.line, r.Line)
+		c.customer = append(c.customer, r.CustomerID)
+		c.sub = append(c.sub, r.SubscriptionID)
+		c.feature = append(c.feature, r.Feature)
+		c.eventName = append(c.eventName, r.EventName)
+		c.quantity = append(c.quantity, r.Quantity)
+		c.credits = append(c.credits, int64(r.Credits))
+		c.funded = append(c.funded, int64(r.Funded))
+		c.unfunded = append(c.unfunded, int64(r.Unfunded))
+		c.creditCur = append(c.creditCur, r.CreditCurrency)
+		c.money = append(c.money, money)
+		c.moneyCur = append(c.moneyCur, r.MoneyCurrency)
+		c.eventTime = append(c.eventTime, et.Truncate(time.Second))
+		c.ms = append(c.ms, uint16(et.Nanosecond()/1e6))
+		c.ratedAt = append(c.ratedAt, r.RatedAt.UTC())
+		c.grantIDs = append(c.grantIDs, grants)
+		c.grantAmounts = append(c.grantAmounts, c.amounts[lo:len(c.amounts):len(c.amounts)])
+		c.status = append(c.status, r.Status)
+		c.topic = append(c.topic, r.Topic)
+		c.partition = append(c.partition, r.Partition)
+		c.offset = append(c.offset, r.Offset)
+		c.version = append(c.version, version)
+	}
+	return nil
+}
+
+// slices are the columns in the INSERT's order.
+func (c *usageColumns) slices() []any {
+	return []any{c.eventID, c.line, c.customer, c.sub, c.feature, c.eventName, c.quantity, c.credits, c.funded, c.unfunded,
+		c.creditCur, c.money, c.moneyCur, c.eventTime, c.ms, c.ratedAt, c.grantIDs, c.grantAmounts, c.status, c.topic,
+		c.partition, c.offset, c.version}
+}
+
+// checkRated refuses a row that cannot be archived as it is.
+func checkRated(r *RatedRow) error {
+	switch {
+	case r.EventID == "" || r.SubscriptionID == "" || r.EventTime.IsZero():
+		return errors.New("lacks event id, subscription or time")
+	case !InRange(r.EventTime) || !InRange(r.RatedAt):
+		return fmt.Errorf("event time %s or rated time %s outside %s..%s", r.EventTime.UTC().Format(time.RFC3339Nano),
+			r.RatedAt.UTC().Format(time.RFC3339Nano), MinTime.Format(time.RFC3339), MaxTime.Format(time.RFC3339))
+	case !r.Credits.Valid() || !r.Funded.Valid() || !r.Unfunded.Valid():
+		return fmt.Errorf("credits %d, funded %d or unfunded %d micro-credits beyond ±%s", r.Credits, r.Funded, r.Unfunded, credit.MaxAmount)
+	case len(r.GrantIDs) != len(r.GrantAmounts):
+		return fmt.Errorf("%d grant ids but %d grant amounts", len(r.GrantIDs), len(r.GrantAmounts))
+	}
+	for _, a := range r.GrantAmounts {
+		if !a.Valid() {
+			return fmt.Errorf("grant amount %d micro-credits beyond ±%s", a, credit.MaxAmount)
+		}
 	}
 	return nil
 }
@@ -163,6 +257,10 @@ func (w *Writer) WriteLedger(ctx context.Context, rows []LedgerRow) error {
 			return fmt.Errorf("%w: credit_ledger row %d: time %s outside %s..%s", ErrInvalidRow, i,
 				r.CreatedAt.UTC().Format(time.RFC3339Nano), MinTime.Format(time.RFC3339), MaxTime.Format(time.RFC3339))
 		}
+		if !r.Amount.Valid() || !r.BalanceAfter.Valid() {
+			return fmt.Errorf("%w: credit_ledger row %d: amount %d or balance %d micro-credits beyond ±%s", ErrInvalidRow, i,
+				r.Amount, r.BalanceAfter, credit.MaxAmount)
+		}
 	}
 	fresh, err := CheckLedger(ctx, w.conn, rows)
 	if err != nil {
@@ -171,7 +269,7 @@ func (w *Writer) WriteLedger(ctx context.Context, rows []LedgerRow) error {
 	if len(fresh) == 0 {
 		return nil
 	}
-	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount, balance_after,
+	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount_micro, balance_after_micro,
 		credit_currency, grant_id, grant_type, money_amount, money_currency, event_count, reason, actor, idempotency_key, created_at,
 		snapshot, version)`)
 	if err != nil {
@@ -179,7 +277,7 @@ func (w *Writer) WriteLedger(ctx context.Context, rows []LedgerRow) error {
 	}
 	version := firstWins(time.Now())
 	for _, r := range fresh {
-		if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, r.Amount.Decimal(), r.BalanceAfter.Decimal(),
+		if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, int64(r.Amount), int64(r.BalanceAfter),
 			r.CreditCurrency, r.GrantID, r.GrantType, r.MoneyAmount, r.MoneyCurrency, r.EventCount, r.Reason, r.Actor,
 			r.IdempotencyKey, r.CreatedAt.UTC(), r.Snapshot, version); err != nil {
 			_ = b.Abort()

@@ -93,7 +93,7 @@ func verifyExact(ctx context.Context, w *World, topic string, run []Usage, dead 
 
 	// The archive of this drain.
 	seen := make([]bool, n)
-	rows, err := w.Conn.Query(ctx, `SELECT subscription_id, count(), uniqExact(event_id), sum(credits)
+	rows, err := w.Conn.Query(ctx, `SELECT subscription_id, count(), uniqExact(event_id), sum(toDecimal128(credits_micro, 0))
 		FROM rated_usage FINAL WHERE source_topic = ? GROUP BY subscription_id`, topic)
 	if err != nil {
 		return nil, fmt.Errorf("rated_usage: %w", err)
@@ -106,7 +106,7 @@ func verifyExact(ctx context.Context, w *World, topic string, run []Usage, dead 
 			rows.Close()
 			return nil, fmt.Errorf("rated_usage: %w", err)
 		}
-		micro, err := credit.FromDecimal(sum)
+		micro, err := credit.FromDecimal(sum.Shift(-credit.Scale))
 		if err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("rated_usage credits of %s: %w", sub, err)
@@ -132,7 +132,7 @@ func verifyExact(ctx context.Context, w *World, topic string, run []Usage, dead 
 	// The ledger (every drain so far): usage entries' events, and the
 	// credits they drew must be what the balance lost.
 	ledgerSeen := make([]bool, n)
-	rows, err = w.Conn.Query(ctx, `SELECT subscription_id, sum(event_count), sum(amount)
+	rows, err = w.Conn.Query(ctx, `SELECT subscription_id, sum(event_count), sum(toDecimal128(amount_micro, 0))
 		FROM credit_ledger FINAL WHERE kind = 'usage' GROUP BY subscription_id`)
 	if err != nil {
 		return nil, fmt.Errorf("credit_ledger: %w", err)
@@ -145,7 +145,7 @@ func verifyExact(ctx context.Context, w *World, topic string, run []Usage, dead 
 			rows.Close()
 			return nil, fmt.Errorf("credit_ledger: %w", err)
 		}
-		drawn, err := credit.FromDecimal(sum.Neg())
+		drawn, err := credit.FromDecimal(sum.Neg().Shift(-credit.Scale))
 		if err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("credit_ledger amount of %s: %w", sub, err)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
 )
 
 // ChargeCheck compares per-event charges in rated_usage with the archived
@@ -127,9 +129,11 @@ func compareCharges(ctx context.Context, conn driver.Conn, ms map[string]marks, 
 	if len(keys) == 0 {
 		covered = `(source_topic = '')`
 	}
+	// Sums of micro-credits as Decimal(38, 0): an Int64 sum would wrap.
 	rows, err := conn.Query(ctx, `SELECT subscription_id, sumIf(charge, covered), uniqExactIf(event_id, covered),
 			sumIf(charge, NOT covered AND rated_at <= ?), uniqExactIf(event_id, NOT covered AND rated_at <= ?)
-		FROM (SELECT subscription_id, event_id, rated_at, funded_credits + if(status = 'overage', unfunded_credits, toDecimal128(0, 9)) AS charge, `+covered+` AS covered
+		FROM (SELECT subscription_id, event_id, rated_at,
+			toDecimal128(funded_credits_micro, 0) + toDecimal128(if(status = 'overage', unfunded_credits_micro, 0), 0) AS charge, `+covered+` AS covered
 			FROM rated_usage FINAL WHERE subscription_id IN (`+in+`))
 		GROUP BY subscription_id`, cutoff.UTC(), cutoff.UTC())
 	if err != nil {
@@ -143,7 +147,8 @@ func compareCharges(ctx context.Context, conn driver.Conn, ms map[string]marks, 
 			return fmt.Errorf("reconcile: read rated_usage: %w", err)
 		}
 		if o := out[sub]; o != nil {
-			o.RatedCredits, o.RatedEvents, o.UnchargedCredits, o.Uncharged = c.RatedCredits, c.RatedEvents, c.UnchargedCredits, c.Uncharged
+			o.RatedCredits, o.RatedEvents = c.RatedCredits.Shift(-credit.Scale), c.RatedEvents
+			o.UnchargedCredits, o.Uncharged = c.UnchargedCredits.Shift(-credit.Scale), c.Uncharged
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -152,7 +157,7 @@ func compareCharges(ctx context.Context, conn driver.Conn, ms map[string]marks, 
 	rows.Close()
 
 	upTo := `transform(subscription_id, [` + in + `], CAST([` + strings.Join(seqs, ",") + `] AS Array(UInt64)), toUInt64(0))`
-	lrows, err := conn.Query(ctx, `SELECT subscription_id, -sumIf(amount, kind = 'usage' AND seq <= `+upTo+`),
+	lrows, err := conn.Query(ctx, `SELECT subscription_id, -sumIf(toDecimal128(amount_micro, 0), kind = 'usage' AND seq <= `+upTo+`),
 			sumIf(event_count, kind = 'usage' AND seq <= `+upTo+`)
 		FROM credit_ledger FINAL WHERE subscription_id IN (`+in+`) GROUP BY subscription_id`)
 	if err != nil {
@@ -167,7 +172,7 @@ func compareCharges(ctx context.Context, conn driver.Conn, ms map[string]marks, 
 			return fmt.Errorf("reconcile: read usage entries: %w", err)
 		}
 		if o := out[sub]; o != nil {
-			o.LedgerCredits, o.LedgerEvents = credits, events
+			o.LedgerCredits, o.LedgerEvents = credits.Shift(-credit.Scale), events
 		}
 	}
 	return lrows.Err()

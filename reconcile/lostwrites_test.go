@@ -268,12 +268,12 @@ func (e *env) lose(sub string) func() {
 func rewriteArchived(t *testing.T, conn driver.Conn, r archive.LedgerRow) {
 	t.Helper()
 	ctx := context.Background()
-	b, err := conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount, balance_after,
+	b, err := conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount_micro, balance_after_micro,
 		event_count, created_at, snapshot, version)`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, r.Amount.Decimal(), r.BalanceAfter.Decimal(), r.EventCount,
+	if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, int64(r.Amount), int64(r.BalanceAfter), r.EventCount,
 		r.CreatedAt.UTC(), r.Snapshot, uint64(math.MaxUint64)); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 )
 
@@ -246,7 +247,7 @@ func redisBehind(ctx context.Context, store *balance.Store, conn driver.Conn, su
 
 // archiveTotals reads count, max seq and sum per subscription in one scan.
 func archiveTotals(ctx context.Context, conn driver.Conn, subs []string) (map[string]archived, error) {
-	q := `SELECT subscription_id, count(), max(seq), sum(amount), any(customer_id) FROM credit_ledger FINAL`
+	q := `SELECT subscription_id, count(), max(seq), sum(toDecimal128(amount_micro, 0)), any(customer_id) FROM credit_ledger FINAL`
 	if len(subs) > 0 {
 		lits := make([]string, len(subs))
 		for i, s := range subs {
@@ -266,6 +267,7 @@ func archiveTotals(ctx context.Context, conn driver.Conn, subs []string) (map[st
 		if err := rows.Scan(&s, &a.count, &a.maxSeq, &a.sum, &a.customer); err != nil {
 			return nil, fmt.Errorf("reconcile: read archive ledger: %w", err)
 		}
+		a.sum = a.sum.Shift(-credit.Scale) // micro-credits
 		out[s] = a
 	}
 	return out, rows.Err()
@@ -474,7 +476,7 @@ type entryKey struct {
 }
 
 func archiveEntries(ctx context.Context, conn driver.Conn, sub string) (map[int64]entryKey, error) {
-	rows, err := conn.Query(ctx, `SELECT seq, toString(kind), amount FROM credit_ledger FINAL WHERE subscription_id = ?`, sub)
+	rows, err := conn.Query(ctx, `SELECT seq, toString(kind), amount_micro FROM credit_ledger FINAL WHERE subscription_id = ?`, sub)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: %s: read archive entries: %w", sub, err)
 	}
@@ -483,9 +485,11 @@ func archiveEntries(ctx context.Context, conn driver.Conn, sub string) (map[int6
 	for rows.Next() {
 		var seq uint64
 		var k entryKey
-		if err := rows.Scan(&seq, &k.kind, &k.amount); err != nil {
+		var amount credit.Amount
+		if err := rows.Scan(&seq, &k.kind, (*int64)(&amount)); err != nil {
 			return nil, fmt.Errorf("reconcile: %s: read archive entries: %w", sub, err)
 		}
+		k.amount = amount.Decimal()
 		out[int64(seq)] = k
 	}
 	return out, rows.Err()

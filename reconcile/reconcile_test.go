@@ -238,11 +238,11 @@ func TestDriftReportedAndRepaired(t *testing.T) {
 func alterArchived(t *testing.T, conn driver.Conn, r archive.LedgerRow) {
 	t.Helper()
 	ctx := context.Background()
-	b, err := conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount, balance_after, created_at, version)`)
+	b, err := conn.PrepareBatch(ctx, `INSERT INTO credit_ledger (subscription_id, seq, customer_id, kind, amount_micro, balance_after_micro, created_at, version)`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, r.Amount.Decimal(), r.BalanceAfter.Decimal(), r.CreatedAt.UTC(), uint64(math.MaxUint64)); err != nil {
+	if err := b.Append(r.SubscriptionID, r.Seq, r.CustomerID, r.Kind, int64(r.Amount), int64(r.BalanceAfter), r.CreatedAt.UTC(), uint64(math.MaxUint64)); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Send(); err != nil {

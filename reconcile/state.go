@@ -8,6 +8,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
 )
 
 // State is what the archive knows of a subscription's balance: the input
@@ -49,7 +51,7 @@ func ArchiveState(ctx context.Context, conn driver.Conn, sub string) (State, err
 	fail := func(what string, err error) (State, error) {
 		return State{}, fmt.Errorf("reconcile: state of %s: %s: %w", sub, what, err)
 	}
-	rows, err := conn.Query(ctx, `SELECT seq, toString(kind), amount, grant_id, grant_type, customer_id, created_at
+	rows, err := conn.Query(ctx, `SELECT seq, toString(kind), amount_micro, grant_id, grant_type, customer_id, created_at
 		FROM credit_ledger FINAL WHERE subscription_id = ? ORDER BY seq`, sub)
 	if err != nil {
 		return fail("ledger", err)
@@ -58,12 +60,13 @@ func ArchiveState(ctx context.Context, conn driver.Conn, sub string) (State, err
 	for rows.Next() {
 		var seq uint64
 		var kind, gid, gtype, cust string
-		var amt decimal.Decimal
+		var micro credit.Amount
 		var at time.Time
-		if err := rows.Scan(&seq, &kind, &amt, &gid, &gtype, &cust, &at); err != nil {
+		if err := rows.Scan(&seq, &kind, (*int64)(&micro), &gid, &gtype, &cust, &at); err != nil {
 			rows.Close()
 			return fail("ledger", err)
 		}
+		amt := micro.Decimal()
 		st.LastSeq, st.Customer = int64(seq), cust
 		st.Balance = st.Balance.Add(amt)
 		switch {
@@ -85,9 +88,9 @@ func ArchiveState(ctx context.Context, conn driver.Conn, sub string) (State, err
 		return fail("ledger", err)
 	}
 
-	rows, err = conn.Query(ctx, `SELECT g, sum(a) FROM
-		(SELECT grant_ids, grant_amounts FROM rated_usage FINAL WHERE subscription_id = ?)
-		ARRAY JOIN grant_ids AS g, grant_amounts AS a GROUP BY g`, sub)
+	rows, err = conn.Query(ctx, `SELECT g, sum(toDecimal128(a, 0)) FROM
+		(SELECT grant_ids, grant_amounts_micro FROM rated_usage FINAL WHERE subscription_id = ?)
+		ARRAY JOIN grant_ids AS g, grant_amounts_micro AS a GROUP BY g`, sub)
 	if err != nil {
 		return fail("draws", err)
 	}
@@ -98,6 +101,7 @@ func ArchiveState(ctx context.Context, conn driver.Conn, sub string) (State, err
 			rows.Close()
 			return fail("draws", err)
 		}
+		a = a.Shift(-credit.Scale) // micro-credits
 		if g := grants[gid]; g != nil {
 			g.Drawn = g.Drawn.Add(a)
 		} else {
@@ -112,10 +116,11 @@ func ArchiveState(ctx context.Context, conn driver.Conn, sub string) (State, err
 	// Overage lines mean debt, and debt is settled from later grants by draws
 	// no row names: per-grant remainders are then unknown.
 	var overage uint64
-	if err := conn.QueryRow(ctx, `SELECT sumIf(unfunded_credits, status = 'unfunded'), countIf(status = 'overage')
+	if err := conn.QueryRow(ctx, `SELECT sumIf(toDecimal128(unfunded_credits_micro, 0), status = 'unfunded'), countIf(status = 'overage')
 		FROM rated_usage FINAL WHERE subscription_id = ?`, sub).Scan(&st.Unfunded, &overage); err != nil {
 		return fail("unfunded", err)
 	}
+	st.Unfunded = st.Unfunded.Shift(-credit.Scale) // micro-credits
 	if overage > 0 {
 		st.Exact = false
 	}
