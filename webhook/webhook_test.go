@@ -7,12 +7,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/webhook"
 )
@@ -304,5 +306,13 @@ func waitFor(t *testing.T, d time.Duration, f func() bool) {
 			t.Fatalf("not done within %s", d)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// serve's default retry schedule (a flag default, kept in config so that
+// config imports no domain package) is the dispatcher's.
+func TestConfigDefaultScheduleIsDispatchers(t *testing.T) {
+	if got := config.Default().Engine.WebhookSchedule; !slices.Equal(got, webhook.DefaultSchedule) {
+		t.Fatalf("config default %v, webhook.DefaultSchedule %v", got, webhook.DefaultSchedule)
 	}
 }

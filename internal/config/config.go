@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/creditmeter/creditmeter/tokens"
-	"github.com/creditmeter/creditmeter/webhook"
 )
 
 // EnvPrefix prefixes every environment variable: flag --redis-addr is
@@ -154,7 +153,10 @@ func Default() Config {
 		Broker:     Broker{Listen: "127.0.0.1:9092", DataDir: "creditmeter-broker-data", Partitions: 8},
 		Engine: Engine{Enabled: true, BatchSize: 20000, Linger: 20 * time.Millisecond, DedupeWindow: time.Hour,
 			GraceWindow: 15 * time.Minute, MaxFutureSkew: 5 * time.Minute, KeyPrefix: "creditmeter:", WaitTimeout: time.Second,
-			WebhookSchedule: webhook.DefaultSchedule, WebhookTimeout: 10 * time.Second},
+			WebhookSchedule: []time.Duration{10 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute,
+				// webhook.DefaultSchedule; config imports no domain package
+				time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour},
+			WebhookTimeout: 10 * time.Second},
 
 		Log: DefaultLog(),
 	}
