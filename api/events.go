@@ -39,7 +39,8 @@ type RejectedEvent struct {
 
 // postEvents validates a batch item by item with the engine's own decoder and
 // produces the valid items to the usage topic keyed by customer id, exactly
-// as a Kafka producer would. Invalid items are reported, not produced.
+// as a Kafka producer would. Invalid items are reported, not produced. The
+// CloudEvents content types take one structured CloudEvent or an array.
 func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal) error {
 	if s.events == nil {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "event intake is not configured"}
