@@ -183,8 +183,11 @@ func DecodeCloudEventBinary(headers []kafka.Header, value []byte, ev *rating.Eve
 			}
 			continue
 		}
-		if name == "datacontenttype" {
+		switch name {
+		case "datacontenttype":
 			return invalid(h.Key, "in binary mode the data's media type is the content-type header")
+		case "data":
+			return invalid(h.Key, "in binary mode the data is the message value")
 		}
 		if len(h.Value) > MaxDimStrLen || !utf8.Valid(h.Value) {
 			return invalid(h.Key, "must be a UTF-8 string of at most %d bytes", MaxDimStrLen)

@@ -180,6 +180,7 @@ func TestCloudEventBinaryRejects(t *testing.T) {
 		{"bad time", with("ce_time", "now"), goodBinaryValue, ingest.ReasonInvalid, "ce_time"},
 		{"repeated", with("ce_subject", "cust-2"), goodBinaryValue, ingest.ReasonInvalid, "ce_subject"},
 		{"bad extension name", with("ce_customer_id", "c"), goodBinaryValue, ingest.ReasonInvalid, "ce_customer_id"},
+		{"data header", with("ce_data", `{"tokens":1}`), goodBinaryValue, ingest.ReasonInvalid, "ce_data"},
 		{"datacontenttype header", with("ce_datacontenttype", "application/json"), goodBinaryValue, ingest.ReasonInvalid, "ce_datacontenttype"},
 		{"xml data", append(without("content-type"), binaryHeaders("content-type", "application/xml")...), goodBinaryValue, ingest.ReasonInvalid, "content-type"},
 		{"bad UTF-8", with("ce_traceparent", "\xff"), goodBinaryValue, ingest.ReasonInvalid, "ce_traceparent"},
