@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -37,7 +39,8 @@ type RejectedEvent struct {
 
 // postEvents validates a batch item by item with the engine's own decoder and
 // produces the valid items to the usage topic keyed by customer id, exactly
-// as a Kafka producer would. Invalid items are reported, not produced.
+// as a Kafka producer would. Invalid items are reported, not produced. The
+// CloudEvents content types take one structured CloudEvent or an array.
 func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal) error {
 	if s.events == nil {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "event intake is not configured"}
@@ -50,37 +53,61 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal)
 		}
 		return err
 	}
-	var req struct {
-		Events []json.RawMessage `json:"events"`
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var items []json.RawMessage
+	where := func(i int) string { return "events[" + strconv.Itoa(i) + "]" }
+	decode := ingest.Decode
+	var headers []kafka.Header
+	switch strings.ToLower(mt) {
+	case ingest.ContentTypeCloudEvent:
+		return s.postCloudEvent(w, r, body)
+	case ingest.ContentTypeCloudEventBatch:
+		if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '[' {
+			return &Error{Status: http.StatusBadRequest, Code: "malformed_json", Message: "send a JSON array of CloudEvents (" + ingest.ContentTypeCloudEventBatch + ")"}
+		}
+		if err := json.Unmarshal(body, &items); err != nil {
+			return decodeError(err)
+		}
+		if len(items) == 0 {
+			return &Error{Status: http.StatusBadRequest, Code: "required", Message: "send an array of at least one CloudEvent"}
+		}
+		where = func(i int) string { return "[" + strconv.Itoa(i) + "]" }
+		decode = ingest.DecodeCloudEvent
+		headers = cloudEventHeaders
+	default:
+		var req struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return decodeError(err)
+		}
+		if len(req.Events) == 0 {
+			return &Error{Status: http.StatusBadRequest, Code: "required", Field: "events", Message: "send {\"events\": [ ... ]} with at least one event"}
+		}
+		items = req.Events
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return decodeError(err)
-	}
-	switch {
-	case len(req.Events) == 0:
-		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "events", Message: "send {\"events\": [ ... ]} with at least one event"}
-	case len(req.Events) > maxEventsPerRequest:
+	if len(items) > maxEventsPerRequest {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_many", Field: "events",
-			Message: fmt.Sprintf("at most %d events per request, got %d", maxEventsPerRequest, len(req.Events))}
+			Message: fmt.Sprintf("at most %d events per request, got %d", maxEventsPerRequest, len(items))}
 	}
-	msgs := make([]kafka.Message, 0, len(req.Events))
+	msgs := make([]kafka.Message, 0, len(items))
 	rejected := []RejectedEvent{}
 	var ev rating.Event
-	now, skew := time.Now(), s.skew
-	if skew <= 0 {
-		skew = ingest.DefaultMaxFutureSkew
-	}
-	for i, raw := range req.Events {
-		err := ingest.Decode(raw, &ev)
+	now, skew := time.Now(), s.futureSkew()
+	for i, raw := range items {
+		err := decode(raw, &ev)
 		if err == nil {
 			err = ingest.CheckFuture(ev.Timestamp, now, skew)
 		}
 		if err != nil {
 			var ee *ingest.EventError
 			errors.As(err, &ee)
-			field := "events[" + strconv.Itoa(i) + "]"
+			field := where(i)
+			if ee.Field == "timestamp" && headers != nil {
+				ee.Field = "time" // CheckFuture's field, as a CloudEvents attribute
+			}
 			if ee.Field != "" {
 				field += "." + ee.Field
 			}
@@ -91,7 +118,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal)
 		if err := json.Compact(&compact, raw); err != nil {
 			return err
 		}
-		msgs = append(msgs, kafka.Message{Key: []byte(ev.CustomerID), Value: compact.Bytes()})
+		msgs = append(msgs, kafka.Message{Key: []byte(ev.CustomerID), Value: compact.Bytes(), Headers: headers})
 	}
 	if len(msgs) == 0 {
 		writeJSON(w, http.StatusBadRequest, map[string]any{
@@ -106,4 +133,44 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal)
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"accepted": len(msgs), "rejected": rejected})
 	return nil
+}
+
+// cloudEventHeaders mark a produced CloudEvent as structured mode, as the
+// Kafka protocol binding says.
+var cloudEventHeaders = []kafka.Header{{Key: "content-type", Value: []byte(ingest.ContentTypeCloudEvent)}}
+
+// postCloudEvent takes one structured CloudEvent: 202 when produced, else
+// the decoder's error naming the attribute (specversion, subject, data.x).
+func (s *Server) postCloudEvent(w http.ResponseWriter, r *http.Request, body []byte) error {
+	var ev rating.Event
+	err := ingest.DecodeCloudEvent(body, &ev)
+	if err == nil {
+		err = ingest.CheckFuture(ev.Timestamp, time.Now(), s.futureSkew())
+	}
+	if err != nil {
+		var ee *ingest.EventError
+		errors.As(err, &ee)
+		if ee.Field == "timestamp" {
+			ee.Field = "time" // CheckFuture's field, as a CloudEvents attribute
+		}
+		return &Error{Status: http.StatusBadRequest, Code: ee.Reason, Field: ee.Field, Message: clipNumbers(ee.Detail)}
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, body); err != nil {
+		return err
+	}
+	msg := kafka.Message{Key: []byte(ev.CustomerID), Value: compact.Bytes(), Headers: cloudEventHeaders}
+	if err := s.events.PublishRaw(r.Context(), msg); err != nil {
+		s.log.Error("api: produce event", "err", err)
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the event topic is unavailable; send the event again (source and id make that safe)"}
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"accepted": 1, "rejected": []RejectedEvent{}})
+	return nil
+}
+
+func (s *Server) futureSkew() time.Duration {
+	if s.skew <= 0 {
+		return ingest.DefaultMaxFutureSkew
+	}
+	return s.skew
 }

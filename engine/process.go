@@ -112,7 +112,7 @@ func (e *Engine) rateAll(ctx context.Context, msgs []kafka.Message, events []rat
 		if _, ok := e.firstSeen[msgs[i].Partition]; !ok {
 			e.firstSeen[msgs[i].Partition] = msgs[i].Offset
 		}
-		if err := ingest.Decode(msgs[i].Value, &events[i]); err != nil {
+		if err := ingest.DecodeMessage(&msgs[i], &events[i]); err != nil {
 			failed[i] = err
 			continue
 		}

@@ -71,7 +71,13 @@ func invalid(field, format string, args ...any) error {
 // bad timestamp or a dimension that is neither a string nor a number are
 // errors. The strings of ev point into b, so b must not change while ev is in
 // use; in exchange decoding allocates nothing for an event without escapes.
-func Decode(b []byte, ev *rating.Event) error {
+func Decode(b []byte, ev *rating.Event) error { return decode(b, ev, false) }
+
+// errForeign is decode's answer, when asked, for a member the schema does
+// not know: cheaper than the error when the event may be a CloudEvent.
+var errForeign = errors.New("ingest: not creditmeter's event schema")
+
+func decode(b []byte, ev *rating.Event, foreign bool) error {
 	*ev = rating.Event{Dims: ev.Dims[:0]}
 	if len(b) > MaxEventBytes {
 		return malformed("event of %d bytes exceeds %d", len(b), MaxEventBytes)
@@ -118,6 +124,9 @@ func Decode(b []byte, ev *rating.Event) error {
 			case "dimensions":
 				bit = seenDims
 			default:
+				if foreign {
+					return errForeign
+				}
 				return invalid(string(key), "unknown field")
 			}
 			if seen&bit != 0 {
@@ -191,6 +200,16 @@ func Decode(b []byte, ev *rating.Event) error {
 type decoder struct {
 	b []byte
 	i int
+	// data names the dimensions object in errors: "dimensions", or "data"
+	// for a CloudEvent.
+	data string
+}
+
+func (d *decoder) dimsField() string {
+	if d.data == "" {
+		return "dimensions"
+	}
+	return d.data
 }
 
 func (d *decoder) ws() {
@@ -290,7 +309,7 @@ func (d *decoder) dims(ev *rating.Event) error {
 		return nil
 	}
 	if !d.eat('{') {
-		return invalid("dimensions", "must be an object")
+		return invalid(d.dimsField(), "must be an object")
 	}
 	d.ws()
 	if d.eat('}') {
@@ -303,13 +322,13 @@ func (d *decoder) dims(ev *rating.Event) error {
 			return err
 		}
 		if key == "" || len(key) > MaxDimKeyLen {
-			return invalid("dimensions", "dimension names must be 1 to %d bytes", MaxDimKeyLen)
+			return invalid(d.dimsField(), "dimension names must be 1 to %d bytes", MaxDimKeyLen)
 		}
 		if _, dup := ev.Dim(key); dup {
-			return invalid("dimensions."+key, "dimension given twice")
+			return invalid(d.dimsField()+"."+key, "dimension given twice")
 		}
 		if len(ev.Dims) == MaxDims {
-			return invalid("dimensions", "more than %d dimensions", MaxDims)
+			return invalid(d.dimsField(), "more than %d dimensions", MaxDims)
 		}
 		d.ws()
 		if !d.eat(':') {
@@ -326,7 +345,7 @@ func (d *decoder) dims(ev *rating.Event) error {
 				return err
 			}
 			if len(dim.Str) > MaxDimStrLen {
-				return invalid("dimensions."+key, "string longer than %d bytes", MaxDimStrLen)
+				return invalid(d.dimsField()+"."+key, "string longer than %d bytes", MaxDimStrLen)
 			}
 		case c == '-' || (c >= '0' && c <= '9'):
 			start := d.i
@@ -335,11 +354,11 @@ func (d *decoder) dims(ev *rating.Event) error {
 			}
 			n, err := rating.ParseNumberBytes(d.b[start:d.i])
 			if err != nil {
-				return invalid("dimensions."+key, "number %s is not exact within 18 digits", d.b[start:d.i])
+				return invalid(d.dimsField()+"."+key, "number %s is not exact within 18 digits", d.b[start:d.i])
 			}
 			dim.Num, dim.IsNum = n, true
 		default:
-			return invalid("dimensions."+key, "must be a string or a number")
+			return invalid(d.dimsField()+"."+key, "must be a string or a number")
 		}
 		ev.Dims = append(ev.Dims, dim)
 		d.ws()
