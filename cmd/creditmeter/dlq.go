@@ -299,7 +299,7 @@ func replay(ctx context.Context, o replayOptions) (*replayReport, error) {
 		case d.TruncatedFrom > 0:
 			why, detail = "truncated", fmt.Sprintf("the dead letter keeps %d of the event's %d bytes", len(d.Value), d.TruncatedFrom)
 		default:
-			if err := ingest.Decode(d.Value, &ev); err != nil {
+			if err := ingest.DecodeMessage(&kafka.Message{Value: d.Value, Headers: d.Headers}, &ev); err != nil { // as the engine reads it
 				why, detail = ingest.ReasonMalformed, err.Error()
 				if ee := (*ingest.EventError)(nil); errors.As(err, &ee) {
 					why, field, detail = ee.Reason, ee.Field, ee.Detail
