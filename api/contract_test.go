@@ -22,11 +22,11 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
@@ -263,7 +263,7 @@ func TestContract(t *testing.T) {
 	b := testenv.Broker(t, 2, "usage-events", "usage-events-dlq")
 	ev := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
 	defer ev.Close()
-	acc := &engine.Accounts{Store: bs, Archive: aw}
+	acc := &accounts.Accounts{Store: bs, Archive: aw}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Events: ev, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin},
 		Logger: slog.New(slog.DiscardHandler)})
 	hs := httptest.NewServer(c.wrap(srv))

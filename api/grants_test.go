@@ -9,10 +9,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
@@ -35,7 +35,7 @@ func newBalanceEnvOpts(t *testing.T, o balance.Options) (*env, *redis.Client, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
+	acc := &accounts.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin}})
 	hs := httptest.NewServer(validated(t, srv))
 	t.Cleanup(hs.Close)

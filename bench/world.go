@@ -22,10 +22,10 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/broker"
 	"github.com/creditmeter/creditmeter/internal/config"
@@ -48,7 +48,7 @@ type World struct {
 	Catalog  *catalogstore.Store
 	Balances *balance.Store
 	Writer   *archive.Writer
-	Accounts *engine.Accounts
+	Accounts *accounts.Accounts
 	Subs     []string        // subscription id of customer i
 	Custs    []string        // customer i
 	Initial  []credit.Amount // credits granted to subscription i at provisioning
@@ -148,8 +148,8 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 	// insert each would take most of the set-up, so they are collected and
 	// inserted at once.
 	buf := &ledgerBuffer{}
-	prov := &engine.Accounts{Store: w.Balances, Archive: buf}
-	w.Accounts = &engine.Accounts{Store: w.Balances, Archive: w.Writer}
+	prov := &accounts.Accounts{Store: w.Balances, Archive: buf}
+	w.Accounts = &accounts.Accounts{Store: w.Balances, Archive: w.Writer}
 	// Subscriptions are created concurrently: each is a few round trips.
 	w.Custs = make([]string, c.Customers)
 	w.Subs = make([]string, c.Customers)

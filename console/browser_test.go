@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
@@ -71,7 +72,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	aw := archive.NewWriter(conn)
-	acc := &engine.Accounts{Store: bs, Archive: aw}
+	acc := &accounts.Accounts{Store: bs, Archive: aw}
 
 	// The engine: usage events from the broker, rated with the catalog as
 	// the console changes it, drawn from the balances, archived.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
@@ -242,7 +243,7 @@ func TestLowBalanceAndTopUpsOnRedis(t *testing.T) {
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
 	m := engine.NewMetrics(reg)
-	am := engine.NewAccountMetrics(reg, m)
+	am := accounts.NewAccountMetrics(reg, m.LowCrossings)
 	h.Accounts.Observer = am
 	labels := func(ctx context.Context, sub string) (string, string, error) {
 		s, err := h.Catalog.Subscription(ctx, sub)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/engine/enginetest"
@@ -60,11 +61,11 @@ func benchMetrics(b *testing.B, real bool) {
 	if err := seed.Catalog(ctx, st); err != nil {
 		b.Fatal(err)
 	}
-	accounts := &engine.Accounts{Store: store, Archive: enginetest.NopArchive{}}
+	acc := &accounts.Accounts{Store: store, Archive: enginetest.NopArchive{}}
 	custs := make([]string, 200)
 	for i := range custs {
 		custs[i] = fmt.Sprintf("bm-%03d", i)
-		if _, err := seed.Subscribe(ctx, st, accounts, seed.Subscription{Customer: custs[i], Plan: seed.PlanUnfunded, Included: "1000000000"}); err != nil {
+		if _, err := seed.Subscribe(ctx, st, acc, seed.Subscription{Customer: custs[i], Plan: seed.PlanUnfunded, Included: "1000000000"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -86,7 +87,7 @@ func benchMetrics(b *testing.B, real bool) {
 	}
 	reg := prometheus.NewRegistry()
 	m := engine.NewMetrics(reg)
-	engine.NewAccountMetrics(reg, m)
+	accounts.NewAccountMetrics(reg, m.LowCrossings)
 	reg.MustRegister(engine.NewLowBalanceCollector(store, nil, engine.LowBalanceOptions{}))
 	off, on := newEngine("usage-off", nil), newEngine("usage-on", m)
 

@@ -9,10 +9,10 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/reconcile"
 )
@@ -90,7 +90,7 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 	}
 	var rows []archive.LedgerRow
 	for _, e := range entries {
-		rows = append(rows, engine.LedgerRow(sub, "c", e))
+		rows = append(rows, accounts.LedgerRow(sub, "c", e))
 	}
 	if err := w.WriteLedger(ctx, rows); err != nil {
 		t.Fatal(err)
@@ -166,7 +166,7 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow(sub, "c", es[0])}); err != nil {
+	if err := w.WriteLedger(ctx, []archive.LedgerRow{accounts.LedgerRow(sub, "c", es[0])}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err = reconcile.ArchiveState(ctx, conn, sub); err != nil {

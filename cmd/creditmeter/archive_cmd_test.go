@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating"
@@ -67,7 +67,7 @@ func TestReconcileCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := archive.NewWriter(conn).WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow("s1", "c1", es[0])}); err != nil {
+	if err := archive.NewWriter(conn).WriteLedger(ctx, []archive.LedgerRow{accounts.LedgerRow("s1", "c1", es[0])}); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
@@ -105,7 +105,7 @@ func (l archivingLedger) OpenSubscription(ctx context.Context, t rating.AccountT
 	if err != nil {
 		return err
 	}
-	return l.w.WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow(t.SubscriptionID, t.CustomerID, es[0])})
+	return l.w.WriteLedger(ctx, []archive.LedgerRow{accounts.LedgerRow(t.SubscriptionID, t.CustomerID, es[0])})
 }
 
 // invoice prices with the catalog's terms: 100 purchased included credits
@@ -143,7 +143,7 @@ func TestInvoiceCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow(sub, "acme", es[0])}); err != nil {
+	if err := w.WriteLedger(ctx, []archive.LedgerRow{accounts.LedgerRow(sub, "acme", es[0])}); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
@@ -189,7 +189,7 @@ func TestReconcileRebuildsLostAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: store, Archive: archive.NewWriter(conn)}
+	acc := &accounts.Accounts{Store: store, Archive: archive.NewWriter(conn)}
 	if err := seed.Catalog(ctx, cat); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/lease"
@@ -42,7 +43,7 @@ func newJobs(rc redis.UniversalClient, prefix string) (*jobs, error) {
 }
 
 // start runs the jobs until ctx ends; wg waits for them.
-func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, accounts *engine.Accounts, log *slog.Logger) {
+func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, acc *accounts.Accounts, log *slog.Logger) {
 	report := func(err error) { log.Warn("lease", "err", err) }
 	run := func(l *lease.Lease, job func(context.Context)) {
 		wg.Add(1)
@@ -57,11 +58,11 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 	run(j.rollup, func(ctx context.Context) {
 		archive.KeepRollupFresh(ctx, conn, rollupInterval, func(err error) { log.Warn("rollup refresh", "err", err) })
 	})
-	sweep := &engine.ExpirySweep{Accounts: accounts, Log: log, List: func(ctx context.Context) ([]engine.SubscriptionRef, error) {
+	sweep := &accounts.ExpirySweep{Accounts: acc, Log: log, List: func(ctx context.Context) ([]accounts.SubscriptionRef, error) {
 		subs, err := cat.Subscriptions(ctx)
-		out := make([]engine.SubscriptionRef, len(subs))
+		out := make([]accounts.SubscriptionRef, len(subs))
 		for i, s := range subs {
-			out[i] = engine.SubscriptionRef{ID: s.ID, Customer: s.CustomerID}
+			out[i] = accounts.SubscriptionRef{ID: s.ID, Customer: s.CustomerID}
 		}
 		return out, err
 	}}
@@ -75,7 +76,7 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 			}
 			return ids, err
 		}
-		engine.KeepLowSetRepaired(ctx, accounts.Store, list, lowRepairEvery, func(added, removed int, err error) {
+		engine.KeepLowSetRepaired(ctx, acc.Store, list, lowRepairEvery, func(added, removed int, err error) {
 			if err != nil {
 				log.Warn("low-balance set repair", "err", err)
 			} else {

@@ -8,10 +8,10 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
@@ -30,7 +30,7 @@ func TestReconcileRepairsRedisThatLostWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: store, Archive: archive.NewWriter(conn)}
+	acc := &accounts.Accounts{Store: store, Archive: archive.NewWriter(conn)}
 	const sub = "lw"
 	if _, err := store.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD", CreditValue: decimal.NewFromInt(1)}); err != nil {
 		t.Fatal(err)

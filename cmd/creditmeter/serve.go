@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
@@ -81,7 +82,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	// Redis that lost acknowledged writes is repaired from the archive, by
 	// the engine and by the API's write paths alike.
 	repairer := &reconcile.Repairer{Store: bal, Conn: conn, DedupeWindow: cfg.Engine.DedupeWindow}
-	accounts := &engine.Accounts{Store: bal, Archive: writer, Repair: repairer}
+	acc := &accounts.Accounts{Store: bal, Archive: writer, Repair: repairer}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric())
@@ -93,7 +94,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	writers := ingest.NewWriters(cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.DLQTopic, ingest.MaxMessageBytes(cfg.Kafka.MaxMessageBytes),
 		ingest.WithLogger(log), ingest.OnDeadLetterDropped(metrics.DeadLetterDropped), ingest.WithConn(kconn))
 	defer writers.Close()
-	accounts.Observer = engine.NewAccountMetrics(reg, metrics)
+	acc.Observer = accounts.NewAccountMetrics(reg, metrics.LowCrossings)
 	bg, err := newJobs(cat.rc, cfg.Engine.KeyPrefix)
 	if err != nil {
 		return err
@@ -130,7 +131,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		}
 		return errors.Join(errs...)
 	}}
-	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: accounts, Balances: accounts,
+	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: acc, Balances: acc,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log,
 		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg})
 	mux := http.NewServeMux()
@@ -171,7 +172,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 			}
 		}()
 	}
-	bg.start(engineCtx, &wg, conn, cat.store, accounts, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
+	bg.start(engineCtx, &wg, conn, cat.store, acc, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
 	if cfg.Engine.Enabled {
 		wg.Add(1)
 		go func() {

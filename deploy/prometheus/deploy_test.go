@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
@@ -56,7 +57,7 @@ func served(t *testing.T) map[string]bool {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := engine.NewMetrics(reg)
-	engine.NewAccountMetrics(reg, m)
+	accounts.NewAccountMetrics(reg, m.LowCrossings)
 	reg.MustRegister(engine.NewLowBalanceCollector(oneLow{}, nil, engine.LowBalanceOptions{}))
 	// Label-only vectors appear once used.
 	m.Lag.WithLabelValues("0").Set(0)

@@ -9,10 +9,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
@@ -99,7 +99,7 @@ func TestRedisTLSWithLeastPrivilegeACLUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
+	acc := &accounts.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
 	sub, err := seed.Subscribe(ctx, cat, acc, seed.Subscription{Customer: "acme", Plan: seed.PlanUnfunded, Included: "100"})
 	if err != nil {
 		t.Fatalf("subscribe under the rule: %v", err)

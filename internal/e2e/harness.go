@@ -19,6 +19,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
@@ -51,7 +52,7 @@ type Harness struct {
 	Catalog  *catalogstore.Store
 	Balances *balance.Store
 	Writer   *archive.Writer
-	Accounts *engine.Accounts
+	Accounts *accounts.Accounts
 	Subs     map[string]*Expect // by customer
 	Seeded   time.Time
 	parts    int
@@ -98,7 +99,7 @@ func NewOn(t *testing.T, partitions int, rb testenv.RedisBackend) *Harness {
 		t.Fatal(err)
 	}
 	h.Writer = archive.NewWriter(h.Conn)
-	h.Accounts = &engine.Accounts{Store: h.Balances, Archive: h.Writer}
+	h.Accounts = &accounts.Accounts{Store: h.Balances, Archive: h.Writer}
 	if err := seed.Catalog(h.ctx, h.Catalog); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package engine_test
+package accounts_test
 
 import (
 	"context"
@@ -10,10 +10,10 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/lease"
@@ -47,7 +47,7 @@ func TestExpirySweepIdleSubscription(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
+	acc := &accounts.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
 	idle, err := seed.Subscribe(ctx, cat, acc, seed.Subscription{Customer: "idle", Plan: seed.PlanUnfunded, Included: "100"})
 	if err != nil {
 		t.Fatal(err)
@@ -71,17 +71,17 @@ func TestExpirySweepIdleSubscription(t *testing.T) {
 	promo(idle, "idle", expires)
 	promo(other, "other", expires.AddDate(0, 1, 0))
 
-	list := func(ctx context.Context) ([]engine.SubscriptionRef, error) {
+	list := func(ctx context.Context) ([]accounts.SubscriptionRef, error) {
 		subs, err := cat.Subscriptions(ctx)
-		var out []engine.SubscriptionRef
+		var out []accounts.SubscriptionRef
 		for _, s := range subs {
-			out = append(out, engine.SubscriptionRef{ID: s.ID, Customer: s.CustomerID})
+			out = append(out, accounts.SubscriptionRef{ID: s.ID, Customer: s.CustomerID})
 		}
 		return out, err
 	}
 	// Just before expiry + grace: nothing due.
 	set(expires.Add(grace - time.Second))
-	sw := &engine.ExpirySweep{Accounts: acc, List: list}
+	sw := &accounts.ExpirySweep{Accounts: acc, List: list}
 	if r, err := sw.Once(ctx); err != nil || r.Checked != 2 || r.Due != 0 || r.Expired != 0 {
 		t.Fatalf("before grace ended: %+v %v", r, err)
 	}
@@ -96,7 +96,7 @@ func TestExpirySweepIdleSubscription(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sw := &engine.ExpirySweep{Accounts: acc, List: list}
+		sw := &accounts.ExpirySweep{Accounts: acc, List: list}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -181,7 +181,7 @@ func TestExpirySweepRetriesArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	arch := &flakyArchive{down: true}
-	acc := &engine.Accounts{Store: bal, Archive: arch}
+	acc := &accounts.Accounts{Store: bal, Archive: arch}
 	sub := "sweep-" + testenv.RandomID(t)
 	if _, err := bal.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD"}); err != nil {
 		t.Fatal(err)
@@ -191,8 +191,8 @@ func TestExpirySweepRetriesArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Store(t0.Add(time.Hour).UnixMilli())
-	sw := &engine.ExpirySweep{Accounts: acc, List: func(context.Context) ([]engine.SubscriptionRef, error) {
-		return []engine.SubscriptionRef{{ID: sub, Customer: "c"}}, nil
+	sw := &accounts.ExpirySweep{Accounts: acc, List: func(context.Context) ([]accounts.SubscriptionRef, error) {
+		return []accounts.SubscriptionRef{{ID: sub, Customer: "c"}}, nil
 	}}
 	if r, err := sw.Once(ctx); err == nil || r.Expired != 1 {
 		t.Fatalf("archive down: %+v %v, want the breakage written and an error", r, err)
@@ -222,7 +222,7 @@ func TestChangeArchivesItsBreakage(t *testing.T) {
 		t.Fatal(err)
 	}
 	arch := &flakyArchive{}
-	acc := &engine.Accounts{Store: bal, Archive: arch}
+	acc := &accounts.Accounts{Store: bal, Archive: arch}
 	sub := "change-" + testenv.RandomID(t)
 	if _, err := bal.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD"}); err != nil {
 		t.Fatal(err)

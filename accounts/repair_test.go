@@ -1,4 +1,4 @@
-package engine_test
+package accounts_test
 
 import (
 	"context"
@@ -7,10 +7,10 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/reconcile"
@@ -32,7 +32,7 @@ func TestTopUpOnLostWritesIsRepairedAndRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &engine.Accounts{Store: store, Archive: archive.NewWriter(conn), Repair: &reconcile.Repairer{Store: store, Conn: conn}}
+	a := &accounts.Accounts{Store: store, Archive: archive.NewWriter(conn), Repair: &reconcile.Repairer{Store: store, Conn: conn}}
 	terms := rating.AccountTerms{SubscriptionID: "sub-1", CustomerID: "c1", Overage: rating.OverageUnfunded, Currency: "USD", CreditValue: decimal.RequireFromString("0.04")}
 	if err := a.OpenSubscription(ctx, terms, &rating.Grant{Type: rating.GrantPromotional, Amount: credit.Credits(100)}); err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func TestTopUpOnLostWritesIsRepairedAndRetried(t *testing.T) {
 	}
 
 	_, err = a.TopUp(ctx, balance.TopUpRequest{Key: "k2", Subscription: "sub-1", Amount: credit.Credits(5)}, "c1")
-	var undone *engine.UndoneError
+	var undone *accounts.UndoneError
 	if !errors.As(err, &undone) || !balance.Retryable(err) {
 		t.Fatalf("top-up on a Redis that lost writes: %v, want an UndoneError that is retryable", err)
 	}
