@@ -19,6 +19,7 @@ import (
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/lowbalance"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
@@ -88,7 +89,7 @@ func benchMetrics(b *testing.B, real bool) {
 	reg := prometheus.NewRegistry()
 	m := engine.NewMetrics(reg)
 	accounts.NewAccountMetrics(reg, m.LowCrossings)
-	reg.MustRegister(engine.NewLowBalanceCollector(store, nil, engine.LowBalanceOptions{}))
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(store, nil, lowbalance.LowBalanceOptions{}))
 	off, on := newEngine("usage-off", nil), newEngine("usage-on", m)
 
 	batch := func(topic string, op int) []kafka.Message {

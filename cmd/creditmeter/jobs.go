@@ -11,8 +11,8 @@ import (
 
 	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/lease"
+	"github.com/creditmeter/creditmeter/lowbalance"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
@@ -76,7 +76,7 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 			}
 			return ids, err
 		}
-		engine.KeepLowSetRepaired(ctx, acc.Store, list, lowRepairEvery, func(added, removed int, err error) {
+		lowbalance.KeepLowSetRepaired(ctx, acc.Store, list, lowRepairEvery, func(added, removed int, err error) {
 			if err != nil {
 				log.Warn("low-balance set repair", "err", err)
 			} else {

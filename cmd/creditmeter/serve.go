@@ -23,6 +23,7 @@ import (
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/config"
+	"github.com/creditmeter/creditmeter/lowbalance"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/reconcile"
 )
@@ -100,7 +101,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		return err
 	}
 	// Only the low-balance lease holder reads and exports the low balances.
-	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{Active: bg.low.MayHold}))
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), lowbalance.LowBalanceOptions{Active: bg.low.MayHold}))
 
 	// Every mode archives (the API archives the ledger entries of top-ups,
 	// adjustments and included credits), so every mode creates the tables:
@@ -323,7 +324,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 
 // subscriptionLabels labels the low-balance series with the catalog's
 // customer and plan of a subscription.
-func subscriptionLabels(st *catalogstore.Store) engine.SubscriptionLabels {
+func subscriptionLabels(st *catalogstore.Store) lowbalance.SubscriptionLabels {
 	return func(ctx context.Context, id string) (string, string, error) {
 		s, err := st.Subscription(ctx, id)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/lowbalance"
 )
 
 func promtool(t *testing.T) string {
@@ -58,7 +59,7 @@ func served(t *testing.T) map[string]bool {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := engine.NewMetrics(reg)
 	accounts.NewAccountMetrics(reg, m.LowCrossings)
-	reg.MustRegister(engine.NewLowBalanceCollector(oneLow{}, nil, engine.LowBalanceOptions{}))
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(oneLow{}, nil, lowbalance.LowBalanceOptions{}))
 	// Label-only vectors appear once used.
 	m.Lag.WithLabelValues("0").Set(0)
 	m.StageSeconds.WithLabelValues("rate").Observe(0)
