@@ -22,10 +22,10 @@ import (
 	"github.com/creditmeter/creditmeter/console"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/app"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/lowbalance"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
-	"github.com/creditmeter/creditmeter/reconcile"
 )
 
 func newServeCmd() *cobra.Command {
@@ -63,27 +63,17 @@ func serve(ctx context.Context, cfg config.Config) error {
 // in-process on free ports).
 func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln net.Listener) error {
 	routeRedisLogs(log)
-	cat, err := openCatalog(ctx, cfg.Redis, cfg.Engine.KeyPrefix, log)
-	if err != nil {
-		return err
-	}
-	defer cat.stop()
-	bal, err := balance.New(cat.rc, balance.Options{Prefix: cfg.Engine.KeyPrefix, DedupeWindow: cfg.Engine.DedupeWindow, GraceWindow: cfg.Engine.GraceWindow})
-	cat.rater.SetGraceWindow(cfg.Engine.GraceWindow)
-	if err != nil {
-		return err
-	}
-	cc := archive.ConnConfigOf(cfg.ClickHouse)
-	conn, err := archive.Connect(cc)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	writer := archive.NewWriter(conn)
 	// Redis that lost acknowledged writes is repaired from the archive, by
-	// the engine and by the API's write paths alike.
-	repairer := &reconcile.Repairer{Store: bal, Conn: conn, DedupeWindow: cfg.Engine.DedupeWindow}
-	acc := &accounts.Accounts{Store: bal, Archive: writer, Repair: repairer}
+	// the engine and by the API's write paths alike (app.OptionsOf).
+	st, err := app.Connect(ctx, cfg, config.RedisTuning{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cat := followCatalog(ctx, st, log)
+	defer cat.stop()
+	cat.rater.SetGraceWindow(cfg.Engine.GraceWindow)
+	bal, cc, conn, writer, repairer, acc := st.Balances, st.CC, st.Conn, st.Writer, st.Repairer, st.Accounts
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric())

@@ -25,6 +25,7 @@ import (
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/app"
 	"github.com/creditmeter/creditmeter/internal/broker"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
@@ -91,15 +92,11 @@ func NewOn(t *testing.T, partitions int, rb testenv.RedisBackend) *Harness {
 	if err := archive.Migrate(h.ctx, h.CC); err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	if h.Catalog, err = catalogstore.New(h.RC, h.Prefix); err != nil {
+	st, err := app.New(h.RC, h.Conn, h.CC, app.Options{Balance: balance.Options{Prefix: h.Prefix, GraceWindow: 15 * time.Minute}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Balances, err = balance.New(h.RC, balance.Options{Prefix: h.Prefix, GraceWindow: 15 * time.Minute}); err != nil {
-		t.Fatal(err)
-	}
-	h.Writer = archive.NewWriter(h.Conn)
-	h.Accounts = &accounts.Accounts{Store: h.Balances, Archive: h.Writer}
+	h.Catalog, h.Balances, h.Writer, h.Accounts = st.Catalog, st.Balances, st.Writer, st.Accounts
 	if err := seed.Catalog(h.ctx, h.Catalog); err != nil {
 		t.Fatal(err)
 	}
