@@ -14,10 +14,11 @@ import (
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/app"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/lease"
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
 // An idle subscription's promotional grant expires on 20 October: two
@@ -25,29 +26,17 @@ import (
 // of expiry + grace, archive it in ClickHouse once, and the October invoice
 // shows it. A subscription whose grant expires later is not touched.
 func TestExpirySweepIdleSubscription(t *testing.T) {
-	rc, pfx := testenv.Keyspace(t)
-	conn, cc := testenv.ClickHouse(t)
 	ctx := t.Context()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalogstore.New(rc, pfx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := seed.Catalog(ctx, cat); err != nil {
-		t.Fatal(err)
-	}
 	const grace = 15 * time.Minute
 	var clock atomic.Int64
 	set := func(t time.Time) { clock.Store(t.UnixMilli()) }
 	now := func() time.Time { return time.UnixMilli(clock.Load()).UTC() }
 	set(time.Date(2026, 10, 1, 9, 0, 0, 0, time.UTC))
-	bal, err := balance.New(rc, balance.Options{Prefix: pfx, GraceWindow: grace, Now: now})
-	if err != nil {
+	st := apptest.StoresWith(t, app.Options{Balance: balance.Options{GraceWindow: grace, Now: now}})
+	rc, pfx, conn, cat, bal, acc := st.RC, st.Prefix, st.Conn, st.Catalog, st.Balances, st.Accounts
+	if err := seed.Catalog(ctx, cat); err != nil {
 		t.Fatal(err)
 	}
-	acc := &accounts.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
 	idle, err := seed.Subscribe(ctx, cat, acc, seed.Subscription{Customer: "idle", Plan: seed.PlanUnfunded, Included: "100"})
 	if err != nil {
 		t.Fatal(err)

@@ -40,16 +40,7 @@ func BenchmarkEngineMetrics(b *testing.B) {
 const benchBatch = 5000
 
 func benchMetrics(b *testing.B, real bool) {
-	rc := testenv.Redis(b)
-	pfx := testenv.Prefix(b)
-	b.Cleanup(func() {
-		keys, _ := rc.Keys(context.Background(), pfx+"*").Result()
-		for len(keys) > 0 {
-			n := min(len(keys), 1000)
-			rc.Del(context.Background(), keys[:n]...)
-			keys = keys[n:]
-		}
-	})
+	rc, pfx := testenv.Keyspace(b)
 	ctx := context.Background()
 	st, err := catalogstore.New(rc, pfx)
 	if err != nil {

@@ -236,7 +236,7 @@ func (e *env) lose(sub string) func() {
 	e.t.Helper()
 	ctx := context.Background()
 	pat := e.pfx + "{" + sub + "}*"
-	keys, err := e.rc.Keys(ctx, pat).Result() // a test keyspace of a few keys
+	keys, err := testenv.Keys(ctx, e.rc, pat) // a test keyspace of a few keys
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func (e *env) lose(sub string) func() {
 	}
 	return func() {
 		e.t.Helper()
-		now, err := e.rc.Keys(ctx, pat).Result()
+		now, err := testenv.Keys(ctx, e.rc, pat)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -297,7 +297,7 @@ func TestRepairRebuildsLostAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := e.rc.Keys(ctx, e.pfx+"{gone}*").Result()
+	keys, err := testenv.Keys(ctx, e.rc, e.pfx+"{gone}*")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,13 +16,13 @@ import (
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/reconcile"
 )
 
 type env struct {
 	t     *testing.T
-	rc    *redis.Client
+	rc    redis.UniversalClient
 	pfx   string
 	store *balance.Store
 	conn  driver.Conn
@@ -31,16 +31,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(context.Background(), cc); err != nil {
-		t.Fatal(err)
-	}
-	rc, pfx := testenv.Redis(t), testenv.Prefix(t)
-	store, err := balance.New(rc, balance.Options{Prefix: pfx})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, rc: rc, pfx: pfx, store: store, conn: conn, w: archive.NewWriter(conn)}
+	st := apptest.Stores(t)
+	return &env{t: t, rc: st.RC, pfx: st.Prefix, store: st.Balances, conn: st.Conn, w: st.Writer}
 }
 
 // account opens sub with a grant, a top-up and three usage batches: 5 ledger

@@ -91,10 +91,7 @@ func TestRedisTLSWithLeastPrivilegeACLUser(t *testing.T) {
 	if err := seed.Catalog(ctx, cat); err != nil {
 		t.Fatalf("catalog under the rule: %v", err)
 	}
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := testenv.Archive(t)
 	bal, err := balance.New(rc, balance.Options{Prefix: pfx})
 	if err != nil {
 		t.Fatal(err)
