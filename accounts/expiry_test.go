@@ -109,6 +109,21 @@ func TestExpirySweepIdleSubscription(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Stopping cancels an archive insert in flight (inserts take hundreds
+	// of ms on a loaded ClickHouse): wait for the breakage to be archived.
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, `SELECT count() FROM credit_ledger WHERE subscription_id = ? AND kind = 'expiry'`, idle).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("breakage not archived by the sweep")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	time.Sleep(200 * time.Millisecond) // let both nodes sweep again
 	stop()
 	wg.Wait()
