@@ -87,11 +87,8 @@ func NewOn(t *testing.T, partitions int, rb testenv.RedisBackend) *Harness {
 	h := &Harness{t: t, ctx: context.Background(), Subs: map[string]*Expect{}, parts: partitions, Redis: rb}
 	h.RC = rb.Open(t)
 	h.Prefix = testenv.KeyspaceOn(t, h.RC)
-	h.Conn, h.CC = testenv.ClickHouse(t)
+	h.Conn, h.CC = testenv.Archive(t)
 	h.Broker = testenv.Broker(t, partitions, Topic, DLQTopic)
-	if err := archive.Migrate(h.ctx, h.CC); err != nil {
-		t.Fatal(err)
-	}
 	st, err := app.New(h.RC, h.Conn, h.CC, app.Options{Balance: balance.Options{Prefix: h.Prefix, GraceWindow: 15 * time.Minute}})
 	if err != nil {
 		t.Fatal(err)
