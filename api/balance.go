@@ -17,7 +17,7 @@ import (
 )
 
 // Balances is the balance ledger's read and write paths as the API needs them
-// (engine.Accounts: balance.Store plus export of ledger entries to the archive).
+// (accounts.Accounts: balance.Store plus export of ledger entries to the archive).
 type Balances interface {
 	Balance(ctx context.Context, sub string) (balance.BalanceView, error)
 	Check(ctx context.Context, sub string, amount credit.Amount) (balance.CheckResult, error)
@@ -36,7 +36,7 @@ func (s *Server) subscriptionFor(r *http.Request, who principal) (*rating.Subscr
 }
 
 // notArchived is a balance change stored in Redis whose archive entry is
-// not (engine.NotArchivedError).
+// not (accounts.NotArchivedError).
 type notArchived interface {
 	error
 	NotArchived() (seq int64, balance credit.Amount)

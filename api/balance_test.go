@@ -11,31 +11,15 @@ import (
 
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
-	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
-	"github.com/creditmeter/creditmeter/internal/testenv"
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 )
 
 // newBalanceEnv serves the API over the real catalog store, balance store
 // (Redis) and archive (ClickHouse), wired as creditmeter serve wires them.
 func newBalanceEnv(t *testing.T, admins ...string) (*env, *archive.Writer, func() decimal.Decimal) {
 	t.Helper()
-	rc, prefix := testenv.Keyspace(t)
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(context.Background(), cc); err != nil {
-		t.Fatal(err)
-	}
-	w := archive.NewWriter(conn)
-	store, err := catalogstore.New(rc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := balance.New(rc, balance.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc := &engine.Accounts{Store: bs, Archive: w}
+	st := apptest.Stores(t)
+	conn, w, store, acc := st.Conn, st.Writer, st.Catalog, st.Accounts
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: append([]string{admin}, admins...)})
 	hs := httptest.NewServer(validated(t, srv))
 	t.Cleanup(hs.Close)

@@ -25,12 +25,10 @@ import (
 
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
-	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/webhook"
 )
 
@@ -248,28 +246,16 @@ func (c *contract) check(r *http.Request, rec *httptest.ResponseRecorder) error 
 // error, and validates each request and response against api/openapi.yaml.
 func TestContract(t *testing.T) {
 	c := newContract(t)
-	rc, prefix := testenv.Keyspace(t)
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(context.Background(), cc); err != nil {
-		t.Fatal(err)
-	}
-	aw := archive.NewWriter(conn)
-	store, err := catalogstore.New(rc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := balance.New(rc, balance.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := apptest.Stores(t)
+	conn, aw, store, acc := st.Conn, st.Writer, st.Catalog, st.Accounts
 	b := testenv.Broker(t, 2, "usage-events", "usage-events-dlq")
 	ev := ingest.NewWriters([]string{b.Addr()}, "usage-events", "usage-events-dlq")
 	defer ev.Close()
-	hooks, err := webhook.NewStore(rc, prefix, webhook.Options{})
+	hooks, err := webhook.NewStore(st.RC, st.Prefix, webhook.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bs, Archive: aw, Observer: &webhook.Notifier{Emitter: hooks}}
+	acc.Observer = &webhook.Notifier{Emitter: hooks}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Events: ev, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin},
 		Logger: slog.New(slog.DiscardHandler), Webhooks: hooks,
 		DeadLetters: ingest.DeadLetterReader{Conn: ingest.Plain(b.Addr()), Topic: "usage-events-dlq"}})

@@ -12,30 +12,16 @@ import (
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
-	"github.com/creditmeter/creditmeter/internal/testenv"
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
+	"github.com/creditmeter/creditmeter/internal/app"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 )
 
 // newBalanceEnvOpts is newBalanceEnv with balance options, and the Redis
 // client and key prefix for tests that look at (or damage) what is stored.
 func newBalanceEnvOpts(t *testing.T, o balance.Options) (*env, *redis.Client, string) {
 	t.Helper()
-	rc, prefix := testenv.Keyspace(t)
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(context.Background(), cc); err != nil {
-		t.Fatal(err)
-	}
-	store, err := catalogstore.New(rc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Prefix = prefix
-	bs, err := balance.New(rc, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
+	st := apptest.StoresWith(t, app.Options{Balance: o})
+	rc, prefix, conn, store, acc := st.RC.(*redis.Client), st.Prefix, st.Conn, st.Catalog, st.Accounts
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin}})
 	hs := httptest.NewServer(validated(t, srv))
 	t.Cleanup(hs.Close)

@@ -12,10 +12,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
@@ -207,7 +207,7 @@ func TestArchiveFailureSaysWhatIsStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
+	acc := &accounts.Accounts{Store: bs, Archive: archive.NewWriter(conn)}
 	hs := httptest.NewServer(validated(t, api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, AdminTokens: []string{admin}})))
 	defer hs.Close()
 	e := &env{t: t, url: hs.URL}

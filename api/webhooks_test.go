@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/webhook"
@@ -45,7 +45,7 @@ func TestWebhooksAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bs, Archive: archive.NewWriter(conn),
+	acc := &accounts.Accounts{Store: bs, Archive: archive.NewWriter(conn),
 		Observer: &webhook.Notifier{Emitter: hooks, Customer: func(ctx context.Context, sub string) (string, error) {
 			s, err := store.Subscription(ctx, sub)
 			if err != nil {

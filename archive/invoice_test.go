@@ -13,10 +13,10 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
@@ -128,7 +128,7 @@ func (s *scenario) archiveAll() []balance.Entry {
 	}
 	var rows []archive.LedgerRow
 	for _, e := range entries {
-		rows = append(rows, engine.LedgerRow(s.sub, "cust-"+s.sub, e))
+		rows = append(rows, accounts.LedgerRow(s.sub, "cust-"+s.sub, e))
 	}
 	for _, batch := range [][]archive.LedgerRow{rows, rows[2:5]} {
 		if err := s.w.WriteLedger(ctx, batch); err != nil {

@@ -16,11 +16,8 @@ import (
 // stays; a sequence number reused after Redis lost writes never replaces
 // what was archived.
 func TestLedgerEntriesAreImmutable(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
+	conn, _ := testenv.Archive(t)
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
 	w := archive.NewWriter(conn)
 	at := time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
 	row := func(sub string, seq uint64, amt int64) archive.LedgerRow {

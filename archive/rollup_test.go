@@ -18,10 +18,7 @@ import (
 
 func migrated(t *testing.T) (driver.Conn, *archive.Writer) {
 	t.Helper()
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(context.Background(), cc); err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := testenv.Archive(t)
 	return conn, archive.NewWriter(conn)
 }
 

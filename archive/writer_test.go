@@ -50,11 +50,8 @@ func usageRows(sub string, n int, at time.Time) []archive.RatedRow {
 // Writing the same rows twice (a redelivery) leaves each once under FINAL,
 // with exact sums.
 func TestUsageDuplicatesCollapse(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
+	conn, _ := testenv.Archive(t)
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
 	w := archive.NewWriter(conn)
 	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	rows := usageRows("sub-1", 500, at)
@@ -87,11 +84,8 @@ func TestUsageDuplicatesCollapse(t *testing.T) {
 }
 
 func TestLedgerDuplicatesCollapse(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
+	conn, _ := testenv.Archive(t)
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
 	w := archive.NewWriter(conn)
 	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	rows := []archive.LedgerRow{
@@ -115,11 +109,8 @@ func TestLedgerDuplicatesCollapse(t *testing.T) {
 }
 
 func TestInvalidRowsRejected(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
+	conn, _ := testenv.Archive(t)
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
 	w := archive.NewWriter(conn)
 	if err := w.WriteUsage(ctx, []archive.RatedRow{{EventID: "x"}}); err == nil {
 		t.Error("want error for a row without subscription")
@@ -133,11 +124,8 @@ func TestInvalidRowsRejected(t *testing.T) {
 // be stored wrapped (2200-01-01 reads back as another date): the writer
 // refuses them and inserts nothing of the batch.
 func TestTimesOutsideDateTimeRefused(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
+	conn, _ := testenv.Archive(t)
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
 	w := archive.NewWriter(conn)
 	ok := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	for _, bad := range []time.Time{

@@ -14,19 +14,19 @@ import (
 // never is the stored expiry of a grant that does not expire.
 const never int64 = 0
 
-// GrantType is the kind of a grant bucket.
-type GrantType string
+// GrantType is the kind of a grant bucket (defined once, in credit).
+type GrantType = credit.GrantType
 
 // Grant types.
 const (
-	Promotional GrantType = "promotional"
-	Purchased   GrantType = "purchased"
-	Adjustment  GrantType = "adjustment"
+	Promotional = credit.Promotional
+	Purchased   = credit.Purchased
+	Adjustment  = credit.Adjustment
 )
 
 // rank orders grants of equal expiry: free credits first, purchased last,
 // because purchased credits carry a cost basis (refundable money).
-func (t GrantType) rank() int {
+func rank(t GrantType) int {
 	switch t {
 	case Promotional:
 		return 0
@@ -36,8 +36,6 @@ func (t GrantType) rank() int {
 		return 2
 	}
 }
-
-func (t GrantType) valid() bool { return t == Promotional || t == Purchased || t == Adjustment }
 
 // bucket is the burn-down state of one grant; times are Unix ms and
 // Expires is never (0) for a grant that does not expire.
@@ -66,7 +64,7 @@ func burnsBefore(a, b *bucket) bool {
 	if ea, eb := a.expKey(), b.expKey(); ea != eb {
 		return ea < eb
 	}
-	if ra, rb := a.Type.rank(), b.Type.rank(); ra != rb {
+	if ra, rb := rank(a.Type), rank(b.Type); ra != rb {
 		return ra < rb
 	}
 	if a.Effective != b.Effective {

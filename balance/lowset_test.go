@@ -12,7 +12,7 @@ import (
 // lowKeys lists the Redis keys of the low set under the test's prefix.
 func (e *env) lowKeys() []string {
 	e.t.Helper()
-	keys, err := e.rc.Keys(e.ctx, e.pfx+"*low*").Result()
+	keys, err := testenv.Keys(e.ctx, e.rc, e.pfx+"*low*")
 	if err != nil {
 		e.t.Fatal(err)
 	}

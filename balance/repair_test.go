@@ -3,6 +3,7 @@ package balance
 import (
 	"errors"
 	"fmt"
+	"github.com/creditmeter/creditmeter/internal/testenv"
 	"testing"
 	"time"
 )
@@ -13,7 +14,7 @@ import (
 func (e *env) lose(sub string) func() {
 	e.t.Helper()
 	pat := e.pfx + "{" + sub + "}*"
-	keys, err := e.rc.Keys(e.ctx, pat).Result() // a test keyspace of a few keys
+	keys, err := testenv.Keys(e.ctx, e.rc, pat) // a test keyspace of a few keys
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -27,7 +28,7 @@ func (e *env) lose(sub string) func() {
 	}
 	return func() {
 		e.t.Helper()
-		now, err := e.rc.Keys(e.ctx, pat).Result()
+		now, err := testenv.Keys(e.ctx, e.rc, pat)
 		if err != nil {
 			e.t.Fatal(err)
 		}

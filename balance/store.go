@@ -252,7 +252,7 @@ func (s *Store) Grant(ctx context.Context, g GrantRequest) (ChangeResult, error)
 	if err := validSub(g.Subscription); err != nil {
 		return ChangeResult{}, err
 	}
-	if !g.Type.valid() {
+	if !g.Type.Valid() {
 		return ChangeResult{}, fmt.Errorf("%w: grant type %q", ErrInvalid, g.Type)
 	}
 	eff := g.EffectiveAt
@@ -692,7 +692,7 @@ func (s *Store) Restore(ctx context.Context, r RestoreSpec) (ChangeResult, error
 	args := []any{s.nowMs(), s.grace, a.Customer, r.LastSeq, int64(r.Debt), int64(r.Unfunded), len(r.Grants)}
 	var total credit.Amount
 	for _, g := range r.Grants {
-		if !g.Type.valid() || g.Remaining < 0 || g.Remaining > g.Amount || !g.Amount.Valid() {
+		if !g.Type.Valid() || g.Remaining < 0 || g.Remaining > g.Amount || !g.Amount.Valid() {
 			return ChangeResult{}, fmt.Errorf("%w: grant %s", ErrInvalid, g.ID)
 		}
 		total += g.Remaining

@@ -11,15 +11,14 @@ import (
 	"github.com/creditmeter/creditmeter/internal/redisx"
 )
 
-// Policy says what usage beyond the available credits does.
-type Policy string
+// Policy says what usage beyond the available credits does (defined once,
+// in credit).
+type Policy = credit.OveragePolicy
 
 // Policies.
 const (
-	// Overage lets the balance go negative (debt settled by the next grant).
-	Overage Policy = "overage"
-	// Unfunded keeps the balance at zero and records the shortfall.
-	Unfunded Policy = "unfunded"
+	Overage  = credit.Overage
+	Unfunded = credit.Unfunded
 )
 
 // Sentinel errors. Errors wrapping ErrUnavailable are worth retrying;

@@ -36,14 +36,7 @@ func (noLedger) OpenSubscription(context.Context, rating.AccountTerms, *rating.G
 // it and a stream of generated messages.
 func hotWorld(tb testing.TB, n, events int) (*rating.Rater, []kafka.Message, []string) {
 	tb.Helper()
-	rc := testenv.Redis(tb)
-	pfx := testenv.Prefix(tb)
-	tb.Cleanup(func() {
-		keys, _ := rc.Keys(context.Background(), pfx+"*").Result()
-		if len(keys) > 0 {
-			rc.Del(context.Background(), keys...)
-		}
-	})
+	rc, pfx := testenv.Keyspace(tb)
 	ctx := context.Background()
 	st, err := catalogstore.New(rc, pfx)
 	if err != nil {
@@ -146,16 +139,7 @@ func BenchmarkProcessAssembly(b *testing.B) {
 // shape (batches of a few subscriptions, pipelined) beside one event per
 // Lua call. One op is one event.
 func BenchmarkLuaApply(b *testing.B) {
-	rc := testenv.Redis(b)
-	pfx := testenv.Prefix(b)
-	b.Cleanup(func() {
-		keys, _ := rc.Keys(context.Background(), pfx+"*").Result()
-		for len(keys) > 0 {
-			n := min(len(keys), 1000)
-			rc.Del(context.Background(), keys[:n]...)
-			keys = keys[n:]
-		}
-	})
+	rc, pfx := testenv.Keyspace(b)
 	ctx := context.Background()
 	s, err := balance.New(rc, balance.Options{Prefix: pfx})
 	if err != nil {

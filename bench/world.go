@@ -22,11 +22,12 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/app"
 	"github.com/creditmeter/creditmeter/internal/broker"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/seed"
@@ -48,7 +49,7 @@ type World struct {
 	Catalog  *catalogstore.Store
 	Balances *balance.Store
 	Writer   *archive.Writer
-	Accounts *engine.Accounts
+	Accounts *accounts.Accounts
 	Subs     []string        // subscription id of customer i
 	Custs    []string        // customer i
 	Initial  []credit.Amount // credits granted to subscription i at provisioning
@@ -134,13 +135,11 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 	if err := archive.Migrate(ctx, w.CC); err != nil {
 		return w, err
 	}
-	if w.Catalog, err = catalogstore.New(w.RC, w.Prefix); err != nil {
+	st, err := app.New(w.RC, w.Conn, w.CC, app.Options{Balance: balance.Options{Prefix: w.Prefix, GraceWindow: 15 * time.Minute}})
+	if err != nil {
 		return w, err
 	}
-	if w.Balances, err = balance.New(w.RC, balance.Options{Prefix: w.Prefix, GraceWindow: 15 * time.Minute}); err != nil {
-		return w, err
-	}
-	w.Writer = archive.NewWriter(w.Conn)
+	w.Catalog, w.Balances, w.Writer, w.Accounts = st.Catalog, st.Balances, st.Writer, st.Accounts
 	if err := seed.Catalog(ctx, w.Catalog); err != nil {
 		return w, err
 	}
@@ -148,8 +147,7 @@ func NewWorld(ctx context.Context, c WorldConfig) (w *World, err error) {
 	// insert each would take most of the set-up, so they are collected and
 	// inserted at once.
 	buf := &ledgerBuffer{}
-	prov := &engine.Accounts{Store: w.Balances, Archive: buf}
-	w.Accounts = &engine.Accounts{Store: w.Balances, Archive: w.Writer}
+	prov := &accounts.Accounts{Store: w.Balances, Archive: buf}
 	// Subscriptions are created concurrently: each is a few round trips.
 	w.Custs = make([]string, c.Customers)
 	w.Subs = make([]string, c.Customers)

@@ -20,13 +20,12 @@ import (
 
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
-	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/console"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating"
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
 const admin = "admin-token-0123456789"
@@ -57,21 +56,8 @@ const (
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	rc, prefix := testenv.Keyspace(t)
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(context.Background(), cc); err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalogstore.New(rc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := balance.New(rc, balance.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	aw := archive.NewWriter(conn)
-	acc := &engine.Accounts{Store: bs, Archive: aw}
+	stores := apptest.Stores(t)
+	conn, cat, bs, aw, acc := stores.Conn, stores.Catalog, stores.Balances, stores.Writer, stores.Accounts
 
 	// The engine: usage events from the broker, rated with the catalog as
 	// the console changes it, drawn from the balances, archived.

@@ -1,5 +1,7 @@
-// Package credit holds the exact amount type every package shares: credits as
-// a fixed-point integer of micro-credits. Money is never float.
+// Package credit holds what every package shares about credits: the exact
+// amount type, credits as a fixed-point integer of micro-credits (money is
+// never float), and the kinds the catalog and the balances both name: overage
+// policies and grant types.
 package credit
 
 import (

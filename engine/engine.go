@@ -3,6 +3,9 @@
 // balance change, the archive rows and the dead letters are durable, so a
 // crash at any point replays from the last commit; the balance store's
 // offset watermarks and event-id dedupe make the replay change nothing twice.
+// The balance changes made outside the pipeline (top-ups, adjustments, the
+// expiry sweep) are package accounts', whose ledger-row mapping the engine
+// shares; the low-balance metrics are package lowbalance's.
 package engine
 
 import (

@@ -9,6 +9,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/engine/enginetest"
@@ -61,7 +62,7 @@ func TestJournalSurvivesCrashesWithBatchesInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &recorder{rows: map[string]archive.RatedRow{}}
-	if _, err := seed.Subscribe(ctx, cat, &Accounts{Store: bs, Archive: rec}, seed.Subscription{Customer: "c", Plan: seed.PlanUnfunded, Included: "1000"}); err != nil {
+	if _, err := seed.Subscribe(ctx, cat, &accounts.Accounts{Store: bs, Archive: rec}, seed.Subscription{Customer: "c", Plan: seed.PlanUnfunded, Included: "1000"}); err != nil {
 		t.Fatal(err)
 	}
 	rater := rating.NewRater(nil)

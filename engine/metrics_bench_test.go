@@ -12,12 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/engine/enginetest"
 	"github.com/creditmeter/creditmeter/ingest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/lowbalance"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
@@ -38,16 +40,7 @@ func BenchmarkEngineMetrics(b *testing.B) {
 const benchBatch = 5000
 
 func benchMetrics(b *testing.B, real bool) {
-	rc := testenv.Redis(b)
-	pfx := testenv.Prefix(b)
-	b.Cleanup(func() {
-		keys, _ := rc.Keys(context.Background(), pfx+"*").Result()
-		for len(keys) > 0 {
-			n := min(len(keys), 1000)
-			rc.Del(context.Background(), keys[:n]...)
-			keys = keys[n:]
-		}
-	})
+	rc, pfx := testenv.Keyspace(b)
 	ctx := context.Background()
 	st, err := catalogstore.New(rc, pfx)
 	if err != nil {
@@ -60,11 +53,11 @@ func benchMetrics(b *testing.B, real bool) {
 	if err := seed.Catalog(ctx, st); err != nil {
 		b.Fatal(err)
 	}
-	accounts := &engine.Accounts{Store: store, Archive: enginetest.NopArchive{}}
+	acc := &accounts.Accounts{Store: store, Archive: enginetest.NopArchive{}}
 	custs := make([]string, 200)
 	for i := range custs {
 		custs[i] = fmt.Sprintf("bm-%03d", i)
-		if _, err := seed.Subscribe(ctx, st, accounts, seed.Subscription{Customer: custs[i], Plan: seed.PlanUnfunded, Included: "1000000000"}); err != nil {
+		if _, err := seed.Subscribe(ctx, st, acc, seed.Subscription{Customer: custs[i], Plan: seed.PlanUnfunded, Included: "1000000000"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -86,8 +79,8 @@ func benchMetrics(b *testing.B, real bool) {
 	}
 	reg := prometheus.NewRegistry()
 	m := engine.NewMetrics(reg)
-	engine.NewAccountMetrics(reg, m)
-	reg.MustRegister(engine.NewLowBalanceCollector(store, nil, engine.LowBalanceOptions{}))
+	accounts.NewAccountMetrics(reg, m.LowCrossings)
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(store, nil, lowbalance.LowBalanceOptions{}))
 	off, on := newEngine("usage-off", nil), newEngine("usage-on", m)
 
 	batch := func(topic string, op int) []kafka.Message {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
@@ -383,7 +384,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 	var ledger []archive.LedgerRow
 	for bi := range results {
 		for _, en := range results[bi].Entries {
-			ledger = append(ledger, LedgerRow(batches[bi].Subscription, customers[bi], en))
+			ledger = append(ledger, accounts.LedgerRow(batches[bi].Subscription, customers[bi], en))
 		}
 	}
 	return usage, ledger, c

@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
@@ -48,8 +49,8 @@ func TestTimestampsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	accounts := &engine.Accounts{Store: bal, Archive: h.Writer}
-	sub, err := seed.Subscribe(ctx, h.Catalog, accounts, seed.Subscription{Customer: "acme", Plan: seed.PlanUnfunded, Included: "1000", GrantType: "purchased"})
+	acc := &accounts.Accounts{Store: bal, Archive: h.Writer}
+	sub, err := seed.Subscribe(ctx, h.Catalog, acc, seed.Subscription{Customer: "acme", Plan: seed.PlanUnfunded, Included: "1000", GrantType: "purchased"})
 	if err != nil {
 		t.Fatal(err)
 	}

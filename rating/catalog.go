@@ -143,13 +143,13 @@ type LowBalance struct {
 }
 
 // OveragePolicy says what happens to usage beyond the balance; usage is always
-// recorded.
-type OveragePolicy string
+// recorded (defined once, in credit).
+type OveragePolicy = credit.OveragePolicy
 
 // Overage policies.
 const (
-	OverageAllow    OveragePolicy = "overage"  // the balance goes negative
-	OverageUnfunded OveragePolicy = "unfunded" // the shortfall is recorded as unfunded usage
+	OverageAllow    = credit.Overage  // the balance goes negative
+	OverageUnfunded = credit.Unfunded // the shortfall is recorded as unfunded usage
 )
 
 // Address is a billing address.
@@ -172,13 +172,13 @@ type Customer struct {
 	PaymentMethod   string   `json:"payment_method,omitempty"` // a reference, e.g. "card **** 4242 exp 12/2034"
 }
 
-// GrantType of a credit grant.
-type GrantType string
+// GrantType of a credit grant (defined once, in credit).
+type GrantType = credit.GrantType
 
 // Grant types of included credits.
 const (
-	GrantPurchased   GrantType = "purchased"
-	GrantPromotional GrantType = "promotional"
+	GrantPurchased   = credit.Purchased
+	GrantPromotional = credit.Promotional
 )
 
 // ExpirationRule of included credits.

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
@@ -158,7 +159,7 @@ func TestReconcileComparesPerEventCharges(t *testing.T) {
 	archiveEntries := func(sub string, res balance.BatchResult) error {
 		var rows []archive.LedgerRow
 		for _, en := range res.Entries {
-			rows = append(rows, engine.LedgerRow(sub, "c-"+sub, en))
+			rows = append(rows, accounts.LedgerRow(sub, "c-"+sub, en))
 		}
 		return e.w.WriteLedger(ctx, rows)
 	}
@@ -174,7 +175,7 @@ func TestReconcileComparesPerEventCharges(t *testing.T) {
 		t.Fatalf("archiving a reused seq: %v, want ErrLedgerConflict", err)
 	}
 	for _, en := range again.Entries {
-		rewriteArchived(t, e.conn, engine.LedgerRow("rewritten", "c-rewritten", en)) // as the old writer did
+		rewriteArchived(t, e.conn, accounts.LedgerRow("rewritten", "c-rewritten", en)) // as the old writer did
 	}
 	inflight := use("inflight", 0, 20) // rated rows archived, ledger entry not yet
 
@@ -235,7 +236,7 @@ func (e *env) lose(sub string) func() {
 	e.t.Helper()
 	ctx := context.Background()
 	pat := e.pfx + "{" + sub + "}*"
-	keys, err := e.rc.Keys(ctx, pat).Result() // a test keyspace of a few keys
+	keys, err := testenv.Keys(ctx, e.rc, pat) // a test keyspace of a few keys
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -247,7 +248,7 @@ func (e *env) lose(sub string) func() {
 	}
 	return func() {
 		e.t.Helper()
-		now, err := e.rc.Keys(ctx, pat).Result()
+		now, err := testenv.Keys(ctx, e.rc, pat)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -296,7 +297,7 @@ func TestRepairRebuildsLostAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := e.rc.Keys(ctx, e.pfx+"{gone}*").Result()
+	keys, err := testenv.Keys(ctx, e.rc, e.pfx+"{gone}*")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,10 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 )
 
 // ErrDrift is returned by callers (the CLI) when a report has drift.
@@ -574,7 +574,7 @@ func repair(ctx context.Context, store *balance.Store, conn driver.Conn, sub, cu
 		}
 		for _, e := range es {
 			if want[e.Seq] {
-				rows = append(rows, engine.LedgerRow(sub, customer, e))
+				rows = append(rows, accounts.LedgerRow(sub, customer, e))
 			}
 		}
 		from = es[len(es)-1].Seq + 1

@@ -12,17 +12,17 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
-	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/reconcile"
 )
 
 type env struct {
 	t     *testing.T
-	rc    *redis.Client
+	rc    redis.UniversalClient
 	pfx   string
 	store *balance.Store
 	conn  driver.Conn
@@ -31,16 +31,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(context.Background(), cc); err != nil {
-		t.Fatal(err)
-	}
-	rc, pfx := testenv.Redis(t), testenv.Prefix(t)
-	store, err := balance.New(rc, balance.Options{Prefix: pfx})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, rc: rc, pfx: pfx, store: store, conn: conn, w: archive.NewWriter(conn)}
+	st := apptest.Stores(t)
+	return &env{t: t, rc: st.RC, pfx: st.Prefix, store: st.Balances, conn: st.Conn, w: st.Writer}
 }
 
 // account opens sub with a grant, a top-up and three usage batches: 5 ledger
@@ -114,7 +106,7 @@ next:
 				continue next
 			}
 		}
-		rows = append(rows, engine.LedgerRow(sub, "c-"+sub, en))
+		rows = append(rows, accounts.LedgerRow(sub, "c-"+sub, en))
 	}
 	if err := e.w.WriteLedger(context.Background(), rows); err != nil {
 		e.t.Fatal(err)
@@ -164,7 +156,7 @@ func TestDriftReportedAndRepaired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := engine.LedgerRow("altered", "c-altered", entries[0])
+	bad := accounts.LedgerRow("altered", "c-altered", entries[0])
 	bad.Amount -= credit.Credits(1)
 	if err := e.w.WriteLedger(ctx, []archive.LedgerRow{bad}); !errors.Is(err, archive.ErrLedgerConflict) {
 		t.Fatalf("rewriting an archived entry: %v, want ErrLedgerConflict", err)
@@ -209,7 +201,7 @@ func TestDriftReportedAndRepaired(t *testing.T) {
 	if len(rep.Drift) != 0 {
 		t.Fatalf("ghost without any ledger: %+v", rep.Drift)
 	}
-	ghost := engine.LedgerRow("ghost", "c", balance.Entry{Seq: 1, Kind: "grant", Amount: credit.Credits(5), Balance: credit.Credits(5), Time: time.Now()})
+	ghost := accounts.LedgerRow("ghost", "c", balance.Entry{Seq: 1, Kind: "grant", Amount: credit.Credits(5), Balance: credit.Credits(5), Time: time.Now()})
 	if err := e.w.WriteLedger(ctx, []archive.LedgerRow{ghost}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,9 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
 )
 
 // Repairer finds subscriptions whose Redis state lost acknowledged writes
@@ -60,7 +60,7 @@ func (r *Repairer) Stale(ctx context.Context) ([]string, error) {
 }
 
 func agrees(sub string, e *balance.Entry, h archive.LedgerHead) bool {
-	return e != nil && engine.LedgerRow(sub, "", *e).Head().Same(h)
+	return e != nil && accounts.LedgerRow(sub, "", *e).Head().Same(h)
 }
 
 // Repair repairs sub if its Redis ledger disagrees with the archive's and
@@ -178,7 +178,7 @@ func (r *Repairer) agreeUpTo(ctx context.Context, sub string, arch []archive.Led
 			break
 		}
 		e, ok := red[int64(a.Seq)]
-		if !ok || !engine.LedgerRow(sub, "", e).Head().Same(a.Head()) {
+		if !ok || !accounts.LedgerRow(sub, "", e).Head().Same(a.Head()) {
 			break
 		}
 		keep = int64(a.Seq)

@@ -9,10 +9,12 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/app"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/reconcile"
 )
@@ -21,17 +23,10 @@ import (
 // Redis holds: per-grant remainders, total, cumulative unfunded, and the last
 // offset per partition.
 func TestArchiveStateMatchesRedis(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
-	rc, prefix := testenv.Redis(t), testenv.Prefix(t)
-	store, err := balance.New(rc, balance.Options{Prefix: prefix, Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stores := apptest.StoresWith(t, app.Options{Balance: balance.Options{Now: func() time.Time { return now }}})
+	rc, prefix, conn, store := stores.RC, stores.Prefix, stores.Conn, stores.Balances
 	const sub = "st"
 	spec := balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD", CreditValue: decimal.NewFromInt(1)}
 	if _, err := store.OpenAccount(ctx, spec); err != nil {
@@ -90,7 +85,7 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 	}
 	var rows []archive.LedgerRow
 	for _, e := range entries {
-		rows = append(rows, engine.LedgerRow(sub, "c", e))
+		rows = append(rows, accounts.LedgerRow(sub, "c", e))
 	}
 	if err := w.WriteLedger(ctx, rows); err != nil {
 		t.Fatal(err)
@@ -129,12 +124,7 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 	}
 
 	// Redis loses the account: it is rebuilt from the archive alone.
-	lose := func() {
-		keys, _ := rc.Keys(ctx, prefix+"*").Result()
-		if len(keys) > 0 {
-			rc.Del(ctx, keys...)
-		}
-	}
+	lose := func() { testenv.DeletePrefix(ctx, rc, prefix) }
 	lose()
 	if _, _, err := reconcile.Rebuild(ctx, store, conn, spec, reconcile.RebuildOptions{}); err != nil {
 		t.Fatal(err)
@@ -166,7 +156,7 @@ func TestArchiveStateMatchesRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow(sub, "c", es[0])}); err != nil {
+	if err := w.WriteLedger(ctx, []archive.LedgerRow{accounts.LedgerRow(sub, "c", es[0])}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err = reconcile.ArchiveState(ctx, conn, sub); err != nil {

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
@@ -37,7 +37,7 @@ func TestExpirySweepEmitsGrantExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
+	acc := &accounts.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
 	sub, err := seed.Subscribe(ctx, cat, acc, seed.Subscription{Customer: "idle", Plan: seed.PlanUnfunded, Included: "100"})
 	if err != nil {
 		t.Fatal(err)
@@ -50,8 +50,8 @@ func TestExpirySweepEmitsGrantExpired(t *testing.T) {
 	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{})
 	ep, _ := hooks.Create(ctx, webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: []string{webhook.GrantExpired}})
 	n := &webhook.Notifier{Emitter: hooks, Ledger: bal}
-	sweep := &engine.ExpirySweep{Accounts: acc, Notify: n.ExpiredRange, List: func(context.Context) ([]engine.SubscriptionRef, error) {
-		return []engine.SubscriptionRef{{ID: sub, Customer: "idle"}}, nil
+	sweep := &accounts.ExpirySweep{Accounts: acc, Notify: n.ExpiredRange, List: func(context.Context) ([]accounts.SubscriptionRef, error) {
+		return []accounts.SubscriptionRef{{ID: sub, Customer: "idle"}}, nil
 	}}
 	clock.Store(now().Add(25 * time.Hour).UnixMilli())
 	for range 2 {

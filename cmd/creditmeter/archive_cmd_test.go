@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating"
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/shopspring/decimal"
 )
 
@@ -44,17 +44,9 @@ func TestInvoiceAndReconcileHelp(t *testing.T) {
 
 // reconcile exits non-zero on drift and names it; --repair fixes it.
 func TestReconcileCommand(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix(t)
+	st := apptest.Stores(t)
+	conn, cc, prefix, store := st.Conn, st.CC, st.Prefix, st.Balances
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
-	store, err := balance.New(rc, balance.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := store.OpenAccount(ctx, balance.AccountSpec{Subscription: "s1", Customer: "c1", Policy: balance.Unfunded, Currency: "USD", CreditValue: decimal.NewFromInt(1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -67,10 +59,10 @@ func TestReconcileCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := archive.NewWriter(conn).WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow("s1", "c1", es[0])}); err != nil {
+	if err := archive.NewWriter(conn).WriteLedger(ctx, []archive.LedgerRow{accounts.LedgerRow("s1", "c1", es[0])}); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
+	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + testenv.Config(t).Redis.Addr}
 	args := []string{"reconcile", "--subscription", "s1", "--redis-key-prefix", prefix, "--lag", "0s"}
 	out, err := run(t, env, args...)
 	if err == nil || !strings.Contains(out, "s1: redis total 20, archive sum 10, difference at the archive's last entry 0") || !strings.Contains(out, "missing seqs [{2 2}]") {
@@ -105,27 +97,15 @@ func (l archivingLedger) OpenSubscription(ctx context.Context, t rating.AccountT
 	if err != nil {
 		return err
 	}
-	return l.w.WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow(t.SubscriptionID, t.CustomerID, es[0])})
+	return l.w.WriteLedger(ctx, []archive.LedgerRow{accounts.LedgerRow(t.SubscriptionID, t.CustomerID, es[0])})
 }
 
 // invoice prices with the catalog's terms: 100 purchased included credits
 // and a 250-credit top-up at the subscription's 0.04 USD.
 func TestInvoiceCommand(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix(t)
+	st := apptest.Stores(t)
+	conn, cc, prefix, store, cat := st.Conn, st.CC, st.Prefix, st.Balances, st.Catalog
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
-	store, err := balance.New(rc, balance.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalogstore.New(rc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := seed.Catalog(ctx, cat); err != nil {
 		t.Fatal(err)
 	}
@@ -143,10 +123,10 @@ func TestInvoiceCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WriteLedger(ctx, []archive.LedgerRow{engine.LedgerRow(sub, "acme", es[0])}); err != nil {
+	if err := w.WriteLedger(ctx, []archive.LedgerRow{accounts.LedgerRow(sub, "acme", es[0])}); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
+	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + testenv.Config(t).Redis.Addr}
 	period := time.Now().UTC().Format("2006-01")
 	args := []string{"invoice", "--subscription", sub, "--period", period, "--redis-key-prefix", prefix}
 	out, err := run(t, env, args...)
@@ -174,22 +154,9 @@ func TestInvoiceCommand(t *testing.T) {
 // reconcile --rebuild restores an account Redis lost, from the archive and
 // the catalog, after which nothing drifts.
 func TestReconcileRebuildsLostAccount(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix(t)
+	st := apptest.Stores(t)
+	rc, cc, prefix, cat, store, acc := st.RC, st.CC, st.Prefix, st.Catalog, st.Balances, st.Accounts
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalogstore.New(rc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := balance.New(rc, balance.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc := &engine.Accounts{Store: store, Archive: archive.NewWriter(conn)}
 	if err := seed.Catalog(ctx, cat); err != nil {
 		t.Fatal(err)
 	}
@@ -204,10 +171,10 @@ func TestReconcileRebuildsLostAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _ := rc.Keys(ctx, prefix+"{"+sub+"}*").Result()
+	keys, _ := testenv.Keys(ctx, rc, prefix+"{"+sub+"}*")
 	rc.Del(ctx, keys...)
 
-	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
+	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + testenv.Config(t).Redis.Addr}
 	args := []string{"reconcile", "--subscription", sub, "--redis-key-prefix", prefix, "--lag", "0s"}
 	if out, err := run(t, env, args...); err == nil || !strings.Contains(out, "redis lost the account") {
 		t.Fatalf("lost account not reported: %v\n%s", err, out)

@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/creditmeter/creditmeter/internal/config"
+	"github.com/creditmeter/creditmeter/internal/app"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
@@ -26,28 +25,11 @@ type catalog struct {
 	stop  func()
 }
 
-// openCatalog connects the catalog store and starts following it into a
-// rater. Redis may be down at start: the rater then waits, empty, and readiness
-// reports Redis.
-func openCatalog(ctx context.Context, cfg config.Redis, prefix string, log *slog.Logger) (*catalog, error) {
-	rc, conn, err := config.NewRedisClient(cfg, config.RedisTuning{})
-	if err != nil {
-		return nil, err
-	}
-	// A wrong TLS, password or ACL setting stops serve here; Redis being
-	// down does not (it may come up later).
-	actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-	err = config.CheckRedisACL(actx, rc, conn, prefix)
-	acancel()
-	if se := (*config.SettingError)(nil); errors.As(err, &se) {
-		rc.Close()
-		return nil, err
-	}
-	store, err := catalogstore.New(rc, prefix)
-	if err != nil {
-		rc.Close()
-		return nil, err
-	}
+// followCatalog starts following the stores' catalog into a rater. Redis
+// may be down at start: the rater then waits, empty, and readiness reports
+// Redis. stop ends the following (the stores close the client).
+func followCatalog(ctx context.Context, st *app.Stores, log *slog.Logger) *catalog {
+	store, rc := st.Catalog, st.RC
 	rater := rating.NewRater(nil)
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -63,5 +45,5 @@ func openCatalog(ctx context.Context, cfg config.Redis, prefix string, log *slog
 			}
 		})
 	}()
-	return &catalog{store: store, rater: rater, rc: rc, stop: func() { cancel(); wg.Wait(); rc.Close() }}, nil
+	return &catalog{store: store, rater: rater, rc: rc, stop: func() { cancel(); wg.Wait() }}
 }

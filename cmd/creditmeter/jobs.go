@@ -9,9 +9,10 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/lease"
+	"github.com/creditmeter/creditmeter/lowbalance"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/webhook"
 )
@@ -43,7 +44,7 @@ func newJobs(rc redis.UniversalClient, prefix string) (*jobs, error) {
 }
 
 // start runs the jobs until ctx ends; wg waits for them.
-func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, accounts *engine.Accounts, notifier *webhook.Notifier, log *slog.Logger) {
+func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, acc *accounts.Accounts, notifier *webhook.Notifier, log *slog.Logger) {
 	report := func(err error) { log.Warn("lease", "err", err) }
 	run := func(l *lease.Lease, job func(context.Context)) {
 		wg.Add(1)
@@ -58,11 +59,11 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 	run(j.rollup, func(ctx context.Context) {
 		archive.KeepRollupFresh(ctx, conn, rollupInterval, func(err error) { log.Warn("rollup refresh", "err", err) })
 	})
-	sweep := &engine.ExpirySweep{Accounts: accounts, Log: log, Notify: notifier.ExpiredRange, List: func(ctx context.Context) ([]engine.SubscriptionRef, error) {
+	sweep := &accounts.ExpirySweep{Accounts: acc, Log: log, Notify: notifier.ExpiredRange, List: func(ctx context.Context) ([]accounts.SubscriptionRef, error) {
 		subs, err := cat.Subscriptions(ctx)
-		out := make([]engine.SubscriptionRef, len(subs))
+		out := make([]accounts.SubscriptionRef, len(subs))
 		for i, s := range subs {
-			out[i] = engine.SubscriptionRef{ID: s.ID, Customer: s.CustomerID}
+			out[i] = accounts.SubscriptionRef{ID: s.ID, Customer: s.CustomerID}
 		}
 		return out, err
 	}}
@@ -76,7 +77,7 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 			}
 			return ids, err
 		}
-		engine.KeepLowSetRepaired(ctx, accounts.Store, list, lowRepairEvery, func(added, removed int, err error) {
+		lowbalance.KeepLowSetRepaired(ctx, acc.Store, list, lowRepairEvery, func(added, removed int, err error) {
 			if err != nil {
 				log.Warn("low-balance set repair", "err", err)
 			} else {

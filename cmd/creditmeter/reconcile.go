@@ -12,8 +12,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
@@ -243,7 +243,7 @@ func rebuildAccount(ctx context.Context, cat *catalogstore.Store, store *balance
 	if err != nil {
 		return balance.ChangeResult{}, fmt.Errorf("catalog: %w", err)
 	}
-	spec, err := engine.AccountSpec(rating.Terms(s, plan))
+	spec, err := accounts.AccountSpec(rating.Terms(s, plan))
 	if err != nil {
 		return balance.ChangeResult{}, err
 	}

@@ -8,10 +8,9 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
@@ -19,18 +18,9 @@ import (
 // reconcile exits non-zero and says Redis is behind the archive, in text
 // and JSON; --repair rebuilds it from the archive and reconcile exits 0.
 func TestReconcileRepairsRedisThatLostWrites(t *testing.T) {
-	conn, cc := testenv.ClickHouse(t)
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix(t)
+	st := apptest.Stores(t)
+	rc, cc, prefix, store, acc := st.RC, st.CC, st.Prefix, st.Balances, st.Accounts
 	ctx := context.Background()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
-	store, err := balance.New(rc, balance.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc := &engine.Accounts{Store: store, Archive: archive.NewWriter(conn)}
 	const sub = "lw"
 	if _, err := store.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD", CreditValue: decimal.NewFromInt(1)}); err != nil {
 		t.Fatal(err)
@@ -38,7 +28,7 @@ func TestReconcileRepairsRedisThatLostWrites(t *testing.T) {
 	if _, err := acc.TopUp(ctx, balance.TopUpRequest{Key: "t1", Subscription: sub, Amount: credit.Credits(10)}, "c"); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := rc.Keys(ctx, prefix+"{"+sub+"}*").Result()
+	keys, err := testenv.Keys(ctx, rc, prefix+"{"+sub+"}*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +41,7 @@ func TestReconcileRepairsRedisThatLostWrites(t *testing.T) {
 	if _, err := acc.TopUp(ctx, balance.TopUpRequest{Key: "t2", Subscription: sub, Amount: credit.Credits(5)}, "c"); err != nil {
 		t.Fatal(err)
 	}
-	now, _ := rc.Keys(ctx, prefix+"{"+sub+"}*").Result()
+	now, _ := testenv.Keys(ctx, rc, prefix+"{"+sub+"}*")
 	rc.Del(ctx, now...)
 	for k, d := range dumps {
 		if err := rc.Restore(ctx, k, 0, d).Err(); err != nil {
@@ -59,7 +49,7 @@ func TestReconcileRepairsRedisThatLostWrites(t *testing.T) {
 		}
 	}
 
-	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + rc.Options().Addr}
+	env := []string{"CREDITMETER_CLICKHOUSE_DATABASE=" + cc.Database, "CREDITMETER_CLICKHOUSE_ADDR=" + cc.Addr, "CREDITMETER_REDIS_ADDR=" + testenv.Config(t).Redis.Addr}
 	args := []string{"reconcile", "--subscription", sub, "--redis-key-prefix", prefix, "--lag", "0s"}
 	out, err := run(t, env, args...)
 	if err == nil || !strings.Contains(out, "1 with drift (balance 1, extra 1, redis_behind 1)") || !strings.Contains(out, sub+": redis behind the archive (lost writes): archive's last seq 2, redis's 1") {

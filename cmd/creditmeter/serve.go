@@ -15,15 +15,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/console"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/app"
 	"github.com/creditmeter/creditmeter/internal/config"
+	"github.com/creditmeter/creditmeter/lowbalance"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
-	"github.com/creditmeter/creditmeter/reconcile"
 	"github.com/creditmeter/creditmeter/webhook"
 )
 
@@ -62,27 +64,17 @@ func serve(ctx context.Context, cfg config.Config) error {
 // in-process on free ports).
 func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln net.Listener) error {
 	routeRedisLogs(log)
-	cat, err := openCatalog(ctx, cfg.Redis, cfg.Engine.KeyPrefix, log)
-	if err != nil {
-		return err
-	}
-	defer cat.stop()
-	bal, err := balance.New(cat.rc, balance.Options{Prefix: cfg.Engine.KeyPrefix, DedupeWindow: cfg.Engine.DedupeWindow, GraceWindow: cfg.Engine.GraceWindow})
-	cat.rater.SetGraceWindow(cfg.Engine.GraceWindow)
-	if err != nil {
-		return err
-	}
-	cc := archive.ConnConfigOf(cfg.ClickHouse)
-	conn, err := archive.Connect(cc)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	writer := archive.NewWriter(conn)
 	// Redis that lost acknowledged writes is repaired from the archive, by
-	// the engine and by the API's write paths alike.
-	repairer := &reconcile.Repairer{Store: bal, Conn: conn, DedupeWindow: cfg.Engine.DedupeWindow}
-	accounts := &engine.Accounts{Store: bal, Archive: writer, Repair: repairer}
+	// the engine and by the API's write paths alike (app.OptionsOf).
+	st, err := app.Connect(ctx, cfg, config.RedisTuning{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cat := followCatalog(ctx, st, log)
+	defer cat.stop()
+	cat.rater.SetGraceWindow(cfg.Engine.GraceWindow)
+	bal, cc, conn, writer, repairer, acc := st.Balances, st.CC, st.Conn, st.Writer, st.Repairer, st.Accounts
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric())
@@ -99,13 +91,13 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	if err != nil {
 		return err
 	}
-	accounts.Observer = observers{engine.NewAccountMetrics(reg, metrics), notifier}
+	acc.Observer = observers{accounts.NewAccountMetrics(reg, metrics.LowCrossings), notifier}
 	bg, err := newJobs(cat.rc, cfg.Engine.KeyPrefix)
 	if err != nil {
 		return err
 	}
 	// Only the low-balance lease holder reads and exports the low balances.
-	reg.MustRegister(engine.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), engine.LowBalanceOptions{Active: bg.low.MayHold}))
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), lowbalance.LowBalanceOptions{Active: bg.low.MayHold}))
 
 	// Every mode archives (the API archives the ledger entries of top-ups,
 	// adjustments and included credits), so every mode creates the tables:
@@ -136,7 +128,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		}
 		return errors.Join(errs...)
 	}}
-	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: accounts, Balances: accounts,
+	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: acc, Balances: acc,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log,
 		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg, Webhooks: hooks,
 		DeadLetters: ingest.DeadLetterReader{Conn: kconn, Topic: cfg.Kafka.DLQTopic, Replayed: replayedAt(cat.rc, cfg.Engine.KeyPrefix, cfg.Kafka.DLQTopic)}})
@@ -178,7 +170,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 			}
 		}()
 	}
-	bg.start(engineCtx, &wg, conn, cat.store, accounts, notifier, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
+	bg.start(engineCtx, &wg, conn, cat.store, acc, notifier, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
 	wg.Add(1)
 	go func() { defer wg.Done(); dispatcher.Run(engineCtx) }()
 	if cfg.Engine.Enabled {
@@ -332,7 +324,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 
 // subscriptionLabels labels the low-balance series with the catalog's
 // customer and plan of a subscription.
-func subscriptionLabels(st *catalogstore.Store) engine.SubscriptionLabels {
+func subscriptionLabels(st *catalogstore.Store) lowbalance.SubscriptionLabels {
 	return func(ctx context.Context, id string) (string, string, error) {
 		s, err := st.Subscription(ctx, id)
 		if err != nil {

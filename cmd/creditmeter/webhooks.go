@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/webhook"
 )
@@ -33,7 +33,7 @@ func newWebhooks(cat *catalog, bal *balance.Store, cfg config.Config, log *slog.
 }
 
 // observers tells every observer of Accounts.
-type observers []engine.AccountObserver
+type observers []accounts.AccountObserver
 
 func (o observers) ObserveTopUp(req balance.TopUpRequest, res balance.ChangeResult, err error) {
 	for _, x := range o {

@@ -13,10 +13,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/testenv"
+	"github.com/creditmeter/creditmeter/lowbalance"
 )
 
 func promtool(t *testing.T) string {
@@ -56,8 +58,8 @@ func served(t *testing.T) map[string]bool {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := engine.NewMetrics(reg)
-	engine.NewAccountMetrics(reg, m)
-	reg.MustRegister(engine.NewLowBalanceCollector(oneLow{}, nil, engine.LowBalanceOptions{}))
+	accounts.NewAccountMetrics(reg, m.LowCrossings)
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(oneLow{}, nil, lowbalance.LowBalanceOptions{}))
 	// Label-only vectors appear once used.
 	m.Lag.WithLabelValues("0").Set(0)
 	m.StageSeconds.WithLabelValues("rate").Observe(0)

@@ -9,10 +9,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
@@ -91,15 +91,12 @@ func TestRedisTLSWithLeastPrivilegeACLUser(t *testing.T) {
 	if err := seed.Catalog(ctx, cat); err != nil {
 		t.Fatalf("catalog under the rule: %v", err)
 	}
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := testenv.Archive(t)
 	bal, err := balance.New(rc, balance.Options{Prefix: pfx})
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
+	acc := &accounts.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
 	sub, err := seed.Subscribe(ctx, cat, acc, seed.Subscription{Customer: "acme", Plan: seed.PlanUnfunded, Included: "100"})
 	if err != nil {
 		t.Fatalf("subscribe under the rule: %v", err)

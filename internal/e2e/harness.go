@@ -20,11 +20,13 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/app"
 	"github.com/creditmeter/creditmeter/internal/broker"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
@@ -52,7 +54,7 @@ type Harness struct {
 	Catalog  *catalogstore.Store
 	Balances *balance.Store
 	Writer   *archive.Writer
-	Accounts *engine.Accounts
+	Accounts *accounts.Accounts
 	Subs     map[string]*Expect // by customer
 	Seeded   time.Time
 	parts    int
@@ -86,20 +88,13 @@ func NewOn(t *testing.T, partitions int, rb testenv.RedisBackend) *Harness {
 	h := &Harness{t: t, ctx: context.Background(), Subs: map[string]*Expect{}, parts: partitions, Redis: rb}
 	h.RC = rb.Open(t)
 	h.Prefix = testenv.KeyspaceOn(t, h.RC)
-	h.Conn, h.CC = testenv.ClickHouse(t)
+	h.Conn, h.CC = testenv.Archive(t)
 	h.Broker = testenv.Broker(t, partitions, Topic, DLQTopic)
-	if err := archive.Migrate(h.ctx, h.CC); err != nil {
+	st, err := app.New(h.RC, h.Conn, h.CC, app.Options{Balance: balance.Options{Prefix: h.Prefix, GraceWindow: 15 * time.Minute}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	if h.Catalog, err = catalogstore.New(h.RC, h.Prefix); err != nil {
-		t.Fatal(err)
-	}
-	if h.Balances, err = balance.New(h.RC, balance.Options{Prefix: h.Prefix, GraceWindow: 15 * time.Minute}); err != nil {
-		t.Fatal(err)
-	}
-	h.Writer = archive.NewWriter(h.Conn)
-	h.Accounts = &engine.Accounts{Store: h.Balances, Archive: h.Writer}
+	h.Catalog, h.Balances, h.Writer, h.Accounts = st.Catalog, st.Balances, st.Writer, st.Accounts
 	if err := seed.Catalog(h.ctx, h.Catalog); err != nil {
 		t.Fatal(err)
 	}

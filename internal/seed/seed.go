@@ -12,7 +12,7 @@ import (
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
-// Ledger opens subscriptions' balance accounts (engine.Accounts).
+// Ledger opens subscriptions' balance accounts (accounts.Accounts).
 type Ledger interface {
 	OpenSubscription(ctx context.Context, terms rating.AccountTerms, grant *rating.Grant) error
 }

@@ -112,6 +112,27 @@ func DeletePrefix(ctx context.Context, rc redis.UniversalClient, prefix string) 
 	_ = del(ctx, rc)
 }
 
+// Keys lists the keys matching pattern with SCAN, on each master of a
+// cluster: tests share one Redis, which KEYS would block.
+func Keys(ctx context.Context, rc redis.UniversalClient, pattern string) ([]string, error) {
+	var mu sync.Mutex
+	var keys []string
+	scan := func(ctx context.Context, n redis.Cmdable) error {
+		iter := n.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			keys = append(keys, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	if cc, ok := rc.(*redis.ClusterClient); ok {
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return scan(ctx, n) })
+		return keys, err
+	}
+	return keys, scan(ctx, rc)
+}
+
 // RedisBackend is one Redis deployment a contract suite runs on.
 type RedisBackend struct {
 	Name string

@@ -153,3 +153,16 @@ func setConfig(t testing.TB, addr string, typ kafka.ResourceType, name, key stri
 		}
 	}
 }
+
+// Archive is ClickHouse with the archive's tables created: a fresh,
+// migrated database, dropped when the test ends.
+func Archive(t testing.TB) (driver.Conn, archive.ConnConfig) {
+	t.Helper()
+	conn, cc := ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := archive.Migrate(ctx, cc); err != nil {
+		t.Fatalf("clickhouse: migrate %s: %v", cc.Database, err)
+	}
+	return conn, cc
+}

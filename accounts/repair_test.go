@@ -1,4 +1,4 @@
-package engine_test
+package accounts_test
 
 import (
 	"context"
@@ -7,13 +7,13 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/app"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating"
-	"github.com/creditmeter/creditmeter/reconcile"
 )
 
 // A top-up made on a Redis that lost an acknowledged top-up reuses its
@@ -23,22 +23,14 @@ import (
 // archive's first entries never change.
 func TestTopUpOnLostWritesIsRepairedAndRetried(t *testing.T) {
 	ctx := context.Background()
-	rc, prefix := testenv.Keyspace(t)
-	conn, cc := testenv.ClickHouse(t)
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
-	store, err := balance.New(rc, balance.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &engine.Accounts{Store: store, Archive: archive.NewWriter(conn), Repair: &reconcile.Repairer{Store: store, Conn: conn}}
+	st := apptest.StoresWith(t, app.Options{Repair: true})
+	rc, prefix, conn, store, a := st.RC, st.Prefix, st.Conn, st.Balances, st.Accounts
 	terms := rating.AccountTerms{SubscriptionID: "sub-1", CustomerID: "c1", Overage: rating.OverageUnfunded, Currency: "USD", CreditValue: decimal.RequireFromString("0.04")}
 	if err := a.OpenSubscription(ctx, terms, &rating.Grant{Type: rating.GrantPromotional, Amount: credit.Credits(100)}); err != nil {
 		t.Fatal(err)
 	}
 	// Redis as it will come back: before the first top-up.
-	keys, err := rc.Keys(ctx, prefix+"{sub-1}*").Result()
+	keys, err := testenv.Keys(ctx, rc, prefix+"{sub-1}*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +50,7 @@ func TestTopUpOnLostWritesIsRepairedAndRetried(t *testing.T) {
 	}
 
 	_, err = a.TopUp(ctx, balance.TopUpRequest{Key: "k2", Subscription: "sub-1", Amount: credit.Credits(5)}, "c1")
-	var undone *engine.UndoneError
+	var undone *accounts.UndoneError
 	if !errors.As(err, &undone) || !balance.Retryable(err) {
 		t.Fatalf("top-up on a Redis that lost writes: %v, want an UndoneError that is retryable", err)
 	}

@@ -1,4 +1,4 @@
-package engine_test
+package lowbalance_test
 
 import (
 	"context"
@@ -14,11 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/internal/e2e"
 	"github.com/creditmeter/creditmeter/internal/seed"
+	"github.com/creditmeter/creditmeter/lowbalance"
 )
 
 // fakeBalances is an in-memory balance store: sub → balance view.
@@ -123,7 +125,7 @@ func TestLowBalanceOnlyLowSubscriptions(t *testing.T) {
 	f.stale["sub-00020"] = true // topped up, the set not yet updated: must not be listed
 	reg := prometheus.NewRegistry()
 	labels := func(_ context.Context, sub string) (string, string, error) { return plans(sub) }
-	reg.MustRegister(engine.NewLowBalanceCollector(f, labels, engine.LowBalanceOptions{MaxAge: time.Nanosecond}))
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(f, labels, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond}))
 
 	got := series(t, reg, "creditmeter_balance_low_credits", "creditmeter_balance_exhausted", "creditmeter_balances_low",
 		"creditmeter_balances_exhausted", "creditmeter_balances_low_unlisted")
@@ -189,8 +191,8 @@ func TestLowBalanceCapAndErrors(t *testing.T) {
 		f.set(fmt.Sprintf("sub-%05d", i), 1, 1, true)
 	}
 	reg := prometheus.NewRegistry()
-	c := engine.NewLowBalanceCollector(f, func(_ context.Context, sub string) (string, string, error) { return plans(sub) },
-		engine.LowBalanceOptions{MaxSeries: 20, MaxAge: time.Hour})
+	c := lowbalance.NewLowBalanceCollector(f, func(_ context.Context, sub string) (string, string, error) { return plans(sub) },
+		lowbalance.LowBalanceOptions{MaxSeries: 20, MaxAge: time.Hour})
 	reg.MustRegister(c)
 	if n := testutil.CollectAndCount(c, "creditmeter_balance_low_credits"); n != 20 {
 		t.Errorf("%d per-subscription series, want the cap 20", n)
@@ -212,7 +214,7 @@ func TestLowBalanceCapAndErrors(t *testing.T) {
 	f2 := &fakeBalances{views: map[string]balance.BalanceView{}, stale: map[string]bool{}}
 	f2.set("sub-00001", 3, 3, true)
 	reg2 := prometheus.NewRegistry()
-	reg2.MustRegister(engine.NewLowBalanceCollector(f2, nil, engine.LowBalanceOptions{MaxAge: time.Nanosecond}))
+	reg2.MustRegister(lowbalance.NewLowBalanceCollector(f2, nil, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond}))
 	first := series(t, reg2, "creditmeter_balance_low_credits")
 	f2.mu.Lock()
 	f2.down = true
@@ -242,7 +244,7 @@ func TestLowBalanceAndTopUpsOnRedis(t *testing.T) {
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
 	m := engine.NewMetrics(reg)
-	am := engine.NewAccountMetrics(reg, m)
+	am := accounts.NewAccountMetrics(reg, m.LowCrossings)
 	h.Accounts.Observer = am
 	labels := func(ctx context.Context, sub string) (string, string, error) {
 		s, err := h.Catalog.Subscription(ctx, sub)
@@ -251,7 +253,7 @@ func TestLowBalanceAndTopUpsOnRedis(t *testing.T) {
 		}
 		return s.CustomerID, s.PlanID, nil
 	}
-	reg.MustRegister(engine.NewLowBalanceCollector(h.Balances, labels, engine.LowBalanceOptions{MaxAge: time.Nanosecond}))
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(h.Balances, labels, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond}))
 	var subs []string
 	for i, inc := range []string{"10", "1000", "1000", "15"} {
 		plan := seed.PlanUnfunded
@@ -341,7 +343,7 @@ func TestLowBalanceSlowRedisDoesNotBlockScrape(t *testing.T) {
 	f.set("sub-00001", 3, 3, true)
 	h := &hanging{fakeBalances: f}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(engine.NewLowBalanceCollector(h, nil, engine.LowBalanceOptions{MaxAge: time.Nanosecond, Wait: 100 * time.Millisecond, Timeout: time.Minute}))
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(h, nil, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond, Wait: 100 * time.Millisecond, Timeout: time.Minute}))
 	if got := series(t, reg, "creditmeter_balance_low_credits"); len(got) != 1 {
 		t.Fatalf("first scrape: %v", got)
 	}

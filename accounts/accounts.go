@@ -1,4 +1,4 @@
-package engine
+package accounts
 
 import (
 	"context"
@@ -39,7 +39,7 @@ func (a *Accounts) OpenSubscription(ctx context.Context, t rating.AccountTerms, 
 		return nil
 	}
 	req := balance.GrantRequest{
-		Key: "included", Subscription: t.SubscriptionID, Type: balance.GrantType(g.Type), Amount: g.Amount,
+		Key: "included", Subscription: t.SubscriptionID, Type: g.Type, Amount: g.Amount,
 		EffectiveAt: g.EffectiveAt, CostBasis: g.CostBasis.Amount, Reason: "included credits",
 		Charge: g.Charge.Amount, Currency: g.Charge.Currency,
 	}
@@ -126,10 +126,10 @@ func AccountSpec(t rating.AccountTerms) (balance.AccountSpec, error) {
 		Subscription: t.SubscriptionID, Customer: t.CustomerID, Currency: t.Currency, CreditValue: t.CreditValue,
 	}
 	switch t.Overage {
-	case rating.OverageAllow:
-		s.Policy = balance.Overage
-	case rating.OverageUnfunded, "":
-		s.Policy = balance.Unfunded
+	case credit.Overage, credit.Unfunded:
+		s.Policy = t.Overage
+	case "":
+		s.Policy = credit.Unfunded
 	default:
 		return s, fmt.Errorf("%w: overage policy %q", balance.ErrInvalid, t.Overage)
 	}

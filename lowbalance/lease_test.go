@@ -1,4 +1,4 @@
-package engine_test
+package lowbalance_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/lowbalance"
 )
 
 // With Active (serve: this node holds the low-balance lease) false, the
@@ -20,7 +20,7 @@ func TestLowBalanceCollectorOnlyWhileActive(t *testing.T) {
 	f.set("sub-00001", 3, 3, true)
 	var active atomic.Bool
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(engine.NewLowBalanceCollector(f, nil, engine.LowBalanceOptions{MaxAge: time.Nanosecond, Active: active.Load}))
+	reg.MustRegister(lowbalance.NewLowBalanceCollector(f, nil, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond, Active: active.Load}))
 	names := []string{"creditmeter_balance_low_credits", "creditmeter_balances_low"}
 	if got := series(t, reg, names...); len(got) != 0 {
 		t.Fatalf("inactive node exports %v", got)
@@ -57,7 +57,7 @@ func TestKeepLowSetRepaired(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		engine.KeepLowSetRepaired(ctx, r, func(context.Context) ([]string, error) { return []string{"a", "b"}, nil }, 10*time.Millisecond, nil)
+		lowbalance.KeepLowSetRepaired(ctx, r, func(context.Context) ([]string, error) { return []string{"a", "b"}, nil }, 10*time.Millisecond, nil)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for r.calls.Load() < 3 {

@@ -1,4 +1,4 @@
-package engine
+package accounts
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,9 +24,9 @@ type AccountMetrics struct {
 }
 
 // NewAccountMetrics registers the top-up and adjustment metrics on reg. With
-// engine metrics m, the low-balance crossings top-ups and adjustments cause
-// are counted in m's creditmeter_low_balance_crossings_total too.
-func NewAccountMetrics(reg prometheus.Registerer, m *Metrics) *AccountMetrics {
+// crossings (the engine's creditmeter_low_balance_crossings_total), the
+// low-balance crossings top-ups and adjustments cause are counted there too.
+func NewAccountMetrics(reg prometheus.Registerer, crossings *prometheus.CounterVec) *AccountMetrics {
 	a := &AccountMetrics{
 		TopUps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "creditmeter_topups_total",
 			Help: "Top-up requests by result: applied, replayed (same idempotency key), refused (outside the plan's limits, unknown subscription, conflict), failed (Redis)."},
@@ -49,9 +49,7 @@ func NewAccountMetrics(reg prometheus.Registerer, m *Metrics) *AccountMetrics {
 	for _, d := range []string{"add", "deduct"} {
 		a.AdjustedCredits.WithLabelValues(d)
 	}
-	if m != nil {
-		a.crossings = m.LowCrossings
-	}
+	a.crossings = crossings
 	return a
 }
 

@@ -1,4 +1,4 @@
-package engine_test
+package accounts_test
 
 import (
 	"context"
@@ -10,14 +10,15 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
-	"github.com/creditmeter/creditmeter/engine"
+	"github.com/creditmeter/creditmeter/internal/app"
+	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/lease"
-	"github.com/creditmeter/creditmeter/rating/catalogstore"
 )
 
 // An idle subscription's promotional grant expires on 20 October: two
@@ -25,29 +26,17 @@ import (
 // of expiry + grace, archive it in ClickHouse once, and the October invoice
 // shows it. A subscription whose grant expires later is not touched.
 func TestExpirySweepIdleSubscription(t *testing.T) {
-	rc, pfx := testenv.Keyspace(t)
-	conn, cc := testenv.ClickHouse(t)
 	ctx := t.Context()
-	if err := archive.Migrate(ctx, cc); err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalogstore.New(rc, pfx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := seed.Catalog(ctx, cat); err != nil {
-		t.Fatal(err)
-	}
 	const grace = 15 * time.Minute
 	var clock atomic.Int64
 	set := func(t time.Time) { clock.Store(t.UnixMilli()) }
 	now := func() time.Time { return time.UnixMilli(clock.Load()).UTC() }
 	set(time.Date(2026, 10, 1, 9, 0, 0, 0, time.UTC))
-	bal, err := balance.New(rc, balance.Options{Prefix: pfx, GraceWindow: grace, Now: now})
-	if err != nil {
+	st := apptest.StoresWith(t, app.Options{Balance: balance.Options{GraceWindow: grace, Now: now}})
+	rc, pfx, conn, cat, bal, acc := st.RC, st.Prefix, st.Conn, st.Catalog, st.Balances, st.Accounts
+	if err := seed.Catalog(ctx, cat); err != nil {
 		t.Fatal(err)
 	}
-	acc := &engine.Accounts{Store: bal, Archive: archive.NewWriter(conn)}
 	idle, err := seed.Subscribe(ctx, cat, acc, seed.Subscription{Customer: "idle", Plan: seed.PlanUnfunded, Included: "100"})
 	if err != nil {
 		t.Fatal(err)
@@ -71,17 +60,17 @@ func TestExpirySweepIdleSubscription(t *testing.T) {
 	promo(idle, "idle", expires)
 	promo(other, "other", expires.AddDate(0, 1, 0))
 
-	list := func(ctx context.Context) ([]engine.SubscriptionRef, error) {
+	list := func(ctx context.Context) ([]accounts.SubscriptionRef, error) {
 		subs, err := cat.Subscriptions(ctx)
-		var out []engine.SubscriptionRef
+		var out []accounts.SubscriptionRef
 		for _, s := range subs {
-			out = append(out, engine.SubscriptionRef{ID: s.ID, Customer: s.CustomerID})
+			out = append(out, accounts.SubscriptionRef{ID: s.ID, Customer: s.CustomerID})
 		}
 		return out, err
 	}
 	// Just before expiry + grace: nothing due.
 	set(expires.Add(grace - time.Second))
-	sw := &engine.ExpirySweep{Accounts: acc, List: list}
+	sw := &accounts.ExpirySweep{Accounts: acc, List: list}
 	if r, err := sw.Once(ctx); err != nil || r.Checked != 2 || r.Due != 0 || r.Expired != 0 {
 		t.Fatalf("before grace ended: %+v %v", r, err)
 	}
@@ -96,7 +85,7 @@ func TestExpirySweepIdleSubscription(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sw := &engine.ExpirySweep{Accounts: acc, List: list}
+		sw := &accounts.ExpirySweep{Accounts: acc, List: list}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -117,6 +106,21 @@ func TestExpirySweepIdleSubscription(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("breakage not written by the sweep: total %s, want 100", v.Total)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Stopping cancels an archive insert in flight (inserts take hundreds
+	// of ms on a loaded ClickHouse): wait for the breakage to be archived.
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, `SELECT count() FROM credit_ledger WHERE subscription_id = ? AND kind = 'expiry'`, idle).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("breakage not archived by the sweep")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -181,7 +185,7 @@ func TestExpirySweepRetriesArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	arch := &flakyArchive{down: true}
-	acc := &engine.Accounts{Store: bal, Archive: arch}
+	acc := &accounts.Accounts{Store: bal, Archive: arch}
 	sub := "sweep-" + testenv.RandomID(t)
 	if _, err := bal.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD"}); err != nil {
 		t.Fatal(err)
@@ -191,8 +195,8 @@ func TestExpirySweepRetriesArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Store(t0.Add(time.Hour).UnixMilli())
-	sw := &engine.ExpirySweep{Accounts: acc, List: func(context.Context) ([]engine.SubscriptionRef, error) {
-		return []engine.SubscriptionRef{{ID: sub, Customer: "c"}}, nil
+	sw := &accounts.ExpirySweep{Accounts: acc, List: func(context.Context) ([]accounts.SubscriptionRef, error) {
+		return []accounts.SubscriptionRef{{ID: sub, Customer: "c"}}, nil
 	}}
 	if r, err := sw.Once(ctx); err == nil || r.Expired != 1 {
 		t.Fatalf("archive down: %+v %v, want the breakage written and an error", r, err)
@@ -222,7 +226,7 @@ func TestChangeArchivesItsBreakage(t *testing.T) {
 		t.Fatal(err)
 	}
 	arch := &flakyArchive{}
-	acc := &engine.Accounts{Store: bal, Archive: arch}
+	acc := &accounts.Accounts{Store: bal, Archive: arch}
 	sub := "change-" + testenv.RandomID(t)
 	if _, err := bal.OpenAccount(ctx, balance.AccountSpec{Subscription: sub, Customer: "c", Policy: balance.Unfunded, Currency: "USD"}); err != nil {
 		t.Fatal(err)
