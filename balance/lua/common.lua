@@ -7,12 +7,22 @@ local MAX = 9000000000000000
 local RANK = {promotional = 0, adjustment = 1, purchased = 2}
 local NEVER = 0
 
-local K_ACCT, K_GRANTS, K_DONE, K_LEDGER, K_IDEM, K_WM, K_DDM =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+-- KEYS[1..7] are the subscription's keys in the order of Go's subKeys
+-- (TestScriptKeyNames checks every K_ name of every script against it).
+local K_ACCOUNT = KEYS[1]
+local K_GRANTS = KEYS[2]
+local K_FINISHED = KEYS[3]
+local K_LEDGER = KEYS[4]
+local K_IDEMPOTENCY = KEYS[5]
+local K_WATERMARKS = KEYS[6]
+local K_DEDUPE_META = KEYS[7]
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 
-local A, G, bal, debt, seq
+-- the state load() reads and finish() writes back: the account hash, the
+-- live grants in burn-down order, and the account's balance, debt and
+-- last ledger seq as numbers
+local acct, grants, bal, debt, seq
 
 local function D(n) return string.format('%d', n) end
 
@@ -40,17 +50,17 @@ local function enc(g)
 end
 
 local function load()
-  A = hash(K_ACCT)
-  if A.seq == nil then return false end
-  bal, debt, seq = tonumber(A.bal), tonumber(A.debt), tonumber(A.seq)
-  G = {}
+  acct = hash(K_ACCOUNT)
+  if acct.seq == nil then return false end
+  bal, debt, seq = tonumber(acct.bal), tonumber(acct.debt), tonumber(acct.seq)
+  grants = {}
   local r = redis.call('HGETALL', K_GRANTS)
   for i = 1, #r, 2 do
     local t, amt, rem, eff, exp, gs, cost = string.match(r[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
-    G[#G + 1] = {id = r[i], type = t, amount = tonumber(amt), rem = tonumber(rem), eff = tonumber(eff),
+    grants[#grants + 1] = {id = r[i], type = t, amount = tonumber(amt), rem = tonumber(rem), eff = tonumber(eff),
       exp = tonumber(exp), seq = tonumber(gs), cost = cost}
   end
-  table.sort(G, before)
+  table.sort(grants, before)
   return true
 end
 
@@ -77,7 +87,7 @@ end
 -- order; it returns what it could not take. The caller moves bal/debt.
 local function draw(at, amount, draws)
   local left = amount
-  for _, g in ipairs(G) do
+  for _, g in ipairs(grants) do
     if left == 0 then break end
     if eligible(g, at) then
       local take = g.rem
@@ -93,14 +103,14 @@ end
 
 local function available(at)
   local s = 0
-  for _, g in ipairs(G) do if eligible(g, at) then s = s + g.rem end end
+  for _, g in ipairs(grants) do if eligible(g, at) then s = s + g.rem end end
   return s - debt
 end
 
 -- sweep turns remainders of grants expired longer than the grace window
 -- into breakage, once: the remainder is zeroed in the same script.
 local function sweep()
-  for _, g in ipairs(G) do
+  for _, g in ipairs(grants) do
     if g.exp ~= NEVER and g.exp + grace <= now and g.rem > 0 then
       local r = g.rem
       g.rem = 0
@@ -126,8 +136,8 @@ local function idiv(a, d)
 end
 
 local function threshold()
-  local thr = tonumber(A.low_abs or '0')
-  local pct, last = tonumber(A.low_pct or '0'), tonumber(A.last or '0')
+  local thr = tonumber(acct.low_abs or '0')
+  local pct, last = tonumber(acct.low_pct or '0'), tonumber(acct.last or '0')
   if pct > 0 and last > 0 then
     local q, r = idiv(last, 100)
     local p = q * pct + math.floor(r * pct / 100)
@@ -141,7 +151,7 @@ end
 -- running a script on each.
 local function nextExpiry()
   local n = 0
-  for _, g in ipairs(G) do
+  for _, g in ipairs(grants) do
     if g.rem > 0 and g.exp ~= NEVER and (n == 0 or g.exp < n) then n = g.exp end
   end
   return n
@@ -153,7 +163,7 @@ end
 -- the snapshot of its last archived entry (repair.lua). Values are strings,
 -- so cjson keeps them exact.
 local function snapshot(ik, iv)
-  local s = {a = hash(K_ACCT), g = hash(K_GRANTS), w = hash(K_WM)}
+  local s = {a = hash(K_ACCOUNT), g = hash(K_GRANTS), w = hash(K_WATERMARKS)}
   if ik then s.i = {[ik] = iv} end
   return cjson.encode(s)
 end
@@ -163,11 +173,11 @@ end
 -- given, returns the idempotency key and record of the call from the
 -- crossing and low state; the caller stores it, and the snapshot carries it.
 local function finish(idem)
-  for _, g in ipairs(G) do
+  for _, g in ipairs(grants) do
     if g.dirty then
       if g.rem == 0 then
         redis.call('HDEL', K_GRANTS, g.id)
-        redis.call('HSET', K_DONE, g.id, enc(g))
+        redis.call('HSET', K_FINISHED, g.id, enc(g))
       else
         redis.call('HSET', K_GRANTS, g.id, enc(g))
       end
@@ -177,10 +187,10 @@ local function finish(idem)
   local low = '0'
   if thr > 0 and bal < thr then low = '1' end
   local change = ''
-  if low ~= A.low then
+  if low ~= acct.low then
     if low == '1' then change = 'down' else change = 'up' end
   end
-  redis.call('HSET', K_ACCT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low, 'nexp', D(nextExpiry()))
+  redis.call('HSET', K_ACCOUNT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low, 'nexp', D(nextExpiry()))
   if #PEND > 0 then
     local ik, iv
     if idem then ik, iv = idem(change, low) end
