@@ -140,6 +140,8 @@ func classify(err error) error {
 		return errStaleCreditValue
 	case strings.HasPrefix(msg, "CMBEHIND"):
 		return fmt.Errorf("%w: %s", ErrBehind, msg)
+	case strings.HasPrefix(msg, "CMINVARIANT"):
+		return fmt.Errorf("%w: %s", ErrInvariant, msg)
 	case strings.HasPrefix(msg, "CMINVALID"):
 		return fmt.Errorf("%w: %s", ErrInvalid, msg)
 	}

@@ -49,17 +49,44 @@ local function enc(g)
   return g.type .. '|' .. D(g.amount) .. '|' .. D(g.rem) .. '|' .. D(g.eff) .. '|' .. D(g.exp) .. '|' .. D(g.seq) .. '|' .. g.cost
 end
 
+-- The books: balance = sum of the grants' remainders - debt, and no
+-- remainder below zero. load() checks what it read, before the script
+-- writes anything; finish() checks what the call computed, before it
+-- writes that. A broken state (a hand edit of Redis, a bug) fails the call
+-- with CMINVARIANT (Go: ErrInvariant); each check is one pass over the
+-- grants already in memory, no extra Redis call.
+local function broken(why) error({err = 'CMINVARIANT ' .. why}) end
+local function check_books(balance, owed, remaining)
+  if balance ~= remaining - owed then
+    broken('balance ' .. D(balance) .. ' is not the remainders ' .. D(remaining) .. ' less the debt ' .. D(owed))
+  end
+end
+
+-- parse_grant reads a grant's encoding (enc), refusing one that is
+-- unreadable or has a negative remainder.
+local function parse_grant(id, v)
+  local t, amt, rem, eff, exp, gs, cost = string.match(v, '^(%a+)|(%d+)|(-?%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
+  if not t or not RANK[t] then broken('grant ' .. id .. ' unreadable') end
+  local g = {id = id, type = t, amount = tonumber(amt), rem = tonumber(rem), eff = tonumber(eff),
+    exp = tonumber(exp), seq = tonumber(gs), cost = cost}
+  if g.rem < 0 then broken('grant ' .. id .. ' remaining ' .. D(g.rem) .. ' below zero') end
+  return g
+end
+
 local function load()
   acct = hash(K_ACCOUNT)
   if acct.seq == nil then return false end
   bal, debt, seq = tonumber(acct.bal), tonumber(acct.debt), tonumber(acct.seq)
+  if not (bal and debt and seq) then broken('account bal, debt or seq unreadable') end
   grants = {}
+  local remaining = 0
   local r = redis.call('HGETALL', K_GRANTS)
   for i = 1, #r, 2 do
-    local t, amt, rem, eff, exp, gs, cost = string.match(r[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
-    grants[#grants + 1] = {id = r[i], type = t, amount = tonumber(amt), rem = tonumber(rem), eff = tonumber(eff),
-      exp = tonumber(exp), seq = tonumber(gs), cost = cost}
+    local g = parse_grant(r[i], r[i + 1])
+    remaining = remaining + g.rem
+    grants[#grants + 1] = g
   end
+  check_books(bal, debt, remaining)
   table.sort(grants, before)
   return true
 end
@@ -173,6 +200,12 @@ end
 -- given, returns the idempotency key and record of the call from the
 -- crossing and low state; the caller stores it, and the snapshot carries it.
 local function finish(idem)
+  local remaining = 0
+  for _, g in ipairs(grants) do
+    if g.rem < 0 then broken('grant ' .. g.id .. ' remaining ' .. D(g.rem) .. ' below zero') end
+    remaining = remaining + g.rem
+  end
+  check_books(bal, debt, remaining)
   for _, g in ipairs(grants) do
     if g.dirty then
       if g.rem == 0 then

@@ -21,6 +21,15 @@ if cur ~= found then
   return redis.error_reply('CMCONFLICT account changed during repair (seq ' .. cur .. ', expected ' .. found .. ')')
 end
 local snap = cjson.decode(ARGV[8])
+-- the snapshot's books must hold: the account is rebuilt from it
+do
+  local remaining = 0
+  for id, v in pairs(snap.g or {}) do remaining = remaining + parse_grant(id, v).rem end
+  local a = snap.a or {}
+  local sbal, sdebt = tonumber(a.bal), tonumber(a.debt)
+  if not (sbal and sdebt) then broken('snapshot bal or debt unreadable') end
+  check_books(sbal, sdebt, remaining)
+end
 local nj = tonumber(ARGV[11])
 -- journals hold first results of lines applied on the lost state: the
 -- caller declares those of every source Redis or the snapshot knows
