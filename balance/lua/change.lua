@@ -3,6 +3,7 @@
 -- (grant|topup|adjust), 7 grant type, 8 amount, 9 effective ms, 10 expires
 -- ms (0 never), 11 cost basis, 12 force (1|0), 13 expected credit value
 -- (top-up only), 14 most live grants, then ledger field/value pairs.
+local LEDGER_FIELDS_ARG = 15
 local key, fp, op, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local gtype, amount, eff, exp = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local cost, force, expect, maxg = ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
@@ -22,7 +23,7 @@ end
 -- the entry names its idempotency key (archived; a repair that discards
 -- the entry drops the key's record with it)
 local extra = {'key', key}
-for i = 15, #ARGV do extra[#extra + 1] = ARGV[i] end
+for i = LEDGER_FIELDS_ARG, #ARGV do extra[#extra + 1] = ARGV[i] end
 local gid, draws = '', {}
 if op == 'grant' then
   -- remainders (bal + debt) stay within MAX, so every balance does

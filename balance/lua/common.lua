@@ -93,12 +93,12 @@ end
 
 -- Ledger entries are written by finish(), so the last entry of a call
 -- can carry the snapshot of the account after it (field s).
-local PEND = {}
+local pending = {}
 local function ledger(kind, amount, fields)
   seq = seq + 1
   local args = {'XADD', K_LEDGER, D(seq) .. '-0', 'k', kind, 'a', D(amount), 'b', D(bal), 't', D(now)}
   for i = 1, #fields do args[#args + 1] = fields[i] end
-  PEND[#PEND + 1] = args
+  pending[#pending + 1] = args
   return seq
 end
 
@@ -224,14 +224,14 @@ local function finish(idem)
     if low == '1' then change = 'down' else change = 'up' end
   end
   redis.call('HSET', K_ACCOUNT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low, 'nexp', D(nextExpiry()))
-  if #PEND > 0 then
+  if #pending > 0 then
     local ik, iv
     if idem then ik, iv = idem(change, low) end
-    local last = PEND[#PEND]
+    local last = pending[#pending]
     last[#last + 1] = 's'
     last[#last + 1] = snapshot(ik, iv)
-    for _, args in ipairs(PEND) do redis.call(unpack(args)) end
-    PEND = {}
+    for _, args in ipairs(pending) do redis.call(unpack(args)) end
+    pending = {}
   end
   return change, low
 end

@@ -30,11 +30,11 @@ do
   if not (sbal and sdebt) then broken('snapshot bal or debt unreadable') end
   check_books(sbal, sdebt, remaining)
 end
-local nj = tonumber(ARGV[11])
+local journal_count = tonumber(ARGV[11])
 -- journals hold first results of lines applied on the lost state: the
 -- caller declares those of every source Redis or the snapshot knows
 local journals, declared = {}, {}
-for j = JOURNAL_KEYS_FROM, JOURNAL_KEYS_FROM + nj - 1 do declared[KEYS[j]] = true end
+for j = JOURNAL_KEYS_FROM, JOURNAL_KEYS_FROM + journal_count - 1 do declared[KEYS[j]] = true end
 local srcs = redis.call('HKEYS', K_WATERMARKS)
 for k in pairs(snap.w or {}) do srcs[#srcs + 1] = k end
 for _, src in ipairs(srcs) do
@@ -42,7 +42,7 @@ for _, src in ipairs(srcs) do
   if not declared[k] then return redis.error_reply('CMLAYOUT journal ' .. k .. ' not in KEYS') end
   journals[#journals + 1] = k
 end
-local seen, close, forget = dedupe_open(window, set_prefix, ARGV[9], ARGV[10], JOURNAL_KEYS_FROM + nj)
+local seen, close, forget = dedupe_open(window, set_prefix, ARGV[9], ARGV[10], JOURNAL_KEYS_FROM + journal_count)
 if not seen then return redis.error_reply('CMLAYOUT dedupe layout changed') end
 
 -- discard what Redis holds after keep: entries and their idempotency records
@@ -58,7 +58,7 @@ if redis.call('EXISTS', K_LEDGER) == 1 then redis.call('XSETID', K_LEDGER, D(kee
 
 -- the archive's entries after keep, with their idempotency records
 local n = tonumber(ARGV[12])
-local i = 13
+local i = 13 -- the first entry
 for _ = 1, n do
   local e = cjson.decode(ARGV[i])
   i = i + 1

@@ -9,7 +9,8 @@ if redis.call('EXISTS', K_ACCOUNT) == 1 or redis.call('EXISTS', K_LEDGER) == 1 t
 end
 local customer, lastseq = ARGV[3], tonumber(ARGV[4])
 local rdebt, runf, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local i = 8
+local GRANT_ARGS = 7
+local i = 8 -- the first grant
 local total, lastgrant, lastamt = 0, -1, 0
 for _ = 1, n do
   local id, t, amt, rem, eff, exp, cost = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),
@@ -20,7 +21,7 @@ for _ = 1, n do
   if rem > 0 then redis.call('HSET', K_GRANTS, id, enc(g)) else redis.call('HSET', K_FINISHED, id, enc(g)) end
   total = total + rem
   if gseq > lastgrant then lastgrant, lastamt = gseq, amt end
-  i = i + 7
+  i = i + GRANT_ARGS
 end
 local w = tonumber(ARGV[i])
 i = i + 1
