@@ -133,7 +133,7 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 			bits[k] = bb
 			args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
 		}
-		keys[j] = s.ddKeys(s.applyKeys(b), b.Subscription, l, bits)
+		keys[j] = s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits)
 		argv[j] = args
 		cmds[j] = applyScript.EvalSha(ctx, pipe, keys[j], args...)
 	}
@@ -170,8 +170,8 @@ func layoutReply(c *redis.Cmd, tb int64) (ddLayout, bool) {
 }
 
 // applyKeys are the subscription's keys and its journal for the batch's source.
-func (s *Store) applyKeys(b *Batch) []string {
-	return append(s.keys(b.Subscription), s.prefix+"{"+b.Subscription+"}:j:"+b.source())
+func (s *Store) applyKeys(b *Batch) applyKeys {
+	return applyKeys{subKeys: s.keys(b.Subscription), Journal: s.journalKey(b.Subscription, b.source())}
 }
 
 // attachEntries reads, in one pipelined round trip, the ledger entries each
@@ -187,7 +187,7 @@ func (s *Store) attachEntries(ctx context.Context, batches []Batch, results []Ba
 		if r.Err != nil || r.FirstSeq <= 0 {
 			continue
 		}
-		cmds[i] = pipe.XRange(ctx, s.keys(batches[i].Subscription)[3], strconv.FormatInt(r.FirstSeq, 10)+"-0", strconv.FormatInt(r.LastSeq, 10)+"-0")
+		cmds[i] = pipe.XRange(ctx, s.keys(batches[i].Subscription).Ledger, strconv.FormatInt(r.FirstSeq, 10)+"-0", strconv.FormatInt(r.LastSeq, 10)+"-0")
 	}
 	if pipe.Len() == 0 {
 		return nil
@@ -292,8 +292,8 @@ func (s *Store) snapshot(ctx context.Context, sub string) (map[string]string, *b
 	}
 	k := s.keys(sub)
 	pipe := s.rc.Pipeline()
-	acct := pipe.HGetAll(ctx, k[0])
-	grants := pipe.HGetAll(ctx, k[1])
+	acct := pipe.HGetAll(ctx, k.Account)
+	grants := pipe.HGetAll(ctx, k.Grants)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, nil, classify(err)
 	}
@@ -395,7 +395,7 @@ func (s *Store) Ledger(ctx context.Context, sub string, from int64, limit int) (
 	if limit <= 0 {
 		limit = 1000
 	}
-	msgs, err := s.rc.XRangeN(ctx, s.keys(sub)[3], strconv.FormatInt(from, 10)+"-0", "+", int64(limit)).Result()
+	msgs, err := s.rc.XRangeN(ctx, s.keys(sub).Ledger, strconv.FormatInt(from, 10)+"-0", "+", int64(limit)).Result()
 	if err != nil {
 		return nil, classify(err)
 	}

@@ -17,6 +17,14 @@ type ddLayout struct {
 	cur, prev string
 }
 
+// ddMaxLevel and ddTarget are dedupe.lua's DEDUPE_MAX_LEVEL (a time bucket
+// has at most 2^29 sets) and DEDUPE_TARGET (ids per set a new level is
+// sized for); TestScriptKeyNames checks they agree.
+const (
+	ddMaxLevel = 29
+	ddTarget   = 200
+)
+
 // ddLevels is the level list of a meta, "" for none.
 func ddLevels(meta string) string {
 	_, ls, _ := strings.Cut(meta, ":")
@@ -33,7 +41,7 @@ func (l ddLayout) expect() (cur, prev string) {
 	if l.prev != "" {
 		n, _, _ := strings.Cut(l.prev, ":")
 		c, _ := strconv.ParseInt(n, 10, 64)
-		for k < 29 && c > int64(200)<<k {
+		for k < ddMaxLevel && c > int64(ddTarget)<<k {
 			k++
 		}
 	}
@@ -96,7 +104,7 @@ func (s *Store) layouts(ctx context.Context, subs []string, tb int64) (map[strin
 	pipe := s.rc.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(read))
 	for i, sub := range read {
-		cmds[i] = pipe.HMGet(ctx, s.keys(sub)[6], strconv.FormatInt(tb, 10), strconv.FormatInt(tb-1, 10))
+		cmds[i] = pipe.HMGet(ctx, s.keys(sub).DedupeMeta, strconv.FormatInt(tb, 10), strconv.FormatInt(tb-1, 10))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return nil, classify(err)

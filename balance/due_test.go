@@ -26,7 +26,7 @@ func TestDueForExpiryAndExpireEntries(t *testing.T) {
 	e.grant(spent, "p", Promotional, c(10), t0, t0.Add(time.Hour))
 	e.apply(batch(spent, 0, line("u", 1, t0, c(10)))) // used up: nothing left to expire
 	e.grant(legacy, "n", Purchased, c(10), t0, time.Time{})
-	e.rc.HDel(e.ctx, e.s.keys(legacy)[0], "nexp") // an account written before the field existed
+	e.rc.HDel(e.ctx, e.s.keys(legacy).Account, "nexp") // an account written before the field existed
 	all := []string{soon, later, never, spent, legacy, none}
 
 	due := func() string {

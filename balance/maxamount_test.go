@@ -132,7 +132,7 @@ func TestUnreadableChangeResult(t *testing.T) {
 	if _, err := e.s.Adjust(e.ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	k := e.s.keys(sub)[4]
+	k := e.s.keys(sub).Idempotency
 	rec, err := e.rc.HGet(e.ctx, k, "d").Result()
 	if err != nil {
 		t.Fatal(err)

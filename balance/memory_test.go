@@ -97,7 +97,7 @@ func TestDedupeMemory(t *testing.T) {
 	}
 	// Per subscription: everything but the dedupe sets.
 	all, allKeys := keyBytes(t, e.rc, e.pfx+"{"+sub+"}*")
-	ledger, _ := keyBytes(t, e.rc, e.s.keys(sub)[3])
+	ledger, _ := keyBytes(t, e.rc, e.s.keys(sub).Ledger)
 	t.Logf("subscription without dedupe sets: %d keys, %d bytes, of which ledger %d bytes for %d entries", allKeys-bothKeys, all-both, ledger, len(e.ledger(sub)))
 }
 
@@ -125,7 +125,7 @@ func TestSubscriptionMemory(t *testing.T) {
 	}
 	all, keys := keyBytes(t, e.rc, e.pfx+"{"+sub+"}:*")
 	dd, ddKeys := keyBytes(t, e.rc, e.s.ddPrefix(sub)+"*")
-	ledger, _ := keyBytes(t, e.rc, e.s.keys(sub)[3])
+	ledger, _ := keyBytes(t, e.rc, e.s.keys(sub).Ledger)
 	n := len(e.checkLedger(sub))
 	base := all - dd - ledger
 	t.Logf("subscription: %d keys besides %d dedupe sets; %d bytes without ledger and dedupe sets; ledger %d entries, %.1f bytes/entry",

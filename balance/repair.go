@@ -38,9 +38,9 @@ func (s *Store) Heads(ctx context.Context, subs []string, at []int64) ([]Head, e
 				return nil, err
 			}
 			k := s.keys(subs[i])
-			seqs[i-lo] = pipe.HGet(ctx, k[0], "seq")
+			seqs[i-lo] = pipe.HGet(ctx, k.Account, "seq")
 			id := strconv.FormatInt(at[i], 10) + "-0"
-			ents[i-lo] = pipe.XRange(ctx, k[3], id, id)
+			ents[i-lo] = pipe.XRange(ctx, k.Ledger, id, id)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 			return nil, classify(err)
@@ -165,22 +165,22 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 	var v any
 	for attempt := 0; ; attempt++ {
 		now := s.nowMs()
-		srcs, err := s.rc.HKeys(ctx, s.keys(r.Subscription)[5]).Result()
+		srcs, err := s.rc.HKeys(ctx, s.keys(r.Subscription).Watermarks).Result()
 		if err != nil {
 			return ChangeResult{}, classify(err)
 		}
 		for k := range snap.W {
 			srcs = append(srcs, k)
 		}
-		keys := s.keys(r.Subscription)
+		keys := s.keys(r.Subscription).list()
 		seen := map[string]bool{}
 		for _, src := range srcs {
-			if k := b + "j:" + src; !seen[k] {
+			if k := s.journalKey(r.Subscription, src); !seen[k] {
 				seen[k] = true
 				keys = append(keys, k)
 			}
 		}
-		nj := len(keys) - 7
+		nj := len(keys) - subKeyCount
 		s.layout.Delete(r.Subscription)
 		lay, err := s.layouts(ctx, []string{r.Subscription}, now/s.window)
 		if err != nil {

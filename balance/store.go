@@ -8,7 +8,6 @@ package balance
 import (
 	"context"
 	"crypto/sha256"
-	"embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,32 +23,6 @@ import (
 
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/internal/redisx"
-)
-
-//go:embed lua/*.lua
-var luaFS embed.FS
-
-// script joins common.lua and the named parts into one script.
-func script(names ...string) *redis.Script {
-	var b strings.Builder
-	for _, name := range append([]string{"common.lua"}, names...) {
-		body, err := luaFS.ReadFile("lua/" + name)
-		if err != nil {
-			panic(err)
-		}
-		b.Write(body)
-		b.WriteString("\n")
-	}
-	return redis.NewScript(b.String())
-}
-
-var (
-	applyScript   = script("dedupe.lua", "apply.lua")
-	changeScript  = script("change.lua")
-	openScript    = script("open.lua")
-	restoreScript = script("restore.lua")
-	expireScript  = script("expire.lua")
-	repairScript  = script("dedupe.lua", "repair.lua")
 )
 
 // Options configure a Store.
@@ -115,12 +88,6 @@ func New(rc redis.UniversalClient, o Options) (*Store, error) {
 // each line at the time it was drawn at, clamped with it.
 func (s *Store) GraceWindow() time.Duration { return time.Duration(s.grace) * time.Millisecond }
 
-// keys of one subscription, in the order the scripts expect (KEYS[1..7]).
-func (s *Store) keys(sub string) []string {
-	b := s.prefix + "{" + sub + "}:"
-	return []string{b + "a", b + "g", b + "gd", b + "l", b + "i", b + "w", b + "dm"}
-}
-
 func (s *Store) ddPrefix(sub string) string { return s.prefix + "{" + sub + "}:d:" }
 
 // LowShards is the number of sets the low set is sharded over.
@@ -173,6 +140,8 @@ func classify(err error) error {
 		return errStaleCreditValue
 	case strings.HasPrefix(msg, "CMBEHIND"):
 		return fmt.Errorf("%w: %s", ErrBehind, msg)
+	case strings.HasPrefix(msg, "CMINVARIANT"):
+		return fmt.Errorf("%w: %s", ErrInvariant, msg)
 	case strings.HasPrefix(msg, "CMINVALID"):
 		return fmt.Errorf("%w: %s", ErrInvalid, msg)
 	}
@@ -198,7 +167,7 @@ func (s *Store) OpenAccount(ctx context.Context, a AccountSpec) (ChangeResult, e
 	if err := a.validate(); err != nil {
 		return ChangeResult{}, err
 	}
-	v, err := s.run(ctx, openScript, s.keys(a.Subscription), s.nowMs(), s.grace, a.Customer,
+	v, err := s.run(ctx, openScript, s.keys(a.Subscription).list(), s.nowMs(), s.grace, a.Customer,
 		"policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
 		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String())
 	if err != nil {
@@ -281,7 +250,7 @@ func (s *Store) TopUp(ctx context.Context, t TopUpRequest) (ChangeResult, error)
 	}
 	fp := fingerprint("topup", t.Amount.String(), strconv.FormatInt(ms(t.ExpiresAt), 10))
 	for attempt := 0; attempt < 5; attempt++ {
-		vals, err := s.rc.HMGet(ctx, s.keys(t.Subscription)[0], "value", "currency").Result()
+		vals, err := s.rc.HMGet(ctx, s.keys(t.Subscription).Account, "value", "currency").Result()
 		if err != nil {
 			return ChangeResult{}, classify(err)
 		}
@@ -375,7 +344,7 @@ func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ G
 	for _, x := range fields {
 		args = append(args, x)
 	}
-	v, err := s.run(ctx, changeScript, s.keys(sub), args...)
+	v, err := s.run(ctx, changeScript, s.keys(sub).list(), args...)
 	if err != nil {
 		return ChangeResult{}, err
 	}
@@ -508,7 +477,7 @@ func (s *Store) RepairLow(ctx context.Context, subs []string) (added, removed in
 		pipe := s.rc.Pipeline()
 		cmds := make([]*redis.StringCmd, n)
 		for i, sub := range chunk {
-			cmds[i] = pipe.HGet(ctx, s.keys(sub)[0], "low")
+			cmds[i] = pipe.HGet(ctx, s.keys(sub).Account, "low")
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return added, removed, classify(err)
@@ -541,7 +510,7 @@ func (s *Store) Expire(ctx context.Context, sub string) (ChangeResult, error) {
 	if err := validSub(sub); err != nil {
 		return ChangeResult{}, err
 	}
-	v, err := s.run(ctx, expireScript, s.keys(sub), s.nowMs(), s.grace)
+	v, err := s.run(ctx, expireScript, s.keys(sub).list(), s.nowMs(), s.grace)
 	if err != nil {
 		return ChangeResult{}, err
 	}
@@ -581,7 +550,7 @@ func (s *Store) DueForExpiry(ctx context.Context, subs []string) ([]string, erro
 		cmds := make([]*redis.SliceCmd, n)
 		for i, sub := range chunk {
 			if validSub(sub) == nil {
-				cmds[i] = pipe.HMGet(ctx, s.keys(sub)[0], "seq", "nexp")
+				cmds[i] = pipe.HMGet(ctx, s.keys(sub).Account, "seq", "nexp")
 			}
 		}
 		if pipe.Len() == 0 {
@@ -710,7 +679,7 @@ func (s *Store) Restore(ctx context.Context, r RestoreSpec) (ChangeResult, error
 	}
 	args = append(args, "policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
 		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String())
-	v, err := s.run(ctx, restoreScript, s.keys(a.Subscription), args...)
+	v, err := s.run(ctx, restoreScript, s.keys(a.Subscription).list(), args...)
 	if err != nil {
 		return ChangeResult{}, err
 	}

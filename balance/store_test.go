@@ -690,7 +690,7 @@ func TestJournalReplaysFirstResults(t *testing.T) {
 			t.Fatalf("committed offsets still journaled: %+v", lr)
 		}
 	}
-	n, err := e.rc.LLen(e.ctx, e.s.applyKeys(&b4)[7]).Result()
+	n, err := e.rc.LLen(e.ctx, e.s.applyKeys(&b4).Journal).Result()
 	if err != nil || n != 1 {
 		t.Fatalf("journal holds %d records (%v), want only the uncommitted one", n, err)
 	}

@@ -439,5 +439,5 @@ func (e *Engine) retry(ctx context.Context, stage string, f func(context.Context
 // permanent errors are bugs or bad rows: retrying cannot help, and the
 // engine stops rather than skip data.
 func permanent(err error) bool {
-	return errors.Is(err, archive.ErrInvalidRow) || errors.Is(err, balance.ErrInvalid)
+	return errors.Is(err, archive.ErrInvalidRow) || errors.Is(err, balance.ErrInvalid) || errors.Is(err, balance.ErrInvariant)
 }

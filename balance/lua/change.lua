@@ -3,26 +3,27 @@
 -- (grant|topup|adjust), 7 grant type, 8 amount, 9 effective ms, 10 expires
 -- ms (0 never), 11 cost basis, 12 force (1|0), 13 expected credit value
 -- (top-up only), 14 most live grants, then ledger field/value pairs.
+local LEDGER_FIELDS_ARG = 15
 local key, fp, op, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local gtype, amount, eff, exp = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local cost, force, expect, maxg = ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
 if not load() then return redis.error_reply('CMUNKNOWN unknown subscription') end
-local prior = redis.call('HGET', K_IDEM, key)
+local prior = redis.call('HGET', K_IDEMPOTENCY, key)
 if prior then
   local pfp, rest = string.match(prior, '^([^|]*)|(.*)$')
   if pfp ~= fp then return redis.error_reply('CMCONFLICT idempotency key reused with different content') end
   return {'R', rest}
 end
 if kind == 'topup' then
-  if (A.value or '') ~= expect then return redis.error_reply('CMSTALE credit value changed') end
-  local mn, mx = tonumber(A.min or '0'), tonumber(A.max or '0')
+  if (acct.value or '') ~= expect then return redis.error_reply('CMSTALE credit value changed') end
+  local mn, mx = tonumber(acct.min or '0'), tonumber(acct.max or '0')
   if mn > 0 and amount < mn then return redis.error_reply('CMBELOWMIN top-up below the plan minimum') end
   if mx > 0 and amount > mx then return redis.error_reply('CMABOVEMAX top-up above the plan maximum') end
 end
 -- the entry names its idempotency key (archived; a repair that discards
 -- the entry drops the key's record with it)
 local extra = {'key', key}
-for i = 15, #ARGV do extra[#extra + 1] = ARGV[i] end
+for i = LEDGER_FIELDS_ARG, #ARGV do extra[#extra + 1] = ARGV[i] end
 local gid, draws = '', {}
 if op == 'grant' then
   -- remainders (bal + debt) stay within MAX, so every balance does
@@ -31,7 +32,7 @@ if op == 'grant' then
   -- live grants are capped, so every script's scan and sort stay bounded;
   -- the refusal persists the sweep (finish) and answers as data
   local live = 0
-  for _, g in ipairs(G) do if g.rem > 0 then live = live + 1 end end
+  for _, g in ipairs(grants) do if g.rem > 0 then live = live + 1 end end
   if live >= maxg then
     local change, low = finish()
     return {'E', 'CMTOOMANY', D(live), change, low}
@@ -41,10 +42,10 @@ if op == 'grant' then
   extra[#extra + 1] = 'g'; extra[#extra + 1] = gid
   extra[#extra + 1] = 'type'; extra[#extra + 1] = gtype
   ledger(kind, amount, extra)
-  G[#G + 1] = {id = gid, type = gtype, amount = amount, rem = amount, eff = eff, exp = exp, seq = seq, cost = cost, dirty = true}
-  table.sort(G, before)
-  redis.call('HSET', K_ACCT, 'last', D(amount))
-  A.last = D(amount)
+  grants[#grants + 1] = {id = gid, type = gtype, amount = amount, rem = amount, eff = eff, exp = exp, seq = seq, cost = cost, dirty = true}
+  table.sort(grants, before)
+  redis.call('HSET', K_ACCOUNT, 'last', D(amount))
+  acct.last = D(amount)
   settle()
 else
   sweep()
@@ -69,5 +70,5 @@ finish(function(change, low)
   res = D(seq) .. '|' .. gid .. '|' .. D(bal) .. '|' .. change .. '|' .. low .. '|' .. table.concat(draws, ',')
   return key, fp .. '|' .. res
 end)
-redis.call('HSET', K_IDEM, key, fp .. '|' .. res)
+redis.call('HSET', K_IDEMPOTENCY, key, fp .. '|' .. res)
 return {'N', res}

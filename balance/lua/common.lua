@@ -7,12 +7,22 @@ local MAX = 9000000000000000
 local RANK = {promotional = 0, adjustment = 1, purchased = 2}
 local NEVER = 0
 
-local K_ACCT, K_GRANTS, K_DONE, K_LEDGER, K_IDEM, K_WM, K_DDM =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+-- KEYS[1..7] are the subscription's keys in the order of Go's subKeys
+-- (TestScriptKeyNames checks every K_ name of every script against it).
+local K_ACCOUNT = KEYS[1]
+local K_GRANTS = KEYS[2]
+local K_FINISHED = KEYS[3]
+local K_LEDGER = KEYS[4]
+local K_IDEMPOTENCY = KEYS[5]
+local K_WATERMARKS = KEYS[6]
+local K_DEDUPE_META = KEYS[7]
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 
-local A, G, bal, debt, seq
+-- the state load() reads and finish() writes back: the account hash, the
+-- live grants in burn-down order, and the account's balance, debt and
+-- last ledger seq as numbers
+local acct, grants, bal, debt, seq
 
 local function D(n) return string.format('%d', n) end
 
@@ -39,29 +49,56 @@ local function enc(g)
   return g.type .. '|' .. D(g.amount) .. '|' .. D(g.rem) .. '|' .. D(g.eff) .. '|' .. D(g.exp) .. '|' .. D(g.seq) .. '|' .. g.cost
 end
 
+-- The books: balance = sum of the grants' remainders - debt, and no
+-- remainder below zero. load() checks what it read, before the script
+-- writes anything; finish() checks what the call computed, before it
+-- writes that. A broken state (a hand edit of Redis, a bug) fails the call
+-- with CMINVARIANT (Go: ErrInvariant); each check is one pass over the
+-- grants already in memory, no extra Redis call.
+local function broken(why) error({err = 'CMINVARIANT ' .. why}) end
+local function check_books(balance, owed, remaining)
+  if balance ~= remaining - owed then
+    broken('balance ' .. D(balance) .. ' is not the remainders ' .. D(remaining) .. ' less the debt ' .. D(owed))
+  end
+end
+
+-- parse_grant reads a grant's encoding (enc), refusing one that is
+-- unreadable or has a negative remainder.
+local function parse_grant(id, v)
+  local t, amt, rem, eff, exp, gs, cost = string.match(v, '^(%a+)|(%d+)|(-?%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
+  if not t or not RANK[t] then broken('grant ' .. id .. ' unreadable') end
+  local g = {id = id, type = t, amount = tonumber(amt), rem = tonumber(rem), eff = tonumber(eff),
+    exp = tonumber(exp), seq = tonumber(gs), cost = cost}
+  if g.rem < 0 then broken('grant ' .. id .. ' remaining ' .. D(g.rem) .. ' below zero') end
+  return g
+end
+
 local function load()
-  A = hash(K_ACCT)
-  if A.seq == nil then return false end
-  bal, debt, seq = tonumber(A.bal), tonumber(A.debt), tonumber(A.seq)
-  G = {}
+  acct = hash(K_ACCOUNT)
+  if acct.seq == nil then return false end
+  bal, debt, seq = tonumber(acct.bal), tonumber(acct.debt), tonumber(acct.seq)
+  if not (bal and debt and seq) then broken('account bal, debt or seq unreadable') end
+  grants = {}
+  local remaining = 0
   local r = redis.call('HGETALL', K_GRANTS)
   for i = 1, #r, 2 do
-    local t, amt, rem, eff, exp, gs, cost = string.match(r[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
-    G[#G + 1] = {id = r[i], type = t, amount = tonumber(amt), rem = tonumber(rem), eff = tonumber(eff),
-      exp = tonumber(exp), seq = tonumber(gs), cost = cost}
+    local g = parse_grant(r[i], r[i + 1])
+    remaining = remaining + g.rem
+    grants[#grants + 1] = g
   end
-  table.sort(G, before)
+  check_books(bal, debt, remaining)
+  table.sort(grants, before)
   return true
 end
 
 -- Ledger entries are written by finish(), so the last entry of a call
 -- can carry the snapshot of the account after it (field s).
-local PEND = {}
+local pending = {}
 local function ledger(kind, amount, fields)
   seq = seq + 1
   local args = {'XADD', K_LEDGER, D(seq) .. '-0', 'k', kind, 'a', D(amount), 'b', D(bal), 't', D(now)}
   for i = 1, #fields do args[#args + 1] = fields[i] end
-  PEND[#PEND + 1] = args
+  pending[#pending + 1] = args
   return seq
 end
 
@@ -77,7 +114,7 @@ end
 -- order; it returns what it could not take. The caller moves bal/debt.
 local function draw(at, amount, draws)
   local left = amount
-  for _, g in ipairs(G) do
+  for _, g in ipairs(grants) do
     if left == 0 then break end
     if eligible(g, at) then
       local take = g.rem
@@ -93,14 +130,14 @@ end
 
 local function available(at)
   local s = 0
-  for _, g in ipairs(G) do if eligible(g, at) then s = s + g.rem end end
+  for _, g in ipairs(grants) do if eligible(g, at) then s = s + g.rem end end
   return s - debt
 end
 
 -- sweep turns remainders of grants expired longer than the grace window
 -- into breakage, once: the remainder is zeroed in the same script.
 local function sweep()
-  for _, g in ipairs(G) do
+  for _, g in ipairs(grants) do
     if g.exp ~= NEVER and g.exp + grace <= now and g.rem > 0 then
       local r = g.rem
       g.rem = 0
@@ -126,8 +163,8 @@ local function idiv(a, d)
 end
 
 local function threshold()
-  local thr = tonumber(A.low_abs or '0')
-  local pct, last = tonumber(A.low_pct or '0'), tonumber(A.last or '0')
+  local thr = tonumber(acct.low_abs or '0')
+  local pct, last = tonumber(acct.low_pct or '0'), tonumber(acct.last or '0')
   if pct > 0 and last > 0 then
     local q, r = idiv(last, 100)
     local p = q * pct + math.floor(r * pct / 100)
@@ -141,7 +178,7 @@ end
 -- running a script on each.
 local function nextExpiry()
   local n = 0
-  for _, g in ipairs(G) do
+  for _, g in ipairs(grants) do
     if g.rem > 0 and g.exp ~= NEVER and (n == 0 or g.exp < n) then n = g.exp end
   end
   return n
@@ -153,7 +190,7 @@ end
 -- the snapshot of its last archived entry (repair.lua). Values are strings,
 -- so cjson keeps them exact.
 local function snapshot(ik, iv)
-  local s = {a = hash(K_ACCT), g = hash(K_GRANTS), w = hash(K_WM)}
+  local s = {a = hash(K_ACCOUNT), g = hash(K_GRANTS), w = hash(K_WATERMARKS)}
   if ik then s.i = {[ik] = iv} end
   return cjson.encode(s)
 end
@@ -163,11 +200,17 @@ end
 -- given, returns the idempotency key and record of the call from the
 -- crossing and low state; the caller stores it, and the snapshot carries it.
 local function finish(idem)
-  for _, g in ipairs(G) do
+  local remaining = 0
+  for _, g in ipairs(grants) do
+    if g.rem < 0 then broken('grant ' .. g.id .. ' remaining ' .. D(g.rem) .. ' below zero') end
+    remaining = remaining + g.rem
+  end
+  check_books(bal, debt, remaining)
+  for _, g in ipairs(grants) do
     if g.dirty then
       if g.rem == 0 then
         redis.call('HDEL', K_GRANTS, g.id)
-        redis.call('HSET', K_DONE, g.id, enc(g))
+        redis.call('HSET', K_FINISHED, g.id, enc(g))
       else
         redis.call('HSET', K_GRANTS, g.id, enc(g))
       end
@@ -177,18 +220,18 @@ local function finish(idem)
   local low = '0'
   if thr > 0 and bal < thr then low = '1' end
   local change = ''
-  if low ~= A.low then
+  if low ~= acct.low then
     if low == '1' then change = 'down' else change = 'up' end
   end
-  redis.call('HSET', K_ACCT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low, 'nexp', D(nextExpiry()))
-  if #PEND > 0 then
+  redis.call('HSET', K_ACCOUNT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low, 'nexp', D(nextExpiry()))
+  if #pending > 0 then
     local ik, iv
     if idem then ik, iv = idem(change, low) end
-    local last = PEND[#PEND]
+    local last = pending[#pending]
     last[#last + 1] = 's'
     last[#last + 1] = snapshot(ik, iv)
-    for _, args in ipairs(PEND) do redis.call(unpack(args)) end
-    PEND = {}
+    for _, args in ipairs(pending) do redis.call(unpack(args)) end
+    pending = {}
   end
   return change, low
 end

@@ -1,79 +1,87 @@
 -- dedupe.lua: producer-duplicate memory (see README "Exactly-once"),
--- shared by apply.lua and repair.lua. dedupe_open(W, ddp, expcur, expprev,
--- first) checks that the caller computed its KEYS from the current layout:
--- the levels of time buckets tb and tb-1 must be expcur and expprev ("l,l",
--- "" for none), and every set it touches must be among KEYS[first..]. If
--- the layout differs it returns nil and the two metas, for the caller to
--- answer with them; else seen(fp, bits), which remembers fp and reports
--- whether it was already there, close(), which writes the time bucket's
--- meta and returns the two metas, and forget(fp, bits).
-local DEDUPE_CAP = 400 -- ids per intset, below set-max-intset-entries (512)
-local function dedupe_open(W, ddp, expcur, expprev, first)
+-- shared by apply.lua and repair.lua. dedupe_open(window, set_prefix,
+-- expect_cur, expect_prev, first) checks that the caller computed its KEYS
+-- from the current layout: the levels of time buckets tb and tb-1 must be
+-- expect_cur and expect_prev ("l,l", "" for none), and every set it touches
+-- must be among KEYS[first..]. If the layout differs it returns nil and the
+-- two metas, for the caller to answer with them; else seen(fp, bits), which
+-- remembers fp and reports whether it was already there, close(), which
+-- writes the time bucket's meta and returns the two metas, and
+-- forget(fp, bits).
+local DEDUPE_CAP = 400 -- ids per set before a level raise, below set-max-intset-entries (512)
+local DEDUPE_TARGET = 200 -- ids per set a new level is sized for
+local DEDUPE_MAX_LEVEL = 29 -- at most 2^29 sets per time bucket (Go: ddMaxLevel)
+local DEDUPE_RAISE_MIN, DEDUPE_RAISE_MAX = 2, 6 -- a raise adds 2 to 6 levels
+local DEDUPE_YOUNG = 64 -- the rate is projected from at least window/64 of elapsed time
+
+-- a time bucket's meta: "count:level,level,..." (the last level is current)
+local function parse_meta(s)
+  if not s then return nil end
+  local n, ls = string.match(s, '^(%d+):([%d,]+)$')
+  local levels = {}
+  for l in string.gmatch(ls, '%d+') do levels[#levels + 1] = tonumber(l) end
+  return {n = tonumber(n), lv = levels, hi = levels[#levels]}
+end
+
+local function level_list(meta)
+  if not meta then return '' end
+  local t = {}
+  for j, l in ipairs(meta.lv) do t[j] = D(l) end
+  return table.concat(t, ',')
+end
+
+local function dedupe_open(window, set_prefix, expect_cur, expect_prev, first)
   -- (b) duplicate ids: fingerprints live in intset-encoded sets (8 bytes
-  -- each) keyed by arrival time bucket tb = now / W and fingerprint bits.
-  -- Each time bucket has a few levels of 2^level sets; when a set nears the
-  -- intset limit (512) the next calls put new ids in a higher level sized
-  -- for the rate seen so far, so sets stay small whatever the rate. A new
-  -- time bucket starts at the level that held the previous one at ~200 ids
-  -- per set. Lookups cover tb and tb-1, so an id is remembered between W
-  -- and 2W. TTLs are relative to the caller's clock (ARGV[1]), so skew
-  -- between it and the Redis clock does not matter.
-  local tb = math.floor(now / W)
-  -- meta of a time bucket: "count:level,level,..." (the last is current)
-  local function pm(s)
-    if not s then return nil end
-    local n, ls = string.match(s, '^(%d+):([%d,]+)$')
-    local lv = {}
-    for l in string.gmatch(ls, '%d+') do lv[#lv + 1] = tonumber(l) end
-    return {n = tonumber(n), lv = lv, hi = lv[#lv]}
-  end
-  local function lvs(x)
-    if not x then return '' end
-    local t = {}
-    for j, l in ipairs(x.lv) do t[j] = D(l) end
-    return table.concat(t, ',')
-  end
-  local m = redis.call('HMGET', K_DDM, D(tb), D(tb - 1))
-  local cur, prev = pm(m[1]), pm(m[2])
+  -- each) keyed by arrival time bucket tb = now / window and fingerprint
+  -- bits. Each time bucket has a few levels of 2^level sets; when a set
+  -- nears the intset limit the next calls put new ids in a higher level
+  -- sized for the rate seen so far, so sets stay small whatever the rate. A
+  -- new time bucket starts at the level that held the previous one at
+  -- DEDUPE_TARGET ids per set. Lookups cover tb and tb-1, so an id is
+  -- remembered between one and two windows. TTLs are relative to the
+  -- caller's clock (ARGV[1]), so skew between it and Redis's does not matter.
+  local tb = math.floor(now / window)
+  local metas = redis.call('HMGET', K_DEDUPE_META, D(tb), D(tb - 1))
+  local cur, prev = parse_meta(metas[1]), parse_meta(metas[2])
   local fresh = not cur
   if fresh then
     local k = 0
-    if prev then while k < 29 and prev.n > 200 * 2 ^ k do k = k + 1 end end
+    if prev then while k < DEDUPE_MAX_LEVEL and prev.n > DEDUPE_TARGET * 2 ^ k do k = k + 1 end end
     cur = {n = 0, lv = {k}, hi = k}
   end
-  if lvs(cur) ~= expcur or lvs(prev) ~= expprev then
-    return nil, D(cur.n) .. ':' .. lvs(cur), m[2] or ''
+  if level_list(cur) ~= expect_cur or level_list(prev) ~= expect_prev then
+    return nil, D(cur.n) .. ':' .. level_list(cur), metas[2] or ''
   end
   if fresh then
-    for _, f in ipairs(redis.call('HKEYS', K_DDM)) do
-      if tonumber(f) < tb - 1 then redis.call('HDEL', K_DDM, f) end
+    for _, f in ipairs(redis.call('HKEYS', K_DEDUPE_META)) do
+      if tonumber(f) < tb - 1 then redis.call('HDEL', K_DEDUPE_META, f) end
     end
   end
-  local decl = {}
-  for j = first, #KEYS do decl[KEYS[j]] = true end
-  local curn = cur.n
-  local kp = {}
-  local function ddkey(t, l, b)
-    local p = kp[t * 32 + l]
-    if not p then p = ddp .. D(t) .. ':' .. D(l) .. ':'; kp[t * 32 + l] = p end
-    local k = p .. D(b % 2 ^ l)
-    if not decl[k] then error('CMUNDECLARED dedupe set ' .. k .. ' not in KEYS') end
+  local declared = {}
+  for j = first, #KEYS do declared[KEYS[j]] = true end
+  local count_before = cur.n
+  local level_prefix = {} -- cache: tb * 32 + level → "<set_prefix><tb>:<level>:"
+  local function set_key(t, l, bits)
+    local p = level_prefix[t * 32 + l]
+    if not p then p = set_prefix .. D(t) .. ':' .. D(l) .. ':'; level_prefix[t * 32 + l] = p end
+    local k = p .. D(bits % 2 ^ l)
+    if not declared[k] then error('CMUNDECLARED dedupe set ' .. k .. ' not in KEYS') end
     return k
   end
-  local ttl = D((tb + 2) * W - now)
+  local ttl = D((tb + 2) * window - now)
   -- sizes of the sets this call adds to: one SCARD per set, not per id
   local size = {}
   local full = false
-  local function seen(fp, b)
+  local function seen(fp, bits)
     if prev then
       for _, l in ipairs(prev.lv) do
-        if redis.call('SISMEMBER', ddkey(tb - 1, l, b), fp) == 1 then return true end
+        if redis.call('SISMEMBER', set_key(tb - 1, l, bits), fp) == 1 then return true end
       end
     end
     for j = 1, #cur.lv - 1 do
-      if redis.call('SISMEMBER', ddkey(tb, cur.lv[j], b), fp) == 1 then return true end
+      if redis.call('SISMEMBER', set_key(tb, cur.lv[j], bits), fp) == 1 then return true end
     end
-    local k = ddkey(tb, cur.hi, b)
+    local k = set_key(tb, cur.hi, bits)
     if redis.call('SADD', k, fp) == 0 then return true end
     cur.n = cur.n + 1
     local c = size[k]
@@ -87,30 +95,30 @@ local function dedupe_open(W, ddp, expcur, expprev, first)
   -- call's sets were declared by the caller), writes the meta and returns
   -- the metas of tb and tb-1 for the caller's next KEYS.
   local function close()
-    if full and cur.hi < 29 then
-      -- jump to the level the rate so far needs: ~200 ids per set by the
-      -- end of the window (projection capped while the window is young)
-      local el = now - tb * W
-      if el < W / 64 then el = W / 64 end
-      local proj = cur.n * W / el
-      local nk = cur.hi + 2
-      while nk < 29 and nk < cur.hi + 6 and proj > 200 * 2 ^ nk do nk = nk + 1 end
+    if full and cur.hi < DEDUPE_MAX_LEVEL then
+      -- jump to the level the rate so far needs: DEDUPE_TARGET ids per set
+      -- by the end of the window (projection capped while the window is young)
+      local elapsed = now - tb * window
+      if elapsed < window / DEDUPE_YOUNG then elapsed = window / DEDUPE_YOUNG end
+      local projected = cur.n * window / elapsed
+      local nk = cur.hi + DEDUPE_RAISE_MIN
+      while nk < DEDUPE_MAX_LEVEL and nk < cur.hi + DEDUPE_RAISE_MAX and projected > DEDUPE_TARGET * 2 ^ nk do nk = nk + 1 end
       cur.hi = nk
       cur.lv[#cur.lv + 1] = nk
     end
-    local meta = D(cur.n) .. ':' .. lvs(cur)
-    if cur.n ~= curn or not m[1] or full then
-      redis.call('HSET', K_DDM, D(tb), meta)
-      redis.call('PEXPIRE', K_DDM, D((tb + 2) * W - now))
+    local meta = D(cur.n) .. ':' .. level_list(cur)
+    if cur.n ~= count_before or not metas[1] or full then
+      redis.call('HSET', K_DEDUPE_META, D(tb), meta)
+      redis.call('PEXPIRE', K_DEDUPE_META, D((tb + 2) * window - now))
     end
-    return meta, m[2] or ''
+    return meta, metas[2] or ''
   end
   -- forget removes fp from every set of tb and tb-1 it could be in
-  local function forget(fp, b)
-    local lvs = {}
-    if prev then for _, l in ipairs(prev.lv) do lvs[#lvs + 1] = {tb - 1, l} end end
-    for _, l in ipairs(cur.lv) do lvs[#lvs + 1] = {tb, l} end
-    for _, x in ipairs(lvs) do redis.call('SREM', ddkey(x[1], x[2], b), fp) end
+  local function forget(fp, bits)
+    local sets = {}
+    if prev then for _, l in ipairs(prev.lv) do sets[#sets + 1] = {tb - 1, l} end end
+    for _, l in ipairs(cur.lv) do sets[#sets + 1] = {tb, l} end
+    for _, x in ipairs(sets) do redis.call('SREM', set_key(x[1], x[2], bits), fp) end
   end
   return seen, close, forget
 end

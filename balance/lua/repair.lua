@@ -9,30 +9,40 @@
 -- subscription ("P{S}:"), 6 the seq the caller found ('-1': no account),
 -- 7 keep, 8 snapshot (JSON), 9 and 10 the dedupe levels of tb and tb-1 the
 -- caller built its dedupe KEYS from, 11 the number of journal KEYS (from
--- KEYS[8]; the dedupe sets follow them), 12 entry count, then one JSON
+-- JOURNAL_KEYS_FROM; the dedupe sets follow them), 12 entry count, then one JSON
 -- array per entry (seq, then field/value pairs), then an id count and 2 per
 -- id (fingerprint, bucket bits) to remember, then the same to forget.
 -- Every check comes before the first write: a refusal changes nothing.
-local W, ddp, base = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local JOURNAL_KEYS_FROM = 8
+local window, set_prefix, base = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local found, keep = ARGV[6], tonumber(ARGV[7])
-local cur = redis.call('HGET', K_ACCT, 'seq') or '-1'
+local cur = redis.call('HGET', K_ACCOUNT, 'seq') or '-1'
 if cur ~= found then
   return redis.error_reply('CMCONFLICT account changed during repair (seq ' .. cur .. ', expected ' .. found .. ')')
 end
 local snap = cjson.decode(ARGV[8])
-local nj = tonumber(ARGV[11])
+-- the snapshot's books must hold: the account is rebuilt from it
+do
+  local remaining = 0
+  for id, v in pairs(snap.g or {}) do remaining = remaining + parse_grant(id, v).rem end
+  local a = snap.a or {}
+  local sbal, sdebt = tonumber(a.bal), tonumber(a.debt)
+  if not (sbal and sdebt) then broken('snapshot bal or debt unreadable') end
+  check_books(sbal, sdebt, remaining)
+end
+local journal_count = tonumber(ARGV[11])
 -- journals hold first results of lines applied on the lost state: the
 -- caller declares those of every source Redis or the snapshot knows
 local journals, declared = {}, {}
-for j = 8, 7 + nj do declared[KEYS[j]] = true end
-local srcs = redis.call('HKEYS', K_WM)
+for j = JOURNAL_KEYS_FROM, JOURNAL_KEYS_FROM + journal_count - 1 do declared[KEYS[j]] = true end
+local srcs = redis.call('HKEYS', K_WATERMARKS)
 for k in pairs(snap.w or {}) do srcs[#srcs + 1] = k end
 for _, src in ipairs(srcs) do
   local k = base .. 'j:' .. src
   if not declared[k] then return redis.error_reply('CMLAYOUT journal ' .. k .. ' not in KEYS') end
   journals[#journals + 1] = k
 end
-local seen, close, forget = dedupe_open(W, ddp, ARGV[9], ARGV[10], 8 + nj)
+local seen, close, forget = dedupe_open(window, set_prefix, ARGV[9], ARGV[10], JOURNAL_KEYS_FROM + journal_count)
 if not seen then return redis.error_reply('CMLAYOUT dedupe layout changed') end
 
 -- discard what Redis holds after keep: entries and their idempotency records
@@ -40,7 +50,7 @@ local old = redis.call('XRANGE', K_LEDGER, D(keep + 1) .. '-0', '+')
 for _, e in ipairs(old) do
   local f = e[2]
   for j = 1, #f, 2 do
-    if f[j] == 'key' then redis.call('HDEL', K_IDEM, f[j + 1]) end
+    if f[j] == 'key' then redis.call('HDEL', K_IDEMPOTENCY, f[j + 1]) end
   end
   redis.call('XDEL', K_LEDGER, e[1])
 end
@@ -48,7 +58,7 @@ if redis.call('EXISTS', K_LEDGER) == 1 then redis.call('XSETID', K_LEDGER, D(kee
 
 -- the archive's entries after keep, with their idempotency records
 local n = tonumber(ARGV[12])
-local i = 13
+local i = 13 -- the first entry
 for _ = 1, n do
   local e = cjson.decode(ARGV[i])
   i = i + 1
@@ -58,7 +68,7 @@ for _ = 1, n do
   for j = 2, #e - 1, 2 do
     if e[j] == 's' then
       local s = cjson.decode(e[j + 1])
-      if s.i then for k, v in pairs(s.i) do redis.call('HSET', K_IDEM, k, v) end end
+      if s.i then for k, v in pairs(s.i) do redis.call('HSET', K_IDEMPOTENCY, k, v) end end
     end
   end
 end
@@ -69,7 +79,7 @@ local prior = redis.call('HGETALL', K_GRANTS)
 for j = 1, #prior, 2 do
   if not live[prior[j]] then
     local v = string.gsub(prior[j + 1], '^(%a+)|(%d+)|(%d+)|', '%1|%2|0|', 1)
-    redis.call('HSET', K_DONE, prior[j], v)
+    redis.call('HSET', K_FINISHED, prior[j], v)
   end
 end
 local function put(key, t)
@@ -78,11 +88,11 @@ local function put(key, t)
   for k, v in pairs(t or {}) do args[#args + 1] = k; args[#args + 1] = v end
   if #args > 2 then redis.call(unpack(args)) end
 end
-for k in pairs(live) do redis.call('HDEL', K_DONE, k) end
+for k in pairs(live) do redis.call('HDEL', K_FINISHED, k) end
 for _, k in ipairs(journals) do redis.call('DEL', k) end
 put(K_GRANTS, live)
-put(K_WM, snap.w)
-put(K_ACCT, snap.a)
+put(K_WATERMARKS, snap.w)
+put(K_ACCOUNT, snap.a)
 
 local m = tonumber(ARGV[i])
 i = i + 1
