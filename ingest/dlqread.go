@@ -234,7 +234,7 @@ func decodeDeadLetter(topic string, p int, r *kafka.Record) (*DeadLetterRecord, 
 		case HeaderReplayOf:
 			rec.ReplayOf = v
 		default:
-			rec.Headers = append(rec.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+			rec.Headers = append(rec.Headers, kafka.Header(h))
 		}
 	}
 	if rec.TruncatedFrom == 0 {
