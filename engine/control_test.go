@@ -15,6 +15,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/engine/enginetest"
@@ -294,6 +295,9 @@ func TestControlPermanentFailureStopsTheEngine(t *testing.T) {
 		setup func(w *world)
 		want  error
 	}{
+		{"archive invalid row", func(w *world) {
+			w.arch.Fail = func(int) error { return fmt.Errorf("%w: bad column", archive.ErrInvalidRow) }
+		}, archive.ErrInvalidRow},
 		{"balance invalid batch", func(w *world) {
 			w.bal.Fail = func(int) error { return fmt.Errorf("%w: bad batch", balance.ErrInvalid) }
 		}, balance.ErrInvalid},
@@ -349,3 +353,17 @@ func TestControlLostWritesAreRepairedAndReplayed(t *testing.T) {
 	}
 }
 
+// The archive refusing ledger entries that reuse a seq means Redis lost
+// writes: the engine repairs at once, though no new message arrives, and
+// commits the batch after the replay.
+func TestControlLedgerConflictInTheArchiveRepairs(t *testing.T) {
+	w := newWorld(5, 5)
+	w.arch.FailLedger = enginetest.FailFirst(1, &archive.LedgerConflictError{
+		Keys: []archive.LedgerKey{{SubscriptionID: "sub-c1", Seq: 1}}})
+	rep := &enginetest.Repairer{Ledger: w.bal}
+	w.run(t, engine.Config{Repair: rep})
+	w.waitCommitted(t)
+	if len(rep.Fixed) != 1 || rep.Fixed[0] != "sub-c1" || w.log.Rewinds() != 1 {
+		t.Errorf("repaired %v with %d rewinds; want sub-c1 once and one rewind", rep.Fixed, w.log.Rewinds())
+	}
+}

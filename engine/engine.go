@@ -254,7 +254,12 @@ func (e *Engine) run(ctx context.Context) error {
 		}
 		finished <- err
 	}()
-	err := e.produce(ctx, pctx, work)
+	// A failed finishing stage must stop the fetch too: otherwise a
+	// permanent failure or a repair waits for the next message to arrive.
+	fctx, fcancel := context.WithCancel(ctx)
+	defer fcancel()
+	defer context.AfterFunc(pctx, fcancel)()
+	err := e.produce(fctx, pctx, work)
 	close(work)
 	if ferr := <-finished; ferr != nil {
 		return ferr
