@@ -13,12 +13,13 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/fault"
 )
 
 // ErrLedgerConflict: an entry with the (subscription, seq) of an archived
 // entry but other content. The archive keeps the first; the balance store
 // that produced the second lost writes and must be repaired.
-var ErrLedgerConflict = errors.New("archive: ledger entry conflicts with the archived one")
+var ErrLedgerConflict = fault.New(fault.Conflict, "archive: ledger entry conflicts with the archived one")
 
 // LedgerConflictError lists the refused entries.
 type LedgerConflictError struct {

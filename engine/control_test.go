@@ -19,6 +19,7 @@ import (
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/engine/enginetest"
+	"github.com/creditmeter/creditmeter/internal/fault"
 )
 
 type world struct {
@@ -365,5 +366,46 @@ func TestControlLedgerConflictInTheArchiveRepairs(t *testing.T) {
 	w.waitCommitted(t)
 	if len(rep.Fixed) != 1 || rep.Fixed[0] != "sub-c1" || w.log.Rewinds() != 1 {
 		t.Errorf("repaired %v with %d rewinds; want sub-c1 once and one rewind", rep.Fixed, w.log.Rewinds())
+	}
+}
+
+// Each kind of fault.Of, from the archive and from a balance batch: what
+// may heal (unavailable, conflict, unclassified) is retried until the batch
+// commits; invalid and permanent stop the engine with nothing committed.
+func TestControlFaultKinds(t *testing.T) {
+	errs := map[fault.Kind]error{
+		fault.Unavailable: enginetest.ErrDown,
+		fault.Conflict:    fmt.Errorf("%w: moved", balance.ErrConflict),
+		fault.Unknown:     errors.New("something unnamed"),
+		fault.Invalid:     fmt.Errorf("%w: bad", balance.ErrInvalid),
+		fault.Permanent:   fault.Errorf(fault.Permanent, "WRONGTYPE Operation against a key holding the wrong kind of value"),
+	}
+	for _, stage := range []string{"archive", "balance batch"} {
+		for k, ferr := range errs {
+			t.Run(stage+"/"+k.String(), func(t *testing.T) {
+				w := newWorld(3, 3)
+				if stage == "archive" {
+					w.arch.Fail = enginetest.FailFirst(2, ferr)
+				} else {
+					w.bal.FailBatch = enginetest.FailFirst(2, ferr)
+				}
+				_, _, done, runErr := w.run(t, engine.Config{})
+				if fault.Retryable(ferr) || k == fault.Conflict || k == fault.Unknown {
+					w.waitCommitted(t)
+					return
+				}
+				select {
+				case <-done:
+					if !errors.Is(*runErr, ferr) {
+						t.Errorf("Run = %v, want %v", *runErr, ferr)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the engine kept retrying")
+				}
+				if n := w.log.Committed(); n != 0 {
+					t.Errorf("committed offset %d", n)
+				}
+			})
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/fault"
 	"github.com/creditmeter/creditmeter/rating"
 )
 
@@ -425,8 +426,10 @@ func (e *Engine) retry(ctx context.Context, stage string, f func(context.Context
 	}
 }
 
-// permanent errors are bugs or bad rows: retrying cannot help, and the
-// engine stops rather than skip data.
+// permanent errors are bugs or bad rows (fault.Invalid, fault.Permanent):
+// retrying cannot help, and the engine stops rather than skip data. The
+// rest, unclassified failures too, are retried: they may heal.
 func permanent(err error) bool {
-	return errors.Is(err, archive.ErrInvalidRow) || errors.Is(err, balance.ErrInvalid)
+	k := fault.Of(err)
+	return k == fault.Invalid || k == fault.Permanent
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/creditmeter/creditmeter/internal/fault"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -223,6 +224,9 @@ type RetryableError struct {
 
 func (e *RetryableError) Error() string { return fmt.Sprintf("%s: %v (retryable)", e.Op, e.Err) }
 func (e *RetryableError) Unwrap() error { return e.Err }
+
+// Is makes it fault.Unavailable.
+func (e *RetryableError) Is(target error) bool { return target == fault.ErrUnavailable }
 
 // Temporary marks the error as worth retrying, in kafka-go's manner.
 func (e *RetryableError) Temporary() bool { return true }

@@ -196,6 +196,9 @@ type Ledger struct {
 	// after (the scripts ran, their result is lost) when FailAfterApply.
 	Fail           func(call int) error
 	FailAfterApply bool
+	// FailBatch, when it returns an error, refuses every batch of the call
+	// with it (BatchResult.Err), applying nothing.
+	FailBatch func(call int) error
 	// OnApply sees every batch before it is applied.
 	OnApply func(b balance.Batch)
 
@@ -255,6 +258,14 @@ func (l *Ledger) Apply(_ context.Context, bs []balance.Batch) ([]balance.BatchRe
 		l.subs = map[string]*ledgerSub{}
 	}
 	out := make([]balance.BatchResult, len(bs))
+	if l.FailBatch != nil {
+		if err := l.FailBatch(l.calls); err != nil {
+			for i, b := range bs {
+				out[i] = balance.BatchResult{Subscription: b.Subscription, Err: err}
+			}
+			return out, nil
+		}
+	}
 	for i, b := range bs {
 		if l.OnApply != nil {
 			l.OnApply(b)
