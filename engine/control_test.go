@@ -17,6 +17,7 @@ import (
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/engine/enginetest"
 	"github.com/creditmeter/creditmeter/internal/fault"
@@ -406,6 +407,38 @@ func TestControlFaultKinds(t *testing.T) {
 					t.Errorf("committed offset %d", n)
 				}
 			})
+		}
+	}
+}
+
+// A source that redelivers what is in flight (a rebalance re-read): every
+// event still changes the balance once and is archived with its first
+// result, and everything commits.
+func TestControlRedeliveryOfBatchesInFlight(t *testing.T) {
+	w := newWorld(40, 4)
+	var once sync.Once
+	w.bal.OnApply = func(b balance.Batch) {
+		if b.Lines[0].Offset >= 12 {
+			once.Do(func() { go w.log.Rewind(context.Background()) })
+		}
+	}
+	w.arch.Fail = func(n int) error {
+		if n%2 == 0 {
+			return enginetest.ErrDown // keeps batches in flight
+		}
+		return nil
+	}
+	w.run(t, engine.Config{})
+	w.waitCommitted(t)
+	if w.log.Rewinds() != 1 {
+		t.Fatalf("%d rewinds, want 1", w.log.Rewinds())
+	}
+	if b := w.bal.Balance("sub-c1"); b != -credit.Credits(40) {
+		t.Errorf("balance %s after 40 events of 1 credit, want -40", b)
+	}
+	for o := int64(0); o < 40; o++ {
+		if r := w.arch.Usage[o]; len(r.GrantIDs) != 1 || r.Funded != r.Credits {
+			t.Fatalf("offset %d archived as %+v; want its first draws", o, r)
 		}
 	}
 }

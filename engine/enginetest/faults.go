@@ -235,6 +235,16 @@ func (l *Ledger) Seq(sub string) int64 {
 	return 0
 }
 
+// Balance is sub's balance.
+func (l *Ledger) Balance(sub string) credit.Amount {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.subs[sub]; s != nil {
+		return s.balance
+	}
+	return 0
+}
+
 // Calls counts the calls of Apply.
 func (l *Ledger) Calls() int {
 	l.mu.Lock()
