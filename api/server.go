@@ -16,7 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/creditmeter/creditmeter/internal/redisx"
+	"github.com/creditmeter/creditmeter/internal/fault"
 	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/tokens"
@@ -321,9 +321,13 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		e = &Error{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
 	case errors.Is(err, catalogstore.ErrBusy):
 		e = &Error{Status: http.StatusServiceUnavailable, Code: "busy", Message: err.Error()}
-	case redisx.Unavailable(err):
-		s.log.Warn("api: redis unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
-		e = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the catalog store is unavailable; retry (writes are idempotent)"}
+	case fault.Of(err) == fault.Unavailable:
+		s.log.Warn("api: store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		e = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "a store is unavailable; retry (writes are idempotent)"}
+	case fault.Of(err) == fault.Conflict:
+		e = &Error{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
+	case fault.Of(err) == fault.Invalid:
+		e = &Error{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error()}
 	default:
 		s.log.Error("api: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}

@@ -2,7 +2,6 @@ package archive
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -12,12 +11,13 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/fault"
 )
 
 // ErrLedgerConflict: an entry with the (subscription, seq) of an archived
 // entry but other content. The archive keeps the first; the balance store
 // that produced the second lost writes and must be repaired.
-var ErrLedgerConflict = errors.New("archive: ledger entry conflicts with the archived one")
+var ErrLedgerConflict = fault.New(fault.Conflict, "archive: ledger entry conflicts with the archived one")
 
 // LedgerConflictError lists the refused entries.
 type LedgerConflictError struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/fault"
 )
 
 // Status of a rated line.
@@ -80,7 +81,7 @@ type LedgerRow struct {
 }
 
 // ErrInvalidRow is returned for a row that can never be inserted; retrying is useless.
-var ErrInvalidRow = errors.New("archive: invalid row")
+var ErrInvalidRow = fault.New(fault.Invalid, "archive: invalid row")
 
 // The times a DateTime column holds: seconds since 1970 in 32 bits. Second 0
 // reads as an empty date and later times wrap, so both are refused.

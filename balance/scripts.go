@@ -2,10 +2,11 @@ package balance
 
 import (
 	"embed"
-	"errors"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/creditmeter/creditmeter/internal/fault"
 )
 
 //go:embed lua/*.lua
@@ -88,4 +89,4 @@ func (s *Store) journalKey(sub, source string) string {
 // remainder is negative or unreadable — and refused the call before writing
 // anything. Only a hand edit of Redis or a bug does that; retrying cannot
 // help (the engine stops).
-var ErrInvariant = errors.New("balance: broken books (balance ≠ Σ remaining − debt)")
+var ErrInvariant = fault.New(fault.Permanent, "balance: broken books (balance ≠ Σ remaining − debt)")

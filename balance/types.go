@@ -8,6 +8,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/fault"
 	"github.com/creditmeter/creditmeter/internal/redisx"
 )
 
@@ -26,18 +27,18 @@ const (
 var (
 	ErrUnavailable         = fmt.Errorf("balance: %w", redisx.ErrUnavailable) // the classification shared with the catalog
 	ErrUnknownSubscription = errors.New("balance: unknown subscription")
-	ErrConflict            = errors.New("balance: conflict")
-	ErrInsufficientBalance = errors.New("balance: insufficient balance")
-	ErrBelowMinimum        = errors.New("balance: top-up below the plan minimum")
-	ErrAboveMaximum        = errors.New("balance: top-up above the plan maximum")
-	ErrOutOfRange          = errors.New("balance: balance would leave ±credit.MaxAmount")
-	ErrInvalid             = errors.New("balance: invalid request")
+	ErrConflict            = fault.New(fault.Conflict, "balance: conflict")
+	ErrInsufficientBalance = fault.New(fault.Invalid, "balance: insufficient balance")
+	ErrBelowMinimum        = fault.New(fault.Invalid, "balance: top-up below the plan minimum")
+	ErrAboveMaximum        = fault.New(fault.Invalid, "balance: top-up above the plan maximum")
+	ErrOutOfRange          = fault.New(fault.Invalid, "balance: balance would leave ±credit.MaxAmount")
+	ErrInvalid             = fault.New(fault.Invalid, "balance: invalid request")
 	// ErrBehind: the subscription's ledger in Redis is behind a seq the
 	// caller saw, so Redis lost acknowledged writes; nothing was applied.
 	// Repair the subscription (Store.Repair) before applying more.
 	ErrBehind = errors.New("balance: redis ledger behind what was acknowledged")
 	// ErrTooManyGrants: the subscription has Options.MaxGrants live grants.
-	ErrTooManyGrants = errors.New("balance: too many active grants")
+	ErrTooManyGrants = fault.New(fault.Invalid, "balance: too many active grants")
 	// ErrUnreadableResult: a change was applied but its result could not be
 	// read; retrying with the same key returns the same stored result.
 	ErrUnreadableResult     = errors.New("balance: the change was applied but its result is unreadable")
@@ -47,7 +48,7 @@ var (
 
 // Retryable reports whether err is transient (Redis down, slow or
 // failing over) rather than a refusal.
-func Retryable(err error) bool { return errors.Is(err, ErrUnavailable) }
+func Retryable(err error) bool { return fault.Retryable(err) }
 
 // AccountSpec is what the balance needs of a subscription and its plan.
 type AccountSpec struct {

@@ -137,7 +137,10 @@ func (w *World) startEngine(ctx context.Context, topic, dlqTopic, group string, 
 	if err != nil {
 		return nil, err
 	}
-	cons := ingest.NewConsumer(ingest.ConsumerConfig{Conn: w.Kafka, Topic: topic, Group: group, MaxWait: 50 * time.Millisecond})
+	cons, err := ingest.NewConsumer(ingest.ConsumerConfig{Conn: w.Kafka, Topic: topic, Group: group, MaxWait: 50 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
 	src := &countingSource{Source: cons, noCommit: noCommit}
 	dlq := ingest.NewWriters(w.Brokers, topic, dlqTopic, ingest.WithConn(w.Kafka))
 	p := &probe{bal: w.Balances, arch: w.Writer, dlq: dlq, start: time.Now(), skip: skip}

@@ -177,7 +177,10 @@ func runLimits(ctx context.Context, o *Options, w *World, e2eTopic string) (*Lim
 		}
 		consumeN = n
 	}
-	cons := ingest.NewConsumer(ingest.ConsumerConfig{Conn: w.Kafka, Topic: topic, Group: w.Group("raw-consume"), MaxWait: 50 * time.Millisecond})
+	cons, err := ingest.NewConsumer(ingest.ConsumerConfig{Conn: w.Kafka, Topic: topic, Group: w.Group("raw-consume"), MaxWait: 50 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
 	// The clock starts after the first fetch, so the group join is not
 	// counted (unless the first fetch took everything).
 	got, counted, begin := 0, 0, time.Now()

@@ -63,7 +63,10 @@ func newStack(t *testing.T) *stack {
 	// the console changes it, drawn from the balances, archived.
 	br := testenv.Broker(t, 1, usageTopic, dlqTopic)
 	rater := rating.NewRater(nil)
-	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{br.Addr()}, Topic: usageTopic, Group: "console-test", MaxWait: 50 * time.Millisecond})
+	src, err := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{br.Addr()}, Topic: usageTopic, Group: "console-test", MaxWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	wr := ingest.NewWriters([]string{br.Addr()}, usageTopic, dlqTopic)
 	eng, err := engine.New(engine.Config{
 		Topic:          usageTopic,

@@ -22,6 +22,7 @@ import (
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/fault"
 	"github.com/creditmeter/creditmeter/rating"
 )
 
@@ -266,7 +267,12 @@ func (e *Engine) run(ctx context.Context) error {
 		}
 		finished <- err
 	}()
-	err := e.produce(ctx, pctx, work)
+	// A failed finishing stage must stop the fetch too: otherwise a
+	// permanent failure or a repair waits for the next message to arrive.
+	fctx, fcancel := context.WithCancel(ctx)
+	defer fcancel()
+	defer context.AfterFunc(pctx, fcancel)()
+	err := e.produce(fctx, pctx, work)
 	close(work)
 	if ferr := <-finished; ferr != nil {
 		return ferr
@@ -436,8 +442,10 @@ func (e *Engine) retry(ctx context.Context, stage string, f func(context.Context
 	}
 }
 
-// permanent errors are bugs or bad rows: retrying cannot help, and the
-// engine stops rather than skip data.
+// permanent errors are bugs or bad rows (fault.Invalid, fault.Permanent):
+// retrying cannot help, and the engine stops rather than skip data. The
+// rest, unclassified failures too, are retried: they may heal.
 func permanent(err error) bool {
-	return errors.Is(err, archive.ErrInvalidRow) || errors.Is(err, balance.ErrInvalid) || errors.Is(err, balance.ErrInvariant)
+	k := fault.Of(err)
+	return k == fault.Invalid || k == fault.Permanent
 }

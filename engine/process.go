@@ -13,6 +13,7 @@ import (
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/fault"
 	"github.com/creditmeter/creditmeter/rating"
 )
 
@@ -278,7 +279,7 @@ func (e *Engine) apply(ctx context.Context, batches []balance.Batch) ([]balance.
 			switch {
 			case r.Err == nil:
 				results[i] = r
-			case balance.Retryable(r.Err):
+			case fault.Retryable(r.Err):
 				next = append(next, i)
 				if firstErr == nil {
 					firstErr = r.Err

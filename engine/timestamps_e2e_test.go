@@ -90,7 +90,10 @@ func TestTimestampsEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := engine.NewMetrics(prometheus.NewRegistry())
-	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{h.Broker.Addr()}, Topic: e2e.Topic, Group: "timestamps", MaxWait: 50 * time.Millisecond})
+	src, err := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{h.Broker.Addr()}, Topic: e2e.Topic, Group: "timestamps", MaxWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer src.Close()
 	w := ingest.NewWriters([]string{h.Broker.Addr()}, e2e.Topic, e2e.DLQTopic)
 	defer w.Close()

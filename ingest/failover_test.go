@@ -92,7 +92,7 @@ func handover(t *testing.T, timeouts ingest.ConsumerConfig) time.Duration {
 
 	c := timeouts
 	c.Brokers, c.Topic, c.Group = []string{b.Addr()}, "usage-events", "failover"
-	me := ingest.NewConsumer(c)
+	me := mustConsumer(t, c)
 	defer me.Close()
 	holds := func(n int) bool {
 		lags, err := me.AssignedLag(ctx)
@@ -134,7 +134,7 @@ func TestConsumerChildProcess(t *testing.T) {
 	for i, s := range strings.Split(os.Getenv("CREDITMETER_TEST_CHILD_TIMEOUTS"), ",") {
 		d[i], _ = time.ParseDuration(s)
 	}
-	c := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{addr}, Topic: "usage-events", Group: "failover",
+	c := mustConsumer(t, ingest.ConsumerConfig{Brokers: []string{addr}, Topic: "usage-events", Group: "failover",
 		SessionTimeout: d[0], HeartbeatInterval: d[1], RebalanceTimeout: d[2]})
 	ctx := context.Background()
 	for {

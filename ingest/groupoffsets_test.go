@@ -39,7 +39,10 @@ func TestGroupOffsetsCoverEveryPartition(t *testing.T) {
 		ends[p] = lo.Topics["usage-events"][0].LastOffset
 	}
 
-	c := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{b.Addr()}, Topic: "usage-events", Group: "g"})
+	c, err := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{b.Addr()}, Topic: "usage-events", Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close()
 	before, err := c.GroupOffsets(ctx)
 	if err != nil {

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/creditmeter/creditmeter/internal/fault"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -224,6 +226,9 @@ type RetryableError struct {
 func (e *RetryableError) Error() string { return fmt.Sprintf("%s: %v (retryable)", e.Op, e.Err) }
 func (e *RetryableError) Unwrap() error { return e.Err }
 
+// Is makes it fault.Unavailable.
+func (e *RetryableError) Is(target error) bool { return target == fault.ErrUnavailable }
+
 // Temporary marks the error as worth retrying, in kafka-go's manner.
 func (e *RetryableError) Temporary() bool { return true }
 
@@ -265,8 +270,17 @@ type ConsumerConfig struct {
 	Logger *slog.Logger
 }
 
-// NewConsumer joins the group; a new group starts at the oldest offset.
-func NewConsumer(c ConsumerConfig) *Consumer {
+// ConfigError is NewConsumer's refusal of a config (kind fault.Invalid).
+type ConfigError struct {
+	Field, Message string
+}
+
+func (e *ConfigError) Error() string        { return "ingest: consumer " + e.Field + ": " + e.Message }
+func (e *ConfigError) Is(target error) bool { return target == fault.ErrInvalid }
+
+// NewConsumer joins the group; a new group starts at the oldest offset. A
+// config without brokers, topic or group is refused (kafka-go would panic).
+func NewConsumer(c ConsumerConfig) (*Consumer, error) {
 	if c.MaxWait <= 0 {
 		c.MaxWait = 100 * time.Millisecond
 	}
@@ -274,6 +288,14 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 		c.Conn.Brokers = c.Brokers
 	}
 	c.Brokers = c.Conn.Brokers
+	switch {
+	case len(c.Brokers) == 0 || slices.Contains(c.Brokers, ""):
+		return nil, &ConfigError{Field: "brokers", Message: "at least one broker address is required, none empty"}
+	case c.Topic == "":
+		return nil, &ConfigError{Field: "topic", Message: "the topic is required"}
+	case c.Group == "":
+		return nil, &ConfigError{Field: "group", Message: "the consumer group is required"}
+	}
 	// kfake has no initial rebalance delay; a short join keeps failover quick.
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
@@ -300,7 +322,7 @@ func NewConsumer(c ConsumerConfig) *Consumer {
 		rc.Logger, rc.ErrorLogger = kafkaLog(c.Logger)
 	}
 	return &Consumer{cfg: c, rcfg: rc, clientID: id, client: c.Conn.Client(10 * time.Second),
-		r: kafka.NewReader(rc)}
+		r: kafka.NewReader(rc)}, nil
 }
 
 // kafkaLog adapts kafka-go's printf loggers. Its per-commit and idle-fetch

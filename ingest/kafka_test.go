@@ -26,7 +26,7 @@ func TestConsumeCommitAndDeadLetter(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{b.Addr()}, Topic: "usage-events", Group: "g"})
+	c := mustConsumer(t, ingest.ConsumerConfig{Brokers: []string{b.Addr()}, Topic: "usage-events", Group: "g"})
 	var got []kafka.Message
 	for len(got) < 20 {
 		batch, err := c.Fetch(ctx, 7, 50*time.Millisecond)
@@ -78,7 +78,7 @@ func TestConsumeCommitAndDeadLetter(t *testing.T) {
 	if err := w.PublishRaw(ctx, kafka.Message{Key: []byte("c1"), Value: []byte(`{"n":"after"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	c2 := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{b.Addr()}, Topic: "usage-events", Group: "g"})
+	c2 := mustConsumer(t, ingest.ConsumerConfig{Brokers: []string{b.Addr()}, Topic: "usage-events", Group: "g"})
 	defer c2.Close()
 	next, err := c2.Fetch(ctx, 100, 200*time.Millisecond)
 	if err != nil {

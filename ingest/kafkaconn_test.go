@@ -83,7 +83,7 @@ func TestConnTLSAndSASL(t *testing.T) {
 			if err := w.PublishRaw(ctx, msgs...); err != nil {
 				t.Fatalf("produce: %v", err)
 			}
-			c := ingest.NewConsumer(ingest.ConsumerConfig{Conn: conn, Topic: "usage-events", Group: "g-" + mech, MaxWait: 50 * time.Millisecond})
+			c := mustConsumer(t, ingest.ConsumerConfig{Conn: conn, Topic: "usage-events", Group: "g-" + mech, MaxWait: 50 * time.Millisecond})
 			defer c.Close()
 			var got []kafka.Message
 			for len(got) < len(msgs) {

@@ -297,8 +297,11 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 	}) {
 		return nil
 	}
-	src := ingest.NewConsumer(ingest.ConsumerConfig{Conn: kconn, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
+	src, err := ingest.NewConsumer(ingest.ConsumerConfig{Conn: kconn, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
 		SessionTimeout: cfg.Kafka.Consumer.SessionTimeout, HeartbeatInterval: cfg.Kafka.Consumer.HeartbeatInterval, RebalanceTimeout: cfg.Kafka.Consumer.RebalanceTimeout, Logger: log})
+	if err != nil {
+		return err
+	}
 	defer src.Close()
 	e, err := engine.New(engine.Config{
 		Topic: cfg.Kafka.Topic, BatchSize: cfg.Engine.BatchSize, Linger: cfg.Engine.Linger, Logger: log, Metrics: metrics, MaxFutureSkew: cfg.Engine.MaxFutureSkew,

@@ -1,6 +1,7 @@
 // Package enginetest has stand-ins for the engine's services, for benchmarks
 // and tests of the engine's own work (decode, rate, grouping, row building)
-// without I/O. They are never the only test of an adapter.
+// and of its control flow (faults.go: services that fail on cue) without
+// I/O. They are never the only test of an adapter.
 package enginetest
 
 import (

@@ -235,7 +235,10 @@ func (h *Harness) NewEngine(group string, cfg engine.Config) (*engine.Engine, *e
 	cfg.Metrics, cfg.Topic = m, Topic
 	cfg.Refresh = func(ctx context.Context) error { _, _, err := h.Catalog.Sync(ctx, rater); return err }
 	cfg.CustomerExists = func(ctx context.Context, id string) bool { _, err := h.Catalog.Customer(ctx, id); return err == nil }
-	src := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{h.Broker.Addr()}, Topic: Topic, Group: group, MaxWait: 50 * time.Millisecond})
+	src, err := ingest.NewConsumer(ingest.ConsumerConfig{Brokers: []string{h.Broker.Addr()}, Topic: Topic, Group: group, MaxWait: 50 * time.Millisecond})
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	w := ingest.NewWriters([]string{h.Broker.Addr()}, Topic, DLQTopic)
 	h.t.Cleanup(func() { w.Close() })
 	e, err := engine.New(cfg, src, w, rater, h.Balances, h.Writer)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/creditmeter/creditmeter/internal/fault"
 	"github.com/creditmeter/creditmeter/internal/redisx"
 )
 
@@ -38,9 +39,9 @@ import (
 var (
 	ErrNotFound = errors.New("catalogstore: not found")
 	// ErrConflict: the id (or idempotency key) exists with different content.
-	ErrConflict = errors.New("catalogstore: exists with different content")
+	ErrConflict = fault.New(fault.Conflict, "catalogstore: exists with different content")
 	// ErrBusy: concurrent writes kept invalidating this one; retry.
-	ErrBusy = errors.New("catalogstore: too much contention, retry")
+	ErrBusy = fault.New(fault.Unavailable, "catalogstore: too much contention, retry")
 )
 
 // ErrUnavailable is wrapped by every error of a Redis outage (redisx's
