@@ -60,7 +60,7 @@ export async function pageDeadLetters() {
 
   page('Dead letters', null,
     h('div', { class: 'card' },
-      h('p', { class: 'hint' }, 'Usage events the engine could not charge, newest first. After fixing the catalog, `creditmeter dlq replay [--reason R]` re-submits them once.'),
+      h('p', { class: 'hint' }, 'Usage events the engine could not charge, newest first. After fixing the catalog, ', h('code', {}, 'creditmeter dlq replay [--reason R]'), ' re-submits them once.'),
       err, counts, total,
       h('div', { class: 'row' }, field('Reason', reasonSel), field('Page size', limitSel),
         h('div', { class: 'field' }, h('span', { class: 'label' }, ' '), h('button', { type: 'button', class: 'secondary', id: 'dl-refresh', onclick: restart }, 'Refresh')))),

@@ -87,7 +87,7 @@ export async function pageWebhookDeliveries(id) {
     h('div', { class: 'card' }, h('dl', { class: 'kv' },
       h('dt', {}, 'URL'), h('dd', { class: 'mono' }, ep.url), h('dt', {}, 'Events'), h('dd', {}, (ep.events || []).join(', ')),
       h('dt', {}, 'Description'), h('dd', {}, ep.description || '—'), h('dt', {}, 'Created'), h('dd', {}, when(ep.created_at)))),
-    h('div', { class: 'card' }, err, field('Show', limitSel),
+    h('div', { class: 'card' }, err, h('div', { class: 'row' }, field('Show', limitSel), h('div')),
       h('table', { id: 'wh-deliveries' },
         h('thead', {}, h('tr', {}, ['Created', 'Event', 'Status', 'Attempts', 'Status codes', 'Last error', 'Next / delivered'].map((t) => h('th', {}, t)))), body)));
   await load();
