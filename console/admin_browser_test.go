@@ -199,6 +199,46 @@ func TestConsoleCustomerTokens(t *testing.T) {
 	}
 	b.screenshot("adjustments-customer")
 	b.noProblem()
+
+	// The customer's own tokens: listed with this session's marked, another
+	// one revoked, then this session's own, which signs out.
+	tok3, _ := s.call(t, "POST", "/v1/customers/acme/tokens", "", 201)["token"].(string)
+	if len(tok3) < 16 {
+		t.Fatalf("third token %q", tok3)
+	}
+	row3 := fmt.Sprintf(`#customer-tokens tr[data-prefix=%q]`, tok3[:8])
+	b.click(`#nav a[href="#/my"]`)
+	b.waitText("h1", "My subscriptions")
+	b.waitText(row2, "this session")
+	b.waitText(row3, "never")
+	if b.exists(row1) {
+		t.Error("the customer sees the revoked token")
+	}
+	if strings.Contains(b.text(row3), "this session") {
+		t.Error("another token is marked as this session's")
+	}
+	b.screenshot("customer-own-tokens")
+	b.click(row3 + " button.revoke")
+	b.click(row3 + " button.revoke")
+	b.waitText("#token-out", "Revoked")
+	for deadline := time.Now().Add(5 * time.Second); b.exists(row3) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if b.exists(row3) {
+		b.fail("the token the customer revoked is still listed")
+	}
+	if n := s.status(t, tok3, "/v1/customers/acme/subscriptions"); n != 401 {
+		t.Errorf("the token the customer revoked: %d, want 401", n)
+	}
+	b.click(row2 + " button.revoke")
+	b.waitText(row2+" button.revoke", "Confirm: revoke and sign out")
+	b.click(row2 + " button.revoke")
+	b.waitText("h1", "Sign in")
+	b.waitText("#app", "this session's token was revoked")
+	if n := s.status(t, tok2, "/v1/customers/acme/subscriptions"); n != 401 {
+		t.Errorf("the session's own revoked token: %d, want 401", n)
+	}
+	b.noProblem()
 	if u := s.unroutedCalls(); len(u) > 0 {
 		t.Errorf("the console called routes the API does not have: %v", u)
 	}

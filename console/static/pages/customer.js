@@ -1,6 +1,7 @@
 // A customer: details, subscriptions, and its tokens (issue with an
 // optional expiry, list, revoke).
-import { h, page, field, input, formError, clearErrors, showError, val, confirmButton } from '../dom.js';
+import { h, page, field, input, formError, clearErrors, showError, val } from '../dom.js';
+import { tokenList } from './tokens.js';
 import { when, addressText } from '../format.js';
 import { api, get } from '../api.js';
 
@@ -26,27 +27,7 @@ export async function pageCustomer(id) {
 // without their secrets, and revokes them.
 function tokensCard(c, enc) {
   const out = h('div', { id: 'token-out', role: 'status' });
-  const body = h('tbody');
-  const table = h('table', { id: 'customer-tokens' },
-    h('thead', {}, h('tr', {}, ['Token', 'Prefix', 'Created', 'Expires', 'Last used', ''].map((t) => h('th', {}, t)))), body);
-  async function load() {
-    const list = (await get('/customers/' + enc + '/tokens')).data || [];
-    body.replaceChildren(...list.map((t) => {
-      const expired = t.expires_at && new Date(t.expires_at) < new Date();
-      return h('tr', { 'data-token': t.id, 'data-prefix': t.prefix },
-        h('td', { class: 'mono' }, t.id), h('td', { class: 'mono' }, t.prefix + '…'), h('td', {}, when(t.created_at)),
-        h('td', {}, t.expires_at ? when(t.expires_at) : 'never', expired ? ' ' : null, expired ? h('span', { class: 'badge low' }, 'expired') : null),
-        h('td', { class: 'last-used' }, when(t.last_used_at)),
-        h('td', {}, confirmButton('Revoke', 'Confirm revoke', { class: 'revoke' }, async () => {
-          try {
-            await api('DELETE', '/customers/' + enc + '/tokens/' + encodeURIComponent(t.id));
-            out.replaceChildren(h('div', { class: 'banner ok' }, 'Revoked token ' + t.prefix + '… (' + t.id + ').'));
-          } catch (e) { out.replaceChildren(h('div', { class: 'banner error', role: 'alert' }, e.message)); }
-          await load().catch(() => {});
-        })));
-    }));
-    if (!list.length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No tokens.')));
-  }
+  const tokens = tokenList(enc, out);
   const form = h('form', { id: 'token-form', novalidate: true }, formError(),
     field('Expires after', input('token-expires-in', 'expires_in', { placeholder: 'P30D' }),
       'An ISO 8601 duration (PT12H, P30D, P1Y); blank: the token never expires. A revoked or expired token is refused within a second.'),
@@ -58,12 +39,10 @@ function tokensCard(c, enc) {
       const t = await api('POST', '/customers/' + enc + '/tokens', exp ? { expires_in: exp } : undefined);
       out.replaceChildren(h('p', {}, 'Customer token (sign in with it and customer ID ' + c.id + '; shown this once' + (t.expires_at ? ', expires ' + when(t.expires_at) : '') + '):'),
         h('p', { class: 'token', id: 'customer-token' }, t.token));
-      await load();
+      await tokens.load();
     } catch (e) { showError(form, e); }
   });
-  const card = h('div', { class: 'card' }, h('h2', {}, 'Self-service access'),
+  return h('div', { class: 'card' }, h('h2', {}, 'Self-service access'),
     h('p', { class: 'hint' }, 'A customer token lets ' + c.name + ' see its balance and ledger and top up credits in this console. It is shown once.'),
-    form, out, h('h3', {}, 'Tokens'), table);
-  load().catch((e) => body.replaceChildren(h('tr', {}, h('td', { colspan: 6, class: 'error' }, 'Tokens: ' + e.message))));
-  return card;
+    form, out, h('h3', {}, 'Tokens'), tokens.table);
 }
