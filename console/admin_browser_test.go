@@ -314,6 +314,13 @@ func TestConsoleDeadLettersAndWebhooks(t *testing.T) {
 	}
 	b.waitText(`#dl-counts [data-reason="unknown_customer"]`, "11") // counts cover every reason
 	b.screenshot("dead-letters-malformed")
+	// Since a time after them: none; a time before: all again.
+	b.fill("dl-reason", "")
+	b.fill("dl-since", time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04"))
+	b.waitText("#dl-total", "0 dead letters")
+	b.waitText("#dead-letters tbody", "No dead letters")
+	b.fill("dl-since", time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04"))
+	b.waitText("#dl-total", "12 dead letters")
 	b.noProblem()
 
 	// A receiver that refuses the first attempt of each delivery.
@@ -339,6 +346,12 @@ func TestConsoleDeadLettersAndWebhooks(t *testing.T) {
 	b.click(`#nav a[href="#/webhooks"]`)
 	b.waitText("h1", "Webhooks")
 	b.waitText("#webhooks", "No endpoints")
+	// Every event type the API knows is offered.
+	for _, typ := range webhook.Types {
+		if id := "wh-ev-" + strings.ReplaceAll(typ, ".", "-"); !b.exists("#"+id) || b.labelFor(id) != typ {
+			t.Errorf("event type %s is not offered (#%s)", typ, id)
+		}
+	}
 	b.fill("wh-url", recv.URL+"/hook")
 	b.click("#wh-create")
 	b.waitText("#wh-events-error", "at least one event type")
@@ -391,6 +404,12 @@ func TestConsoleDeadLettersAndWebhooks(t *testing.T) {
 	b.waitText(`#webhooks button.delete`, "Confirm delete")
 	b.click(`#webhooks button.delete`)
 	b.waitText("#webhooks", "No endpoints")
+	// Every event type the API knows is offered.
+	for _, typ := range webhook.Types {
+		if id := "wh-ev-" + strings.ReplaceAll(typ, ".", "-"); !b.exists("#"+id) || b.labelFor(id) != typ {
+			t.Errorf("event type %s is not offered (#%s)", typ, id)
+		}
+	}
 	s.call(t, "GET", "/v1/webhooks/"+id, "", 404)
 	b.noProblem()
 	if u := s.unroutedCalls(); len(u) > 0 {

@@ -1,9 +1,9 @@
 // Dead letters (admin): the events the engine could not charge, read from
 // the dead-letter topic by GET /v1/dead-letters. Counts by reason, then the
 // newest entries page by page (the API's opaque cursor), optionally of one
-// reason.
-import { h, field, select, banner, page } from '../dom.js';
-import { when } from '../format.js';
+// reason and since a time.
+import { h, field, input, select, banner, page } from '../dom.js';
+import { when, isoOrRaw } from '../format.js';
 import { get } from '../api.js';
 
 // The documented reasons; a reason the API counts that is not listed here
@@ -14,9 +14,10 @@ const LIMITS = ['10', '50', '200'];
 export const positionText = (p) => !p ? '—' : p.topic + '/' + p.partition + '@' + (p.offset < 0 ? '?' : p.offset);
 
 export async function pageDeadLetters() {
-  const state = { reason: '', limit: '50', cursors: [''] }; // cursors[i] opens page i
+  const state = { reason: '', since: '', limit: '50', cursors: [''] }; // cursors[i] opens page i
   const reasonSel = select('dl-reason', 'reason', [['', 'All reasons'], ...REASONS.map((r) => [r, r])], '');
   const limitSel = select('dl-limit', 'limit', LIMITS.map((n) => [n, n + ' a page']), state.limit);
+  const sinceIn = input('dl-since', 'since', { type: 'datetime-local' });
   const counts = h('ul', { class: 'counts', id: 'dl-counts', 'aria-label': 'Dead letters by reason' });
   const total = h('p', { id: 'dl-total', role: 'status' });
   const body = h('tbody');
@@ -29,12 +30,13 @@ export async function pageDeadLetters() {
     const i = state.cursors.length - 1;
     const q = new URLSearchParams({ limit: state.limit });
     if (state.reason) q.set('reason', state.reason);
+    if (state.since) q.set('since', state.since);
     if (state.cursors[i]) q.set('cursor', state.cursors[i]);
     let r;
     try { r = await get('/dead-letters?' + q); err.textContent = ''; } catch (e) { err.textContent = 'Dead letters: ' + e.message; return; }
     renderCounts(r.counts || {});
     const n = r.total || 0;
-    total.textContent = n + ' dead letter' + (n === 1 ? '' : 's') + (state.reason ? ' with reason ' + state.reason : '') + '.';
+    total.textContent = n + ' dead letter' + (n === 1 ? '' : 's') + (state.reason ? ' with reason ' + state.reason : '') + (state.since ? ' since ' + when(state.since) : '') + '.';
     const entries = r.entries || [];
     body.replaceChildren(...entries.map(row));
     if (!entries.length) body.append(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No dead letters.')));
@@ -55,6 +57,7 @@ export async function pageDeadLetters() {
   const restart = () => { state.cursors = ['']; load(); };
   reasonSel.addEventListener('change', () => { state.reason = reasonSel.value; restart(); });
   limitSel.addEventListener('change', () => { state.limit = limitSel.value; restart(); });
+  sinceIn.addEventListener('change', () => { state.since = isoOrRaw(sinceIn.value); restart(); });
   next.addEventListener('click', () => { if (next.dataset.cursor) { state.cursors.push(next.dataset.cursor); load(); } });
   prev.addEventListener('click', () => { if (state.cursors.length > 1) { state.cursors.pop(); load(); } });
 
@@ -62,7 +65,7 @@ export async function pageDeadLetters() {
     h('div', { class: 'card' },
       h('p', { class: 'hint' }, 'Usage events the engine could not charge, newest first. After fixing the catalog, ', h('code', {}, 'creditmeter dlq replay [--reason R]'), ' re-submits them once.'),
       err, counts, total,
-      h('div', { class: 'row' }, field('Reason', reasonSel), field('Page size', limitSel),
+      h('div', { class: 'row' }, field('Reason', reasonSel), field('Since', sinceIn, 'In your local time; counts and entries from then on. Blank: all the topic keeps.'), field('Page size', limitSel),
         h('div', { class: 'field' }, h('span', { class: 'label' }, ' '), h('button', { type: 'button', class: 'secondary', id: 'dl-refresh', onclick: restart }, 'Refresh')))),
     h('div', { class: 'card' },
       h('table', { id: 'dead-letters' },
