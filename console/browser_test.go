@@ -26,6 +26,7 @@ import (
 	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/rating"
+	"github.com/creditmeter/creditmeter/webhook"
 )
 
 const admin = "admin-token-0123456789"
@@ -88,8 +89,24 @@ func newStack(t *testing.T) *stack {
 		wr.Close()
 	})
 
+	// Webhooks: the outbox the API and top-ups emit to, and a dispatcher
+	// retrying quickly, as every serve node runs one.
+	hooks, err := webhook.NewStore(stores.RC, stores.Prefix, webhook.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc.Observer = &webhook.Notifier{Emitter: hooks}
+	disp, err := webhook.NewDispatcher(hooks, webhook.DispatcherOptions{Schedule: []time.Duration{300 * time.Millisecond, 300 * time.Millisecond}, Poll: 100 * time.Millisecond, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispDone := make(chan struct{})
+	go func() { disp.Run(ctx); close(dispDone) }()
+	t.Cleanup(func() { cancel(); <-dispDone })
+
 	// The admin token's name is the actor of its adjustments.
-	srv := api.NewServer(api.Options{Catalog: cat, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{"alice@example.com:" + admin}})
+	srv := api.NewServer(api.Options{Catalog: cat, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{"alice@example.com:" + admin},
+		Webhooks: hooks, DeadLetters: ingest.DeadLetterReader{Conn: ingest.Plain(br.Addr()), Topic: dlqTopic}})
 	st := &stack{events: wr}
 	// Every API call the console makes must match a route of the API's
 	// table; the misses are recorded.
@@ -625,8 +642,11 @@ func TestConsoleSeedStory(t *testing.T) {
 
 	// Credit adjustment: the reason is required, a deduction beyond the
 	// balance needs force, then a deduction of 20.
+	if l := b.labelFor("adj-note"); l != "Note" {
+		t.Errorf("the adjustment's note is labelled %q", l)
+	}
 	b.fill("adj-amount", "-20")
-	b.fill("adj-actor", "alice@example.com")
+	b.fill("adj-note", "ticket 7")
 	b.click("#adj-submit")
 	b.waitText("#adj-reason-error", "reason")
 	b.fill("adj-amount", "-1000")
@@ -642,7 +662,9 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.waitText("#adj-result", "Adjusted by -20 AIT · balance 77 AIT")
 	b.waitText("#bal-available", "77 AIT")
 	b.waitText("#bal-low", "Low balance") // below the plan's 80
-	b.waitText("#ledger-body", "reason: Duplicate emails billed twice · by alice@example.com")
+	// The actor is the admin token's name; the note and the reason's
+	// visibility are the admin's to see.
+	b.waitText("#ledger-body", "reason: Duplicate emails billed twice · by alice@example.com · note: ticket 7 · reason hidden from the customer")
 	// The spend check a product backend makes.
 	b.fill("check-amount", "50")
 	b.click("#check-submit")
@@ -704,6 +726,12 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.waitText("#bal-available", "577 AIT")
 	b.waitText("#bal-low", "OK")
 	b.waitText("#ledger-body", "charged 20.00 USD")
+	// The adjustment was not public: its customer sees the generic reason,
+	// never the note.
+	b.waitText(`#ledger-body tr[data-kind="adjustment"]`, "reason: balance adjustment")
+	if got := b.text("#ledger-body"); strings.Contains(got, "Duplicate") || strings.Contains(got, "ticket 7") || strings.Contains(got, "alice") {
+		t.Errorf("the customer's ledger shows the admin's reason, note or name: %q", got)
+	}
 	b.waitText("#grants-body", "purchased")
 	// The archive's reports: usage by feature and this month's invoice.
 	b.waitText("#usage-features", "AI Agent Email")

@@ -97,3 +97,24 @@ export function page(title, crumbs, ...kids) {
   document.title = title + ' · creditmeter';
   app().replaceChildren(...[crumbs ? h('div', { class: 'crumbs' }, crumbs) : null, h('h1', {}, title), ...kids].filter(Boolean));
 }
+
+// confirmButton is a destructive action's button: the first click asks
+// "Confirm …" (for 5 s), the second does it. No window.confirm: a modal
+// blocks the page and tests alike.
+export function confirmButton(label, confirmLabel, attrs, action) {
+  let armed = null;
+  const a = Object.assign({ type: 'button' }, attrs || {});
+  a.class = 'secondary danger' + (a.class ? ' ' + a.class : '');
+  const btn = h('button', a, label);
+  btn.addEventListener('click', async () => {
+    if (!armed) {
+      btn.textContent = confirmLabel;
+      armed = setTimeout(() => { armed = null; btn.textContent = label; }, 5000);
+      return;
+    }
+    clearTimeout(armed); armed = null;
+    btn.disabled = true;
+    try { await action(); } finally { btn.disabled = false; btn.textContent = label; }
+  });
+  return btn;
+}

@@ -13,6 +13,8 @@ import { pageCustomer } from './pages/customer.js';
 import { pageSubscribe } from './pages/subscribe.js';
 import { pageSubscription } from './pages/subscription.js';
 import { pageMine } from './pages/mine.js';
+import { pageDeadLetters } from './pages/dead-letters.js';
+import { pageWebhooks, pageWebhookDeliveries } from './pages/webhooks.js';
 
 const routes = [
   [/^#\/login$/, pageLogin, null],
@@ -25,6 +27,9 @@ const routes = [
   [/^#\/customers\/([^/]+)$/, pageCustomer, 'admin'],
   [/^#\/customers\/([^/]+)\/subscribe$/, pageSubscribe, 'admin'],
   [/^#\/subscriptions\/([^/]+)$/, (id) => pageSubscription(id, true), 'admin'],
+  [/^#\/dead-letters$/, pageDeadLetters, 'admin'],
+  [/^#\/webhooks$/, pageWebhooks, 'admin'],
+  [/^#\/webhooks\/([^/]+)$/, pageWebhookDeliveries, 'admin'],
   [/^#\/my$/, pageMine, 'customer'],
   [/^#\/my\/subscriptions\/([^/]+)$/, (id) => pageSubscription(id, false), 'customer'],
 ];
@@ -37,7 +42,7 @@ function navLinks() {
   const here = location.hash;
   const link = (href, label) => h('a', { href, 'aria-current': here.startsWith(href) ? 'page' : null }, label);
   if (r === 'admin') {
-    nav.append(link('#/plans', 'Product Catalog › Plans'), link('#/features', 'Features'), link('#/currencies', 'Credit currencies'), link('#/customers', 'Customers'));
+    nav.append(link('#/plans', 'Product Catalog › Plans'), link('#/features', 'Features'), link('#/currencies', 'Credit currencies'), link('#/customers', 'Customers'), link('#/dead-letters', 'Dead letters'), link('#/webhooks', 'Webhooks'));
     who.append(h('span', {}, 'Admin'));
   } else if (r === 'customer') {
     nav.append(link('#/my', 'My subscriptions'));

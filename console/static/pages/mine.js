@@ -1,8 +1,10 @@
-// My subscriptions: a customer's own subscriptions.
+// My subscriptions: a customer's own subscriptions, and its tokens (list,
+// revoke).
 import { h, page } from '../dom.js';
 import { when } from '../format.js';
 import { get } from '../api.js';
 import { store } from '../session.js';
+import { tokenList } from './tokens.js';
 
 export async function pageMine() {
   const cust = store.getItem('cm.customer');
@@ -12,6 +14,14 @@ export async function pageMine() {
       h('thead', {}, h('tr', {}, ['Subscription', 'Plan', 'Currency', 'Started'].map((t) => h('th', {}, t)))),
       h('tbody', {}, subs.map((sub) => h('tr', {}, h('td', {}, h('a', { href: '#/my/subscriptions/' + encodeURIComponent(sub.id) }, sub.id)),
         h('td', {}, sub.plan_id), h('td', {}, sub.currency), h('td', {}, when(sub.start_at))))))
-      : h('p', { class: 'muted' }, 'No subscriptions.')));
+      : h('p', { class: 'muted' }, 'No subscriptions.')),
+    tokensCard(encodeURIComponent(cust)));
+}
+
+function tokensCard(enc) {
+  const out = h('div', { id: 'token-out', role: 'status' });
+  return h('div', { class: 'card' }, h('h2', {}, 'Access tokens'),
+    h('p', { class: 'hint' }, 'The tokens that can sign in as your account. Revoke one you no longer use or that may have leaked; new tokens are issued by your administrator.'),
+    out, tokenList(enc, out).table);
 }
 

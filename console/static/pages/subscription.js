@@ -123,10 +123,15 @@ function balanceView({ code }) {
 
 const kindName = { grant: 'Grant', topup: 'Top-up', adjustment: 'Adjustment', adjust: 'Adjustment', usage: 'Usage', expiry: 'Expiry' };
 
-function entryDetails(e, sub) {
+// entryDetails: an admin sees an adjustment's actor, note and whether its
+// reason is shown to the customer; a customer's ledger carries none of
+// them (the API sends the generic reason when it is not public).
+function entryDetails(e, sub, admin) {
   const parts = [];
   if (e.reason) parts.push('reason: ' + e.reason);
   if (e.actor) parts.push('by ' + e.actor);
+  if (e.note) parts.push('note: ' + e.note);
+  if (admin && e.kind === 'adjustment') parts.push(e.public ? 'reason shown to the customer' : 'reason hidden from the customer');
   if (e.charge) parts.push('charged ' + money(e.charge, e.currency || sub.currency));
   if (e.events) parts.push(e.events + ' event' + (e.events === 1 ? '' : 's'));
   if (e.unfunded && toBig(e.unfunded) !== 0n) parts.push('unfunded ' + fmt(e.unfunded));
@@ -136,7 +141,7 @@ function entryDetails(e, sub) {
 
 // ledgerView reads the ledger incrementally (from_seq after the last entry
 // seen) and keeps the last 5,000 entries; it shows the newest 200.
-function ledgerView({ enc, sub }) {
+function ledgerView({ enc, sub, admin }) {
   const entries = [];
   let lastSeq = 0;
   const body = h('tbody', { id: 'ledger-body' });
@@ -144,7 +149,7 @@ function ledgerView({ enc, sub }) {
     const shown = entries.slice(-200).reverse();
     body.replaceChildren(...shown.map((e) => h('tr', { 'data-seq': e.seq, 'data-kind': e.kind },
       h('td', { class: 'num' }, e.seq), h('td', {}, when(e.time)), h('td', {}, kindName[e.kind] || e.kind),
-      h('td', { class: 'num' }, (toBig(e.amount) > 0n ? '+' : '') + fmt(e.amount)), h('td', { class: 'num' }, fmt(e.balance_after)), h('td', {}, entryDetails(e, sub)))));
+      h('td', { class: 'num' }, (toBig(e.amount) > 0n ? '+' : '') + fmt(e.amount)), h('td', { class: 'num' }, fmt(e.balance_after)), h('td', {}, entryDetails(e, sub, admin)))));
     if (!shown.length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No entries.')));
   }
   async function load() {
@@ -361,8 +366,9 @@ function adjustmentForm({ enc, code }, refresh) {
   const form = h('form', { class: 'card', id: 'adjust-form', novalidate: true }, h('h2', {}, 'Credit adjustment'), formError(),
     h('div', { class: 'row' },
       field('Credits (+ to add, - to deduct)', input('adj-amount', 'amount', { inputmode: 'decimal', placeholder: '-20' })),
-      field('Acting admin', input('adj-actor', 'actor', { value: store.getItem('cm.actor') || '', placeholder: 'alice@example.com' }))),
-    field('Reason', input('adj-reason', 'reason', { placeholder: 'Goodwill credit for the outage of 3 Nov' }), 'Recorded in the ledger with the acting admin.'),
+      field('Note', input('adj-note', 'note', { placeholder: 'ticket 4711', maxlength: 1000 }), 'For admins only; the ledger records your admin token\'s name as the actor.')),
+    field('Reason', input('adj-reason', 'reason', { placeholder: 'Goodwill credit for the outage of 3 Nov' }), 'Recorded in the ledger. The customer sees it only when shown; otherwise "balance adjustment".'),
+    h('div', { class: 'field' }, checkbox('adj-public', 'Show reason to customer', false, 'public'), errorP('adj-public')),
     h('div', { class: 'field' }, checkbox('adj-force', 'Allow a deduction beyond the available balance (negative balance)', false, 'force'), errorP('adj-force')),
     h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'adj-submit' }, 'Apply adjustment')),
     banner('ok', 'adj-result'));
@@ -370,14 +376,15 @@ function adjustmentForm({ enc, code }, refresh) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault(); clearErrors(form);
     const out = document.getElementById('adj-result'); out.textContent = '';
-    const body = { amount: val('adj-amount'), reason: val('adj-reason'), actor: val('adj-actor'), force: checked('adj-force') };
-    if (body.actor) store.setItem('cm.actor', body.actor);
+    const body = { amount: val('adj-amount'), reason: val('adj-reason'), public: checked('adj-public'), force: checked('adj-force') };
+    if (val('adj-note')) body.note = val('adj-note');
     const btn = document.getElementById('adj-submit'); btn.disabled = true;
     try {
       const r = await api('POST', '/subscriptions/' + enc + '/adjustments', body, { 'Idempotency-Key': adjKey });
       adjKey = key();
       out.textContent = 'Adjusted by ' + (toBig(r.amount) > 0n ? '+' : '') + fmt(r.amount) + ' ' + code + ' · balance ' + fmt(r.balance) + ' ' + code + '.';
-      document.getElementById('adj-amount').value = ''; document.getElementById('adj-reason').value = '';
+      for (const f of ['adj-amount', 'adj-reason', 'adj-note']) document.getElementById(f).value = '';
+      document.getElementById('adj-public').checked = false;
       refresh();
     } catch (e) {
       if (e.status !== 0) adjKey = key();
