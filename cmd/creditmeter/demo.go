@@ -395,7 +395,17 @@ func (d *demo) waitBalance(base string, want decimal.Decimal) reply {
 
 // showMetrics prints the low-balance series of /metrics.
 func (d *demo) showMetrics(sub string) {
-	raw, err := d.get(d.metrics)
+	// The balance moves when a batch is applied; the batch's counters when
+	// it is archived and committed, a moment later.
+	const crossed = `creditmeter_low_balance_crossings_total{direction="down"}`
+	var raw []byte
+	var err error
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		raw, err = d.get(d.metrics)
+		if err == nil && strings.Contains(string(raw), crossed) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		d.expect(false, "/metrics answers (%v)", err)
 		return
@@ -411,7 +421,7 @@ func (d *demo) showMetrics(sub string) {
 	for _, l := range lines {
 		d.say("  %s", l)
 	}
-	d.expect(strings.Contains(string(raw), `creditmeter_low_balance_crossings_total{direction="down"}`), "the downward crossing is counted in /metrics")
+	d.expect(strings.Contains(string(raw), crossed), "the downward crossing is counted in /metrics")
 }
 
 func (d *demo) report(base string, emails int, final decimal.Decimal) {
