@@ -35,7 +35,12 @@ type LimitsResult struct {
 	CHInsert   Limit `json:"clickhouse_insert"`
 	NaivePipe  Limit `json:"naive_pipelined"`
 	NaiveSeq   Limit `json:"naive_sequential"`
-	// Slowest is the slowest of consume, Lua batched and ClickHouse insert.
+	// The true raw limits: the least Redis and ClickHouse work the job
+	// needs (rawfloor.go), not creditmeter's own script and rows.
+	RedisMinimal     Limit `json:"redis_minimal"`
+	ClickHouseNarrow Limit `json:"clickhouse_narrow"`
+	// Slowest is the slowest of the true raw limits: consume, decode+rate,
+	// minimal Redis work, narrow ClickHouse insert.
 	Slowest Limit `json:"slowest"`
 	// LuaEventsPerCall: average events per Lua call in the batched run.
 	LuaEventsPerCall float64 `json:"lua_events_per_call"`
@@ -43,7 +48,7 @@ type LimitsResult struct {
 
 // All lists the limits in table order.
 func (l *LimitsResult) All() []Limit {
-	return []Limit{l.Consume, l.LuaBatched, l.CHInsert, l.DecodeRate, l.NaivePipe, l.NaiveSeq}
+	return []Limit{l.Consume, l.DecodeRate, l.RedisMinimal, l.ClickHouseNarrow, l.LuaBatched, l.CHInsert, l.NaivePipe, l.NaiveSeq}
 }
 
 func limit(name, what string, n int64, d time.Duration) Limit {
@@ -269,8 +274,18 @@ func runLimits(ctx context.Context, o *Options, w *World, e2eTopic string) (*Lim
 	}
 	res.CHInsert = limit("clickhouse insert", "archive.Writer.WriteUsage, rated_usage rows, batches of "+strconv.Itoa(bs), int64(n), time.Since(start))
 
+	d, perCall, err := redisMinimal(ctx, w, rs, n, bs)
+	if err != nil {
+		return nil, err
+	}
+	res.RedisMinimal = limit("redis minimal", fmt.Sprintf("the floor: per Lua call (%.1f events) SADD of each fingerprint into 16 bucketed sets, one HINCRBY, one HSET of the offset mark; pipelined by %d", perCall, bs), int64(n), d)
+	if d, err = clickhouseNarrow(ctx, w, rs, n, bs); err != nil {
+		return nil, err
+	}
+	res.ClickHouseNarrow = limit("clickhouse narrow", "the floor: rows of (event id, subscription, time, Int64 credits), batches of "+strconv.Itoa(bs), int64(n), d)
+
 	res.Slowest = res.Consume
-	for _, l := range []Limit{res.LuaBatched, res.CHInsert} {
+	for _, l := range []Limit{res.DecodeRate, res.RedisMinimal, res.ClickHouseNarrow} {
 		if l.PerSec < res.Slowest.PerSec {
 			res.Slowest = l
 		}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -44,6 +45,7 @@ func (e *Engine) watchGroup(ctx context.Context, gw GroupWatcher) {
 	}
 	var stuck []int
 	var behind int64
+	holders := map[string]bool{}
 	for p, o := range offs {
 		m, ok := e.marks[p]
 		if !ok || o.Committed != m.committed || o.Lag() == 0 {
@@ -53,6 +55,7 @@ func (e *Engine) watchGroup(ctx context.Context, gw GroupWatcher) {
 		if now.Sub(m.since) >= e.cfg.StuckAfter {
 			stuck = append(stuck, p)
 			behind += o.Lag()
+			holders[o.Member] = true
 		}
 	}
 	rw, ok := e.src.(Rewinder)
@@ -60,8 +63,9 @@ func (e *Engine) watchGroup(ctx context.Context, gw GroupWatcher) {
 		return
 	}
 	slices.Sort(stuck)
+	held := slices.Sorted(maps.Keys(holders)) // "" is a partition no member holds
 	e.log.Warn("the group committed nothing on partitions that have messages; rejoining so that it rebalances",
-		"partitions", stuck, "behind", behind, "after", e.cfg.StuckAfter)
+		"partitions", stuck, "behind", behind, "after", e.cfg.StuckAfter, "held_by", held)
 	if e.m != nil {
 		e.m.Retries.WithLabelValues("rebalance").Inc()
 	}

@@ -80,7 +80,7 @@ func benchMetrics(b *testing.B, real bool) {
 	reg := prometheus.NewRegistry()
 	m := engine.NewMetrics(reg)
 	accounts.NewAccountMetrics(reg, m.LowCrossings)
-	reg.MustRegister(lowbalance.NewLowBalanceCollector(store, nil, lowbalance.LowBalanceOptions{}))
+	reg.MustRegister(lowbalance.NewCollector(store, nil, lowbalance.Options{}))
 	off, on := newEngine("usage-off", nil), newEngine("usage-on", m)
 
 	batch := func(topic string, op int) []kafka.Message {

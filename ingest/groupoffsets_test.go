@@ -75,6 +75,9 @@ func TestGroupOffsetsCoverEveryPartition(t *testing.T) {
 		if p == m.Partition {
 			want = m.Offset + 1
 		}
+		if o.Member == "" {
+			t.Errorf("partition %d: no member, want this consumer's client id", p)
+		}
 		if o.Committed != want || o.End != ends[p] {
 			t.Errorf("partition %d after committing %d/%d: %+v, want committed %d, end %d", p, m.Partition, m.Offset, o, want, ends[p])
 		}

@@ -442,6 +442,9 @@ type PartitionOffsets struct {
 	// offset when the group has committed nothing there yet.
 	Committed int64
 	End       int64 // the offset the next message will get
+	// Member is the client id of the group member the partition is
+	// assigned to ("" when none is; GroupOffsets only).
+	Member string
 }
 
 // Lag is how many messages of the partition the group has not committed.
@@ -471,7 +474,30 @@ func (c *Consumer) GroupOffsets(ctx context.Context) (map[int]PartitionOffsets, 
 	if len(parts) == 0 {
 		return map[int]PartitionOffsets{}, nil
 	}
-	return c.offsets(ctx, parts)
+	offs, err := c.offsets(ctx, parts)
+	if err != nil {
+		return nil, err
+	}
+	dg, err := c.client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{c.cfg.Group}})
+	if err != nil {
+		return nil, fmt.Errorf("describe group %s: %w", c.cfg.Group, err)
+	}
+	for _, g := range dg.Groups {
+		for _, m := range g.Members {
+			for _, t := range m.MemberAssignments.Topics {
+				if t.Topic != c.cfg.Topic {
+					continue
+				}
+				for _, p := range t.Partitions {
+					if o, ok := offs[p]; ok {
+						o.Member = m.ClientID
+						offs[p] = o
+					}
+				}
+			}
+		}
+	}
+	return offs, nil
 }
 
 // offsets asks the broker for the group's committed offsets and the ends of

@@ -20,7 +20,7 @@ func TestLowBalanceCollectorOnlyWhileActive(t *testing.T) {
 	f.set("sub-00001", 3, 3, true)
 	var active atomic.Bool
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(lowbalance.NewLowBalanceCollector(f, nil, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond, Active: active.Load}))
+	reg.MustRegister(lowbalance.NewCollector(f, nil, lowbalance.Options{MaxAge: time.Nanosecond, Active: active.Load}))
 	names := []string{"creditmeter_balance_low_credits", "creditmeter_balances_low"}
 	if got := series(t, reg, names...); len(got) != 0 {
 		t.Fatalf("inactive node exports %v", got)

@@ -12,8 +12,8 @@ import (
 	"github.com/creditmeter/creditmeter/credit"
 )
 
-// LowBalanceSource is what the low-balance collector reads (balance.Store).
-type LowBalanceSource interface {
+// Source is what the low-balance collector reads (balance.Store).
+type Source interface {
 	LowSubscriptions(ctx context.Context) ([]string, error)
 	Balance(ctx context.Context, sub string) (balance.BalanceView, error)
 }
@@ -22,8 +22,8 @@ type LowBalanceSource interface {
 // catalog).
 type SubscriptionLabels func(ctx context.Context, sub string) (customer, plan string, err error)
 
-// LowBalanceOptions bound the collector's cost; zero values take defaults.
-type LowBalanceOptions struct {
+// Options bound the collector's cost; zero values take defaults.
+type Options struct {
 	// MaxSeries caps the per-subscription series (default 1000). Low
 	// subscriptions beyond it, in id order, are only counted in
 	// creditmeter_balances_low_unlisted.
@@ -44,7 +44,7 @@ type LowBalanceOptions struct {
 	Active func() bool
 }
 
-// LowBalanceCollector exposes, at scrape time, the subscriptions below their
+// Collector exposes, at scrape time, the subscriptions below their
 // low-balance threshold. Only those get series, so label cardinality is
 // bounded by the number of low subscriptions (and MaxSeries), not by all
 // subscriptions; a topped-up subscription leaves the low set and its series
@@ -52,10 +52,10 @@ type LowBalanceOptions struct {
 //
 // It relies on the balance store's low set, which holds only subscriptions
 // with a threshold: one without a threshold is never listed, even at zero.
-type LowBalanceCollector struct {
-	src    LowBalanceSource
+type Collector struct {
+	src    Source
 	labels SubscriptionLabels
-	opt    LowBalanceOptions
+	opt    Options
 
 	mu        sync.Mutex
 	running   chan struct{} // closed when the refresh in progress ends; nil when none
@@ -76,8 +76,8 @@ type lowSub struct {
 	labeled             bool
 }
 
-// NewLowBalanceCollector builds the collector; register it on a registry.
-func NewLowBalanceCollector(src LowBalanceSource, labels SubscriptionLabels, opt LowBalanceOptions) *LowBalanceCollector {
+// NewCollector builds the collector; register it on a registry.
+func NewCollector(src Source, labels SubscriptionLabels, opt Options) *Collector {
 	if opt.MaxSeries <= 0 {
 		opt.MaxSeries = 1000
 	}
@@ -94,7 +94,7 @@ func NewLowBalanceCollector(src LowBalanceSource, labels SubscriptionLabels, opt
 		opt.Workers = 8
 	}
 	subLabels := []string{"subscription", "customer", "plan"}
-	return &LowBalanceCollector{src: src, labels: labels, opt: opt, labelMemo: map[string][2]string{}, plans: map[string]bool{},
+	return &Collector{src: src, labels: labels, opt: opt, labelMemo: map[string][2]string{}, plans: map[string]bool{},
 		descLow: prometheus.NewDesc("creditmeter_balance_low_credits",
 			"Balance in credits of a subscription below its low-balance threshold; only low subscriptions have this series.", subLabels, nil),
 		descExhausted: prometheus.NewDesc("creditmeter_balance_exhausted",
@@ -111,7 +111,7 @@ func NewLowBalanceCollector(src LowBalanceSource, labels SubscriptionLabels, opt
 }
 
 // Describe implements prometheus.Collector.
-func (c *LowBalanceCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.descLow, c.descExhausted, c.descLowByPlan, c.descExhaustedByPlan, c.descUnlisted, c.descErrs} {
 		ch <- d
 	}
@@ -120,7 +120,7 @@ func (c *LowBalanceCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. A slow Redis must not fail the
 // scrape (the engine's own series matter most then), so it waits at most
 // Wait for a refresh and otherwise serves the last reading.
-func (c *LowBalanceCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if c.opt.Active != nil && !c.opt.Active() {
 		c.mu.Lock()
 		errs := c.errs
@@ -174,7 +174,7 @@ func (c *LowBalanceCollector) Collect(ch chan<- prometheus.Metric) {
 func credits(a credit.Amount) float64 { return float64(a) / float64(credit.Unit) }
 
 // refreshNow runs one refresh and publishes its result.
-func (c *LowBalanceCollector) refreshNow(done chan struct{}, memo map[string][2]string) {
+func (c *Collector) refreshNow(done chan struct{}, memo map[string][2]string) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.opt.Timeout)
 	snap, unlisted, memo, err := c.refresh(ctx, memo)
 	cancel()
@@ -193,7 +193,7 @@ func (c *LowBalanceCollector) refreshNow(done chan struct{}, memo map[string][2]
 
 // refresh reads the low set and the balances of its first MaxSeries
 // members, labelled from memo or the catalog.
-func (c *LowBalanceCollector) refresh(ctx context.Context, memo map[string][2]string) ([]lowSub, int, map[string][2]string, error) {
+func (c *Collector) refresh(ctx context.Context, memo map[string][2]string) ([]lowSub, int, map[string][2]string, error) {
 	subs, err := c.src.LowSubscriptions(ctx)
 	if err != nil {
 		return nil, 0, nil, err
@@ -241,7 +241,7 @@ func (c *LowBalanceCollector) refresh(ctx context.Context, memo map[string][2]st
 
 // read fills s with sub's balance and labels; false when sub is no longer
 // low (a crossing between the two reads) or has no account.
-func (c *LowBalanceCollector) read(ctx context.Context, sub string, memo map[string][2]string, s *lowSub) (bool, error) {
+func (c *Collector) read(ctx context.Context, sub string, memo map[string][2]string, s *lowSub) (bool, error) {
 	v, err := c.src.Balance(ctx, sub)
 	if errors.Is(err, balance.ErrUnknownSubscription) {
 		return false, nil

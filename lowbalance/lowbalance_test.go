@@ -125,7 +125,7 @@ func TestLowBalanceOnlyLowSubscriptions(t *testing.T) {
 	f.stale["sub-00020"] = true // topped up, the set not yet updated: must not be listed
 	reg := prometheus.NewRegistry()
 	labels := func(_ context.Context, sub string) (string, string, error) { return plans(sub) }
-	reg.MustRegister(lowbalance.NewLowBalanceCollector(f, labels, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond}))
+	reg.MustRegister(lowbalance.NewCollector(f, labels, lowbalance.Options{MaxAge: time.Nanosecond}))
 
 	got := series(t, reg, "creditmeter_balance_low_credits", "creditmeter_balance_exhausted", "creditmeter_balances_low",
 		"creditmeter_balances_exhausted", "creditmeter_balances_low_unlisted")
@@ -191,8 +191,8 @@ func TestLowBalanceCapAndErrors(t *testing.T) {
 		f.set(fmt.Sprintf("sub-%05d", i), 1, 1, true)
 	}
 	reg := prometheus.NewRegistry()
-	c := lowbalance.NewLowBalanceCollector(f, func(_ context.Context, sub string) (string, string, error) { return plans(sub) },
-		lowbalance.LowBalanceOptions{MaxSeries: 20, MaxAge: time.Hour})
+	c := lowbalance.NewCollector(f, func(_ context.Context, sub string) (string, string, error) { return plans(sub) },
+		lowbalance.Options{MaxSeries: 20, MaxAge: time.Hour})
 	reg.MustRegister(c)
 	if n := testutil.CollectAndCount(c, "creditmeter_balance_low_credits"); n != 20 {
 		t.Errorf("%d per-subscription series, want the cap 20", n)
@@ -214,7 +214,7 @@ func TestLowBalanceCapAndErrors(t *testing.T) {
 	f2 := &fakeBalances{views: map[string]balance.BalanceView{}, stale: map[string]bool{}}
 	f2.set("sub-00001", 3, 3, true)
 	reg2 := prometheus.NewRegistry()
-	reg2.MustRegister(lowbalance.NewLowBalanceCollector(f2, nil, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond}))
+	reg2.MustRegister(lowbalance.NewCollector(f2, nil, lowbalance.Options{MaxAge: time.Nanosecond}))
 	first := series(t, reg2, "creditmeter_balance_low_credits")
 	f2.mu.Lock()
 	f2.down = true
@@ -253,7 +253,7 @@ func TestLowBalanceAndTopUpsOnRedis(t *testing.T) {
 		}
 		return s.CustomerID, s.PlanID, nil
 	}
-	reg.MustRegister(lowbalance.NewLowBalanceCollector(h.Balances, labels, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond}))
+	reg.MustRegister(lowbalance.NewCollector(h.Balances, labels, lowbalance.Options{MaxAge: time.Nanosecond}))
 	var subs []string
 	for i, inc := range []string{"10", "1000", "1000", "15"} {
 		plan := seed.PlanUnfunded
@@ -343,7 +343,7 @@ func TestLowBalanceSlowRedisDoesNotBlockScrape(t *testing.T) {
 	f.set("sub-00001", 3, 3, true)
 	h := &hanging{fakeBalances: f}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(lowbalance.NewLowBalanceCollector(h, nil, lowbalance.LowBalanceOptions{MaxAge: time.Nanosecond, Wait: 100 * time.Millisecond, Timeout: time.Minute}))
+	reg.MustRegister(lowbalance.NewCollector(h, nil, lowbalance.Options{MaxAge: time.Nanosecond, Wait: 100 * time.Millisecond, Timeout: time.Minute}))
 	if got := series(t, reg, "creditmeter_balance_low_credits"); len(got) != 1 {
 		t.Fatalf("first scrape: %v", got)
 	}

@@ -97,7 +97,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		return err
 	}
 	// Only the low-balance lease holder reads and exports the low balances.
-	reg.MustRegister(lowbalance.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), lowbalance.LowBalanceOptions{Active: bg.low.MayHold}))
+	reg.MustRegister(lowbalance.NewCollector(bal, subscriptionLabels(cat.store), lowbalance.Options{Active: bg.low.MayHold}))
 
 	// Every mode archives (the API archives the ledger entries of top-ups,
 	// adjustments and included credits), so every mode creates the tables:

@@ -59,7 +59,7 @@ func served(t *testing.T) map[string]bool {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := engine.NewMetrics(reg)
 	accounts.NewAccountMetrics(reg, m.LowCrossings)
-	reg.MustRegister(lowbalance.NewLowBalanceCollector(oneLow{}, nil, lowbalance.LowBalanceOptions{}))
+	reg.MustRegister(lowbalance.NewCollector(oneLow{}, nil, lowbalance.Options{}))
 	// Label-only vectors appear once used.
 	m.Lag.WithLabelValues("0").Set(0)
 	m.StageSeconds.WithLabelValues("rate").Observe(0)
