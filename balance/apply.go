@@ -381,7 +381,19 @@ func (s *Store) Check(ctx context.Context, sub string, amt credit.Amount) (Check
 		return CheckResult{}, err
 	}
 	av := bk.available(s.nowMs())
-	return CheckResult{Allowed: amt <= av, Available: av, Policy: Policy(a["policy"])}, nil
+	r := CheckResult{Available: av, Spendable: av, Policy: Policy(a["policy"])}
+	if d := a["dlim"]; d != "" {
+		lim, err := amount(d)
+		if err != nil {
+			return CheckResult{}, err
+		}
+		r.DebtLimit = &lim
+		if r.Policy == Overage {
+			r.Spendable = av + lim // what apply.lua's debt_limit lets usage take
+		}
+	}
+	r.Allowed = amt <= r.Spendable
+	return r, nil
 }
 
 // Ledger returns up to limit entries with sequence number >= from, in order.
