@@ -191,6 +191,7 @@ type AccountTerms struct {
 	MaxPurchase    *credit.Amount   `json:"max_purchase,omitempty"`
 	Currency       string           `json:"currency"`
 	CreditValue    decimal.Decimal  `json:"credit_value"`
+	DebtLimit      *credit.Amount   `json:"debt_limit,omitempty"` // the subscription's, else the plan's
 }
 
 // Terms are the account terms of a prepared subscription under plan.
@@ -201,6 +202,10 @@ func Terms(s *Subscription, plan *Plan) AccountTerms {
 		t.CreditCurrency, t.Overage = pc.CreditCurrency, pc.Overage
 		t.LowCredits, t.LowPercent = pc.LowBalance.Credits, pc.LowBalance.Percent
 		t.MinPurchase, t.MaxPurchase = pc.MinPurchase, pc.MaxPurchase
+		t.DebtLimit = pc.DebtLimit
+	}
+	if s.DebtLimit != nil {
+		t.DebtLimit = s.DebtLimit
 	}
 	return t
 }
