@@ -31,6 +31,9 @@ func TestSpendControlCheck(t *testing.T) {
 		t.Fatalf("negative debt limit: %s", r.raw)
 	}
 	e.must(201, "POST", "/v1/plans", admin, overPlanJSON)
+	if pv := e.must(200, "POST", "/v1/subscriptions/preview", admin, overSubJSON); pv.body["debt_limit"] != "20" {
+		t.Fatalf("preview's debt limit: %s", pv.raw)
+	}
 	e.must(201, "POST", "/v1/subscriptions", admin, overSubJSON, "Idempotency-Key", "over-1")
 	base := "/v1/subscriptions/sub-over/check"
 	tok := e.must(201, "POST", "/v1/customers/acme/tokens", admin, "").body["token"].(string)
