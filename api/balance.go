@@ -106,6 +106,8 @@ type BalanceJSON struct {
 	Low            bool          `json:"low"`
 	Policy         string        `json:"policy"`
 	Grants         []GrantJSON   `json:"grants"`
+	// DebtLimit is the limit on overage debt, when there is one.
+	DebtLimit *credit.Amount `json:"debt_limit,omitempty"`
 	// GrantsTotal counts the live grants; NextOffset, when set, is the
 	// offset of the next page of them.
 	GrantsTotal int  `json:"grants_total"`
@@ -157,7 +159,7 @@ func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principa
 		return balanceError(err)
 	}
 	out := BalanceJSON{SubscriptionID: sub.ID, Total: v.Total, Available: v.Available, Debt: v.Debt,
-		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}, GrantsTotal: len(v.Grants)}
+		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}, GrantsTotal: len(v.Grants), DebtLimit: v.DebtLimit}
 	if p, err := s.cat.Plan(r.Context(), sub.PlanID); err == nil && p.Prepaid != nil {
 		out.CreditCurrency = p.Prepaid.CreditCurrency
 	}

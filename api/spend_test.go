@@ -64,6 +64,9 @@ func TestSpendControlCheck(t *testing.T) {
 		t.Fatalf("amount beyond the debt limit: %s", ck.raw)
 	}
 	e.must(404, "POST", base, other, `{"feature":"ai-agent-email","quantity":"1"}`)
+	if b := e.must(200, "GET", "/v1/subscriptions/sub-over/balance", tok, ""); b.body["debt_limit"] != "20" {
+		t.Fatalf("balance's debt limit: %s", b.raw)
+	}
 
 	for _, tc := range []struct {
 		body        string

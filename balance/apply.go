@@ -348,6 +348,13 @@ func (s *Store) Balance(ctx context.Context, sub string) (BalanceView, error) {
 	if v.Unfunded, err = amount(a["unf"]); err != nil {
 		return BalanceView{}, err
 	}
+	if d := a["dlim"]; d != "" {
+		lim, err := amount(d)
+		if err != nil {
+			return BalanceView{}, err
+		}
+		v.DebtLimit = &lim
+	}
 	if b := a["base"]; b != "" {
 		// A restored account: its ledger up to base lives only in the archive.
 		if v.LedgerBase, err = strconv.ParseInt(b, 10, 64); err != nil {

@@ -245,6 +245,8 @@ type BalanceView struct {
 	// balance after them was BaseBalance.
 	LedgerBase  int64
 	BaseBalance credit.Amount
+
+	DebtLimit *credit.Amount // limit on overage debt; nil: none
 }
 
 // CheckResult answers whether a subscription may spend an amount now.
