@@ -90,6 +90,12 @@ func TestSpendControlCheck(t *testing.T) {
 		}
 	}
 
+	// A plan change reaches the subscriptions' accounts.
+	e.must(200, "PUT", "/v1/plans/ai-overage", admin, strings.Replace(overPlanJSON, `"debt_limit":"20"`, `"debt_limit":"5.5"`, 1))
+	if ck = e.must(200, "POST", base, tok, `{"amount":"105.5"}`); ck.body["allowed"] != true || ck.body["spendable"] != "105.5" || ck.body["debt_limit"] != "5.5" {
+		t.Fatalf("after the plan's limit went to 5.5: %s", ck.raw)
+	}
+
 	// The subscription's limit overrides the plan's.
 	e.must(201, "POST", "/v1/subscriptions", admin, strings.Replace(strings.Replace(overSubJSON, "sub-over", "sub-strict", 1), `"currency":"USD"`, `"currency":"USD","debt_limit":"0"`, 1), "Idempotency-Key", "strict-1")
 	if s := e.must(200, "GET", "/v1/subscriptions/sub-strict", admin, ""); s.body["debt_limit"] != "0" {
