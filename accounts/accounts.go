@@ -149,6 +149,7 @@ func AccountSpec(t rating.AccountTerms) (balance.AccountSpec, error) {
 	if t.MaxPurchase != nil {
 		s.TopUpMax = *t.MaxPurchase
 	}
+	s.DebtLimit = t.DebtLimit
 	return s, nil
 }
 

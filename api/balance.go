@@ -1,10 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -103,6 +106,8 @@ type BalanceJSON struct {
 	Low            bool          `json:"low"`
 	Policy         string        `json:"policy"`
 	Grants         []GrantJSON   `json:"grants"`
+	// DebtLimit is the limit on overage debt, when there is one.
+	DebtLimit *credit.Amount `json:"debt_limit,omitempty"`
 	// GrantsTotal counts the live grants; NextOffset, when set, is the
 	// offset of the next page of them.
 	GrantsTotal int  `json:"grants_total"`
@@ -154,7 +159,7 @@ func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principa
 		return balanceError(err)
 	}
 	out := BalanceJSON{SubscriptionID: sub.ID, Total: v.Total, Available: v.Available, Debt: v.Debt,
-		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}, GrantsTotal: len(v.Grants)}
+		Unfunded: v.Unfunded, Low: v.Low, Policy: string(v.Policy), Grants: []GrantJSON{}, GrantsTotal: len(v.Grants), DebtLimit: v.DebtLimit}
 	if p, err := s.cat.Plan(r.Context(), sub.PlanID); err == nil && p.Prepaid != nil {
 		out.CreditCurrency = p.Prepaid.CreditCurrency
 	}
@@ -176,8 +181,14 @@ func (s *Server) getBalance(w http.ResponseWriter, r *http.Request, who principa
 	return nil
 }
 
+// checkRequest is what to check: a raw amount of credits, or a feature and
+// quantity, or an event, which are rated as the engine would rate them.
 type checkRequest struct {
-	Amount *credit.Amount `json:"amount"` // required: a check of nothing would always be allowed
+	Amount     *credit.Amount             `json:"amount"`
+	Feature    string                     `json:"feature"`
+	EventName  string                     `json:"event_name"`
+	Quantity   json.RawMessage            `json:"quantity"`
+	Dimensions map[string]json.RawMessage `json:"dimensions"`
 }
 
 func (s *Server) check(w http.ResponseWriter, r *http.Request, who principal) error {
@@ -185,22 +196,145 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request, who principal) er
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
+	modes := 0
+	for _, set := range []bool{req.Amount != nil, req.Feature != "", req.EventName != ""} {
+		if set {
+			modes++
+		}
+	}
 	switch {
-	case req.Amount == nil:
-		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "amount", Message: "amount is required: the credits to spend, e.g. {\"amount\": \"5\"}"}
-	case *req.Amount < 0:
+	case modes == 0:
+		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "amount",
+			Message: "amount, feature or event_name is required: the credits to spend, e.g. {\"amount\": \"5\"}, or {\"feature\": \"ai-agent-email\", \"quantity\": \"3\"}"}
+	case modes > 1:
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "amount", Message: "give one of amount, feature or event_name"}
+	case req.Amount != nil && *req.Amount < 0:
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "amount", Message: "amount must not be negative"}
+	case req.Amount != nil && (req.Quantity != nil || req.Dimensions != nil):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "quantity", Message: "quantity and dimensions go with feature or event_name, not amount"}
 	}
 	sub, err := s.subscriptionFor(r, who)
 	if err != nil {
 		return err
 	}
-	v, err := s.balances.Check(r.Context(), sub.ID, *req.Amount)
+	out := map[string]any{}
+	amount := credit.Amount(0)
+	if req.Amount != nil {
+		amount = *req.Amount
+	} else {
+		q, dims, err := checkQuantity(req)
+		if err != nil {
+			return err
+		}
+		tbl, err := s.cat.SubscriptionTable(r.Context(), sub)
+		if err != nil {
+			return err
+		}
+		var money rating.Money
+		if req.Feature != "" {
+			amount, money, err = tbl.Quote(sub.ID, req.Feature, q, dims)
+		} else {
+			amount, money, err = rateEvents(tbl, sub, req.EventName, q, dims, time.Now())
+		}
+		if err != nil {
+			return quoteError(err, req.Feature != "")
+		}
+		out["cost"] = map[string]any{"amount": money.String(), "currency": sub.Currency}
+	}
+	v, err := s.balances.Check(r.Context(), sub.ID, amount)
 	if err != nil {
 		return balanceError(err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"allowed": v.Allowed, "available": v.Available, "policy": string(v.Policy)})
+	out["allowed"], out["available"], out["policy"] = v.Allowed, v.Available, string(v.Policy)
+	out["credits"], out["spendable"] = amount, v.Spendable
+	if v.DebtLimit != nil {
+		out["debt_limit"] = *v.DebtLimit
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// checkQuantity reads a check's quantity (default 1) and dimensions.
+func checkQuantity(req checkRequest) (rating.Number, []rating.Dim, error) {
+	q := rating.NumberOf(1)
+	if req.Quantity != nil {
+		var err error
+		if q, err = rating.ParseNumberBytes(bytes.Trim(req.Quantity, `"`)); err != nil || q.Mant < 0 {
+			return q, nil, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "quantity", Message: "quantity must be a non-negative decimal number, e.g. \"3\""}
+		}
+	}
+	if req.Dimensions == nil {
+		return q, nil, nil
+	}
+	keys := make([]string, 0, len(req.Dimensions))
+	for k := range req.Dimensions {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	dims := make([]rating.Dim, 0, len(keys))
+	for _, k := range keys {
+		raw := req.Dimensions[k]
+		var str string
+		if err := json.Unmarshal(raw, &str); err == nil {
+			dims = append(dims, rating.Dim{Key: k, Str: str})
+			continue
+		}
+		n, err := rating.ParseNumberBytes(raw)
+		if err != nil {
+			return q, nil, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "dimensions." + k, Message: "a dimension is a string or a number"}
+		}
+		dims = append(dims, rating.Dim{Key: k, Num: n, IsNum: true})
+	}
+	return q, dims, nil
+}
+
+// rateEvents rates quantity (a whole number) events named name with dims,
+// one by one as the engine does, summing every meter's line.
+func rateEvents(tbl *rating.Table, sub *rating.Subscription, name string, q rating.Number, dims []rating.Dim, now time.Time) (credit.Amount, rating.Money, error) {
+	n, err := strconv.ParseInt(q.String(), 10, 64)
+	if err != nil || n > 1e6 {
+		return 0, 0, rating.ErrNotWhole
+	}
+	at := now
+	if at.Before(sub.StartAt) {
+		at = sub.StartAt
+	}
+	ev := rating.Event{ID: "check", CustomerID: sub.CustomerID, SubscriptionID: sub.ID, Name: name, Timestamp: at, Dims: dims}
+	lines, err := tbl.Rate(&ev, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	var one credit.Amount
+	var money rating.Money
+	for _, l := range lines {
+		one, money = one+l.Credits, money+l.Money
+	}
+	total, cost := one*credit.Amount(n), money*rating.Money(n)
+	if n > 0 && (total/credit.Amount(n) != one || !total.Valid() || cost/rating.Money(n) != money) {
+		return 0, 0, rating.ErrOverflow
+	}
+	return total, cost, nil
+}
+
+// quoteError maps rating's refusals of a check to API errors.
+func quoteError(err error, feature bool) error {
+	field := "event_name"
+	if feature {
+		field = "feature"
+	}
+	switch {
+	case errors.Is(err, rating.ErrFeatureNotRated):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "not_rated", Field: "feature", Message: "the subscription's conversion table has no rate for this feature"}
+	case errors.Is(err, rating.ErrFilterMismatch):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "filter_mismatch", Field: "dimensions", Message: "the dimensions do not match the feature's meter filters, so such usage is not charged to it"}
+	case errors.Is(err, rating.ErrNotWhole):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "quantity", Message: "a COUNT meter (or a number of events) takes a whole quantity, at most 1,000,000 events"}
+	case errors.Is(err, rating.ErrOverflow):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "quantity", Message: "the quantity's credits are beyond range"}
+	case errors.Is(err, rating.ErrMissingDimension), errors.Is(err, rating.ErrDimensionNotNumber), errors.Is(err, rating.ErrNegativeQuantity):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "unratable", Field: "dimensions", Message: strings.TrimPrefix(err.Error(), "rating: ")}
+	}
+	return &Error{Status: http.StatusUnprocessableEntity, Code: "unratable", Field: field, Message: strings.TrimPrefix(err.Error(), "rating: ")}
 }
 
 // EntryJSON is one ledger entry.

@@ -348,6 +348,13 @@ func (s *Store) Balance(ctx context.Context, sub string) (BalanceView, error) {
 	if v.Unfunded, err = amount(a["unf"]); err != nil {
 		return BalanceView{}, err
 	}
+	if d := a["dlim"]; d != "" {
+		lim, err := amount(d)
+		if err != nil {
+			return BalanceView{}, err
+		}
+		v.DebtLimit = &lim
+	}
 	if b := a["base"]; b != "" {
 		// A restored account: its ledger up to base lives only in the archive.
 		if v.LedgerBase, err = strconv.ParseInt(b, 10, 64); err != nil {
@@ -381,7 +388,19 @@ func (s *Store) Check(ctx context.Context, sub string, amt credit.Amount) (Check
 		return CheckResult{}, err
 	}
 	av := bk.available(s.nowMs())
-	return CheckResult{Allowed: amt <= av, Available: av, Policy: Policy(a["policy"])}, nil
+	r := CheckResult{Available: av, Spendable: av, Policy: Policy(a["policy"])}
+	if d := a["dlim"]; d != "" {
+		lim, err := amount(d)
+		if err != nil {
+			return CheckResult{}, err
+		}
+		r.DebtLimit = &lim
+		if r.Policy == Overage {
+			r.Spendable = av + lim // what apply.lua's debt_limit lets usage take
+		}
+	}
+	r.Allowed = amt <= r.Spendable
+	return r, nil
 }
 
 // Ledger returns up to limit entries with sequence number >= from, in order.

@@ -50,12 +50,16 @@ func drawTime(ts, now, grace int64) int64 {
 	return max(min(ts, now), now-grace)
 }
 
-// use applies one usage line of credits at timestamp ts under policy.
-func (b *book) use(ts, now, grace int64, credits credit.Amount, policy Policy) LineResult {
+// use applies one usage line of credits at timestamp ts under policy and
+// an optional debt limit (debtlimit.lua).
+func (b *book) use(ts, now, grace int64, credits credit.Amount, policy Policy, limit *credit.Amount) LineResult {
 	draws, left := b.draw(drawTime(ts, now, grace), credits)
 	var over credit.Amount
 	if left > 0 && policy == Overage {
 		over = min(left, b.balance()+credit.MaxAmount, credit.MaxAmount-b.Debt)
+		if limit != nil {
+			over = min(over, max(*limit-b.Debt, 0))
+		}
 		over = max(over, 0)
 		b.Debt += over
 	}

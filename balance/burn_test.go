@@ -156,16 +156,16 @@ func TestDrawProperties(t *testing.T) {
 func TestUsePolicies(t *testing.T) {
 	mk := func() *book { return &book{Grants: []*bucket{{ID: "g", Type: Purchased, Amount: 5, Remaining: 5}}} }
 	b := mk()
-	if r := b.use(0, 0, 0, 8, Overage); r.Overage != 3 || r.Unfunded != 0 || r.Balance != -3 || b.Debt != 3 {
+	if r := b.use(0, 0, 0, 8, Overage, nil); r.Overage != 3 || r.Unfunded != 0 || r.Balance != -3 || b.Debt != 3 {
 		t.Fatalf("overage %+v", r)
 	}
 	b = mk()
-	if r := b.use(0, 0, 0, 8, Unfunded); r.Overage != 0 || r.Unfunded != 3 || r.Balance != 0 || b.Debt != 0 {
+	if r := b.use(0, 0, 0, 8, Unfunded, nil); r.Overage != 0 || r.Unfunded != 3 || r.Balance != 0 || b.Debt != 0 {
 		t.Fatalf("unfunded %+v", r)
 	}
 	// Overage stops at -MaxAmount; the rest is unfunded.
 	b = &book{Debt: credit.MaxAmount - 2}
-	if r := b.use(0, 0, 0, 5, Overage); r.Overage != 2 || r.Unfunded != 3 || r.Balance != -credit.MaxAmount {
+	if r := b.use(0, 0, 0, 5, Overage, nil); r.Overage != 2 || r.Unfunded != 3 || r.Balance != -credit.MaxAmount {
 		t.Fatalf("bound %+v", r)
 	}
 	// Settlement: debt is paid from grants eligible now.

@@ -15,6 +15,7 @@ import (
 type model struct {
 	book
 	policy Policy
+	limit  *credit.Amount // debt limit; nil: none
 	seq    int64
 	wm     map[string]int64
 	seen   map[string]bool
@@ -73,7 +74,7 @@ func (m *model) apply(now int64, b Batch) []LineResult {
 		default:
 			m.seen[l.EventID] = true
 			applied = true
-			lr := m.use(l.Time.UnixMilli(), now, m.Grace, l.Credits, m.policy)
+			lr := m.use(l.Time.UnixMilli(), now, m.Grace, l.Credits, m.policy, m.limit)
 			if src != "" {
 				m.journal[fmt.Sprint(src, "@", l.Offset)] = lr
 			}
@@ -92,18 +93,24 @@ func (m *model) apply(now int64, b Batch) []LineResult {
 // moves through the Lua scripts and the Go model and compares every
 // result and the grants after each step.
 func TestScriptsMatchModel(t *testing.T) {
-	for _, policy := range []Policy{Overage, Unfunded} {
-		t.Run(string(policy), func(t *testing.T) {
+	limit := c(15)
+	for _, tc := range []struct {
+		name   string
+		policy Policy
+		limit  *credit.Amount
+	}{{"overage", Overage, nil}, {"unfunded", Unfunded, nil}, {"overage-debt-limit", Overage, &limit}} {
+		policy := tc.policy
+		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, 15*time.Minute)
 			s, err := New(e.rc, Options{Prefix: e.pfx, GraceWindow: 15 * time.Minute, DedupeWindow: 48 * time.Hour, Now: e.clock.Now})
 			if err != nil {
 				t.Fatal(err)
 			}
 			e.s = s
-			sub := "model-" + string(policy)
-			e.open(sub, policy)
-			m := &model{book: book{Grace: (15 * time.Minute).Milliseconds()}, policy: policy, wm: map[string]int64{}, seen: map[string]bool{}, journal: map[string]LineResult{}}
-			r := rand.New(rand.NewPCG(7, uint64(len(policy))))
+			sub := "model-" + tc.name
+			e.open(sub, policy, func(a *AccountSpec) { a.DebtLimit = tc.limit })
+			m := &model{book: book{Grace: (15 * time.Minute).Milliseconds()}, policy: policy, limit: tc.limit, wm: map[string]int64{}, seen: map[string]bool{}, journal: map[string]LineResult{}}
+			r := rand.New(rand.NewPCG(7, uint64(len(tc.name))))
 			types := []GrantType{Promotional, Purchased, Adjustment}
 			amt := func() credit.Amount { return credit.Amount(r.Int64N(int64(c(20)))) + 1 }
 			offsets := map[int32]int64{}

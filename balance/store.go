@@ -169,7 +169,8 @@ func (s *Store) OpenAccount(ctx context.Context, a AccountSpec) (ChangeResult, e
 	}
 	v, err := s.run(ctx, openScript, s.keys(a.Subscription).list(), s.nowMs(), s.grace, a.Customer,
 		"policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
-		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String())
+		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String(),
+		"dlim", a.debtLimitField())
 	if err != nil {
 		return ChangeResult{}, err
 	}
@@ -205,8 +206,18 @@ func (a AccountSpec) validate() error {
 		return fmt.Errorf("%w: currency is required", ErrInvalid)
 	case a.CreditValue.IsNegative():
 		return fmt.Errorf("%w: negative credit value", ErrInvalid)
+	case a.DebtLimit != nil && (*a.DebtLimit < 0 || !a.DebtLimit.Valid()):
+		return fmt.Errorf("%w: debt limit %s", ErrInvalid, *a.DebtLimit)
 	}
 	return nil
+}
+
+// debtLimitField is the account field dlim: µcredits, or empty for no limit.
+func (a AccountSpec) debtLimitField() string {
+	if a.DebtLimit == nil {
+		return ""
+	}
+	return strconv.FormatInt(int64(*a.DebtLimit), 10)
 }
 
 // fingerprint identifies a request's content for idempotency conflicts.
@@ -678,7 +689,8 @@ func (s *Store) Restore(ctx context.Context, r RestoreSpec) (ChangeResult, error
 		args = append(args, src, off)
 	}
 	args = append(args, "policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
-		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String())
+		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String(),
+		"dlim", a.debtLimitField())
 	v, err := s.run(ctx, restoreScript, s.keys(a.Subscription).list(), args...)
 	if err != nil {
 		return ChangeResult{}, err

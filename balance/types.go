@@ -64,6 +64,9 @@ type AccountSpec struct {
 	// CreditValue is the money price of one credit in Currency.
 	Currency    string
 	CreditValue decimal.Decimal
+	// DebtLimit caps overage debt (overage policy); usage beyond it is
+	// unfunded. Nil: no limit.
+	DebtLimit *credit.Amount
 }
 
 // GrantRequest adds a grant bucket. Key makes it idempotent.
@@ -243,6 +246,8 @@ type BalanceView struct {
 	// balance after them was BaseBalance.
 	LedgerBase  int64
 	BaseBalance credit.Amount
+
+	DebtLimit *credit.Amount // limit on overage debt; nil: none
 }
 
 // CheckResult answers whether a subscription may spend an amount now.
@@ -250,6 +255,13 @@ type CheckResult struct {
 	Allowed   bool
 	Available credit.Amount
 	Policy    Policy
+	// DebtLimit is the account's limit on overage debt (nil: none).
+	// Spendable is what usage may take now before any of it is unfunded:
+	// Available, plus DebtLimit under the overage policy with a limit
+	// (apply.lua settles the debt first, then lets it grow to the limit).
+	// Allowed is amount <= Spendable.
+	DebtLimit *credit.Amount
+	Spendable credit.Amount
 }
 
 // Entry is one immutable ledger entry.

@@ -675,6 +675,11 @@ func TestConsoleSeedStory(t *testing.T) {
 	b.fill("check-amount", "-1")
 	b.click("#check-submit")
 	b.waitText("#check-amount-error", "negative")
+	// By feature and quantity, priced with the subscription's table.
+	b.fill("check-feature", "ai-agent-email")
+	b.fill("check-quantity", "3")
+	b.click("#check-submit")
+	b.waitText("#check-result", "3 AIT (0.12 USD) · Allowed · available 77 AIT · shortfall unfunded.")
 	b.screenshot("subscription-admin")
 
 	b.noProblem()

@@ -127,6 +127,9 @@ type PrepaidConfig struct {
 	Consumption    []ConsumptionRate `json:"consumption"`
 	LowBalance     LowBalance        `json:"low_balance"`
 	Overage        OveragePolicy     `json:"overage_policy"`
+	// DebtLimit caps overage debt (overage policy only): usage beyond it is
+	// unfunded and /check refuses it. Nil: no limit.
+	DebtLimit *credit.Amount `json:"debt_limit,omitempty"`
 }
 
 // ConsumptionRate maps one unit of a feature to credits ("1 email = 1 AIT").
@@ -256,6 +259,9 @@ type Subscription struct {
 	// Set by Prepare: the start instant and creation time.
 	StartAt   time.Time `json:"start_at"`
 	CreatedAt time.Time `json:"created_at"`
+
+	// DebtLimit overrides the plan's limit on overage debt (spend control).
+	DebtLimit *credit.Amount `json:"debt_limit,omitempty"`
 }
 
 // Lookup finds catalog entries by id; validation of references uses it.

@@ -104,6 +104,8 @@ type Preview struct {
 	MaxPurchase   *credit.Amount `json:"max_purchase,omitempty"`
 	OveragePolicy OveragePolicy  `json:"overage_policy"`
 	Billing       Billing        `json:"billing"`
+
+	DebtLimit *credit.Amount `json:"debt_limit,omitempty"` // the subscription's, else the plan's
 }
 
 // PreviewSubscription validates s (filling it as PrepareSubscription does) and
@@ -129,6 +131,7 @@ func BuildPreview(s *Subscription, plan *Plan, l Lookup) *Preview {
 		StartAt:     s.StartAt, MinPurchase: pc.MinPurchase, MaxPurchase: pc.MaxPurchase,
 		OveragePolicy: pc.Overage, Billing: s.Billing,
 	}
+	pv.DebtLimit = Terms(s, plan).DebtLimit
 	if s.Included.Enabled {
 		pv.IncludedCredits = &IncludedPreview{
 			GrantType: s.Included.GrantType, Amount: s.Included.Amount,
@@ -191,6 +194,7 @@ type AccountTerms struct {
 	MaxPurchase    *credit.Amount   `json:"max_purchase,omitempty"`
 	Currency       string           `json:"currency"`
 	CreditValue    decimal.Decimal  `json:"credit_value"`
+	DebtLimit      *credit.Amount   `json:"debt_limit,omitempty"` // the subscription's, else the plan's
 }
 
 // Terms are the account terms of a prepared subscription under plan.
@@ -201,6 +205,10 @@ func Terms(s *Subscription, plan *Plan) AccountTerms {
 		t.CreditCurrency, t.Overage = pc.CreditCurrency, pc.Overage
 		t.LowCredits, t.LowPercent = pc.LowBalance.Credits, pc.LowBalance.Percent
 		t.MinPurchase, t.MaxPurchase = pc.MinPurchase, pc.MaxPurchase
+		t.DebtLimit = pc.DebtLimit
+	}
+	if s.DebtLimit != nil {
+		t.DebtLimit = s.DebtLimit
 	}
 	return t
 }

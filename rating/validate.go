@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/creditmeter/creditmeter/credit"
 )
 
 // Sentinel errors; every FieldError wraps one of them.
@@ -265,6 +267,19 @@ func validatePrepaid(c *PrepaidConfig, l Lookup) error {
 	default:
 		return invalid("prepaid.overage_policy", "overage_policy must be overage or unfunded, got %q", c.Overage)
 	}
+	return validateDebtLimit("prepaid.debt_limit", c.DebtLimit, c.Overage)
+}
+
+// validateDebtLimit: a limit on overage debt is a non-negative amount and
+// only means something under the overage policy.
+func validateDebtLimit(field string, lim *credit.Amount, policy OveragePolicy) error {
+	switch {
+	case lim == nil:
+	case *lim < 0 || !lim.Valid():
+		return invalid(field, "debt_limit must be a non-negative amount of credits, got %s", lim)
+	case policy != OverageAllow:
+		return invalid(field, "debt_limit needs overage_policy \"overage\" (under %q usage never goes into debt)", policy)
+	}
 	return nil
 }
 
@@ -444,6 +459,9 @@ func PrepareSubscription(s *Subscription, l Lookup, now time.Time) (*Plan, error
 		return nil, err
 	}
 	if err := validateRates("consumption", s.Consumption, l); err != nil {
+		return nil, err
+	}
+	if err := validateDebtLimit("debt_limit", s.DebtLimit, pc.Overage); err != nil {
 		return nil, err
 	}
 	s.CreatedAt = now

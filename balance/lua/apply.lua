@@ -55,6 +55,7 @@ local function charge(off, ts, credits)
     over = bal - funded + MAX
     if over > MAX - debt then over = MAX - debt end
     if over > left then over = left end
+    over = debt_limit(over)
     if over < 0 then over = 0 end
     debt = debt + over
   end

@@ -101,7 +101,8 @@ function prepaidSection(pp, curOpts, priceTbl, consumptionTbl) {
       h('div', { class: 'row' },
         field('Low-balance alert below (credits)', input('plan-low-credits', 'prepaid.low_balance.credits', { value: low.credits || '', inputmode: 'decimal' })),
         field('… or below (% of the last grant)', input('plan-low-percent', 'prepaid.low_balance.percent', { value: low.percent || '', inputmode: 'decimal' })),
-        field('When credits run out', select('plan-overage', 'prepaid.overage_policy', [['unfunded', 'Record the shortfall as unfunded usage'], ['overage', 'Let the balance go negative (overage)']], pp.overage_policy || 'unfunded')))),
+        field('When credits run out', select('plan-overage', 'prepaid.overage_policy', [['unfunded', 'Record the shortfall as unfunded usage'], ['overage', 'Let the balance go negative (overage)']], pp.overage_policy || 'unfunded')),
+        field('Debt limit (credits, overage only)', input('plan-debt-limit', 'prepaid.debt_limit', { value: pp.debt_limit || '', inputmode: 'decimal', placeholder: 'none' }), 'Usage beyond it is recorded unfunded.'))),
     consumptionTbl);
 }
 
@@ -119,5 +120,6 @@ function readPrepaid(prices, rows) {
   }
   if (val('plan-low-credits')) p.low_balance.credits = val('plan-low-credits');
   if (val('plan-low-percent')) p.low_balance.percent = val('plan-low-percent');
+  if (val('plan-debt-limit')) p.debt_limit = val('plan-debt-limit');
   return p;
 }

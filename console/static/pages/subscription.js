@@ -400,15 +400,21 @@ function adjustmentForm({ enc, code }, refresh) {
 function checkForm({ enc, code }) {
   const form = h('form', { class: 'card', id: 'check-form', novalidate: true }, h('h2', {}, 'Spend check'), formError(),
     field('Credits about to be spent', input('check-amount', 'amount', { inputmode: 'decimal', placeholder: '12.5' }), 'Asks POST /v1/subscriptions/{id}/check, as a product backend does.'),
+    h('div', { class: 'row' },
+      field('… or a feature', input('check-feature', 'feature', { placeholder: 'ai-agent-email' }), 'Priced with this subscription\'s conversion table.'),
+      field('Quantity', input('check-quantity', 'quantity', { inputmode: 'decimal', placeholder: '3' }))),
     h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'check-submit' }, 'Check')),
     h('div', { class: 'banner', id: 'check-result', role: 'status' }));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault(); clearErrors(form);
     const out = document.getElementById('check-result'); out.textContent = ''; out.className = 'banner';
     try {
-      const r = await api('POST', '/subscriptions/' + enc + '/check', { amount: val('check-amount') });
+      const body = val('check-feature') ? { feature: val('check-feature'), quantity: val('check-quantity') || '1' } : { amount: val('check-amount') };
+      const r = await api('POST', '/subscriptions/' + enc + '/check', body);
       out.className = 'banner ' + (r.allowed ? 'ok' : 'warn');
-      out.textContent = (r.allowed ? 'Allowed' : 'Not allowed') + ' · available ' + fmt(r.available) + ' ' + code + ' · ' + (r.policy === 'overage' ? 'overage allowed' : 'shortfall unfunded') + '.';
+      const cost = r.cost ? fmt(r.credits) + ' ' + code + ' (' + r.cost.amount + ' ' + r.cost.currency + ') · ' : '';
+      const limit = r.debt_limit !== undefined ? ' · spendable ' + fmt(r.spendable) + ' ' + code + ' with the debt limit of ' + fmt(r.debt_limit) : '';
+      out.textContent = cost + (r.allowed ? 'Allowed' : 'Not allowed') + ' · available ' + fmt(r.available) + ' ' + code + ' · ' + (r.policy === 'overage' ? 'overage allowed' : 'shortfall unfunded') + limit + '.';
     } catch (e) { showError(form, e); }
   });
   return form;
