@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -121,6 +122,9 @@ func CheckGroups(groups []string) error {
 	return nil
 }
 
+// ErrBadCursor is a cursor that is not a next_cursor of the same query.
+var ErrBadCursor = errors.New("cursor is not a next_cursor of this query")
+
 // cursorKey is what a cursor holds: the group values of the last row of
 // its page, then its credit and money currencies.
 type cursorKey []string
@@ -137,7 +141,7 @@ func decodeCursor(s string, n int) (cursorKey, error) {
 		err = json.Unmarshal(b, &k)
 	}
 	if err != nil || len(k) != n {
-		return nil, fmt.Errorf("%w: cursor is not a next_cursor of this query", ErrInvalidQuery)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidQuery, ErrBadCursor)
 	}
 	return k, nil
 }
