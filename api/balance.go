@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -371,13 +372,28 @@ func (s *Server) getLedger(w http.ResponseWriter, r *http.Request, who principal
 		}
 		limit = n
 	}
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		b, err := base64.RawURLEncoding.DecodeString(c)
+		seq, ok := strings.CutPrefix(string(b), "seq:")
+		n, perr := strconv.ParseInt(seq, 10, 64)
+		if err != nil || !ok || perr != nil || n < 1 || r.URL.Query().Has("from_seq") {
+			return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "cursor", Message: "cursor is not a next_cursor of this ledger (and goes without from_seq)"}
+		}
+		from = n
+	}
 	sub, err := s.subscriptionFor(r, who)
 	if err != nil {
 		return err
 	}
-	es, err := s.balances.Ledger(r.Context(), sub.ID, from, limit)
+	// One entry more than the page says whether another page follows.
+	es, err := s.balances.Ledger(r.Context(), sub.ID, from, limit+1)
 	if err != nil {
 		return balanceError(err)
+	}
+	next := ""
+	if len(es) > limit {
+		next = base64.RawURLEncoding.EncodeToString([]byte("seq:" + strconv.FormatInt(int64(es[limit].Seq), 10)))
+		es = es[:limit]
 	}
 	out := make([]EntryJSON, 0, len(es))
 	for _, e := range es {
@@ -392,7 +408,11 @@ func (s *Server) getLedger(w http.ResponseWriter, r *http.Request, who principal
 		}
 		out = append(out, ej)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+	body := map[string]any{"entries": out}
+	if next != "" {
+		body["next_cursor"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 

@@ -1,9 +1,13 @@
 package api
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/creditmeter/creditmeter/internal/redisx"
 	"github.com/creditmeter/creditmeter/rating"
@@ -40,6 +44,65 @@ func list[T any](w http.ResponseWriter, v []T, err error) error {
 	return nil
 }
 
+// List pages: limit entries (1 to maxListLimit, default defaultListLimit)
+// after the opaque cursor, the next_cursor of the previous page.
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1000
+)
+
+// listPage reads ?limit&cursor; after is the id the page starts after.
+func listPage(r *http.Request) (after string, limit int, err error) {
+	qv := r.URL.Query()
+	limit = defaultListLimit
+	if v := qv.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			return "", 0, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "limit", Message: fmt.Sprintf("limit must be 1 to %d", maxListLimit)}
+		}
+		limit = n
+	}
+	if c := qv.Get("cursor"); c != "" {
+		b, err := base64.RawURLEncoding.DecodeString(c)
+		id, ok := strings.CutPrefix(string(b), "id:")
+		if err != nil || !ok || id == "" {
+			return "", 0, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "cursor", Message: "cursor is not a next_cursor of this list"}
+		}
+		after = id
+	}
+	return after, limit, nil
+}
+
+// page answers a page of a list as {"data": [...], "next_cursor"}; the
+// cursor holds the last id.
+func page[T any](w http.ResponseWriter, v []T, more bool, id func(T) string, err error) error {
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		v = []T{}
+	}
+	body := map[string]any{"data": v}
+	if more && len(v) > 0 {
+		body["next_cursor"] = base64.RawURLEncoding.EncodeToString([]byte("id:" + id(v[len(v)-1])))
+	}
+	writeJSON(w, http.StatusOK, body)
+	return nil
+}
+
+// pageOf is the page of v (any order) after the id after, sorted by id:
+// for the short lists (a customer's tokens, the webhook endpoints) read
+// whole.
+func pageOf[T any](v []T, id func(T) string, after string, limit int) ([]T, bool) {
+	sort.Slice(v, func(i, j int) bool { return id(v[i]) < id(v[j]) })
+	i := sort.Search(len(v), func(i int) bool { return id(v[i]) > after })
+	v = v[i:]
+	if len(v) > limit {
+		return v[:limit], true
+	}
+	return v, false
+}
+
 // pathID puts the path's id into the body's id field: the body may omit it,
 // but may not contradict it.
 func pathID(r *http.Request, name string, body *string) error {
@@ -64,8 +127,12 @@ func (s *Server) createCurrency(w http.ResponseWriter, r *http.Request, _ princi
 }
 
 func (s *Server) listCurrencies(w http.ResponseWriter, r *http.Request, _ principal) error {
-	v, err := s.cat.Currencies(r.Context())
-	return list(w, v, err)
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
+	v, more, err := s.cat.CurrenciesPage(r.Context(), after, limit)
+	return page(w, v, more, func(c *rating.CreditCurrency) string { return c.Code }, err)
 }
 
 func (s *Server) getCurrency(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -86,8 +153,12 @@ func (s *Server) createFeature(w http.ResponseWriter, r *http.Request, _ princip
 }
 
 func (s *Server) listFeatures(w http.ResponseWriter, r *http.Request, _ principal) error {
-	v, err := s.cat.Features(r.Context())
-	return list(w, v, err)
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
+	v, more, err := s.cat.FeaturesPage(r.Context(), after, limit)
+	return page(w, v, more, func(f *rating.Feature) string { return f.ID }, err)
 }
 
 func (s *Server) getFeature(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -108,8 +179,12 @@ func (s *Server) createPlan(w http.ResponseWriter, r *http.Request, _ principal)
 }
 
 func (s *Server) listPlans(w http.ResponseWriter, r *http.Request, _ principal) error {
-	v, err := s.cat.Plans(r.Context())
-	return list(w, v, err)
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
+	v, more, err := s.cat.PlansPage(r.Context(), after, limit)
+	return page(w, v, more, func(p *rating.Plan) string { return p.ID }, err)
 }
 
 func (s *Server) getPlan(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -159,8 +234,12 @@ func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request, _ princi
 }
 
 func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request, _ principal) error {
-	v, err := s.cat.Customers(r.Context())
-	return list(w, v, err)
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
+	v, more, err := s.cat.CustomersPage(r.Context(), after, limit)
+	return page(w, v, more, func(c *rating.Customer) string { return c.ID }, err)
 }
 
 func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request, who principal) error {
@@ -195,9 +274,15 @@ func (s *Server) customerSubscriptions(w http.ResponseWriter, r *http.Request, w
 	if _, err := s.cat.Customer(r.Context(), id); err != nil {
 		return err
 	}
-	v, err := s.cat.CustomerSubscriptions(r.Context(), id)
-	return list(w, v, err)
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
+	v, more, err := s.cat.CustomerSubscriptionsPage(r.Context(), id, after, limit)
+	return page(w, v, more, subID, err)
 }
+
+func subID(s *rating.Subscription) string { return s.ID }
 
 func decodeSubscription(w http.ResponseWriter, r *http.Request) (*rating.Subscription, error) {
 	var sub rating.Subscription
@@ -264,8 +349,12 @@ func ledgerError(what string, err error) error {
 }
 
 func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request, _ principal) error {
-	v, err := s.cat.Subscriptions(r.Context())
-	return list(w, v, err)
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
+	v, more, err := s.cat.SubscriptionsPage(r.Context(), after, limit)
+	return page(w, v, more, subID, err)
 }
 
 // getSubscription answers 404 for another customer's subscription, so a

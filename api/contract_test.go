@@ -332,6 +332,10 @@ func TestContract(t *testing.T) {
 		t.Errorf("usage: %s", u.raw)
 	}
 	e.must(200, "GET", base+"/usage?from="+day+"&to="+next+"&group_by=day", admin, "")
+	e.must(200, "GET", base+"/usage?from="+day+"&to="+next+"&group_by=hour,feature,dim:model&dim=model:gpt-x&feature=ai-agent-email", tok, "")
+	e.must(200, "GET", "/v1/customers/acme/usage?from="+day+"&to="+next+"&group_by=month,subscription&format=csv", tok, "")
+	e.must(200, "GET", "/v1/usage?from="+day+"&to="+next+"&group_by=customer,day&limit=1&customer=acme", admin, "")
+	e.must(400, "GET", "/v1/usage?from="+day+"&to="+next+"&group_by=week", admin, "")
 	e.must(200, "GET", base+"/invoices?period="+now.Format("2006-01"), tok, "")
 	e.must(200, "GET", base+"/invoices?period="+now.Format("2006-01")+"&format=csv", tok, "")
 

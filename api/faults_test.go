@@ -27,6 +27,10 @@ func (f failingReports) Invoice(context.Context, string, string, archive.Invoice
 	return archive.Invoice{}, f.err
 }
 
+func (f failingReports) Report(context.Context, archive.ReportQuery) (archive.UsageReport, error) {
+	return archive.UsageReport{}, f.err
+}
+
 // A store's failure is answered by its kind (fault.Status): an overloaded
 // ClickHouse is a 503 to retry, not a 500.
 func TestStoreFailuresAnsweredByKind(t *testing.T) {

@@ -113,7 +113,9 @@ func TestUsageErrorsNameTheField(t *testing.T) {
 		{"from=yesterday&to=2026-11-01", "from"},
 		{"to=2026-11-01", "from"},
 		{"from=2024-01-01&to=2026-01-01", "to"},
-		{"from=2026-11-01&to=2026-11-02&group_by=hour", "group_by"},
+		{"from=2026-11-01&to=2026-11-02&group_by=week", "group_by"},
+		{"from=2026-11-01&to=2026-11-02&feature=nope", "feature"},
+		{"from=2026-11-01&to=2026-11-02&format=xml", "format"},
 	} {
 		r := e.do("GET", base+"/usage?"+c.query, admin, "")
 		if _, field, _ := r.err(); r.status != 400 || field != c.field {
@@ -121,6 +123,7 @@ func TestUsageErrorsNameTheField(t *testing.T) {
 		}
 	}
 	e.must(200, "GET", base+"/usage?from=2026-11-01&to=2026-11-02&group_by=day", admin, "")
+	e.must(200, "GET", base+"/usage?from=2026-11-01&to=2026-11-02&group_by=hour", admin, "") // 400 before issue 18
 }
 
 // A huge number is refused before it is parsed (parsing 1 MB of digits took

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/creditmeter/creditmeter/archive"
@@ -15,6 +14,7 @@ import (
 type Reports interface {
 	Usage(ctx context.Context, q archive.UsageQuery) ([]archive.UsageRow, error)
 	Invoice(ctx context.Context, sub, period string, terms archive.InvoiceTerms) (archive.Invoice, error)
+	Report(ctx context.Context, q archive.ReportQuery) (archive.UsageReport, error)
 }
 
 func (s *Server) reportsFor(r *http.Request, who principal) (*rating.Subscription, error) {
@@ -29,28 +29,6 @@ func reportError(err error, field string) error {
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: field, Message: err.Error()}
 	}
 	return err
-}
-
-// getUsage serves rated usage from the archive: ?from&to (RFC 3339 or
-// YYYY-MM-DD) and group_by feature|day.
-func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, who principal) error {
-	sub, err := s.reportsFor(r, who)
-	if err != nil {
-		return err
-	}
-	q, err := usageQuery(sub.ID, r.URL.Query())
-	if err != nil {
-		return err
-	}
-	rows, err := s.reports.Usage(r.Context(), q)
-	if err != nil {
-		return reportError(err, "")
-	}
-	if rows == nil {
-		rows = []archive.UsageRow{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"subscription_id": sub.ID, "group_by": q.GroupBy, "rows": rows})
-	return nil
 }
 
 // getInvoice builds the invoice of ?period=YYYY-MM, as JSON or, with
@@ -106,33 +84,4 @@ func checkPeriod(period string) error {
 		return &Error{Status: http.StatusBadRequest, Code: "out_of_range", Field: "period", Message: "period must be from 1970-01 to 2105-12"}
 	}
 	return nil
-}
-
-// usageQuery reads ?from&to&group_by, naming the parameter that is wrong.
-func usageQuery(sub string, qv url.Values) (archive.UsageQuery, error) {
-	from, to := qv.Get("from"), qv.Get("to")
-	bad := func(field, msg string) (archive.UsageQuery, error) {
-		return archive.UsageQuery{}, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: field, Message: msg}
-	}
-	for _, p := range []struct{ name, v string }{{"from", from}, {"to", to}} {
-		if _, err := archive.ParseUsageQuery(sub, p.v, p.v, ""); err != nil {
-			return bad(p.name, p.name+" must be a date (YYYY-MM-DD, UTC midnight) or an RFC 3339 time")
-		}
-	}
-	q, err := archive.ParseUsageQuery(sub, from, to, qv.Get("group_by"))
-	switch {
-	case err != nil:
-		return q, reportError(err, "")
-	case q.From.Before(minReportTime):
-		return bad("from", "from must be 1970-01-01 or later")
-	case q.To.After(maxReportTime):
-		return bad("to", "to must be 2106-01-01 or earlier")
-	case !q.From.Before(q.To):
-		return bad("from", "from must be before to")
-	case q.To.Sub(q.From) > 366*24*time.Hour:
-		return bad("to", "to must be at most 366 days after from")
-	case q.GroupBy != archive.GroupByFeature && q.GroupBy != archive.GroupByDay:
-		return bad("group_by", "group_by must be feature or day")
-	}
-	return q, nil
 }

@@ -206,6 +206,7 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/customers/{id}/tokens", Customer, s.listTokens},
 		{"DELETE", "/v1/customers/{id}/tokens/{token_id}", Customer, s.revokeToken},
 		{"GET", "/v1/customers/{id}/subscriptions", Customer, s.customerSubscriptions},
+		{"GET", "/v1/customers/{id}/usage", Customer, s.getCustomerUsage},
 
 		{"POST", "/v1/subscriptions", Admin, s.createSubscription},
 		{"POST", "/v1/subscriptions/preview", Admin, s.previewSubscription},
@@ -220,6 +221,8 @@ func (s *Server) table() []Route {
 
 		{"GET", "/v1/subscriptions/{id}/usage", Customer, s.getUsage},
 		{"GET", "/v1/subscriptions/{id}/invoices", Customer, s.getInvoice},
+
+		{"GET", "/v1/usage", Admin, s.getAllUsage},
 
 		{"POST", "/v1/events", Admin, s.postEvents},
 

@@ -96,8 +96,16 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, who principa
 	if _, err := s.cat.Customer(r.Context(), id); err != nil {
 		return err
 	}
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
 	v, err := s.tokens.List(r.Context(), id)
-	return list(w, v, err)
+	if err != nil {
+		return err
+	}
+	v, more := pageOf(v, func(t tokens.Info) string { return t.ID }, after, limit)
+	return page(w, v, more, func(t tokens.Info) string { return t.ID }, nil)
 }
 
 // revokeToken deletes a token (an admin, or the customer itself, including

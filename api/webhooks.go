@@ -56,8 +56,16 @@ func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request, _ principa
 	if err := s.webhooksOn(); err != nil {
 		return err
 	}
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
 	v, err := s.hooks.List(r.Context())
-	return list(w, v, err)
+	if err != nil {
+		return err
+	}
+	v, more := pageOf(v, func(e webhook.Endpoint) string { return e.ID }, after, limit)
+	return page(w, v, more, func(e webhook.Endpoint) string { return e.ID }, nil)
 }
 
 func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request, _ principal) error {

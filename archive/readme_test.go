@@ -65,6 +65,13 @@ func seedExamples(t *testing.T, conn driver.Conn, w *archive.Writer) {
 		row("sub-b", "f2", "llm-tokens", at(5, 8), 4000, "4", "2.5"),
 		row("sub-a", "d1", "ai-agent-email", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), 1, "1", "1"),
 	}
+	dims := [][]string{{"agent", "mailer"}, {"model", "gpt-x", "agent", "mailer"}, {"agent", "outreach"}, {"agent", "mailer"},
+		{"model", "gpt-y", "tokens", "4000"}, {"agent", "mailer"}}
+	for i, d := range dims {
+		for j := 0; j < len(d); j += 2 {
+			rated[i].DimKeys, rated[i].DimValues = append(rated[i].DimKeys, d[j]), append(rated[i].DimValues, d[j+1])
+		}
+	}
 	rated[3].Status = archive.StatusUnfunded
 	rated[4].Status = archive.StatusOverage
 	ledger := []archive.LedgerRow{
@@ -153,6 +160,10 @@ func checkReadmeQueries(t *testing.T, conn driver.Conn, w *archive.Writer) {
 		"breakage":                          {"sub-a g1 10000000 2026-11-30"},
 		"unfunded_usage":                    {"sub-b ai-agent-email unfunded 1000000 1", "sub-b llm-tokens overage 1500000 1"},
 		"ledger_balances":                   {"sub-a 135500000 4 1", "sub-b -1500000 2 1"},
+		"credits_by_model":                  {"cust-a gpt-x 2500000 1", "cust-b gpt-y 4000000 1"},
+		"credits_by_dimension": {"agent mailer 4500000 3", "agent outreach 1000000 1", "model gpt-x 2500000 1", "model gpt-y 4000000 1",
+			"tokens 4000 4000000 1"},
+		"agent_usage_by_day": {"2026-11-03 ai-agent-email 2000000 2", "2026-11-03 llm-tokens 2500000 2500"},
 	}
 	checkQueries(t, conn, readmeQueries(t), want)
 }

@@ -42,10 +42,13 @@ type RatedRow struct {
 	RatedAt        time.Time
 	GrantIDs       []string
 	GrantAmounts   []credit.Amount
-	Status         string
-	Topic          string
-	Partition      int32
-	Offset         int64
+	// DimKeys and DimValues are the event's dimensions, in the event's
+	// order (numbers as their exact decimal text); equal lengths.
+	DimKeys, DimValues []string
+	Status             string
+	Topic              string
+	Partition          int32
+	Offset             int64
 }
 
 // Ledger entry kinds.
@@ -113,7 +116,8 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 	}
 	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
 		quantity, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
-		event_time, event_time_ms, rated_at, grant_ids, grant_amounts_micro, status, source_topic, source_partition, source_offset, version)`)
+		event_time, event_time_ms, rated_at, grant_ids, grant_amounts_micro, status, source_topic, source_partition, source_offset, version,
+		dim_keys, dim_values)`)
 	if err != nil {
 		return fmt.Errorf("archive: prepare rated_usage: %w", err)
 	}
@@ -137,7 +141,7 @@ type usageColumns struct {
 	quantity                                                                       []decimal.Decimal
 	credits, funded, unfunded, money, offset                                       []int64
 	eventTime, ratedAt                                                             []time.Time
-	grantIDs                                                                       [][]string
+	grantIDs, dimKeys, dimValues                                                   [][]string
 	grantAmounts                                                                   [][]int64
 	amounts                                                                        []int64 // backs grantAmounts
 	partition                                                                      []int32
@@ -146,7 +150,7 @@ type usageColumns struct {
 
 var usagePool = sync.Pool{New: func() any { return new(usageColumns) }}
 
-var noGrants = []string{}
+var noStrings = []string{}
 
 // fill checks rows and lays them out by column.
 func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
@@ -165,6 +169,7 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 	c.quantity = slices.Grow(c.quantity[:0], n)
 	c.eventTime, c.ratedAt = slices.Grow(c.eventTime[:0], n), slices.Grow(c.ratedAt[:0], n)
 	c.grantIDs, c.grantAmounts = slices.Grow(c.grantIDs[:0], n), slices.Grow(c.grantAmounts[:0], n)
+	c.dimKeys, c.dimValues = slices.Grow(c.dimKeys[:0], n), slices.Grow(c.dimValues[:0], n)
 	c.partition, c.version = slices.Grow(c.partition[:0], n), slices.Grow(c.version[:0], n)
 	for i := range rows {
 		r := &rows[i]
@@ -181,7 +186,11 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		}
 		grants := r.GrantIDs
 		if grants == nil {
-			grants = noGrants
+			grants = noStrings
+		}
+		keys, values := r.DimKeys, r.DimValues
+		if keys == nil {
+			keys, values = noStrings, noStrings
 		}
 		et := r.EventTime.UTC()
 		c.eventID = append(c.eventID, r.EventID)
@@ -207,6 +216,8 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		c.partition = append(c.partition, r.Partition)
 		c.offset = append(c.offset, r.Offset)
 		c.version = append(c.version, version)
+		c.dimKeys = append(c.dimKeys, keys)
+		c.dimValues = append(c.dimValues, values)
 	}
 	return nil
 }
@@ -215,7 +226,7 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 func (c *usageColumns) slices() []any {
 	return []any{c.eventID, c.line, c.customer, c.sub, c.feature, c.eventName, c.quantity, c.credits, c.funded, c.unfunded,
 		c.creditCur, c.money, c.moneyCur, c.eventTime, c.ms, c.ratedAt, c.grantIDs, c.grantAmounts, c.status, c.topic,
-		c.partition, c.offset, c.version}
+		c.partition, c.offset, c.version, c.dimKeys, c.dimValues}
 }
 
 // checkRated refuses a row that cannot be archived as it is.
@@ -230,6 +241,8 @@ func checkRated(r *RatedRow) error {
 		return fmt.Errorf("credits %d, funded %d or unfunded %d micro-credits beyond ±%s", r.Credits, r.Funded, r.Unfunded, credit.MaxAmount)
 	case len(r.GrantIDs) != len(r.GrantAmounts):
 		return fmt.Errorf("%d grant ids but %d grant amounts", len(r.GrantIDs), len(r.GrantAmounts))
+	case len(r.DimKeys) != len(r.DimValues):
+		return fmt.Errorf("%d dimension keys but %d values", len(r.DimKeys), len(r.DimValues))
 	}
 	for _, a := range r.GrantAmounts {
 		if !a.Valid() {

@@ -364,6 +364,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 		m, ev := &msgs[r.msg], &events[r.msg]
 		drawn := drawnAt(spans[r.batch], m.Offset, ev.Timestamp, e.grace, now)
 		split := newSplitter(lr)
+		keys, values := dimColumns(ev)
 		for li := r.first; li < r.last; li++ {
 			l := &lines[li]
 			row := archive.RatedRow{
@@ -371,6 +372,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 				Feature: l.FeatureID, EventName: ev.Name, Quantity: l.Quantity.Decimal(),
 				Credits: l.Credits, CreditCurrency: l.CreditCurrency, MoneyValue: l.Money.Decimal(), MoneyCurrency: l.MoneyCurrency,
 				EventTime: drawn, RatedAt: now, Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
+				DimKeys: keys, DimValues: values,
 			}
 			split.take(&row)
 			usage = append(usage, row)
@@ -389,6 +391,23 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 		}
 	}
 	return usage, ledger, c
+}
+
+// dimColumns are ev's dimensions as the archive's parallel arrays, shared
+// by the event's lines; numbers as their exact decimal text.
+func dimColumns(ev *rating.Event) (keys, values []string) {
+	if len(ev.Dims) == 0 {
+		return nil, nil
+	}
+	keys, values = make([]string, len(ev.Dims)), make([]string, len(ev.Dims))
+	for i := range ev.Dims {
+		d := &ev.Dims[i]
+		keys[i], values[i] = d.Key, d.Str
+		if d.IsNum {
+			values[i] = d.Num.String()
+		}
+	}
+	return keys, values
 }
 
 func reasonField(reason string) string {
