@@ -220,6 +220,32 @@ func (s *Store) attachEntries(ctx context.Context, batches []Batch, results []Ba
 	return errors.Join(errs...)
 }
 
+// reply reads a script's reply items where they are: integers come back
+// as int64 and strings as strings, so nothing is formatted to be parsed again
+// (this runs for every applied line).
+type reply []any
+
+func (r reply) str(i int) (string, bool) {
+	switch t := r[i].(type) {
+	case string:
+		return t, true
+	case int64:
+		return strconv.FormatInt(t, 10), true
+	}
+	return "", false
+}
+
+func (r reply) int(i int) (int64, bool) {
+	switch t := r[i].(type) {
+	case int64:
+		return t, true
+	case string:
+		n, err := strconv.ParseInt(t, 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}
+
 func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 	res := BatchResult{Subscription: b.Subscription}
 	v, err := c.Result()
@@ -227,18 +253,26 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 		res.Err = classify(err)
 		return res
 	}
-	r, ok := strs(v)
+	r, ok := v.([]any)
 	if !ok || len(r) < 8 {
 		res.Err = errUnexpectedScriptData
 		return res
 	}
-	s.remember(b.Subscription, ddLayout{tb: tb, cur: r[6], prev: r[7]})
+	rp := reply(r)
+	var head [8]string
+	for i := range head {
+		if head[i], ok = rp.str(i); !ok {
+			res.Err = errUnexpectedScriptData
+			return res
+		}
+	}
+	s.remember(b.Subscription, ddLayout{tb: tb, cur: head[6], prev: head[7]})
 	var e1, e2 error
-	res.Balance, e1 = amount(r[0])
-	res.Debt, e2 = amount(r[1])
-	res.Crossing, res.Low = LowChange(r[2]), r[3] == "1"
-	res.FirstSeq, _ = strconv.ParseInt(r[4], 10, 64)
-	res.LastSeq, _ = strconv.ParseInt(r[5], 10, 64)
+	res.Balance, e1 = amount(head[0])
+	res.Debt, e2 = amount(head[1])
+	res.Crossing, res.Low = LowChange(head[2]), head[3] == "1"
+	res.FirstSeq, _ = strconv.ParseInt(head[4], 10, 64)
+	res.LastSeq, _ = strconv.ParseInt(head[5], 10, 64)
 	if err := errors.Join(e1, e2); err != nil {
 		res.Err = err
 		return res
@@ -247,10 +281,14 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 	p := 8
 	bad := func() BatchResult { res.Err = errUnexpectedScriptData; res.Lines = nil; return res }
 	for range b.Lines {
-		if p >= len(r) || len(r[p]) != 1 {
+		if p >= len(r) {
 			return bad()
 		}
-		lr := LineResult{Status: LineStatus(r[p][0])}
+		st, ok := r[p].(string)
+		if !ok || len(st) != 1 {
+			return bad()
+		}
+		lr := LineResult{Status: LineStatus(st[0])}
 		p++
 		if lr.Status == replayed {
 			lr.Status, lr.Journaled = DuplicateOffset, true
@@ -259,21 +297,25 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 			if p+4 > len(r) {
 				return bad()
 			}
-			var e [3]error
-			lr.Balance, e[0] = amount(r[p])
-			lr.Unfunded, e[1] = amount(r[p+1])
-			lr.Overage, e[2] = amount(r[p+2])
-			n, err := strconv.Atoi(r[p+3])
-			if errors.Join(e[:]...) != nil || err != nil || p+4+2*n > len(r) {
+			bal, ok1 := rp.int(p)
+			unf, ok2 := rp.int(p + 1)
+			over, ok3 := rp.int(p + 2)
+			n, ok4 := rp.int(p + 3)
+			if !ok1 || !ok2 || !ok3 || !ok4 || n < 0 || p+4+2*int(n) > len(r) {
 				return bad()
 			}
+			lr.Balance, lr.Unfunded, lr.Overage = credit.Amount(bal), credit.Amount(unf), credit.Amount(over)
 			p += 4
-			for j := 0; j < n; j++ {
-				a, err := amount(r[p+1])
-				if err != nil {
+			if n > 0 {
+				lr.Draws = make([]Draw, n)
+			}
+			for j := range lr.Draws {
+				g, ok1 := r[p].(string)
+				a, ok2 := rp.int(p + 1)
+				if !ok1 || !ok2 {
 					return bad()
 				}
-				lr.Draws = append(lr.Draws, Draw{Grant: r[p], Amount: a})
+				lr.Draws[j] = Draw{Grant: g, Amount: credit.Amount(a)}
 				p += 2
 			}
 		}
