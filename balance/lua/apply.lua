@@ -29,12 +29,13 @@ journal_open(source, committed)
 
 -- Usage goes to the ledger as one entry per call (sum, event count,
 -- unfunded sum, offsets), split only to keep each sum within MAX.
-local usage = {sum = 0, n = 0, unfunded = 0, first = '', last = ''}
+-- (offsets kept as numbers, formatted once per entry)
+local usage = {sum = 0, n = 0, unfunded = 0, first = nil, last = nil}
 local function flush_usage()
   if usage.n == 0 then return end
-  ledger('usage', -usage.sum, {'n', D(usage.n), 'u', D(usage.unfunded), 'r', source .. ':' .. usage.first .. '-' .. usage.last})
+  ledger('usage', -usage.sum, {'n', D(usage.n), 'u', D(usage.unfunded), 'r', source .. ':' .. D(usage.first) .. '-' .. D(usage.last)})
   if usage.unfunded > 0 then redis.call('HINCRBY', K_ACCOUNT, 'unf', D(usage.unfunded)) end
-  usage.sum, usage.n, usage.unfunded, usage.first = 0, 0, 0, ''
+  usage.sum, usage.n, usage.unfunded, usage.first = 0, 0, 0, nil
 end
 
 -- charge draws a line's credits at its draw time (its timestamp clamped to
@@ -63,8 +64,8 @@ local function charge(off, ts, credits)
   if usage.sum + delta > MAX or usage.unfunded + unfunded > MAX then flush_usage() end
   bal = bal - delta
   usage.sum, usage.n, usage.unfunded = usage.sum + delta, usage.n + 1, usage.unfunded + unfunded
-  if usage.first == '' then usage.first = D(off) end
-  usage.last = D(off)
+  if not usage.first then usage.first = off end
+  usage.last = off
   return unfunded, over, draws
 end
 
