@@ -246,6 +246,11 @@ func (r reply) int(i int) (int64, bool) {
 	return 0, false
 }
 
+// applyHead is the number of reply items before the lines': balance, debt,
+// crossing, low, first and last seq, the two dedupe metas, the balance
+// before the lines.
+const applyHead = 9
+
 func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 	res := BatchResult{Subscription: b.Subscription}
 	v, err := c.Result()
@@ -254,7 +259,7 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 		return res
 	}
 	r, ok := v.([]any)
-	if !ok || len(r) < 8 {
+	if !ok || len(r) < applyHead {
 		res.Err = errUnexpectedScriptData
 		return res
 	}
@@ -277,10 +282,15 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 		res.Err = err
 		return res
 	}
+	bal, ok := rp.int(8) // the balance before the lines
+	if !ok {
+		res.Err = errUnexpectedScriptData
+		return res
+	}
 	res.Lines = make([]LineResult, 0, len(b.Lines))
-	p := 8
+	p := applyHead
 	bad := func() BatchResult { res.Err = errUnexpectedScriptData; res.Lines = nil; return res }
-	for range b.Lines {
+	for li := range b.Lines {
 		if p >= len(r) {
 			return bad()
 		}
@@ -290,6 +300,19 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 		}
 		lr := LineResult{Status: LineStatus(st[0])}
 		p++
+		if lr.Status == appliedOneGrant {
+			// drawn wholly from one grant: its credits, the balance less them
+			g, ok := r[p].(string)
+			if !ok {
+				return bad()
+			}
+			p++
+			c := b.Lines[li].Credits
+			bal -= int64(c)
+			lr.Status, lr.Balance, lr.Draws = Applied, credit.Amount(bal), []Draw{{Grant: g, Amount: c}}
+			res.Lines = append(res.Lines, lr)
+			continue
+		}
 		if lr.Status == replayed {
 			lr.Status, lr.Journaled = DuplicateOffset, true
 		}
@@ -297,14 +320,17 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 			if p+4 > len(r) {
 				return bad()
 			}
-			bal, ok1 := rp.int(p)
+			after, ok1 := rp.int(p)
 			unf, ok2 := rp.int(p + 1)
 			over, ok3 := rp.int(p + 2)
 			n, ok4 := rp.int(p + 3)
 			if !ok1 || !ok2 || !ok3 || !ok4 || n < 0 || p+4+2*int(n) > len(r) {
 				return bad()
 			}
-			lr.Balance, lr.Unfunded, lr.Overage = credit.Amount(bal), credit.Amount(unf), credit.Amount(over)
+			lr.Balance, lr.Unfunded, lr.Overage = credit.Amount(after), credit.Amount(unf), credit.Amount(over)
+			if lr.Status == Applied {
+				bal = int64(lr.Balance) // the next 'a' line's balance follows from it
+			}
 			p += 4
 			if n > 0 {
 				lr.Draws = make([]Draw, n)
