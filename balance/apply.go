@@ -121,21 +121,10 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 	cmds := make([]*redis.Cmd, len(todo))
 	keys := make([][]string, len(todo))
 	argv := make([][]any, len(todo))
+	var bits []int64
 	for j, i := range todo {
-		b := &batches[i]
-		l := lay[b.Subscription]
-		cur, prev := l.expect()
-		args := make([]any, 0, 9+5*len(b.Lines))
-		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev)
-		bits := make([]int64, len(b.Lines))
-		for k, ln := range b.Lines {
-			fp, bb := eventFingerprint(ln.EventID)
-			bits[k] = bb
-			args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
-		}
-		keys[j] = s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits)
-		argv[j] = args
-		cmds[j] = applyScript.EvalSha(ctx, pipe, keys[j], args...)
+		keys[j], argv[j], bits = s.applyArgs(&batches[i], lay[batches[i].Subscription], now, bits)
+		cmds[j] = applyScript.EvalSha(ctx, pipe, keys[j], argv[j]...)
 	}
 	_, _ = pipe.Exec(ctx)
 	var retry []int
@@ -154,6 +143,20 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 		}
 	}
 	return cmds
+}
+
+// applyArgs are the KEYS and ARGV of apply.lua for b; bits is scratch.
+func (s *Store) applyArgs(b *Batch, l ddLayout, now int64, bits []int64) ([]string, []any, []int64) {
+	cur, prev := l.expect()
+	args := make([]any, 0, 9+5*len(b.Lines))
+	args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev)
+	bits = bits[:0]
+	for _, ln := range b.Lines {
+		fp, bb := idHash(ln.EventID)
+		bits = append(bits, bb)
+		args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
+	}
+	return s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits), args, bits
 }
 
 // layoutReply reads a script's refusal for a stale dedupe layout.

@@ -3,6 +3,8 @@ package balance
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"testing"
 	"time"
 
@@ -114,5 +116,36 @@ func TestApplyReplyIsCompact(t *testing.T) {
 		if l.Status != DuplicateOffset || !l.Journaled || l.Balance != r.Lines[i].Balance || !sameDraws(l.Draws, r.Lines[i].Draws) {
 			t.Errorf("replayed line %d: %+v, first %+v", i, l, r.Lines[i])
 		}
+	}
+}
+
+// The fingerprints are those remembered by earlier versions (hash/fnv's
+// FNV-1a), and building a call's KEYS and ARGV allocates per line only for
+// what go-redis needs (the boxed arguments and the fingerprint's text).
+func TestApplyArgs(t *testing.T) {
+	for _, id := range []string{"", "a", "evt-1-5f1c0a2e", "ünïcode-ïd"} {
+		h := fnv.New64a()
+		h.Write([]byte(id))
+		v := h.Sum64()
+		fp, bits := eventFingerprint(id)
+		if fp != strconv.FormatInt(int64(v), 10) || bits != int64(v&0x7fffffff) {
+			t.Errorf("%q: %s %d, want %d", id, fp, bits, int64(v))
+		}
+	}
+	s := &Store{prefix: "P", window: 3600000}
+	b := Batch{Subscription: "s", Topic: "usage-events"}
+	for i := 0; i < 100; i++ {
+		b.Lines = append(b.Lines, Line{EventID: fmt.Sprintf("evt-%d-5f1c0a2e", i), Offset: int64(1000 + i), Time: time.Now(), Credits: 1234567})
+	}
+	l := ddLayout{tb: 10, cur: "150:0,3", prev: "900:2"}
+	keys, args, _ := s.applyArgs(&b, l, 36000000, nil)
+	if len(args) != 9+5*100 || len(keys) != subKeyCount+1+1+4+8 {
+		t.Fatalf("%d args, %d keys (%v)", len(args), len(keys), keys)
+	}
+	var bits []int64
+	allocs := testing.AllocsPerRun(20, func() { _, _, bits = s.applyArgs(&b, l, 36000000, bits) })
+	t.Logf("%.0f allocations for 100 lines", allocs)
+	if allocs > 6*100 {
+		t.Errorf("%.0f allocations for 100 lines, want ≤ 600", allocs)
 	}
 }
