@@ -121,21 +121,10 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 	cmds := make([]*redis.Cmd, len(todo))
 	keys := make([][]string, len(todo))
 	argv := make([][]any, len(todo))
+	var bits []int64
 	for j, i := range todo {
-		b := &batches[i]
-		l := lay[b.Subscription]
-		cur, prev := l.expect()
-		args := make([]any, 0, 9+5*len(b.Lines))
-		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev)
-		bits := make([]int64, len(b.Lines))
-		for k, ln := range b.Lines {
-			fp, bb := eventFingerprint(ln.EventID)
-			bits[k] = bb
-			args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
-		}
-		keys[j] = s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits)
-		argv[j] = args
-		cmds[j] = applyScript.EvalSha(ctx, pipe, keys[j], args...)
+		keys[j], argv[j], bits = s.applyArgs(&batches[i], lay[batches[i].Subscription], now, bits)
+		cmds[j] = applyScript.EvalSha(ctx, pipe, keys[j], argv[j]...)
 	}
 	_, _ = pipe.Exec(ctx)
 	var retry []int
@@ -154,6 +143,20 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 		}
 	}
 	return cmds
+}
+
+// applyArgs are the KEYS and ARGV of apply.lua for b; bits is scratch.
+func (s *Store) applyArgs(b *Batch, l ddLayout, now int64, bits []int64) ([]string, []any, []int64) {
+	cur, prev := l.expect()
+	args := make([]any, 0, 9+5*len(b.Lines))
+	args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev)
+	bits = bits[:0]
+	for _, ln := range b.Lines {
+		fp, bb := idHash(ln.EventID)
+		bits = append(bits, bb)
+		args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
+	}
+	return s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits), args, bits
 }
 
 // layoutReply reads a script's refusal for a stale dedupe layout.
@@ -220,6 +223,37 @@ func (s *Store) attachEntries(ctx context.Context, batches []Batch, results []Ba
 	return errors.Join(errs...)
 }
 
+// reply reads a script's reply items where they are: integers come back
+// as int64 and strings as strings, so nothing is formatted to be parsed again
+// (this runs for every applied line).
+type reply []any
+
+func (r reply) str(i int) (string, bool) {
+	switch t := r[i].(type) {
+	case string:
+		return t, true
+	case int64:
+		return strconv.FormatInt(t, 10), true
+	}
+	return "", false
+}
+
+func (r reply) int(i int) (int64, bool) {
+	switch t := r[i].(type) {
+	case int64:
+		return t, true
+	case string:
+		n, err := strconv.ParseInt(t, 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}
+
+// applyHead is the number of reply items before the lines': balance, debt,
+// crossing, low, first and last seq, the two dedupe metas, the balance
+// before the lines.
+const applyHead = 9
+
 func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 	res := BatchResult{Subscription: b.Subscription}
 	v, err := c.Result()
@@ -227,31 +261,61 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 		res.Err = classify(err)
 		return res
 	}
-	r, ok := strs(v)
-	if !ok || len(r) < 8 {
+	r, ok := v.([]any)
+	if !ok || len(r) < applyHead {
 		res.Err = errUnexpectedScriptData
 		return res
 	}
-	s.remember(b.Subscription, ddLayout{tb: tb, cur: r[6], prev: r[7]})
+	rp := reply(r)
+	var head [8]string
+	for i := range head {
+		if head[i], ok = rp.str(i); !ok {
+			res.Err = errUnexpectedScriptData
+			return res
+		}
+	}
+	s.remember(b.Subscription, ddLayout{tb: tb, cur: head[6], prev: head[7]})
 	var e1, e2 error
-	res.Balance, e1 = amount(r[0])
-	res.Debt, e2 = amount(r[1])
-	res.Crossing, res.Low = LowChange(r[2]), r[3] == "1"
-	res.FirstSeq, _ = strconv.ParseInt(r[4], 10, 64)
-	res.LastSeq, _ = strconv.ParseInt(r[5], 10, 64)
+	res.Balance, e1 = amount(head[0])
+	res.Debt, e2 = amount(head[1])
+	res.Crossing, res.Low = LowChange(head[2]), head[3] == "1"
+	res.FirstSeq, _ = strconv.ParseInt(head[4], 10, 64)
+	res.LastSeq, _ = strconv.ParseInt(head[5], 10, 64)
 	if err := errors.Join(e1, e2); err != nil {
 		res.Err = err
 		return res
 	}
+	bal, ok := rp.int(8) // the balance before the lines
+	if !ok {
+		res.Err = errUnexpectedScriptData
+		return res
+	}
 	res.Lines = make([]LineResult, 0, len(b.Lines))
-	p := 8
+	p := applyHead
 	bad := func() BatchResult { res.Err = errUnexpectedScriptData; res.Lines = nil; return res }
-	for range b.Lines {
-		if p >= len(r) || len(r[p]) != 1 {
+	for li := range b.Lines {
+		if p >= len(r) {
 			return bad()
 		}
-		lr := LineResult{Status: LineStatus(r[p][0])}
+		st, ok := r[p].(string)
+		if !ok || len(st) != 1 {
+			return bad()
+		}
+		lr := LineResult{Status: LineStatus(st[0])}
 		p++
+		if lr.Status == appliedOneGrant {
+			// drawn wholly from one grant: its credits, the balance less them
+			g, ok := r[p].(string)
+			if !ok {
+				return bad()
+			}
+			p++
+			c := b.Lines[li].Credits
+			bal -= int64(c)
+			lr.Status, lr.Balance, lr.Draws = Applied, credit.Amount(bal), []Draw{{Grant: g, Amount: c}}
+			res.Lines = append(res.Lines, lr)
+			continue
+		}
 		if lr.Status == replayed {
 			lr.Status, lr.Journaled = DuplicateOffset, true
 		}
@@ -259,21 +323,28 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 			if p+4 > len(r) {
 				return bad()
 			}
-			var e [3]error
-			lr.Balance, e[0] = amount(r[p])
-			lr.Unfunded, e[1] = amount(r[p+1])
-			lr.Overage, e[2] = amount(r[p+2])
-			n, err := strconv.Atoi(r[p+3])
-			if errors.Join(e[:]...) != nil || err != nil || p+4+2*n > len(r) {
+			after, ok1 := rp.int(p)
+			unf, ok2 := rp.int(p + 1)
+			over, ok3 := rp.int(p + 2)
+			n, ok4 := rp.int(p + 3)
+			if !ok1 || !ok2 || !ok3 || !ok4 || n < 0 || p+4+2*int(n) > len(r) {
 				return bad()
 			}
+			lr.Balance, lr.Unfunded, lr.Overage = credit.Amount(after), credit.Amount(unf), credit.Amount(over)
+			if lr.Status == Applied {
+				bal = int64(lr.Balance) // the next 'a' line's balance follows from it
+			}
 			p += 4
-			for j := 0; j < n; j++ {
-				a, err := amount(r[p+1])
-				if err != nil {
+			if n > 0 {
+				lr.Draws = make([]Draw, n)
+			}
+			for j := range lr.Draws {
+				g, ok1 := r[p].(string)
+				a, ok2 := rp.int(p + 1)
+				if !ok1 || !ok2 {
 					return bad()
 				}
-				lr.Draws = append(lr.Draws, Draw{Grant: r[p], Amount: a})
+				lr.Draws[j] = Draw{Grant: g, Amount: credit.Amount(a)}
 				p += 2
 			}
 		}

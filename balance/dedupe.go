@@ -69,15 +69,24 @@ func (s *Store) ddKeys(dst []string, sub string, l ddLayout, bits []int64) []str
 			lv = append(lv, level{p.t, n})
 		}
 	}
-	seen := make(map[string]bool, len(bits)*len(lv))
+	type set struct {
+		level  int
+		bucket int64
+	}
+	seen := make(map[set]bool, len(bits)*len(lv))
 	pfx := s.ddPrefix(sub)
-	for _, x := range lv {
-		kp := pfx + strconv.FormatInt(x.t, 10) + ":" + strconv.Itoa(x.l) + ":"
+	var kb []byte
+	for li, x := range lv {
+		kb = strconv.AppendInt(append(kb[:0], pfx...), x.t, 10)
+		kb = strconv.AppendInt(append(kb, ':'), int64(x.l), 10)
+		kb = append(kb, ':')
+		n := len(kb)
 		for _, b := range bits {
-			k := kp + strconv.FormatInt(b%(int64(1)<<x.l), 10)
+			k := set{li, b % (int64(1) << x.l)}
 			if !seen[k] {
 				seen[k] = true
-				dst = append(dst, k)
+				kb = strconv.AppendInt(kb[:n], k.bucket, 10)
+				dst = append(dst, string(kb))
 			}
 		}
 	}

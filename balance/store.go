@@ -625,10 +625,20 @@ func amountOrZero(s string) credit.Amount {
 // selector its low 31 bits. A false "duplicate" needs a 64-bit collision
 // within one set of at most ~400 ids.
 func eventFingerprint(id string) (string, int64) {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	v := h.Sum64()
-	return strconv.FormatInt(int64(v), 10), int64(v & 0x7fffffff)
+	v, bits := idHash(id)
+	return strconv.FormatInt(v, 10), bits
+}
+
+// idHash is eventFingerprint's hash as a number (go-redis sends it as
+// the same decimal text). FNV-1a inline: hash/fnv's interface value and the
+// []byte copy allocate.
+func idHash(id string) (int64, int64) {
+	v := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		v ^= uint64(id[i])
+		v *= 1099511628211
+	}
+	return int64(v), int64(v & 0x7fffffff)
 }
 
 // RestoreGrant is one grant of a restored account.

@@ -173,7 +173,8 @@ const (
 	DuplicateOffset LineStatus = 'O' // at or below the partition watermark: redelivery
 	DuplicateID     LineStatus = 'I' // event id seen within the dedupe window
 
-	replayed LineStatus = 'P' // script reply: DuplicateOffset with its journaled first result
+	replayed        LineStatus = 'P' // script reply: DuplicateOffset with its journaled first result
+	appliedOneGrant LineStatus = 'a' // script reply: Applied, wholly drawn from one grant
 )
 
 func (s LineStatus) String() string {

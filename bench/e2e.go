@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -50,6 +51,9 @@ type E2EResult struct {
 	RedisCPU               []NodeCPU `json:"redis_cpu"`
 	RedisUsPerEvent        float64   `json:"redis_us_per_event"`
 	RedisReplicaUsPerEvent float64   `json:"redis_replica_us_per_event"`
+	// ProcCPU: the engine, broker and ClickHouse processes' CPU per event
+	// over the drain (/proc), beside Redis's.
+	ProcCPU []ProcCPU `json:"process_cpu"`
 	// WaitReplicas is --redis-min-replicas of this drain (0: no WAIT);
 	// Waits the WaitReplicas calls (one per batch, more if retried), whose
 	// time is Stages.Wait.
@@ -118,6 +122,7 @@ func runE2E(ctx context.Context, o *Options, w *World, name string, seed uint64,
 	}
 	memBefore := usedMemory(ctx, w.RC)
 	cpuBefore := redisCPU(ctx, w.RC)
+	procBefore := sampleProcs()
 	o.logf("scenario 1 (%s): draining with the engine (batch %d, linger %s, WAIT for %d replicas)", name, ec.BatchSize, ec.Linger, ec.WaitReplicas)
 	if startProf != nil {
 		if err := startProf(); err != nil {
@@ -172,6 +177,7 @@ func runE2E(ctx context.Context, o *Options, w *World, name string, seed uint64,
 		stopProf()
 	}
 	_ = bar.Finish()
+	procAfter := sampleProcs()
 	stopErr := r.stop()
 	cpuAfter, cpuSecs := redisCPU(ctx, w.RC), time.Since(start).Seconds()
 	if done.IsZero() {
@@ -217,6 +223,11 @@ func runE2E(ctx context.Context, o *Options, w *World, name string, seed uint64,
 		}
 		o.logf("scenario 1 (%s): Redis %s %s: %.2f s CPU (%.0f%% of a core), %d events, %.2f µs per event on the shard, %.2f µs per event of the drain", name,
 			n.Role, n.Addr, n.CPUSeconds, 100*n.Util, n.Events, n.UsPerEvent, n.UsPerEventAll)
+	}
+	res.ProcCPU = procDelta(procBefore, procAfter, res.Events, res.Seconds)
+	sort.Slice(res.ProcCPU, func(i, j int) bool { return res.ProcCPU[i].Name < res.ProcCPU[j].Name })
+	for _, p := range res.ProcCPU {
+		o.logf("scenario 1 (%s): %s pid %d: %.2f s CPU (%.0f%% of a core), %.2f µs per event", name, p.Name, p.PID, p.CPUSeconds, 100*p.Util, p.UsPerEvent)
 	}
 	if !res.Exact {
 		o.logf("scenario 1 (%s): NOT exact: %d subscriptions differ from what was sent, first %s; dead letters %d", name, res.Check.Mismatched, res.Check.First, res.DeadLetters)

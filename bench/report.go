@@ -62,6 +62,9 @@ func cpuRows(row func(s, f, v string), e *E2EResult) {
 	if len(e.RedisCPU) > 0 {
 		row("", "Redis CPU per event", fmt.Sprintf("masters %.2f µs, replicas %.2f µs (INFO cpu; a shared server's other clients count too)", e.RedisUsPerEvent, e.RedisReplicaUsPerEvent))
 	}
+	for _, p := range e.ProcCPU {
+		row("", p.Name+" CPU per event", fmt.Sprintf("%.2f µs (%.2f s, %.0f%% of a core; /proc utime+stime over the drain)", p.UsPerEvent, p.CPUSeconds, 100*p.Util))
+	}
 }
 
 func exactGot(e *E2EResult) string {

@@ -127,6 +127,7 @@ type Engine struct {
 	// Reused between batches: the hot path allocates per batch, not per event.
 	events []rating.Event
 	lines  []rating.Line
+	dec    decimals // archive Decimals of repeated quantities and money values
 	nextMu sync.Mutex
 	next   map[int]int64 // per partition, the offset after the last one committed
 	// firstSeen is, per partition, the first offset fetched (prepare's

@@ -343,6 +343,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 	for bi := range batches {
 		spans[bi] = usageSpans(&batches[bi], &results[bi])
 	}
+	slab := newDrawSlab(results)
 	for _, r := range refs {
 		res := &results[r.batch]
 		if res.Lines == nil { // refused batch
@@ -369,12 +370,12 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 			l := &lines[li]
 			row := archive.RatedRow{
 				EventID: ev.ID, Line: uint16(li - r.first), CustomerID: l.CustomerID, SubscriptionID: l.SubscriptionID,
-				Feature: l.FeatureID, EventName: ev.Name, Quantity: l.Quantity.Decimal(),
-				Credits: l.Credits, CreditCurrency: l.CreditCurrency, MoneyValue: l.Money.Decimal(), MoneyCurrency: l.MoneyCurrency,
+				Feature: l.FeatureID, EventName: ev.Name, Quantity: e.dec.get(l.Quantity.Mant, int32(l.Quantity.Scale)),
+				Credits: l.Credits, CreditCurrency: l.CreditCurrency, MoneyValue: e.dec.get(int64(l.Money), rating.MoneyScale), MoneyCurrency: l.MoneyCurrency,
 				EventTime: drawn, RatedAt: now, Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
 				DimKeys: keys, DimValues: values,
 			}
-			split.take(&row)
+			slab.take(&row, &split)
 			usage = append(usage, row)
 		}
 	}

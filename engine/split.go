@@ -21,13 +21,15 @@ func newSplitter(lr *balance.LineResult) splitter {
 	return splitter{draws: lr.Draws, overage: lr.Overage, unfunded: lr.Unfunded}
 }
 
-func (s *splitter) take(row *archive.RatedRow) {
+// take fills row's funded, unfunded and status, appending its draws to ids
+// and amounts (drawSlab then points the row at them).
+func (s *splitter) take(row *archive.RatedRow, ids []string, amounts []credit.Amount) ([]string, []credit.Amount) {
 	need := row.Credits
 	for need > 0 && s.di < len(s.draws) {
 		d := s.draws[s.di]
 		t := min(need, d.Amount-s.used)
-		row.GrantIDs = append(row.GrantIDs, d.Grant)
-		row.GrantAmounts = append(row.GrantAmounts, t)
+		ids = append(ids, d.Grant)
+		amounts = append(amounts, t)
 		row.Funded += t
 		need -= t
 		s.used += t
@@ -51,4 +53,5 @@ func (s *splitter) take(row *archive.RatedRow) {
 		row.Unfunded += need
 		row.Status = archive.StatusUnfunded
 	}
+	return ids, amounts
 }

@@ -29,12 +29,13 @@ journal_open(source, committed)
 
 -- Usage goes to the ledger as one entry per call (sum, event count,
 -- unfunded sum, offsets), split only to keep each sum within MAX.
-local usage = {sum = 0, n = 0, unfunded = 0, first = '', last = ''}
+-- (offsets kept as numbers, formatted once per entry)
+local usage = {sum = 0, n = 0, unfunded = 0, first = nil, last = nil}
 local function flush_usage()
   if usage.n == 0 then return end
-  ledger('usage', -usage.sum, {'n', D(usage.n), 'u', D(usage.unfunded), 'r', source .. ':' .. usage.first .. '-' .. usage.last})
+  ledger('usage', -usage.sum, {'n', D(usage.n), 'u', D(usage.unfunded), 'r', source .. ':' .. D(usage.first) .. '-' .. D(usage.last)})
   if usage.unfunded > 0 then redis.call('HINCRBY', K_ACCOUNT, 'unf', D(usage.unfunded)) end
-  usage.sum, usage.n, usage.unfunded, usage.first = 0, 0, 0, ''
+  usage.sum, usage.n, usage.unfunded, usage.first = 0, 0, 0, nil
 end
 
 -- charge draws a line's credits at its draw time (its timestamp clamped to
@@ -64,15 +65,19 @@ local function charge(off, ts, credits)
   if usage.sum + delta > MAX or usage.unfunded + unfunded > MAX then flush_usage() end
   bal = bal - delta
   usage.sum, usage.n, usage.unfunded = usage.sum + delta, usage.n + 1, usage.unfunded + unfunded
-  if usage.first == '' then usage.first = D(off) end
-  usage.last = D(off)
+  if not usage.first then usage.first = off end
+  usage.last = off
   return unfunded, over, draws
 end
 
 -- per line: 'O' redelivered, 'P' redelivered with its first result, 'I'
 -- duplicate id, 'A' applied; 'P' and 'A' are followed by balance after,
--- unfunded, overage, draw count and the draws
+-- unfunded, overage, draw count and the draws. The common case, a line
+-- drawn wholly from one grant, is 'a' and the grant: the caller knows its
+-- credits, and its balance after from the balance before the lines (bal0)
+-- less what the lines before it drew (two reply items instead of seven).
 local out = {}
+local bal0 = bal
 for i = FIRST_LINE_ARG, #ARGV, LINE_ARGS do
   local fp, bits, off = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local ts, credits = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
@@ -84,13 +89,18 @@ for i = FIRST_LINE_ARG, #ARGV, LINE_ARGS do
       out[#out + 1] = 'I'
     else
       local unfunded, over, draws = charge(off, ts, credits)
-      -- integers (< 2^53) go back to Redis exactly as integer replies
-      out[#out + 1] = 'A'
-      out[#out + 1] = bal
-      out[#out + 1] = unfunded
-      out[#out + 1] = over
-      out[#out + 1] = #draws / 2
-      for j = 1, #draws do out[#out + 1] = draws[j] end
+      if #draws == 2 and unfunded == 0 and over == 0 then
+        out[#out + 1] = 'a'
+        out[#out + 1] = draws[1]
+      else
+        -- integers (< 2^53) go back to Redis exactly as integer replies
+        out[#out + 1] = 'A'
+        out[#out + 1] = bal
+        out[#out + 1] = unfunded
+        out[#out + 1] = over
+        out[#out + 1] = #draws / 2
+        for j = 1, #draws do out[#out + 1] = draws[j] end
+      end
       journal_record(off, bal, unfunded, over, draws)
     end
   end
@@ -104,6 +114,6 @@ local lastseq = seq
 journal_push(firstseq, lastseq)
 if lastseq < firstseq then firstseq, lastseq = 0, 0 end
 firstseq, lastseq = journal_seqs(firstseq, lastseq)
-local res = {D(bal), D(debt), change, low, D(firstseq), D(lastseq), cur_meta, prev_meta}
+local res = {D(bal), D(debt), change, low, D(firstseq), D(lastseq), cur_meta, prev_meta, bal0}
 for j = 1, #out do res[#res + 1] = out[j] end
 return res

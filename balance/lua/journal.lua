@@ -3,7 +3,9 @@
 -- a line at or below it was applied before. The journal (K_JOURNAL, a
 -- list) keeps the results of applied lines whose offsets the caller has
 -- not committed yet, one record per call:
---   "firstoff lastoff firstseq lastseq|off,bal,unf,over,n,g1,a1,...|..."
+--   "firstoff lastoff firstseq lastseq #" then the lines' results
+--   off,bal,unf,over,n,g1,a1,... one after the other, packed once per call
+--   by cmsgpack (exact integers; no string formatting per line)
 -- so a redelivered line gets its first result back (status P) and the
 -- caller can archive it exactly as the first time. Records below the
 -- committed offset (the next one to consume) are dropped, which bounds the
@@ -15,7 +17,7 @@ local journal_source
 local watermark, max_offset = -1, -1
 local by_offset -- journaled line by offset, read on the first replay
 local replay_first_seq, replay_last_seq -- ledger seqs the replayed lines' first calls wrote
-local new_lines, last_offset = {}, ''
+local new_items, first_offset, last_offset = {}, nil, nil -- this call's record
 
 -- journal_open reads the source's watermark and drops the records below
 -- the committed offset.
@@ -49,24 +51,33 @@ local function journal_replay(off, out)
   if not by_offset then
     by_offset = {}
     for _, rec in ipairs(redis.call('LRANGE', K_JOURNAL, 0, -1)) do
-      local fs, ls = string.match(rec, '^%d+ %d+ (%d+) (%d+)')
-      for line in string.gmatch(rec, '|([^|]+)') do
-        local o = tonumber(string.match(line, '^(%d+),'))
-        by_offset[o] = {line = line, first_seq = tonumber(fs), last_seq = tonumber(ls)}
+      local head, fs, ls = string.match(rec, '^(%d+ %d+ (%d+) (%d+) #)')
+      if head then
+        local items = cmsgpack.unpack(string.sub(rec, #head + 1))
+        local k = 1
+        while k <= #items do
+          local n = 5 + 2 * items[k + 4]
+          by_offset[items[k]] = {items = items, at = k, n = n, first_seq = tonumber(fs), last_seq = tonumber(ls)}
+          k = k + n
+        end
+      else -- a record of an earlier version: "...|off,bal,unf,over,n,g1,a1,...|..."
+        fs, ls = string.match(rec, '^%d+ %d+ (%d+) (%d+)')
+        for line in string.gmatch(rec, '|([^|]+)') do
+          local items, k = {}, 0
+          for f in string.gmatch(line, '([^,]+)') do
+            k = k + 1
+            if k <= 5 or k % 2 == 1 then items[k] = tonumber(f) else items[k] = f end
+          end
+          by_offset[items[1]] = {items = items, at = 1, n = k, first_seq = tonumber(fs), last_seq = tonumber(ls)}
+        end
       end
     end
   end
   local j = by_offset[off]
   if not j then return false end
-  -- off,bal,unf,over,n,g1,a1,...: numbers but the grant ids
+  -- off,bal,unf,over,n,g1,a1,...: all but off go back
   out[#out + 1] = 'P'
-  local k = 0
-  for f in string.gmatch(j.line, '([^,]+)') do
-    k = k + 1
-    if k > 1 then
-      if k <= 5 or k % 2 == 1 then out[#out + 1] = tonumber(f) else out[#out + 1] = f end
-    end
-  end
+  for k = j.at + 1, j.at + j.n - 1 do out[#out + 1] = j.items[k] end
   if j.first_seq > 0 and (not replay_first_seq or j.first_seq < replay_first_seq) then replay_first_seq = j.first_seq end
   if j.last_seq > 0 and (not replay_last_seq or j.last_seq > replay_last_seq) then replay_last_seq = j.last_seq end
   return true
@@ -75,10 +86,11 @@ end
 -- journal_record keeps the result of a line applied now.
 local function journal_record(off, balance, unfunded, over, draws)
   if journal_source == '' then return end
-  local rec = {D(off), D(balance), D(unfunded), D(over), D(#draws / 2)}
-  for j = 1, #draws, 2 do rec[#rec + 1] = draws[j]; rec[#rec + 1] = D(draws[j + 1]) end
-  new_lines[#new_lines + 1] = table.concat(rec, ',')
-  last_offset = D(off)
+  local t = new_items
+  t[#t + 1] = off; t[#t + 1] = balance; t[#t + 1] = unfunded; t[#t + 1] = over; t[#t + 1] = #draws / 2
+  for j = 1, #draws do t[#t + 1] = draws[j] end
+  if not first_offset then first_offset = off end
+  last_offset = off
 end
 
 -- journal_save_watermark moves the watermark past the lines seen now.
@@ -91,10 +103,10 @@ end
 -- journal_push appends this call's record: its lines and the ledger
 -- entries firstseq..lastseq it wrote (0 0: none).
 local function journal_push(firstseq, lastseq)
-  if #new_lines == 0 then return end
+  if not first_offset then return end
   if lastseq < firstseq then firstseq, lastseq = 0, 0 end
-  local len = redis.call('RPUSH', K_JOURNAL, string.match(new_lines[1], '^(%d+)') .. ' ' .. last_offset .. ' ' ..
-    D(firstseq) .. ' ' .. D(lastseq) .. '|' .. table.concat(new_lines, '|'))
+  local len = redis.call('RPUSH', K_JOURNAL, D(first_offset) .. ' ' .. D(last_offset) .. ' ' ..
+    D(firstseq) .. ' ' .. D(lastseq) .. ' #' .. cmsgpack.pack(new_items))
   if len == 1 then redis.call('PEXPIRE', K_JOURNAL, D(JOURNAL_TTL_MS)) end -- once per new list
 end
 
