@@ -37,6 +37,15 @@ func (b *Batch) validate() error {
 			return fmt.Errorf("%w: line %d: timestamp before 1970", ErrInvalid, i)
 		case b.Topic != "" && (l.Offset <= prev || l.Offset > maxOffset):
 			return fmt.Errorf("%w: line %d: offset %d not increasing", ErrInvalid, i, l.Offset)
+		case len(l.Unique) > MaxUniqueParts:
+			return fmt.Errorf("%w: line %d: %d UNIQUE_COUNT parts, at most %d", ErrInvalid, i, len(l.Unique), MaxUniqueParts)
+		}
+		var sum credit.Amount
+		for _, u := range l.Unique {
+			sum += u.Credits
+			if u.Meter == "" || u.Credits < 0 || !u.PeriodEnd.After(u.Period) || sum > l.Credits {
+				return fmt.Errorf("%w: line %d: bad UNIQUE_COUNT part %+v", ErrInvalid, i, u)
+			}
 		}
 		prev = l.Offset
 	}
@@ -125,8 +134,8 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 		b := &batches[i]
 		l := lay[b.Subscription]
 		cur, prev := l.expect()
-		args := make([]any, 0, 9+5*len(b.Lines))
-		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev)
+		args := make([]any, 0, 10+5*len(b.Lines))
+		args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev, "")
 		bits := make([]int64, len(b.Lines))
 		for k, ln := range b.Lines {
 			fp, bb := eventFingerprint(ln.EventID)
@@ -134,6 +143,7 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 			args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
 		}
 		keys[j] = s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits)
+		keys[j], args[9] = s.uniqueArgs(keys[j], b)
 		argv[j] = args
 		cmds[j] = applyScript.EvalSha(ctx, pipe, keys[j], args...)
 	}
@@ -269,6 +279,13 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 			}
 			p += 4
 			for j := 0; j < n; j++ {
+				if r[p] == uniqueDraw {
+					if lr.Repeats, err = strconv.ParseUint(r[p+1], 10, 64); err != nil {
+						return bad()
+					}
+					p += 2
+					continue
+				}
 				a, err := amount(r[p+1])
 				if err != nil {
 					return bad()

@@ -32,7 +32,7 @@ func script(names ...string) *redis.Script {
 }
 
 var (
-	applyScript   = script("dedupe.lua", "journal.lua", "apply.lua")
+	applyScript   = script("dedupe.lua", "journal.lua", "unique.lua", "apply.lua")
 	changeScript  = script("change.lua")
 	openScript    = script("open.lua")
 	restoreScript = script("restore.lua")
