@@ -12,7 +12,7 @@ func (s *Store) uniqueKey(sub, meter string, periodMs int64) string {
 }
 
 // uniqueArgs appends the batch's UNIQUE_COUNT sets to keys and returns
-// unique.lua's argument: ” or [[line, key index, value, credits, keep ms]].
+// unique.lua's argument: "" (none) or [[line, key index, value, credits, keep ms]].
 func (s *Store) uniqueArgs(keys []string, b *Batch) ([]string, string) {
 	var parts [][5]any
 	at := map[string]int{}
