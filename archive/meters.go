@@ -94,6 +94,9 @@ func MeterValues(ctx context.Context, conn driver.Conn, q MeterQuery) ([]MeterVa
 		if err := rows.Scan(&v.WindowStart, &x, &v.Events); err != nil {
 			return nil, fmt.Errorf("archive: meter %s of %s: %w", q.Feature, q.Subscription, err)
 		}
+		if v.Events == 0 { // a constant GROUP BY of no rows may answer one empty row
+			continue
+		}
 		if q.Aggregation == "AVG" {
 			x = x.DivRound(decimal.NewFromInt(int64(v.Events)), AvgScale)
 		}
