@@ -35,10 +35,12 @@ func TestMeterAggregationsAndFilters(t *testing.T) {
 	if !strings.Contains(r.raw, `"op":"not_in","values":["test","staging"]`) || !strings.Contains(r.raw, `"aggregation":"UNIQUE_COUNT"`) {
 		t.Errorf("feature read back: %s", r.raw)
 	}
-	feature := func(meter string) string { return `{"id":"x","name":"X","meter":{"kind":"event_based","event_name":"e",` + meter + `}}` }
+	feature := func(meter string) string {
+		return `{"id":"x","name":"X","meter":{"kind":"event_based","event_name":"e",` + meter + `}}`
+	}
 	plan := strings.Replace(strings.Replace(planJSON, `"ai-prepaid"`, `"p2"`, 1), `"feature_id":"ai-agent-email"`, `"feature_id":"peak-seats"`, 1)
 	for _, tc := range []struct {
-		name, path, body  string
+		name, path, body   string
 		code, field, msgIn string
 	}{
 		{"unique without dimension", "/v1/features", feature(`"aggregation":"UNIQUE_COUNT"`), "required", "meter.dimension", "UNIQUE_COUNT"},

@@ -332,6 +332,9 @@ func TestContract(t *testing.T) {
 		t.Errorf("usage: %s", u.raw)
 	}
 	e.must(200, "GET", base+"/usage?from="+day+"&to="+next+"&group_by=day", admin, "")
+	if m := e.must(200, "GET", base+"/meters/ai-agent-email?from="+day+"&to="+next+"&window=hour", tok, ""); !strings.Contains(m.raw, `"value":"3"`) {
+		t.Errorf("meter: %s", m.raw)
+	}
 	e.must(200, "GET", base+"/invoices?period="+now.Format("2006-01"), tok, "")
 	e.must(200, "GET", base+"/invoices?period="+now.Format("2006-01")+"&format=csv", tok, "")
 
