@@ -153,6 +153,7 @@ func checkReadmeQueries(t *testing.T, conn driver.Conn, w *archive.Writer) {
 		"breakage":                          {"sub-a g1 10000000 2026-11-30"},
 		"unfunded_usage":                    {"sub-b ai-agent-email unfunded 1000000 1", "sub-b llm-tokens overage 1500000 1"},
 		"ledger_balances":                   {"sub-a 135500000 4 1", "sub-b -1500000 2 1"},
+		"reporting_meters":                  {"ai-agent-email 1 1 1 3", "llm-tokens 4000 4000 3250 2"},
 	}
 	checkQueries(t, conn, readmeQueries(t), want)
 }
