@@ -157,7 +157,8 @@ type UniquePart struct {
 	Credits           credit.Amount
 }
 
-// MaxUniqueParts bounds a line's UNIQUE_COUNT parts (a bit mask reports them).
+// MaxUniqueParts bounds a line's UNIQUE_COUNT parts (a bit mask reports
+// them; rating.MaxUniquePerEvent keeps events within it).
 const MaxUniqueParts = 52
 
 // UniqueKeep is how long a period's UNIQUE_COUNT memory outlives the period:

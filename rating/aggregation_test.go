@@ -2,6 +2,7 @@ package rating
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -63,6 +64,23 @@ func TestRateUniqueCount(t *testing.T) {
 	}
 	if _, err := tbl.Rate(&Event{CustomerID: "acme", Name: "login", Timestamp: start, Dims: []Dim{{Key: "user", Str: string(long)}}}, nil); !errors.Is(err, ErrUniqueTooLong) {
 		t.Errorf("long value: %v", err)
+	}
+}
+
+func TestTooManyUniqueMetersPerEvent(t *testing.T) {
+	c, _ := aggCatalog(t)
+	s := c.Subscriptions["sub-1"]
+	for i := 0; i < MaxUniquePerEvent; i++ {
+		id := fmt.Sprint("u", i)
+		c.Features[id] = &Feature{ID: id, Name: id, Meter: Meter{Kind: MeterEventBased, EventName: "login", Aggregation: AggUniqueCount, Dimension: "user"}}
+		s.Consumption = append(s.Consumption, ConsumptionRate{FeatureID: id, CreditsPerUnit: credit.Credits(1)})
+	}
+	tbl, errs := Compile(c, 3)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if _, err := tbl.Rate(&Event{CustomerID: "acme", Name: "login", Timestamp: t0, Dims: []Dim{{Key: "user", Str: "u"}}}, nil); !errors.Is(err, ErrTooManyUnique) {
+		t.Errorf("53 UNIQUE_COUNT meters: %v", err)
 	}
 }
 

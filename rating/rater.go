@@ -108,7 +108,12 @@ var (
 	ErrNegativeQuantity      = errors.New("rating: negative quantity")
 	ErrOverflow              = errors.New("rating: credits or money beyond range")
 	ErrUniqueTooLong         = errors.New("rating: value a UNIQUE_COUNT meter counts is longer than 256 bytes")
+	ErrTooManyUnique         = errors.New("rating: more than 52 UNIQUE_COUNT meters match the event")
 )
+
+// MaxUniquePerEvent bounds the UNIQUE_COUNT meters one event may match (the
+// balance reports their repeats as a bit mask).
+const MaxUniquePerEvent = 52
 
 type fval struct {
 	str   string
@@ -340,6 +345,7 @@ func (t *Table) rate(ev *Event, dst []Line, grace time.Duration) ([]Line, error)
 	}
 	rows := cs.byEvent[ev.Name]
 	n0 := len(dst)
+	nu := 0
 	for i := range rows {
 		r := &rows[i]
 		if !matches(r.filters, ev) {
@@ -380,6 +386,9 @@ func (t *Table) rate(ev *Event, dst []Line, grace time.Duration) ([]Line, error)
 			}
 			if len(d.Str) > MaxUniqueLen {
 				return dst[:n0], ErrUniqueTooLong
+			}
+			if nu++; nu > MaxUniquePerEvent {
+				return dst[:n0], ErrTooManyUnique
 			}
 			uq = d
 		}
