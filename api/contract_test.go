@@ -336,6 +336,9 @@ func TestContract(t *testing.T) {
 	e.must(200, "GET", "/v1/customers/acme/usage?from="+day+"&to="+next+"&group_by=month,subscription&format=csv", tok, "")
 	e.must(200, "GET", "/v1/usage?from="+day+"&to="+next+"&group_by=customer,day&limit=1&customer=acme", admin, "")
 	e.must(400, "GET", "/v1/usage?from="+day+"&to="+next+"&group_by=week", admin, "")
+	if m := e.must(200, "GET", base+"/meters/ai-agent-email?from="+day+"&to="+next+"&window=hour", tok, ""); !strings.Contains(m.raw, `"value":"3"`) {
+		t.Errorf("meter: %s", m.raw)
+	}
 	e.must(200, "GET", base+"/invoices?period="+now.Format("2006-01"), tok, "")
 	e.must(200, "GET", base+"/invoices?period="+now.Format("2006-01")+"&format=csv", tok, "")
 

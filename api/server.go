@@ -220,6 +220,7 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/subscriptions/{id}/adjustments", Admin, s.adjust},
 
 		{"GET", "/v1/subscriptions/{id}/usage", Customer, s.getUsage},
+		{"GET", "/v1/subscriptions/{id}/meters/{feature_id}", Customer, s.getMeter},
 		{"GET", "/v1/subscriptions/{id}/invoices", Customer, s.getInvoice},
 
 		{"GET", "/v1/usage", Admin, s.getAllUsage},

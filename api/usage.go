@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -116,6 +117,39 @@ func (s *Server) subscriptionUsage(ctx context.Context, q archive.ReportQuery) (
 // subscription.
 var usageParams = []string{"from", "to", "group_by", "feature", "dim", "format", "limit", "cursor"}
 
+// reportRange reads a report's from and to (usage, meters), naming the one
+// that is wrong.
+func reportRange(qv url.Values) (from, to time.Time, _ error) {
+	bad := func(field, msg string) (time.Time, time.Time, error) {
+		return time.Time{}, time.Time{}, &Error{Status: http.StatusBadRequest, Code: "invalid", Field: field, Message: msg}
+	}
+	for _, p := range []struct {
+		name string
+		t    *time.Time
+	}{{"from", &from}, {"to", &to}} {
+		v := qv.Get(p.name)
+		if v == "" {
+			return bad(p.name, p.name+" is required: a date (YYYY-MM-DD, UTC midnight) or an RFC 3339 time")
+		}
+		uq, err := archive.ParseUsageQuery("", v, v, "")
+		if err != nil {
+			return bad(p.name, p.name+" must be a date (YYYY-MM-DD, UTC midnight) or an RFC 3339 time")
+		}
+		*p.t = uq.From
+	}
+	switch {
+	case from.Before(minReportTime):
+		return bad("from", "from must be 1970-01-01 or later")
+	case to.After(maxReportTime):
+		return bad("to", "to must be 2106-01-01 or earlier")
+	case !from.Before(to):
+		return bad("from", "from must be before to")
+	case to.Sub(from) > 366*24*time.Hour:
+		return bad("to", "to must be at most 366 days after from")
+	}
+	return from, to, nil
+}
+
 // usageQuery reads the usage parameters, naming the one that is wrong: an
 // unknown parameter is refused rather than ignored.
 func (s *Server) usageQuery(r *http.Request, across bool) (archive.ReportQuery, error) {
@@ -133,29 +167,9 @@ func (s *Server) usageQuery(r *http.Request, across bool) (archive.ReportQuery, 
 		}
 	}
 	var q archive.ReportQuery
-	for _, p := range []struct {
-		name string
-		t    *time.Time
-	}{{"from", &q.From}, {"to", &q.To}} {
-		v := qv.Get(p.name)
-		if v == "" {
-			return bad(p.name, p.name+" is required: a date (YYYY-MM-DD, UTC midnight) or an RFC 3339 time")
-		}
-		uq, err := archive.ParseUsageQuery("", v, v, "")
-		if err != nil {
-			return bad(p.name, p.name+" must be a date (YYYY-MM-DD, UTC midnight) or an RFC 3339 time")
-		}
-		*p.t = uq.From
-	}
-	switch {
-	case q.From.Before(minReportTime):
-		return bad("from", "from must be 1970-01-01 or later")
-	case q.To.After(maxReportTime):
-		return bad("to", "to must be 2106-01-01 or earlier")
-	case !q.From.Before(q.To):
-		return bad("from", "from must be before to")
-	case q.To.Sub(q.From) > 366*24*time.Hour:
-		return bad("to", "to must be at most 366 days after from")
+	var err error
+	if q.From, q.To, err = reportRange(qv); err != nil {
+		return q, err
 	}
 	q.Groups = splitList(qv["group_by"])
 	if len(q.Groups) == 0 {

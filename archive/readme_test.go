@@ -164,6 +164,7 @@ func checkReadmeQueries(t *testing.T, conn driver.Conn, w *archive.Writer) {
 		"credits_by_dimension": {"agent mailer 4500000 3", "agent outreach 1000000 1", "model gpt-x 2500000 1", "model gpt-y 4000000 1",
 			"tokens 4000 4000000 1"},
 		"agent_usage_by_day": {"2026-11-03 ai-agent-email 2000000 2", "2026-11-03 llm-tokens 2500000 2500"},
+		"reporting_meters":   {"ai-agent-email 1 1 1 3", "llm-tokens 4000 4000 3250 2"},
 	}
 	checkQueries(t, conn, readmeQueries(t), want)
 }

@@ -37,6 +37,15 @@ func (b *Batch) validate() error {
 			return fmt.Errorf("%w: line %d: timestamp before 1970", ErrInvalid, i)
 		case b.Topic != "" && (l.Offset <= prev || l.Offset > maxOffset):
 			return fmt.Errorf("%w: line %d: offset %d not increasing", ErrInvalid, i, l.Offset)
+		case len(l.Unique) > MaxUniqueParts:
+			return fmt.Errorf("%w: line %d: %d UNIQUE_COUNT parts, at most %d", ErrInvalid, i, len(l.Unique), MaxUniqueParts)
+		}
+		var sum credit.Amount
+		for _, u := range l.Unique {
+			sum += u.Credits
+			if u.Meter == "" || u.Credits < 0 || !u.PeriodEnd.After(u.Period) || sum > l.Credits {
+				return fmt.Errorf("%w: line %d: bad UNIQUE_COUNT part %+v", ErrInvalid, i, u)
+			}
 		}
 		prev = l.Offset
 	}
@@ -148,15 +157,17 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 // applyArgs are the KEYS and ARGV of apply.lua for b; bits is scratch.
 func (s *Store) applyArgs(b *Batch, l ddLayout, now int64, bits []int64) ([]string, []any, []int64) {
 	cur, prev := l.expect()
-	args := make([]any, 0, 9+5*len(b.Lines))
-	args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev)
+	args := make([]any, 0, 10+5*len(b.Lines))
+	args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev, "")
 	bits = bits[:0]
 	for _, ln := range b.Lines {
 		fp, bb := idHash(ln.EventID)
 		bits = append(bits, bb)
 		args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
 	}
-	return s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits), args, bits
+	keys := s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits)
+	keys, args[9] = s.uniqueArgs(keys, b) // ARGV[10]: the UNIQUE_COUNT parts (unique.lua)
+	return keys, args, bits
 }
 
 // layoutReply reads a script's refusal for a stale dedupe layout.
@@ -335,17 +346,18 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 				bal = int64(lr.Balance) // the next 'a' line's balance follows from it
 			}
 			p += 4
-			if n > 0 {
-				lr.Draws = make([]Draw, n)
-			}
-			for j := range lr.Draws {
+			for j := 0; j < int(n); j++ {
 				g, ok1 := r[p].(string)
 				a, ok2 := rp.int(p + 1)
 				if !ok1 || !ok2 {
 					return bad()
 				}
-				lr.Draws[j] = Draw{Grant: g, Amount: credit.Amount(a)}
 				p += 2
+				if g == uniqueDraw { // the line's UNIQUE_COUNT repeats, not a grant
+					lr.Repeats = uint64(a)
+					continue
+				}
+				lr.Draws = append(lr.Draws, Draw{Grant: g, Amount: credit.Amount(a)})
 			}
 		}
 		res.Lines = append(res.Lines, lr)

@@ -119,3 +119,41 @@ func BenchmarkApplyLiveGrants(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApplyUnique measures batches of 100 lines without and with one
+// UNIQUE_COUNT part each (values from a pool of 1,000 users, so most are
+// repeats after the first calls); one op is one event.
+// Run: go test -bench ApplyUnique -run '^$' ./balance/
+func BenchmarkApplyUnique(b *testing.B) {
+	ctx := context.Background()
+	for _, unique := range []bool{false, true} {
+		b.Run(fmt.Sprintf("unique-%v", unique), func(b *testing.B) {
+			s, _, _ := benchStore(b)
+			sub := "uniq"
+			if _, err := s.OpenAccount(ctx, AccountSpec{Subscription: sub, Customer: "c", Policy: Overage, Currency: "USD"}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.Grant(ctx, GrantRequest{Key: "g", Subscription: sub, Type: Purchased, Amount: credit.MaxAmount / 4}); err != nil {
+				b.Fatal(err)
+			}
+			period := time.Now().Add(-time.Hour)
+			lines := make([]Line, 100)
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i += len(lines) {
+				n := min(len(lines), b.N-i)
+				now := time.Now()
+				for j := 0; j < n; j++ {
+					lines[j] = Line{EventID: fmt.Sprintf("evt-%d-5f1c0a2e", i+j), Offset: int64(i + j), Time: now, Credits: 1000}
+					if unique {
+						lines[j].Unique = []UniquePart{{Meter: "users", Period: period, PeriodEnd: period.AddDate(0, 1, 0), Value: fmt.Sprintf("user-%04d", (i+j)%1000), Credits: 1000}}
+					}
+				}
+				if _, err := s.Apply(ctx, []Batch{{Subscription: sub, Topic: "usage-events", Partition: 0, Lines: lines[:n]}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}

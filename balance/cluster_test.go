@@ -30,6 +30,8 @@ func TestStoreOnRedisCluster(t *testing.T) {
 		{"JournalReplaysFirstResults", TestJournalReplaysFirstResults},
 		{"RestoreLostAccount", TestRestoreLostAccount},
 		{"ScriptsMatchModel", TestScriptsMatchModel},
+		{"UniqueCountChargesFirstValueOnce", TestUniqueCountChargesFirstValueOnce},
+		{"UniqueCountMixedLine", TestUniqueCountMixedLine},
 	} {
 		t.Run(tc.name, tc.fn)
 	}

@@ -19,6 +19,7 @@ type model struct {
 	seq    int64
 	wm     map[string]int64
 	seen   map[string]bool
+	uniq   map[string]bool // UNIQUE_COUNT memory: meter@period@value
 	// journal is the first result of each applied line by source and
 	// offset; nothing is committed in this test, so every one is kept.
 	journal map[string]LineResult
@@ -74,7 +75,18 @@ func (m *model) apply(now int64, b Batch) []LineResult {
 		default:
 			m.seen[l.EventID] = true
 			applied = true
-			lr := m.use(l.Time.UnixMilli(), now, m.Grace, l.Credits, m.policy, m.limit)
+			var rep credit.Amount
+			var mask uint64
+			for i, u := range l.Unique {
+				k := fmt.Sprint(u.Meter, "@", u.Period.UnixMilli(), "@", u.Value)
+				if u.PeriodEnd.Add(UniqueKeep).UnixMilli() <= now || m.uniq[k] {
+					rep, mask = rep+u.Credits, mask|1<<i
+				} else {
+					m.uniq[k] = true
+				}
+			}
+			lr := m.use(l.Time.UnixMilli(), now, m.Grace, l.Credits-rep, m.policy, m.limit)
+			lr.Repeats = mask
 			if src != "" {
 				m.journal[fmt.Sprint(src, "@", l.Offset)] = lr
 			}
@@ -109,7 +121,7 @@ func TestScriptsMatchModel(t *testing.T) {
 			e.s = s
 			sub := "model-" + tc.name
 			e.open(sub, policy, func(a *AccountSpec) { a.DebtLimit = tc.limit })
-			m := &model{book: book{Grace: (15 * time.Minute).Milliseconds()}, policy: policy, limit: tc.limit, wm: map[string]int64{}, seen: map[string]bool{}, journal: map[string]LineResult{}}
+			m := &model{book: book{Grace: (15 * time.Minute).Milliseconds()}, policy: policy, limit: tc.limit, wm: map[string]int64{}, seen: map[string]bool{}, uniq: map[string]bool{}, journal: map[string]LineResult{}}
 			r := rand.New(rand.NewPCG(7, uint64(len(tc.name))))
 			types := []GrantType{Promotional, Purchased, Adjustment}
 			amt := func() credit.Amount { return credit.Amount(r.Int64N(int64(c(20)))) + 1 }
@@ -145,7 +157,7 @@ func TestScriptsMatchModel(t *testing.T) {
 					p := int32(r.IntN(3))
 					b := Batch{Subscription: sub, Topic: "t", Partition: p}
 					if r.IntN(5) == 0 {
-						offsets[p] -= int64(r.IntN(4)) // a redelivery overlaps
+						offsets[p] = max(0, offsets[p]-int64(r.IntN(4))) // a redelivery overlaps
 					}
 					for i := 0; i < 1+r.IntN(8); i++ {
 						id := fmt.Sprint("e", nextID)
@@ -156,7 +168,14 @@ func TestScriptsMatchModel(t *testing.T) {
 						}
 						offsets[p]++
 						ts := now.Add(time.Duration(r.IntN(40)-30) * time.Minute)
-						b.Lines = append(b.Lines, Line{EventID: id, Offset: offsets[p], Time: ts, Credits: credit.Amount(r.Int64N(int64(c(6))))})
+						ln := Line{EventID: id, Offset: offsets[p], Time: ts, Credits: credit.Amount(r.Int64N(int64(c(6))))}
+						for u := r.IntN(4) - 1; u > 0; u-- { // UNIQUE_COUNT parts, some values repeated
+							per := t0.AddDate(0, r.IntN(2)*-3+r.IntN(2), 0) // the current, next or an expired period
+							part := UniquePart{Meter: fmt.Sprint("m", u), Period: per, PeriodEnd: per.AddDate(0, 1, 0), Value: fmt.Sprint("v", r.IntN(5)), Credits: credit.Amount(r.Int64N(int64(c(3))))}
+							ln.Unique = append(ln.Unique, part)
+							ln.Credits += part.Credits
+						}
+						b.Lines = append(b.Lines, ln)
 					}
 					got := e.apply(b)[0]
 					want := m.apply(nms, b)

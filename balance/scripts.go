@@ -33,7 +33,7 @@ func script(names ...string) *redis.Script {
 }
 
 var (
-	applyScript   = script("dedupe.lua", "journal.lua", "debtlimit.lua", "apply.lua")
+	applyScript   = script("dedupe.lua", "journal.lua", "debtlimit.lua", "unique.lua", "apply.lua")
 	changeScript  = script("change.lua")
 	openScript    = script("open.lua")
 	restoreScript = script("restore.lua")

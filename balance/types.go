@@ -144,8 +144,30 @@ type Line struct {
 	EventID string
 	Offset  int64 // Kafka offset; strictly increasing within a batch
 	Time    time.Time
-	Credits credit.Amount
+	Credits credit.Amount // all of the event's credits, Unique parts included
+	// Unique are the line's UNIQUE_COUNT parts (at most MaxUniqueParts):
+	// each part's credits are charged only if its value is new in its
+	// meter's billing period; LineResult.Repeats says which were not.
+	Unique []UniquePart
 }
+
+// UniquePart is what one UNIQUE_COUNT meter made of an event: Credits for
+// Value, remembered per (subscription, Meter, billing period starting at
+// Period) until UniqueKeep after PeriodEnd.
+type UniquePart struct {
+	Meter             string
+	Period, PeriodEnd time.Time
+	Value             string
+	Credits           credit.Amount
+}
+
+// MaxUniqueParts bounds a line's UNIQUE_COUNT parts (a bit mask reports
+// them; rating.MaxUniquePerEvent keeps events within it).
+const MaxUniqueParts = 52
+
+// UniqueKeep is how long a period's UNIQUE_COUNT memory outlives the period:
+// a value arriving later than that is not charged (it could be a repeat).
+const UniqueKeep = 35 * 24 * time.Hour
 
 // Batch is the lines of one subscription from one Kafka partition. An empty
 // Topic means no Kafka source: only event-id dedupe applies.
@@ -199,6 +221,9 @@ type LineResult struct {
 	Unfunded  credit.Amount // shortfall recorded, not charged (unfunded policy or beyond the bound)
 	Overage   credit.Amount // shortfall that made the balance go down past the grants
 	Balance   credit.Amount // balance right after the line
+	// Repeats has bit i set when the line's Unique[i] was not charged: its
+	// value was already counted in the period (or arrived past UniqueKeep).
+	Repeats uint64
 }
 
 // BatchResult is the outcome of one batch.

@@ -184,7 +184,7 @@ func (e *Engine) group(ctx context.Context, msgs []kafka.Message, events []ratin
 		if n := len(b.Lines); n > 0 && m.Offset <= b.Lines[n-1].Offset {
 			continue // fetched twice in one batch (a rebalance re-read it): the first copy counts
 		}
-		b.Lines = append(b.Lines, balance.Line{EventID: ev.ID, Offset: m.Offset, Time: ev.Timestamp, Credits: total})
+		b.Lines = append(b.Lines, balance.Line{EventID: ev.ID, Offset: m.Offset, Time: ev.Timestamp, Credits: total, Unique: uniqueParts(lines[first:last])})
 		refs = append(refs, eventRef{msg: i, first: first, last: last, batch: bi, line: len(b.Lines) - 1})
 	}
 	return batches, refs, dead
@@ -366,6 +366,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 		drawn := drawnAt(spans[r.batch], m.Offset, ev.Timestamp, e.grace, now)
 		split := newSplitter(lr)
 		keys, values := dimColumns(ev)
+		uk := 0
 		for li := r.first; li < r.last; li++ {
 			l := &lines[li]
 			row := archive.RatedRow{
@@ -375,6 +376,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 				EventTime: drawn, RatedAt: now, Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
 				DimKeys: keys, DimValues: values,
 			}
+			uniqueRow(&row, l, &uk, lr.Repeats)
 			slab.take(&row, &split)
 			usage = append(usage, row)
 		}

@@ -39,11 +39,24 @@ const (
 // Aggregation of an event-based meter.
 type Aggregation string
 
-// Aggregations.
+// Aggregations. COUNT, SUM and UNIQUE_COUNT are billable (a plan may map
+// them to credits); MAX, LATEST and AVG are reporting meters, read from the
+// archive only.
 const (
-	AggCount Aggregation = "COUNT" // each matching event is one unit
-	AggSum   Aggregation = "SUM"   // the value of Meter.Dimension
+	AggCount       Aggregation = "COUNT"        // each matching event is one unit
+	AggSum         Aggregation = "SUM"          // the value of Meter.Dimension
+	AggUniqueCount Aggregation = "UNIQUE_COUNT" // 1 the first time a value of Meter.Dimension appears in a billing period
+	AggMax         Aggregation = "MAX"          // reporting: the largest value of Meter.Dimension
+	AggLatest      Aggregation = "LATEST"       // reporting: the value of the latest event
+	AggAvg         Aggregation = "AVG"          // reporting: the mean value
 )
+
+// Reporting reports whether a is a reporting-only aggregation, which credit
+// consumption cannot map.
+func (a Aggregation) Reporting() bool { return a == AggMax || a == AggLatest || a == AggAvg }
+
+// Billable reports whether a plan may map a meter to credits.
+func (m *Meter) Billable() bool { return m.Kind == MeterEventBased && !m.Aggregation.Reporting() }
 
 // Feature is something a customer uses, measured by a meter.
 type Feature struct {
@@ -53,20 +66,36 @@ type Feature struct {
 }
 
 // Meter measures a feature. An event-based meter matches events by name and
-// by dimension equality filters and aggregates them by COUNT or SUM(dimension).
+// by dimension filters (all must match) and aggregates them (Aggregation).
 type Meter struct {
 	Kind        MeterKind   `json:"kind"`
 	EventName   string      `json:"event_name,omitempty"`
 	Aggregation Aggregation `json:"aggregation,omitempty"`
-	Dimension   string      `json:"dimension,omitempty"` // SUM only
+	Dimension   string      `json:"dimension,omitempty"` // every aggregation but COUNT
 	Filters     []DimFilter `json:"filters,omitempty"`
 }
 
-// DimFilter matches events whose dimension Key equals Value (a string, or the
-// text of a number: "2" matches 2 and 2.0).
+// FilterOp is how a DimFilter tests its dimension.
+type FilterOp string
+
+// Filter operators. A value is a string, or the text of a number: "2" matches
+// 2 and 2.0.
+const (
+	FilterEq     FilterOp = "eq"     // the dimension equals Value (the default: "" is eq)
+	FilterIn     FilterOp = "in"     // the dimension equals one of Values
+	FilterNotIn  FilterOp = "not_in" // the dimension is absent or equals none of Values
+	FilterExists FilterOp = "exists" // the dimension is present, whatever its value
+)
+
+// MaxFilterValues bounds the Values of an in or not_in filter.
+const MaxFilterValues = 100
+
+// DimFilter tests the event's dimension Key.
 type DimFilter struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
+	Key    string   `json:"key"`
+	Op     FilterOp `json:"op,omitempty"`
+	Value  string   `json:"value,omitempty"`  // eq
+	Values []string `json:"values,omitempty"` // in, not_in
 }
 
 // PlanType of a plan.

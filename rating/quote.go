@@ -31,7 +31,7 @@ func (t *Table) Quote(subID, featureID string, quantity Number, dims []Dim) (cre
 			}
 		}
 	}
-	if r == nil {
+	if r == nil || r.agg == aggReport { // a reporting meter charges nothing
 		return 0, 0, ErrFeatureNotRated
 	}
 	if dims != nil && !matches(r.filters, &Event{Dims: dims}) {
@@ -45,7 +45,7 @@ func (t *Table) Quote(subID, featureID string, quantity Number, dims []Dim) (cre
 	}
 	var credits uint64
 	ok := true
-	if r.sum {
+	if r.agg == aggSum { // COUNT and UNIQUE_COUNT: whole units (distinct values)
 		credits, ok = mulDivRound(uint64(quantity.Mant), r.rate, pow10[quantity.Scale])
 	} else {
 		n, whole := quantity.wholeUnits()

@@ -70,7 +70,32 @@ type Line struct {
 	Money          Money // Credits × the subscription's credit value
 	MoneyCurrency  string
 	Overage        OveragePolicy
+	// UNIQUE_COUNT lines: the value counted (UniqueStr, or UniqueNum when
+	// UniqueIsNum) and the billing period [Period, PeriodEnd) of the event.
+	// The balance charges the line only the first time the value appears
+	// in the period (UniqueValue).
+	Unique      bool
+	UniqueStr   string
+	UniqueNum   Number
+	UniqueIsNum bool
+	Period      time.Time
+	PeriodEnd   time.Time
 }
+
+// UniqueValue is the canonical text of a UNIQUE_COUNT line's value: a
+// number and its text are one value ("2", 2 and 2.0).
+func (l Line) UniqueValue() string {
+	if l.UniqueIsNum {
+		return l.UniqueNum.String()
+	}
+	if n, err := ParseNumber(l.UniqueStr); err == nil {
+		return n.String()
+	}
+	return l.UniqueStr
+}
+
+// MaxUniqueLen bounds the bytes of a value a UNIQUE_COUNT meter remembers.
+const MaxUniqueLen = 256
 
 // Rating errors: the event cannot be rated (a DLQ reason).
 var (
@@ -82,18 +107,44 @@ var (
 	ErrDimensionNotNumber    = errors.New("rating: dimension a SUM meter sums is not a number")
 	ErrNegativeQuantity      = errors.New("rating: negative quantity")
 	ErrOverflow              = errors.New("rating: credits or money beyond range")
+	ErrUniqueTooLong         = errors.New("rating: value a UNIQUE_COUNT meter counts is longer than 256 bytes")
+	ErrTooManyUnique         = errors.New("rating: more than 52 UNIQUE_COUNT meters match the event")
 )
 
-type filter struct {
-	key   string
+// MaxUniquePerEvent bounds the UNIQUE_COUNT meters one event may match (the
+// balance reports their repeats as a bit mask).
+const MaxUniquePerEvent = 52
+
+type fval struct {
 	str   string
 	num   Number
 	isNum bool // the filter value parses as a number
 }
 
+func (v *fval) eq(d *Dim) bool {
+	if d.IsNum {
+		return v.isNum && d.Num.Equal(v.num)
+	}
+	return d.Str == v.str
+}
+
+type filter struct {
+	key  string
+	op   FilterOp
+	vals []fval
+}
+
+// Row aggregations.
+const (
+	aggCount  = iota
+	aggSum    // quantity: the dimension's value
+	aggUnique // quantity 1, charged once per value and period by the balance
+	aggReport // MAX, LATEST, AVG: quantity the dimension's value, no credits
+)
+
 type row struct {
 	featureID string
-	sum       bool
+	agg       int
 	dim       string
 	filters   []filter
 	rate      uint64 // micro-credits per unit
@@ -106,6 +157,7 @@ type compiledSub struct {
 	value          uint64 // nano-units of currency per credit
 	overage        OveragePolicy
 	start          time.Time
+	yearly         bool // billing period: a year, else a month
 	byEvent        map[string][]row
 }
 
@@ -159,27 +211,84 @@ func compileSub(s *Subscription, c *Catalog) (*compiledSub, error) {
 	cs := &compiledSub{
 		id: s.ID, customerID: s.CustomerID, creditCurrency: plan.Prepaid.CreditCurrency,
 		currency: s.Currency, value: uint64(nanos.IntPart()), overage: plan.Prepaid.Overage,
-		start: s.StartAt, byEvent: map[string][]row{},
+		start: s.StartAt, yearly: s.Billing.Period == PeriodYear, byEvent: map[string][]row{},
 	}
 	for _, r := range EffectiveRates(s, plan, c) {
 		f := c.Features[r.FeatureID]
-		if f.Meter.Kind != MeterEventBased {
+		if !f.Meter.Billable() {
 			return nil, fmt.Errorf("feature %q: %s", f.ID, MsgOnlyEventBased)
 		}
 		if r.CreditsPerUnit <= 0 {
 			return nil, fmt.Errorf("feature %q: rate %s not positive", f.ID, r.CreditsPerUnit)
 		}
-		rw := row{featureID: f.ID, sum: f.Meter.Aggregation == AggSum, dim: f.Meter.Dimension, rate: uint64(r.CreditsPerUnit)}
-		for _, fl := range f.Meter.Filters {
-			cf := filter{key: fl.Key, str: fl.Value}
-			if n, err := ParseNumber(fl.Value); err == nil {
-				cf.num, cf.isNum = n, true
-			}
-			rw.filters = append(rw.filters, cf)
+		agg := aggCount
+		switch f.Meter.Aggregation {
+		case AggSum:
+			agg = aggSum
+		case AggUniqueCount:
+			agg = aggUnique
 		}
-		cs.byEvent[f.Meter.EventName] = append(cs.byEvent[f.Meter.EventName], rw)
+		cs.add(f, agg, uint64(r.CreditsPerUnit))
+	}
+	// Reporting meters belong to no plan: every subscription records them,
+	// with no credits, for the archive's MAX, LATEST and AVG.
+	for _, id := range sortedIDs(c.Features) {
+		if f := c.Features[id]; f.Meter.Kind == MeterEventBased && f.Meter.Aggregation.Reporting() {
+			cs.add(f, aggReport, 0)
+		}
 	}
 	return cs, nil
+}
+
+func (cs *compiledSub) add(f *Feature, agg int, rate uint64) {
+	rw := row{featureID: f.ID, agg: agg, dim: f.Meter.Dimension, rate: rate}
+	for _, fl := range f.Meter.Filters {
+		cf := filter{key: fl.Key, op: fl.Op}
+		vals := fl.Values
+		if fl.Op == "" || fl.Op == FilterEq {
+			cf.op, vals = FilterEq, []string{fl.Value}
+		}
+		for _, v := range vals {
+			fv := fval{str: v}
+			if n, err := ParseNumber(v); err == nil {
+				fv.num, fv.isNum = n, true
+			}
+			cf.vals = append(cf.vals, fv)
+		}
+		rw.filters = append(rw.filters, cf)
+	}
+	cs.byEvent[f.Meter.EventName] = append(cs.byEvent[f.Meter.EventName], rw)
+}
+
+func sortedIDs(m map[string]*Feature) []string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// period is the billing period holding at: periods follow each other from
+// the subscription's start, a month or a year long (time.AddDate).
+func (cs *compiledSub) period(at time.Time) (start, end time.Time) {
+	s := cs.start.UTC()
+	if at.Before(s) { // within the grace window before the first start
+		at = s
+	}
+	a := at.UTC()
+	n := (a.Year()-s.Year())*12 + int(a.Month()) - int(s.Month())
+	step := 1
+	if cs.yearly {
+		step = 12
+		n = n / 12 * 12
+	}
+	start = s.AddDate(0, n, 0)
+	for start.After(a) {
+		n -= step
+		start = s.AddDate(0, n, 0)
+	}
+	return start, s.AddDate(0, n+step, 0)
 }
 
 // Resolve is the customer's active prepaid subscription at, the one with the
@@ -236,14 +345,20 @@ func (t *Table) rate(ev *Event, dst []Line, grace time.Duration) ([]Line, error)
 	}
 	rows := cs.byEvent[ev.Name]
 	n0 := len(dst)
+	nu := 0
 	for i := range rows {
 		r := &rows[i]
 		if !matches(r.filters, ev) {
 			continue
 		}
 		q := Number{Mant: 1}
-		if r.sum {
+		var uq *Dim
+		switch r.agg {
+		case aggSum, aggReport:
 			d, ok := ev.Dim(r.dim)
+			if !ok && r.agg == aggReport {
+				continue // a reporting meter records only events that have its value
+			}
 			if !ok {
 				return dst[:n0], ErrMissingDimension
 			}
@@ -251,10 +366,31 @@ func (t *Table) rate(ev *Event, dst []Line, grace time.Duration) ([]Line, error)
 				q = d.Num
 			} else {
 				var err error
-				if q, err = ParseNumber(d.Str); err != nil {
+				if q, err = ParseNumber(d.Str); err != nil && r.agg == aggReport {
+					continue
+				} else if err != nil {
 					return dst[:n0], ErrDimensionNotNumber
 				}
 			}
+			if r.agg == aggReport {
+				dst = append(dst, Line{
+					SubscriptionID: cs.id, CustomerID: cs.customerID, FeatureID: r.featureID, Quantity: q,
+					CreditCurrency: cs.creditCurrency, MoneyCurrency: cs.currency, Overage: cs.overage,
+				})
+				continue
+			}
+		case aggUnique:
+			d, ok := ev.Dim(r.dim)
+			if !ok {
+				return dst[:n0], ErrMissingDimension
+			}
+			if len(d.Str) > MaxUniqueLen {
+				return dst[:n0], ErrUniqueTooLong
+			}
+			if nu++; nu > MaxUniquePerEvent {
+				return dst[:n0], ErrTooManyUnique
+			}
+			uq = d
 		}
 		if q.Mant < 0 {
 			return dst[:n0], ErrNegativeQuantity
@@ -275,6 +411,11 @@ func (t *Table) rate(ev *Event, dst []Line, grace time.Duration) ([]Line, error)
 			Quantity: q, Credits: credit.Amount(credits), CreditCurrency: cs.creditCurrency,
 			Money: Money(money), MoneyCurrency: cs.currency, Overage: cs.overage,
 		})
+		if uq != nil {
+			l := &dst[len(dst)-1]
+			l.Unique, l.UniqueStr, l.UniqueNum, l.UniqueIsNum = true, uq.Str, uq.Num, uq.IsNum
+			l.Period, l.PeriodEnd = cs.period(ev.Timestamp)
+		}
 	}
 	return dst, nil
 }
@@ -283,18 +424,31 @@ func matches(fs []filter, ev *Event) bool {
 	for i := range fs {
 		f := &fs[i]
 		d, ok := ev.Dim(f.key)
-		if !ok {
-			return false
-		}
-		if d.IsNum {
-			if !f.isNum || !d.Num.Equal(f.num) {
+		switch f.op {
+		case FilterExists:
+			if !ok {
 				return false
 			}
-		} else if d.Str != f.str {
-			return false
+		case FilterNotIn:
+			if ok && f.any(d) {
+				return false
+			}
+		default: // eq, in
+			if !ok || !f.any(d) {
+				return false
+			}
 		}
 	}
 	return true
+}
+
+func (f *filter) any(d *Dim) bool {
+	for i := range f.vals {
+		if f.vals[i].eq(d) {
+			return true
+		}
+	}
+	return false
 }
 
 // Rater rates events with the newest compiled table. Swap replaces the table

@@ -146,25 +146,63 @@ func ValidateFeature(f *Feature) error {
 		if m.Dimension != "" {
 			return invalid("meter.dimension", "a COUNT meter has no dimension")
 		}
-	case AggSum:
+	case AggSum, AggUniqueCount, AggMax, AggLatest, AggAvg:
 		if m.Dimension == "" {
-			return &FieldError{Field: "meter.dimension", Code: "required", Message: "a SUM meter needs the dimension it sums", Err: ErrInvalid}
+			return &FieldError{Field: "meter.dimension", Code: "required", Message: "a " + string(m.Aggregation) + " meter needs the dimension it aggregates", Err: ErrInvalid}
+		}
+		if len(m.Dimension) > 200 {
+			return invalid("meter.dimension", "meter.dimension must be at most 200 characters")
 		}
 	case "":
 		return required("meter.aggregation")
 	default:
-		return invalid("meter.aggregation", "meter.aggregation must be COUNT or SUM, got %q", m.Aggregation)
+		return invalid("meter.aggregation", "meter.aggregation must be COUNT, SUM, UNIQUE_COUNT, MAX, LATEST or AVG, got %q", m.Aggregation)
 	}
 	seen := map[string]bool{}
 	for i, fl := range m.Filters {
-		field := fmt.Sprintf("meter.filters[%d]", i)
-		if fl.Key == "" {
-			return required(field + ".key")
+		if err := validateFilter(fmt.Sprintf("meter.filters[%d]", i), fl); err != nil {
+			return err
 		}
 		if seen[fl.Key] {
-			return invalid(field+".key", "dimension %q is filtered twice", fl.Key)
+			return invalid(fmt.Sprintf("meter.filters[%d].key", i), "dimension %q is filtered twice", fl.Key)
 		}
 		seen[fl.Key] = true
+	}
+	return nil
+}
+
+func validateFilter(field string, fl DimFilter) error {
+	if fl.Key == "" {
+		return required(field + ".key")
+	}
+	switch fl.Op {
+	case "", FilterEq:
+		if len(fl.Values) > 0 {
+			return invalid(field+".values", "an eq filter takes value, not values")
+		}
+	case FilterIn, FilterNotIn:
+		if fl.Value != "" {
+			return invalid(field+".value", "an %s filter takes values, not value", fl.Op)
+		}
+		if len(fl.Values) == 0 {
+			return &FieldError{Field: field + ".values", Code: "required", Message: "an " + string(fl.Op) + " filter needs at least one value", Err: ErrInvalid}
+		}
+		if len(fl.Values) > MaxFilterValues {
+			return invalid(field+".values", "a filter takes at most %d values, got %d", MaxFilterValues, len(fl.Values))
+		}
+		dup := map[string]bool{}
+		for j, v := range fl.Values {
+			if dup[v] {
+				return invalid(fmt.Sprintf("%s.values[%d]", field, j), "value %q is listed twice", v)
+			}
+			dup[v] = true
+		}
+	case FilterExists:
+		if fl.Value != "" || len(fl.Values) > 0 {
+			return invalid(field+".op", "an exists filter takes no value or values")
+		}
+	default:
+		return invalid(field+".op", "op must be eq, in, not_in or exists, got %q", fl.Op)
 	}
 	return nil
 }
@@ -296,6 +334,9 @@ func validateRates(field string, rows []ConsumptionRate, l Lookup) error {
 		}
 		if feat.Meter.Kind != MeterEventBased {
 			return &FieldError{Field: f + ".feature_id", Code: "meter_not_event_based", Message: MsgOnlyEventBased, Err: ErrNotEventMtr}
+		}
+		if !feat.Meter.Billable() { // MAX, LATEST, AVG: reporting meters
+			return &FieldError{Field: f + ".feature_id", Code: "meter_reporting_only", Message: MsgOnlyEventBased, Err: ErrNotEventMtr}
 		}
 		if seen[r.FeatureID] {
 			return invalid(f+".feature_id", "feature %q is mapped twice", r.FeatureID)

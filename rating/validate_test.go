@@ -92,7 +92,7 @@ func TestValidateFeature(t *testing.T) {
 		{"no kind", Feature{ID: "f", Name: "F", Meter: Meter{EventName: "e"}}, "meter.kind"},
 		{"sum without dimension", Feature{ID: "f", Name: "F", Meter: Meter{Kind: MeterEventBased, EventName: "e", Aggregation: AggSum}}, "meter.dimension"},
 		{"count with dimension", Feature{ID: "f", Name: "F", Meter: Meter{Kind: MeterEventBased, EventName: "e", Aggregation: AggCount, Dimension: "x"}}, "meter.dimension"},
-		{"bad aggregation", Feature{ID: "f", Name: "F", Meter: Meter{Kind: MeterEventBased, EventName: "e", Aggregation: "AVG"}}, "meter.aggregation"},
+		{"bad aggregation", Feature{ID: "f", Name: "F", Meter: Meter{Kind: MeterEventBased, EventName: "e", Aggregation: "MEDIAN"}}, "meter.aggregation"},
 		{"no event name", Feature{ID: "f", Name: "F", Meter: Meter{Kind: MeterEventBased, Aggregation: AggCount}}, "meter.event_name"},
 		{"filter without key", Feature{ID: "f", Name: "F", Meter: Meter{Kind: MeterEventBased, EventName: "e", Aggregation: AggCount, Filters: []DimFilter{{Value: "x"}}}}, "meter.filters[0].key"},
 		{"no name", Feature{ID: "f", Meter: ok}, "name"},

@@ -3,11 +3,13 @@
 -- ARGV: 3 dedupe window ms, 4 source ("topic/partition" or ""), 5 dedupe
 -- set prefix, 6 committed offset, 7 the ledger seq the caller last saw (0:
 -- none), 8 and 9 the dedupe levels the caller built its dedupe KEYS from,
--- then LINE_ARGS per line from FIRST_LINE_ARG: fingerprint (int64 as
--- decimal), bucket bits (31-bit), offset, timestamp ms, credits.
--- KEYS: the subscription's, K_JOURNAL, then the dedupe sets declared.
+-- 10 the UNIQUE_COUNT parts (unique.lua), then LINE_ARGS per line from
+-- FIRST_LINE_ARG: fingerprint (int64 as decimal), bucket bits (31-bit),
+-- offset, timestamp ms, credits.
+-- KEYS: the subscription's, K_JOURNAL, the dedupe sets declared, then the
+-- UNIQUE_COUNT sets.
 local DEDUPE_KEYS_FROM = 9
-local FIRST_LINE_ARG, LINE_ARGS = 10, 5
+local FIRST_LINE_ARG, LINE_ARGS = 11, 5
 local window, source, set_prefix = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local committed, caller_seq = tonumber(ARGV[6]), tonumber(ARGV[7])
 
@@ -88,8 +90,8 @@ for i = FIRST_LINE_ARG, #ARGV, LINE_ARGS do
     if seen(fp, bits) then
       out[#out + 1] = 'I'
     else
-      local unfunded, over, draws = charge(off, ts, credits)
-      if #draws == 2 and unfunded == 0 and over == 0 then
+      local unfunded, over, draws = unique_charge(charge, (i - FIRST_LINE_ARG) / LINE_ARGS + 1, off, ts, credits)
+      if #draws == 2 and unfunded == 0 and over == 0 and draws[1] ~= '~u' then
         out[#out + 1] = 'a'
         out[#out + 1] = draws[1]
       else

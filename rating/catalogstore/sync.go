@@ -113,7 +113,7 @@ func (s *Store) Sync(ctx context.Context, r *rating.Rater) (_ SyncKind, _ []erro
 	if err != nil {
 		return SyncNone, nil, err
 	}
-	var subIDs []string
+	var subIDs, features []string
 	full := uint64(len(members)) != v-cur
 	for _, m := range members {
 		parts := strings.SplitN(m, ":", 3)
@@ -124,9 +124,18 @@ func (s *Store) Sync(ctx context.Context, r *rating.Rater) (_ SyncKind, _ []erro
 		switch parts[1] {
 		case kSubs:
 			subIDs = append(subIDs, parts[2])
-		case kCustomers, kCurrencies, kFeatures:
+		case kFeatures:
+			features = append(features, parts[2])
+		case kCustomers, kCurrencies:
 		default:
 			full = true
+		}
+	}
+	// A reporting meter belongs to every subscription (rating.Compile): a
+	// new one means compiling them all again.
+	if !full && len(features) > 0 {
+		if full, err = s.anyReporting(ctx, features); err != nil {
+			return SyncNone, nil, err
 		}
 	}
 	if full {
@@ -138,7 +147,6 @@ func (s *Store) Sync(ctx context.Context, r *rating.Rater) (_ SyncKind, _ []erro
 		return SyncNone, nil, err
 	}
 	c := rating.NewCatalog()
-	var featureIDs []string
 	for _, sub := range subs {
 		if _, ok := c.Plans[sub.PlanID]; !ok {
 			p, err := s.Plan(ctx, sub.PlanID)
@@ -146,25 +154,21 @@ func (s *Store) Sync(ctx context.Context, r *rating.Rater) (_ SyncKind, _ []erro
 				return SyncNone, nil, err
 			}
 			c.Plans[p.ID] = p
-			featureIDs = append(featureIDs, planFeatures(p)...)
-		}
-		for _, row := range sub.Consumption {
-			featureIDs = append(featureIDs, row.FeatureID)
 		}
 	}
-	if len(featureIDs) > 0 {
-		vals, err := s.rc.HMGet(ctx, s.key(kFeatures), featureIDs...).Result()
+	if len(subs) > 0 {
+		// every feature, not only the plans': the new subscriptions record
+		// every reporting meter (features are few)
+		all, err := s.rc.HGetAll(ctx, s.key(kFeatures)).Result()
 		if err != nil {
 			return SyncNone, nil, err
 		}
-		for _, raw := range vals {
-			if b, ok := raw.(string); ok {
-				f := new(rating.Feature)
-				if err := json.Unmarshal([]byte(b), f); err != nil {
-					return SyncNone, nil, err
-				}
-				c.Features[f.ID] = f
+		for _, b := range all {
+			f := new(rating.Feature)
+			if err := json.Unmarshal([]byte(b), f); err != nil {
+				return SyncNone, nil, err
 			}
+			c.Features[f.ID] = f
 		}
 	}
 	nt, errs := t.Extend(c, subs, v)
@@ -195,4 +199,24 @@ func (s *Store) Follow(ctx context.Context, r *rating.Rater, interval time.Durat
 		case <-tick.C:
 		}
 	}
+}
+
+// anyReporting reports whether one of the features ids is a reporting meter.
+func (s *Store) anyReporting(ctx context.Context, ids []string) (bool, error) {
+	vals, err := s.rc.HMGet(ctx, s.key(kFeatures), ids...).Result()
+	if err != nil {
+		return false, err
+	}
+	for _, raw := range vals {
+		if b, ok := raw.(string); ok {
+			var f rating.Feature
+			if err := json.Unmarshal([]byte(b), &f); err != nil {
+				return false, err
+			}
+			if f.Meter.Kind == rating.MeterEventBased && f.Meter.Aggregation.Reporting() {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }

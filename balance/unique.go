@@ -1,0 +1,40 @@
+package balance
+
+import (
+	"encoding/json"
+	"strconv"
+)
+
+// uniqueKey is the UNIQUE_COUNT memory of one meter and billing period of
+// sub: P{S}:u:<meter>:<period start ms>, a set of the values counted.
+func (s *Store) uniqueKey(sub, meter string, periodMs int64) string {
+	return s.prefix + "{" + sub + "}:u:" + meter + ":" + strconv.FormatInt(periodMs, 10)
+}
+
+// uniqueArgs appends the batch's UNIQUE_COUNT sets to keys and returns
+// unique.lua's argument: "" (none) or [[line, key index, value, credits, keep ms]].
+func (s *Store) uniqueArgs(keys []string, b *Batch) ([]string, string) {
+	var parts [][5]any
+	at := map[string]int{}
+	for k, ln := range b.Lines {
+		for _, u := range ln.Unique {
+			key := s.uniqueKey(b.Subscription, u.Meter, u.Period.UnixMilli())
+			ix, ok := at[key]
+			if !ok {
+				keys = append(keys, key)
+				ix = len(keys) // Lua's KEYS are 1-based
+				at[key] = ix
+			}
+			keep := u.PeriodEnd.Add(UniqueKeep).UnixMilli()
+			parts = append(parts, [5]any{k + 1, ix, u.Value, strconv.FormatInt(int64(u.Credits), 10), strconv.FormatInt(keep, 10)})
+		}
+	}
+	if len(parts) == 0 {
+		return keys, ""
+	}
+	js, _ := json.Marshal(parts) // strings and ints only: cannot fail
+	return keys, string(js)
+}
+
+// uniqueDraw is unique.lua's pseudo-draw carrying LineResult.Repeats.
+const uniqueDraw = "~u"
