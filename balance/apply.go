@@ -346,6 +346,9 @@ func parseApply(b Batch, c *redis.Cmd, tb int64, s *Store) BatchResult {
 				bal = int64(lr.Balance) // the next 'a' line's balance follows from it
 			}
 			p += 4
+			if n > 0 {
+				lr.Draws = make([]Draw, 0, n)
+			}
 			for j := 0; j < int(n); j++ {
 				g, ok1 := r[p].(string)
 				a, ok2 := rp.int(p + 1)

@@ -139,7 +139,7 @@ func TestApplyArgs(t *testing.T) {
 	}
 	l := ddLayout{tb: 10, cur: "150:0,3", prev: "900:2"}
 	keys, args, _ := s.applyArgs(&b, l, 36000000, nil)
-	if len(args) != 9+5*100 || len(keys) != subKeyCount+1+1+4+8 {
+	if len(args) != 10+5*100 || len(keys) != subKeyCount+1+1+4+8 {
 		t.Fatalf("%d args, %d keys (%v)", len(args), len(keys), keys)
 	}
 	var bits []int64
