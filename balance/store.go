@@ -263,7 +263,7 @@ func (s *Store) TopUp(ctx context.Context, t TopUpRequest) (ChangeResult, error)
 		if err != nil {
 			return ChangeResult{}, fmt.Errorf("balance: stored credit value %q: %w", vs, err)
 		}
-		charge := t.Amount.Decimal().Mul(value)
+		charge := Charge(t.Amount, value, cur)
 		res, err := s.change(ctx, t.Subscription, t.Key, fp, "grant", "topup", Purchased, t.Amount, s.now(), t.ExpiresAt, vs, false, vs,
 			"charge", charge.String(), "currency", cur)
 		if errors.Is(err, errStaleCreditValue) {
