@@ -149,6 +149,15 @@ func AccountSpec(t rating.AccountTerms) (balance.AccountSpec, error) {
 	if t.MaxPurchase != nil {
 		s.TopUpMax = *t.MaxPurchase
 	}
+	if pl := t.PurchaseLimit; pl != nil {
+		if pl.Credits != nil {
+			s.PurchaseLimitCredits = *pl.Credits
+		}
+		if pl.Charge != nil {
+			// whole minor units: a limit of 99.999 USD allows 99.99
+			s.PurchaseLimitCharge = pl.Charge.RoundFloor(balance.MinorUnits(t.Currency))
+		}
+	}
 	return s, nil
 }
 

@@ -46,6 +46,7 @@ type notArchived interface {
 func balanceError(err error) error {
 	var e *Error
 	var na notArchived
+	var pl *balance.PurchaseLimitError
 	switch {
 	case err == nil:
 		return nil
@@ -62,6 +63,14 @@ func balanceError(err error) error {
 	case errors.Is(err, balance.ErrInsufficientBalance):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "insufficient_balance", Field: "amount",
 			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; set force to deduct anyway (the balance may then go negative)"}
+	case errors.As(err, &pl):
+		unit := "credits"
+		if pl.Kind == "charge" {
+			unit = pl.Currency
+		}
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "purchase_limit_exceeded", Field: "amount",
+			Message: fmt.Sprintf("this top-up would exceed the plan's purchase limit of %s %s per month: %s %s already bought or pending in %s (UTC)",
+				pl.Limit, unit, pl.Used, unit, pl.Period)}
 	case errors.Is(err, balance.ErrOutOfRange):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "amount", Message: err.Error()}
 	case errors.Is(err, balance.ErrTooManyGrants):

@@ -33,7 +33,7 @@ func script(names ...string) *redis.Script {
 
 var (
 	applyScript   = script("dedupe.lua", "journal.lua", "apply.lua")
-	changeScript  = script("change.lua")
+	changeScript  = script("purchase.lua", "change.lua")
 	openScript    = script("open.lua")
 	restoreScript = script("restore.lua")
 	expireScript  = script("expire.lua")

@@ -136,6 +136,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %s", ErrAboveMaximum, msg)
 	case strings.HasPrefix(msg, "CMRANGE"):
 		return fmt.Errorf("%w: %s", ErrOutOfRange, msg)
+	case strings.HasPrefix(msg, "CMPURCHASELIMIT"):
+		return purchaseLimitError(msg)
 	case strings.HasPrefix(msg, "CMSTALE"):
 		return errStaleCreditValue
 	case strings.HasPrefix(msg, "CMBEHIND"):
@@ -169,7 +171,8 @@ func (s *Store) OpenAccount(ctx context.Context, a AccountSpec) (ChangeResult, e
 	}
 	v, err := s.run(ctx, openScript, s.keys(a.Subscription).list(), s.nowMs(), s.grace, a.Customer,
 		"policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
-		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String())
+		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String(),
+		"plc", int64(a.PurchaseLimitCredits), "plm", minor(a.PurchaseLimitCharge, a.Currency))
 	if err != nil {
 		return ChangeResult{}, err
 	}
@@ -205,6 +208,10 @@ func (a AccountSpec) validate() error {
 		return fmt.Errorf("%w: currency is required", ErrInvalid)
 	case a.CreditValue.IsNegative():
 		return fmt.Errorf("%w: negative credit value", ErrInvalid)
+	case a.PurchaseLimitCredits < 0 || !a.PurchaseLimitCredits.Valid():
+		return fmt.Errorf("%w: purchase limit %s", ErrInvalid, a.PurchaseLimitCredits)
+	case a.PurchaseLimitCharge.IsNegative() || !a.PurchaseLimitCharge.Equal(a.PurchaseLimitCharge.Round(MinorUnits(a.Currency))):
+		return fmt.Errorf("%w: purchase limit %s %s: a non-negative amount in whole minor units", ErrInvalid, a.PurchaseLimitCharge, a.Currency)
 	}
 	return nil
 }
@@ -264,10 +271,18 @@ func (s *Store) TopUp(ctx context.Context, t TopUpRequest) (ChangeResult, error)
 			return ChangeResult{}, fmt.Errorf("balance: stored credit value %q: %w", vs, err)
 		}
 		charge := Charge(t.Amount, value, cur)
-		res, err := s.change(ctx, t.Subscription, t.Key, fp, "grant", "topup", Purchased, t.Amount, s.now(), t.ExpiresAt, vs, false, vs,
-			"charge", charge.String(), "currency", cur)
+		if t.charge != nil {
+			charge = *t.charge
+		}
+		// the script checks the value, then counts the purchase in the month
+		res, err := s.change(ctx, t.Subscription, t.Key, fp, "grant", "topup", Purchased, t.Amount, s.now(), t.ExpiresAt, vs, false,
+			topUpTerms(vs, s.now(), charge, cur, t.reserved), "charge", charge.String(), "currency", cur)
 		if errors.Is(err, errStaleCreditValue) {
 			continue
+		}
+		var pl *PurchaseLimitError
+		if errors.As(err, &pl) {
+			pl.inCurrency(cur)
 		}
 		if err != nil {
 			return res, err

@@ -40,7 +40,10 @@ var (
 	ErrTooManyGrants = errors.New("balance: too many active grants")
 	// ErrUnreadableResult: a change was applied but its result could not be
 	// read; retrying with the same key returns the same stored result.
-	ErrUnreadableResult     = errors.New("balance: the change was applied but its result is unreadable")
+	ErrUnreadableResult = errors.New("balance: the change was applied but its result is unreadable")
+	// ErrPurchaseLimit: the top-up would exceed the month's purchase
+	// limit (a *PurchaseLimitError says which).
+	ErrPurchaseLimit        = errors.New("balance: purchase limit reached")
 	errStaleCreditValue     = errors.New("balance: credit value changed during top-up")
 	errUnexpectedScriptData = errors.New("balance: unexpected script reply")
 )
@@ -63,6 +66,11 @@ type AccountSpec struct {
 	// CreditValue is the money price of one credit in Currency.
 	Currency    string
 	CreditValue decimal.Decimal
+	// PurchaseLimitCredits and PurchaseLimitCharge cap the credits bought
+	// and the money charged per calendar month (UTC), pending top-ups
+	// included; zero means no limit.
+	PurchaseLimitCredits credit.Amount
+	PurchaseLimitCharge  decimal.Decimal
 }
 
 // GrantRequest adds a grant bucket. Key makes it idempotent.
@@ -87,6 +95,10 @@ type TopUpRequest struct {
 	Subscription string
 	Amount       credit.Amount
 	ExpiresAt    time.Time // zero: never
+	// reserved: a confirmed pending top-up, whose bounds and purchase limit
+	// were checked (and counted) when it was created.
+	reserved bool
+	charge   *decimal.Decimal // reserved: the charge recorded when created
 }
 
 // AdjustRequest is an admin's correction: Amount > 0 adds an adjustment

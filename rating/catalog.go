@@ -127,6 +127,41 @@ type PrepaidConfig struct {
 	Consumption    []ConsumptionRate `json:"consumption"`
 	LowBalance     LowBalance        `json:"low_balance"`
 	Overage        OveragePolicy     `json:"overage_policy"`
+	// PurchaseLimit caps a subscription's purchases per calendar month.
+	PurchaseLimit *PurchaseLimit `json:"purchase_limit,omitempty"`
+	// Payment says whether a top-up waits for payment confirmation.
+	Payment *PaymentTerms `json:"payment,omitempty"`
+}
+
+// PurchaseLimit caps what a subscription buys per calendar month (UTC),
+// pending top-ups included: credits, and/or money charged in the
+// subscription's currency.
+type PurchaseLimit struct {
+	Credits *credit.Amount   `json:"credits,omitempty"`
+	Charge  *decimal.Decimal `json:"charge,omitempty"`
+}
+
+// PaymentTerms: with ConfirmationRequired a top-up is created pending and
+// becomes credits when its payment is confirmed, or expires after
+// ExpiresIn (a Go duration, default 24h).
+type PaymentTerms struct {
+	ConfirmationRequired bool   `json:"confirmation_required"`
+	ExpiresIn            string `json:"expires_in,omitempty"`
+}
+
+// DefaultPaymentExpiry is how long a pending top-up waits by default.
+const DefaultPaymentExpiry = 24 * time.Hour
+
+// PaymentExpiry is how long a pending top-up waits for its payment.
+func (p *PaymentTerms) PaymentExpiry() time.Duration {
+	if p == nil || p.ExpiresIn == "" {
+		return DefaultPaymentExpiry
+	}
+	d, err := time.ParseDuration(p.ExpiresIn)
+	if err != nil || d <= 0 {
+		return DefaultPaymentExpiry
+	}
+	return d
 }
 
 // ConsumptionRate maps one unit of a feature to credits ("1 email = 1 AIT").

@@ -191,6 +191,7 @@ type AccountTerms struct {
 	MaxPurchase    *credit.Amount   `json:"max_purchase,omitempty"`
 	Currency       string           `json:"currency"`
 	CreditValue    decimal.Decimal  `json:"credit_value"`
+	PurchaseLimit  *PurchaseLimit   `json:"purchase_limit,omitempty"`
 }
 
 // Terms are the account terms of a prepared subscription under plan.
@@ -201,6 +202,7 @@ func Terms(s *Subscription, plan *Plan) AccountTerms {
 		t.CreditCurrency, t.Overage = pc.CreditCurrency, pc.Overage
 		t.LowCredits, t.LowPercent = pc.LowBalance.Credits, pc.LowBalance.Percent
 		t.MinPurchase, t.MaxPurchase = pc.MinPurchase, pc.MaxPurchase
+		t.PurchaseLimit = pc.PurchaseLimit
 	}
 	return t
 }
