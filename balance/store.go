@@ -136,6 +136,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %s", ErrAboveMaximum, msg)
 	case strings.HasPrefix(msg, "CMRANGE"):
 		return fmt.Errorf("%w: %s", ErrOutOfRange, msg)
+	case strings.HasPrefix(msg, "CMNOTOPUP"):
+		return ErrTopUpNotFound
 	case strings.HasPrefix(msg, "CMPURCHASELIMIT"):
 		return purchaseLimitError(msg)
 	case strings.HasPrefix(msg, "CMSTALE"):
