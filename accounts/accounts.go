@@ -19,6 +19,8 @@ type Accounts struct {
 	Archive Archive
 	// Observer, when set, hears of every top-up and adjustment (metrics).
 	Observer AccountObserver
+	// Payments, when set, hears of pending top-ups' statuses (webhooks).
+	Payments PaymentObserver
 	// Repair, when set, repairs a subscription whose entries the archive
 	// refuses for reusing its sequence numbers (Redis lost writes).
 	Repair Repairer

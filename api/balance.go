@@ -300,6 +300,9 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) er
 	if err != nil {
 		return err
 	}
+	if terms := s.paymentTerms(r.Context(), sub); terms != nil {
+		return s.pendingTopUp(w, r, sub, key, req.Amount, terms)
+	}
 	res, err := s.balances.TopUp(r.Context(), balance.TopUpRequest{Key: "topup:" + key, Subscription: sub.ID, Amount: req.Amount}, sub.CustomerID)
 	if err != nil {
 		return s.limitError(r.Context(), sub, req.Amount, s.changeError(r, err))

@@ -291,3 +291,12 @@ func (r pendingRecord) topUp(sub, id string) (PendingTopUp, error) {
 	}
 	return p, nil
 }
+
+// AccountCustomer is the customer of the subscription's account.
+func (s *Store) AccountCustomer(ctx context.Context, sub string) (string, error) {
+	c, err := s.rc.HGet(ctx, s.keys(sub).Account, "customer").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrUnknownSubscription
+	}
+	return c, classify(err)
+}
