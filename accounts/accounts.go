@@ -151,6 +151,9 @@ func AccountSpec(t rating.AccountTerms) (balance.AccountSpec, error) {
 	if t.MaxPurchase != nil {
 		s.TopUpMax = *t.MaxPurchase
 	}
+	if ar := t.AutoRecharge; ar != nil {
+		s.AutoRechargeThreshold, s.AutoRechargeAmount = ar.Threshold, ar.Amount
+	}
 	if pl := t.PurchaseLimit; pl != nil {
 		if pl.Credits != nil {
 			s.PurchaseLimitCredits = *pl.Credits

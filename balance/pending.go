@@ -300,3 +300,8 @@ func (s *Store) AccountCustomer(ctx context.Context, sub string) (string, error)
 	}
 	return c, classify(err)
 }
+
+var (
+	jsonMarshal   = json.Marshal
+	jsonUnmarshal = json.Unmarshal
+)

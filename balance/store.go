@@ -174,7 +174,8 @@ func (s *Store) OpenAccount(ctx context.Context, a AccountSpec) (ChangeResult, e
 	v, err := s.run(ctx, openScript, s.keys(a.Subscription).list(), s.nowMs(), s.grace, a.Customer,
 		"policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
 		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String(),
-		"plc", int64(a.PurchaseLimitCredits), "plm", minor(a.PurchaseLimitCharge, a.Currency))
+		"plc", int64(a.PurchaseLimitCredits), "plm", minor(a.PurchaseLimitCharge, a.Currency),
+		"arpt", int64(a.AutoRechargeThreshold), "arpa", int64(a.AutoRechargeAmount))
 	if err != nil {
 		return ChangeResult{}, err
 	}
@@ -210,6 +211,8 @@ func (a AccountSpec) validate() error {
 		return fmt.Errorf("%w: currency is required", ErrInvalid)
 	case a.CreditValue.IsNegative():
 		return fmt.Errorf("%w: negative credit value", ErrInvalid)
+	case a.AutoRechargeThreshold < 0 || a.AutoRechargeAmount < 0 || !a.AutoRechargeThreshold.Valid() || !a.AutoRechargeAmount.Valid():
+		return fmt.Errorf("%w: negative auto-recharge", ErrInvalid)
 	case a.PurchaseLimitCredits < 0 || !a.PurchaseLimitCredits.Valid():
 		return fmt.Errorf("%w: purchase limit %s", ErrInvalid, a.PurchaseLimitCredits)
 	case a.PurchaseLimitCharge.IsNegative() || !a.PurchaseLimitCharge.Equal(a.PurchaseLimitCharge.Round(MinorUnits(a.Currency))):

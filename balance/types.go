@@ -71,6 +71,9 @@ type AccountSpec struct {
 	// included; zero means no limit.
 	PurchaseLimitCredits credit.Amount
 	PurchaseLimitCharge  decimal.Decimal
+	// AutoRechargeThreshold and AutoRechargeAmount are the plan's automatic
+	// recharge (both zero: none); a subscription may override them.
+	AutoRechargeThreshold, AutoRechargeAmount credit.Amount
 }
 
 // GrantRequest adds a grant bucket. Key makes it idempotent.

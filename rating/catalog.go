@@ -131,6 +131,15 @@ type PrepaidConfig struct {
 	PurchaseLimit *PurchaseLimit `json:"purchase_limit,omitempty"`
 	// Payment says whether a top-up waits for payment confirmation.
 	Payment *PaymentTerms `json:"payment,omitempty"`
+	// AutoRecharge is the plan's default automatic recharge.
+	AutoRecharge *AutoRecharge `json:"auto_recharge,omitempty"`
+}
+
+// AutoRecharge: when a subscription's available balance falls below
+// Threshold, buy Amount credits (a top-up, within the plan's bounds).
+type AutoRecharge struct {
+	Threshold credit.Amount `json:"threshold"`
+	Amount    credit.Amount `json:"amount"`
 }
 
 // PurchaseLimit caps what a subscription buys per calendar month (UTC),

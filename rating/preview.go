@@ -192,6 +192,7 @@ type AccountTerms struct {
 	Currency       string           `json:"currency"`
 	CreditValue    decimal.Decimal  `json:"credit_value"`
 	PurchaseLimit  *PurchaseLimit   `json:"purchase_limit,omitempty"`
+	AutoRecharge   *AutoRecharge    `json:"auto_recharge,omitempty"`
 }
 
 // Terms are the account terms of a prepared subscription under plan.
@@ -202,7 +203,7 @@ func Terms(s *Subscription, plan *Plan) AccountTerms {
 		t.CreditCurrency, t.Overage = pc.CreditCurrency, pc.Overage
 		t.LowCredits, t.LowPercent = pc.LowBalance.Credits, pc.LowBalance.Percent
 		t.MinPurchase, t.MaxPurchase = pc.MinPurchase, pc.MaxPurchase
-		t.PurchaseLimit = pc.PurchaseLimit
+		t.PurchaseLimit, t.AutoRecharge = pc.PurchaseLimit, pc.AutoRecharge
 	}
 	return t
 }

@@ -262,6 +262,17 @@ func validatePrepaid(c *PrepaidConfig, l Lookup) error {
 			}
 		}
 	}
+	if ar := c.AutoRecharge; ar != nil {
+		if ar.Threshold <= 0 || !ar.Threshold.Valid() {
+			return invalid("prepaid.auto_recharge.threshold", "auto_recharge.threshold must be positive")
+		}
+		if ar.Amount <= 0 || !ar.Amount.Valid() {
+			return invalid("prepaid.auto_recharge.amount", "auto_recharge.amount must be positive")
+		}
+		if (c.MinPurchase != nil && ar.Amount < *c.MinPurchase) || (c.MaxPurchase != nil && ar.Amount > *c.MaxPurchase) {
+			return invalid("prepaid.auto_recharge.amount", "auto_recharge.amount %s must be within min_purchase and max_purchase", ar.Amount)
+		}
+	}
 	if p := c.Payment; p != nil && p.ExpiresIn != "" {
 		if d, err := time.ParseDuration(p.ExpiresIn); err != nil || d < time.Minute || d > 90*24*time.Hour {
 			return invalid("prepaid.payment.expires_in", "payment.expires_in must be a duration from 1m to 2160h, e.g. 24h, got %q", p.ExpiresIn)

@@ -51,7 +51,8 @@ if op == 'grant' then
   ledger(kind, amount, extra)
   grants[#grants + 1] = {id = gid, type = gtype, amount = amount, rem = amount, eff = eff, exp = exp, seq = seq, cost = cost, dirty = true}
   table.sort(grants, before)
-  redis.call('HSET', K_ACCOUNT, 'last', D(amount))
+  -- lastg/lastb: the latest grant's seq and the balance it left (auto-recharge's crossing)
+  redis.call('HSET', K_ACCOUNT, 'last', D(amount), 'lastg', D(seq), 'lastb', D(bal))
   acct.last = D(amount)
   settle()
 else
