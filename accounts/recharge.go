@@ -202,3 +202,21 @@ func (r *Recharger) Run(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// AutoRecharge is the subscription's auto-recharge and its latest state.
+func (a *Accounts) AutoRecharge(ctx context.Context, sub string) (balance.AutoRecharge, *balance.RechargeState, error) {
+	cfg, err := a.Store.AutoRecharge(ctx, sub)
+	if err != nil {
+		return cfg, nil, err
+	}
+	st, ok, err := a.Store.RechargeState(ctx, sub)
+	if err != nil || !ok {
+		return cfg, nil, err
+	}
+	return cfg, &st, nil
+}
+
+// SetAutoRecharge overrides the plan's auto-recharge (nil: the plan's).
+func (a *Accounts) SetAutoRecharge(ctx context.Context, sub string, o *balance.AutoRecharge) error {
+	return a.Store.SetAutoRecharge(ctx, sub, o)
+}

@@ -404,6 +404,12 @@ func TestContract(t *testing.T) {
 	e.must(401, "POST", "/v1/payments/callback", "", cb, "Creditmeter-Signature", "t=1,v1=00")
 	e.must(200, "POST", "/v1/payments/callback", "", cb, "Creditmeter-Signature", webhook.Sign(paymentSecret, time.Now(), []byte(cb)))
 
+	// Auto-recharge: the plan's (none), an override, back to the plan's.
+	e.must(200, "GET", "/v1/subscriptions/"+paid+"/auto-recharge", admin, "")
+	e.must(200, "PUT", "/v1/subscriptions/"+paid+"/auto-recharge", admin, `{"enabled":true,"threshold":"50","amount":"300"}`)
+	e.must(422, "PUT", "/v1/subscriptions/"+paid+"/auto-recharge", admin, `{"enabled":true,"threshold":"50","amount":"10"}`)
+	e.must(200, "DELETE", "/v1/subscriptions/"+paid+"/auto-recharge", admin, "")
+
 	// Every operation of the document was exercised with a success.
 	var missed []string
 	for path, item := range c.doc.Paths.Map() {

@@ -225,6 +225,9 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/subscriptions/{id}/topups/{topup_id}", Customer, s.getTopUp},
 		{"POST", "/v1/subscriptions/{id}/topups/{topup_id}/confirm", Admin, s.confirmTopUp},
 		{"POST", "/v1/payments/callback", Public, s.paymentCallback},
+		{"GET", "/v1/subscriptions/{id}/auto-recharge", Customer, s.getAutoRecharge},
+		{"PUT", "/v1/subscriptions/{id}/auto-recharge", Admin, s.putAutoRecharge},
+		{"DELETE", "/v1/subscriptions/{id}/auto-recharge", Admin, s.deleteAutoRecharge},
 		{"POST", "/v1/subscriptions/{id}/adjustments", Admin, s.adjust},
 
 		{"GET", "/v1/subscriptions/{id}/usage", Customer, s.getUsage},

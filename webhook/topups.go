@@ -2,8 +2,10 @@ package webhook
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
 )
 
 // Events of top-ups that wait for their payment (accounts.PaymentObserver).
@@ -32,4 +34,26 @@ func (n *Notifier) ObservePending(p balance.PendingTopUp) {
 	}
 	e := Event{ID: EventID(typ, p.Subscription, p.ID), Type: typ, CreatedAt: n.now(), Data: d}
 	n.logErr("pending top-up", p.Subscription, n.Emitter.Emit(ctx, e))
+}
+
+// Auto-recharge events (accounts.Recharger.Notify).
+const (
+	AutoRechargeSucceeded = "auto_recharge.succeeded" // a crossing's top-up was bought
+	AutoRechargeFailed    = "auto_recharge.failed"    // an attempt failed (payment declined, top-up refused); retried
+)
+
+func init() { Types = append(Types, AutoRechargeSucceeded, AutoRechargeFailed) }
+
+// ObserveRecharge emits the event of an auto-recharge attempt; its id
+// derives from the crossing and the attempt.
+func (n *Notifier) ObserveRecharge(sub string, st balance.RechargeState, amount credit.Amount) {
+	typ := AutoRechargeSucceeded
+	if st.Status != "done" {
+		typ = AutoRechargeFailed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), observeTimeout)
+	defer cancel()
+	d := Data{Subscription: sub, Customer: n.customer(ctx, sub), Amount: amount.String(), LedgerSeq: st.TopUpSeq, Reason: st.LastError}
+	e := Event{ID: EventID(typ, sub, strconv.FormatInt(st.Crossing, 10), strconv.Itoa(st.Attempts)), Type: typ, CreatedAt: n.now(), Data: d}
+	n.logErr("auto-recharge", sub, n.Emitter.Emit(ctx, e))
 }

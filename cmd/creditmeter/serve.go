@@ -97,6 +97,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	if err != nil {
 		return err
 	}
+	bg.rechargeMetrics = accounts.NewRechargeMetrics(reg)
 	// Only the low-balance lease holder reads and exports the low balances.
 	reg.MustRegister(lowbalance.NewLowBalanceCollector(bal, subscriptionLabels(cat.store), lowbalance.LowBalanceOptions{Active: bg.low.MayHold}))
 
