@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // limitedPlan is the seed plan with a purchase limit of 1000 AIT a month.
@@ -47,6 +48,11 @@ func TestTopUpPurchaseLimitUnderConcurrency(t *testing.T) {
 	}
 	if b := e.must(200, "GET", base+"/balance", admin, ""); b.body["total"] != "1000.000003" {
 		t.Fatalf("balance: %s", b.raw)
+	}
+	// the invoice adds the rounded charges up in cents: 3 × 12.00
+	inv := e.must(200, "GET", base+"/invoices?period="+time.Now().UTC().Format("2006-01"), admin, "")
+	if inv.body["topups"] != "36" || inv.body["currency"] != "USD" {
+		t.Fatalf("invoice: %s", inv.raw)
 	}
 	// a plan's limit is validated
 	bad := strings.Replace(limitedPlan, `"credits":"1000"`, `"credits":"-1"`, 1)
