@@ -698,7 +698,8 @@ func (s *Store) Restore(ctx context.Context, r RestoreSpec) (ChangeResult, error
 		args = append(args, src, off)
 	}
 	args = append(args, "policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
-		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String())
+		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String(),
+		"plc", int64(a.PurchaseLimitCredits), "plm", minor(a.PurchaseLimitCharge, a.Currency), "arpt", int64(a.AutoRechargeThreshold), "arpa", int64(a.AutoRechargeAmount))
 	v, err := s.run(ctx, restoreScript, s.keys(a.Subscription).list(), args...)
 	if err != nil {
 		return ChangeResult{}, err
