@@ -92,9 +92,20 @@ func (r *Recharger) Once(ctx context.Context) (RechargeResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("auto-recharge: listing subscriptions: %w", err)
 	}
+	ids := make([]string, len(subs))
+	for i, s := range subs {
+		ids[i] = s.ID
+	}
+	enabled, err := r.Accounts.Store.AutoRechargeEnabled(ctx, ids)
+	if err != nil {
+		return res, fmt.Errorf("auto-recharge: %w", err)
+	}
 	var errs []error
 	failing := 0
-	for _, s := range subs {
+	for i, s := range subs {
+		if !enabled[i] {
+			continue
+		}
 		res.Checked++
 		made, failed, err := r.one(ctx, s)
 		if made {
@@ -125,13 +136,20 @@ func (r *Recharger) one(ctx context.Context, s SubscriptionRef) (made, failed bo
 	if err != nil {
 		return false, false, err
 	}
+	// The latest grant, read before and after the balance: unchanged, the
+	// balance read was below the threshold since that grant (seqs only
+	// grow). Otherwise a grant (maybe this crossing's top-up, by another
+	// node) came in between: the next pass decides.
+	g, after, ok, err := st.LastGrant(ctx, s.ID)
+	if err != nil || !ok || after < cfg.Threshold {
+		return false, false, err // no crossing since the latest grant
+	}
 	chk, err := st.Check(ctx, s.ID, 0)
 	if err != nil || chk.Available >= cfg.Threshold {
 		return false, false, err
 	}
-	g, after, ok, err := st.LastGrant(ctx, s.ID)
-	if err != nil || !ok || after < cfg.Threshold {
-		return false, false, err // no crossing since the latest grant
+	if g2, _, _, err := st.LastGrant(ctx, s.ID); err != nil || g2 != g {
+		return false, false, err
 	}
 	prev, _, err := st.RechargeState(ctx, s.ID)
 	if err != nil {

@@ -60,6 +60,33 @@ func (s *Store) AutoRecharge(ctx context.Context, sub string) (AutoRecharge, err
 	if v[0] == nil {
 		return AutoRecharge{}, ErrUnknownSubscription
 	}
+	return autoRecharge(v), nil
+}
+
+// AutoRechargeEnabled reports, in one pipelined pass, which of subs have
+// an auto-recharge enabled (the recharger's cheap first filter).
+func (s *Store) AutoRechargeEnabled(ctx context.Context, subs []string) ([]bool, error) {
+	p := s.rc.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(subs))
+	for i, sub := range subs {
+		cmds[i] = p.HMGet(ctx, s.keys(sub).Account, "seq", "aro", "arpt", "arpa")
+	}
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, classify(err)
+	}
+	out := make([]bool, len(subs))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err != nil || v[0] == nil {
+			continue
+		}
+		out[i] = autoRecharge(v).Enabled
+	}
+	return out, nil
+}
+
+// autoRecharge reads HMGET seq, aro, arpt, arpa.
+func autoRecharge(v []any) AutoRecharge {
 	str := func(x any) string { s, _ := x.(string); return s }
 	thr, amt, src := str(v[2]), str(v[3]), "plan"
 	if o := str(v[1]); o != "" {
@@ -75,7 +102,7 @@ func (s *Store) AutoRecharge(ctx context.Context, sub string) (AutoRecharge, err
 	if t > 0 && a > 0 {
 		r.Enabled, r.Threshold, r.Amount = true, credit.Amount(t), credit.Amount(a)
 	}
-	return r, nil
+	return r
 }
 
 // LastGrant is the ledger seq of the subscription's latest grant (top-up,
