@@ -18,7 +18,9 @@ import (
 
 type pendingEvents struct{ statuses []string }
 
-func (p *pendingEvents) ObservePending(t balance.PendingTopUp) { p.statuses = append(p.statuses, t.Status) }
+func (p *pendingEvents) ObservePending(t balance.PendingTopUp) {
+	p.statuses = append(p.statuses, t.Status)
+}
 
 // The sweep expires unpaid top-ups once due, gives their share of the
 // purchase limit back and leaves confirmed ones alone.
