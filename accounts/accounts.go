@@ -19,6 +19,8 @@ type Accounts struct {
 	Archive Archive
 	// Observer, when set, hears of every top-up and adjustment (metrics).
 	Observer AccountObserver
+	// Payments, when set, hears of pending top-ups' statuses (webhooks).
+	Payments PaymentObserver
 	// Repair, when set, repairs a subscription whose entries the archive
 	// refuses for reusing its sequence numbers (Redis lost writes).
 	Repair Repairer
@@ -150,6 +152,18 @@ func AccountSpec(t rating.AccountTerms) (balance.AccountSpec, error) {
 		s.TopUpMax = *t.MaxPurchase
 	}
 	s.DebtLimit = t.DebtLimit
+	if ar := t.AutoRecharge; ar != nil {
+		s.AutoRechargeThreshold, s.AutoRechargeAmount = ar.Threshold, ar.Amount
+	}
+	if pl := t.PurchaseLimit; pl != nil {
+		if pl.Credits != nil {
+			s.PurchaseLimitCredits = *pl.Credits
+		}
+		if pl.Charge != nil {
+			// whole minor units: a limit of 99.999 USD allows 99.99
+			s.PurchaseLimitCharge = pl.Charge.RoundFloor(balance.MinorUnits(t.Currency))
+		}
+	}
 	return s, nil
 }
 

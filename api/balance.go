@@ -50,6 +50,7 @@ type notArchived interface {
 func balanceError(err error) error {
 	var e *Error
 	var na notArchived
+	var pl *balance.PurchaseLimitError
 	switch {
 	case err == nil:
 		return nil
@@ -66,6 +67,14 @@ func balanceError(err error) error {
 	case errors.Is(err, balance.ErrInsufficientBalance):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "insufficient_balance", Field: "amount",
 			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; set force to deduct anyway (the balance may then go negative)"}
+	case errors.As(err, &pl):
+		unit := "credits"
+		if pl.Kind == "charge" {
+			unit = pl.Currency
+		}
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "purchase_limit_exceeded", Field: "amount",
+			Message: fmt.Sprintf("this top-up would exceed the plan's purchase limit of %s %s per month: %s %s already bought or pending in %s (UTC)",
+				pl.Limit, unit, pl.Used, unit, pl.Period)}
 	case errors.Is(err, balance.ErrOutOfRange):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "amount", Message: err.Error()}
 	case errors.Is(err, balance.ErrTooManyGrants):
@@ -444,6 +453,9 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) er
 	sub, err := s.subscriptionFor(r, who)
 	if err != nil {
 		return err
+	}
+	if terms := s.paymentTerms(r.Context(), sub); terms != nil {
+		return s.pendingTopUp(w, r, sub, key, req.Amount, terms)
 	}
 	res, err := s.balances.TopUp(r.Context(), balance.TopUpRequest{Key: "topup:" + key, Subscription: sub.ID, Amount: req.Amount}, sub.CustomerID)
 	if err != nil {

@@ -257,7 +257,7 @@ func TestContract(t *testing.T) {
 	}
 	acc.Observer = &webhook.Notifier{Emitter: hooks}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Events: ev, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin},
-		Logger: slog.New(slog.DiscardHandler), Webhooks: hooks,
+		Logger: slog.New(slog.DiscardHandler), Webhooks: hooks, PaymentSecret: paymentSecret,
 		DeadLetters: ingest.DeadLetterReader{Conn: ingest.Plain(b.Addr()), Topic: "usage-events-dlq"}})
 	hs := httptest.NewServer(c.wrap(srv))
 	t.Cleanup(hs.Close)
@@ -398,6 +398,24 @@ func TestContract(t *testing.T) {
 	e.must(422, "POST", base+"/adjustments", admin, `{"amount":"-100000","reason":"x","actor":"a"}`, "Idempotency-Key", "a-big")
 	e.must(415, "POST", "/v1/currencies", admin, aitJSON, "Content-Type", "text/plain")
 	e.must(413, "POST", "/v1/customers", admin, `{"id":"big","name":"`+strings.Repeat("x", 2<<20)+`"}`)
+
+	// Payment confirmation: pending, read, confirmed by an admin and by the provider's callback.
+	e.must(201, "POST", "/v1/plans", admin, payPlan)
+	paid := e.must(201, "POST", "/v1/subscriptions", admin, strings.Replace(seedSub, `"plan_id":"ai-prepaid"`, `"plan_id":"ai-pay"`, 1), "Idempotency-Key", "c-pay").body["id"].(string)
+	tp := e.must(202, "POST", "/v1/subscriptions/"+paid+"/topups", admin, `{"amount":"500"}`, "Idempotency-Key", "p-1").body["id"].(string)
+	e.must(200, "POST", "/v1/subscriptions/"+paid+"/topups", admin, `{"amount":"500"}`, "Idempotency-Key", "p-1")
+	e.must(200, "GET", "/v1/subscriptions/"+paid+"/topups/"+tp, admin, "")
+	e.must(200, "POST", "/v1/subscriptions/"+paid+"/topups/"+tp+"/confirm", admin, "")
+	tp = e.must(202, "POST", "/v1/subscriptions/"+paid+"/topups", admin, `{"amount":"500"}`, "Idempotency-Key", "p-2").body["id"].(string)
+	cb := `{"subscription_id":"` + paid + `","topup_id":"` + tp + `","status":"succeeded"}`
+	e.must(401, "POST", "/v1/payments/callback", "", cb, "Creditmeter-Signature", "t=1,v1=00")
+	e.must(200, "POST", "/v1/payments/callback", "", cb, "Creditmeter-Signature", webhook.Sign(paymentSecret, time.Now(), []byte(cb)))
+
+	// Auto-recharge: the plan's (none), an override, back to the plan's.
+	e.must(200, "GET", "/v1/subscriptions/"+paid+"/auto-recharge", admin, "")
+	e.must(200, "PUT", "/v1/subscriptions/"+paid+"/auto-recharge", admin, `{"enabled":true,"threshold":"50","amount":"300"}`)
+	e.must(422, "PUT", "/v1/subscriptions/"+paid+"/auto-recharge", admin, `{"enabled":true,"threshold":"50","amount":"10"}`)
+	e.must(200, "DELETE", "/v1/subscriptions/"+paid+"/auto-recharge", admin, "")
 
 	// Every operation of the document was exercised with a success.
 	var missed []string

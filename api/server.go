@@ -70,6 +70,9 @@ type Options struct {
 	Webhooks *webhook.Store
 	// DeadLetters lists the dead-letter topic; nil answers 503.
 	DeadLetters DeadLetters
+	// PaymentSecret authenticates payment providers' callbacks
+	// (POST /v1/payments/callback); empty: that route answers 404.
+	PaymentSecret string
 }
 
 // Access says who may call a route.
@@ -110,6 +113,8 @@ type Server struct {
 	hooks    *webhook.Store
 	// deadLetters serves GET /v1/dead-letters (deadletters.go).
 	deadLetters DeadLetters
+	// paymentSecret signs payment callbacks (topups.go).
+	paymentSecret string
 }
 
 // NewServer builds the HTTP handler. Empty admin tokens are ignored.
@@ -125,6 +130,7 @@ func NewServer(o Options) *Server {
 	s.skew = o.MaxFutureSkew
 	s.hooks = o.Webhooks
 	s.deadLetters = o.DeadLetters
+	s.paymentSecret = o.PaymentSecret
 	if o.Metrics != nil {
 		s.metrics = newHTTPMetrics(o.Metrics)
 	}
@@ -217,6 +223,12 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/subscriptions/{id}/check", Customer, s.check},
 		{"GET", "/v1/subscriptions/{id}/ledger", Customer, s.getLedger},
 		{"POST", "/v1/subscriptions/{id}/topups", Customer, s.topUp},
+		{"GET", "/v1/subscriptions/{id}/topups/{topup_id}", Customer, s.getTopUp},
+		{"POST", "/v1/subscriptions/{id}/topups/{topup_id}/confirm", Admin, s.confirmTopUp},
+		{"POST", "/v1/payments/callback", Public, s.paymentCallback},
+		{"GET", "/v1/subscriptions/{id}/auto-recharge", Customer, s.getAutoRecharge},
+		{"PUT", "/v1/subscriptions/{id}/auto-recharge", Admin, s.putAutoRecharge},
+		{"DELETE", "/v1/subscriptions/{id}/auto-recharge", Admin, s.deleteAutoRecharge},
 		{"POST", "/v1/subscriptions/{id}/adjustments", Admin, s.adjust},
 
 		{"GET", "/v1/subscriptions/{id}/usage", Customer, s.getUsage},

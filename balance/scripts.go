@@ -34,7 +34,8 @@ func script(names ...string) *redis.Script {
 
 var (
 	applyScript   = script("dedupe.lua", "journal.lua", "debtlimit.lua", "unique.lua", "apply.lua")
-	changeScript  = script("change.lua")
+	changeScript  = script("purchase.lua", "change.lua")
+	topUpScript   = script("purchase.lua", "topup.lua")
 	openScript    = script("open.lua")
 	restoreScript = script("restore.lua")
 	expireScript  = script("expire.lua")
@@ -71,6 +72,15 @@ type applyKeys struct {
 }
 
 func (k applyKeys) list() []string { return append(k.subKeys.list(), k.Journal) }
+
+// topUpKeys are topup.lua's keys: the subscription's, then its pending
+// top-ups.
+type topUpKeys struct {
+	subKeys
+	TopUps string `lua:"K_TOPUPS"` // hash: top-up id → pending top-up record
+}
+
+func (k topUpKeys) list() []string { return append(k.subKeys.list(), k.TopUps) }
 
 // keys of one subscription: P{S}:<suffix>.
 func (s *Store) keys(sub string) subKeys {

@@ -61,6 +61,7 @@ func TestScriptKeyNames(t *testing.T) {
 		"apply.lua":   {app, map[string]int{"DEDUPE_KEYS_FROM": len(app.list()) + 1}},
 		"repair.lua":  {sub, map[string]int{"JOURNAL_KEYS_FROM": len(sub.list()) + 1}},
 		"change.lua":  {sub, nil},
+		"topup.lua":   {topUpKeys{}, nil},
 		"open.lua":    {sub, nil},
 		"expire.lua":  {sub, nil},
 		"restore.lua": {sub, nil},

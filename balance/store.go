@@ -136,6 +136,10 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %s", ErrAboveMaximum, msg)
 	case strings.HasPrefix(msg, "CMRANGE"):
 		return fmt.Errorf("%w: %s", ErrOutOfRange, msg)
+	case strings.HasPrefix(msg, "CMNOTOPUP"):
+		return ErrTopUpNotFound
+	case strings.HasPrefix(msg, "CMPURCHASELIMIT"):
+		return purchaseLimitError(msg)
 	case strings.HasPrefix(msg, "CMSTALE"):
 		return errStaleCreditValue
 	case strings.HasPrefix(msg, "CMBEHIND"):
@@ -170,7 +174,9 @@ func (s *Store) OpenAccount(ctx context.Context, a AccountSpec) (ChangeResult, e
 	v, err := s.run(ctx, openScript, s.keys(a.Subscription).list(), s.nowMs(), s.grace, a.Customer,
 		"policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
 		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String(),
-		"dlim", a.debtLimitField())
+		"dlim", a.debtLimitField(),
+		"plc", int64(a.PurchaseLimitCredits), "plm", minor(a.PurchaseLimitCharge, a.Currency),
+		"arpt", int64(a.AutoRechargeThreshold), "arpa", int64(a.AutoRechargeAmount))
 	if err != nil {
 		return ChangeResult{}, err
 	}
@@ -208,6 +214,12 @@ func (a AccountSpec) validate() error {
 		return fmt.Errorf("%w: negative credit value", ErrInvalid)
 	case a.DebtLimit != nil && (*a.DebtLimit < 0 || !a.DebtLimit.Valid()):
 		return fmt.Errorf("%w: debt limit %s", ErrInvalid, *a.DebtLimit)
+	case a.AutoRechargeThreshold < 0 || a.AutoRechargeAmount < 0 || !a.AutoRechargeThreshold.Valid() || !a.AutoRechargeAmount.Valid():
+		return fmt.Errorf("%w: negative auto-recharge", ErrInvalid)
+	case a.PurchaseLimitCredits < 0 || !a.PurchaseLimitCredits.Valid():
+		return fmt.Errorf("%w: purchase limit %s", ErrInvalid, a.PurchaseLimitCredits)
+	case a.PurchaseLimitCharge.IsNegative() || !a.PurchaseLimitCharge.Equal(a.PurchaseLimitCharge.Round(MinorUnits(a.Currency))):
+		return fmt.Errorf("%w: purchase limit %s %s: a non-negative amount in whole minor units", ErrInvalid, a.PurchaseLimitCharge, a.Currency)
 	}
 	return nil
 }
@@ -274,11 +286,19 @@ func (s *Store) TopUp(ctx context.Context, t TopUpRequest) (ChangeResult, error)
 		if err != nil {
 			return ChangeResult{}, fmt.Errorf("balance: stored credit value %q: %w", vs, err)
 		}
-		charge := t.Amount.Decimal().Mul(value)
-		res, err := s.change(ctx, t.Subscription, t.Key, fp, "grant", "topup", Purchased, t.Amount, s.now(), t.ExpiresAt, vs, false, vs,
-			"charge", charge.String(), "currency", cur)
+		charge := Charge(t.Amount, value, cur)
+		if t.charge != nil {
+			charge = *t.charge
+		}
+		// the script checks the value, then counts the purchase in the month
+		res, err := s.change(ctx, t.Subscription, t.Key, fp, "grant", "topup", Purchased, t.Amount, s.now(), t.ExpiresAt, vs, false,
+			topUpTerms(vs, s.now(), charge, cur, t.reserved), "charge", charge.String(), "currency", cur)
 		if errors.Is(err, errStaleCreditValue) {
 			continue
+		}
+		var pl *PurchaseLimitError
+		if errors.As(err, &pl) {
+			pl.inCurrency(cur)
 		}
 		if err != nil {
 			return res, err
@@ -700,7 +720,8 @@ func (s *Store) Restore(ctx context.Context, r RestoreSpec) (ChangeResult, error
 	}
 	args = append(args, "policy", string(a.Policy), "low_abs", int64(a.LowThreshold), "low_pct", a.LowPercent,
 		"min", int64(a.TopUpMin), "max", int64(a.TopUpMax), "currency", a.Currency, "value", a.CreditValue.String(),
-		"dlim", a.debtLimitField())
+		"dlim", a.debtLimitField(),
+		"plc", int64(a.PurchaseLimitCredits), "plm", minor(a.PurchaseLimitCharge, a.Currency), "arpt", int64(a.AutoRechargeThreshold), "arpa", int64(a.AutoRechargeAmount))
 	v, err := s.run(ctx, restoreScript, s.keys(a.Subscription).list(), args...)
 	if err != nil {
 		return ChangeResult{}, err

@@ -197,7 +197,7 @@ func TestTopUpLimitsChargeAndIdempotency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r1.Charge.Equal(decimal.RequireFromString("237.975")) || r1.Currency != "EUR" || r1.GrantID != "g1" || r1.Balance != credit.MustParse("250.5") {
+	if !r1.Charge.Equal(decimal.RequireFromString("237.98")) || r1.Currency != "EUR" || r1.GrantID != "g1" || r1.Balance != credit.MustParse("250.5") {
 		t.Fatalf("top-up %+v", r1)
 	}
 	r2, err := e.s.TopUp(e.ctx, req)
@@ -211,7 +211,7 @@ func TestTopUpLimitsChargeAndIdempotency(t *testing.T) {
 		t.Fatal(err)
 	}
 	es := e.checkLedger(sub)
-	if len(es) != 2 || es[0].Kind != "topup" || es[0].Fields["charge"] != "237.975" || es[0].Fields["currency"] != "EUR" || es[1].Fields["charge"] != "7600" {
+	if len(es) != 2 || es[0].Kind != "topup" || es[0].Fields["charge"] != "237.98" || es[0].Fields["currency"] != "EUR" || es[1].Fields["charge"] != "7600" {
 		t.Fatalf("ledger %+v", es)
 	}
 	v := e.balance(sub)

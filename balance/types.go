@@ -41,7 +41,10 @@ var (
 	ErrTooManyGrants = fault.New(fault.Invalid, "balance: too many active grants")
 	// ErrUnreadableResult: a change was applied but its result could not be
 	// read; retrying with the same key returns the same stored result.
-	ErrUnreadableResult     = errors.New("balance: the change was applied but its result is unreadable")
+	ErrUnreadableResult = errors.New("balance: the change was applied but its result is unreadable")
+	// ErrPurchaseLimit: the top-up would exceed the month's purchase
+	// limit (a *PurchaseLimitError says which).
+	ErrPurchaseLimit        = errors.New("balance: purchase limit reached")
 	errStaleCreditValue     = errors.New("balance: credit value changed during top-up")
 	errUnexpectedScriptData = errors.New("balance: unexpected script reply")
 )
@@ -67,6 +70,14 @@ type AccountSpec struct {
 	// DebtLimit caps overage debt (overage policy); usage beyond it is
 	// unfunded. Nil: no limit.
 	DebtLimit *credit.Amount
+	// PurchaseLimitCredits and PurchaseLimitCharge cap the credits bought
+	// and the money charged per calendar month (UTC), pending top-ups
+	// included; zero means no limit.
+	PurchaseLimitCredits credit.Amount
+	PurchaseLimitCharge  decimal.Decimal
+	// AutoRechargeThreshold and AutoRechargeAmount are the plan's automatic
+	// recharge (both zero: none); a subscription may override them.
+	AutoRechargeThreshold, AutoRechargeAmount credit.Amount
 }
 
 // GrantRequest adds a grant bucket. Key makes it idempotent.
@@ -91,6 +102,10 @@ type TopUpRequest struct {
 	Subscription string
 	Amount       credit.Amount
 	ExpiresAt    time.Time // zero: never
+	// reserved: a confirmed pending top-up, whose bounds and purchase limit
+	// were checked (and counted) when it was created.
+	reserved bool
+	charge   *decimal.Decimal // reserved: the charge recorded when created
 }
 
 // AdjustRequest is an admin's correction: Amount > 0 adds an adjustment

@@ -159,6 +159,50 @@ type PrepaidConfig struct {
 	// DebtLimit caps overage debt (overage policy only): usage beyond it is
 	// unfunded and /check refuses it. Nil: no limit.
 	DebtLimit *credit.Amount `json:"debt_limit,omitempty"`
+	// PurchaseLimit caps a subscription's purchases per calendar month.
+	PurchaseLimit *PurchaseLimit `json:"purchase_limit,omitempty"`
+	// Payment says whether a top-up waits for payment confirmation.
+	Payment *PaymentTerms `json:"payment,omitempty"`
+	// AutoRecharge is the plan's default automatic recharge.
+	AutoRecharge *AutoRecharge `json:"auto_recharge,omitempty"`
+}
+
+// AutoRecharge: when a subscription's available balance falls below
+// Threshold, buy Amount credits (a top-up, within the plan's bounds).
+type AutoRecharge struct {
+	Threshold credit.Amount `json:"threshold"`
+	Amount    credit.Amount `json:"amount"`
+}
+
+// PurchaseLimit caps what a subscription buys per calendar month (UTC),
+// pending top-ups included: credits, and/or money charged in the
+// subscription's currency.
+type PurchaseLimit struct {
+	Credits *credit.Amount   `json:"credits,omitempty"`
+	Charge  *decimal.Decimal `json:"charge,omitempty"`
+}
+
+// PaymentTerms: with ConfirmationRequired a top-up is created pending and
+// becomes credits when its payment is confirmed, or expires after
+// ExpiresIn (a Go duration, default 24h).
+type PaymentTerms struct {
+	ConfirmationRequired bool   `json:"confirmation_required"`
+	ExpiresIn            string `json:"expires_in,omitempty"`
+}
+
+// DefaultPaymentExpiry is how long a pending top-up waits by default.
+const DefaultPaymentExpiry = 24 * time.Hour
+
+// PaymentExpiry is how long a pending top-up waits for its payment.
+func (p *PaymentTerms) PaymentExpiry() time.Duration {
+	if p == nil || p.ExpiresIn == "" {
+		return DefaultPaymentExpiry
+	}
+	d, err := time.ParseDuration(p.ExpiresIn)
+	if err != nil || d <= 0 {
+		return DefaultPaymentExpiry
+	}
+	return d
 }
 
 // ConsumptionRate maps one unit of a feature to credits ("1 email = 1 AIT").

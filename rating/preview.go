@@ -195,6 +195,8 @@ type AccountTerms struct {
 	Currency       string           `json:"currency"`
 	CreditValue    decimal.Decimal  `json:"credit_value"`
 	DebtLimit      *credit.Amount   `json:"debt_limit,omitempty"` // the subscription's, else the plan's
+	PurchaseLimit  *PurchaseLimit   `json:"purchase_limit,omitempty"`
+	AutoRecharge   *AutoRecharge    `json:"auto_recharge,omitempty"`
 }
 
 // Terms are the account terms of a prepared subscription under plan.
@@ -205,6 +207,7 @@ func Terms(s *Subscription, plan *Plan) AccountTerms {
 		t.CreditCurrency, t.Overage = pc.CreditCurrency, pc.Overage
 		t.LowCredits, t.LowPercent = pc.LowBalance.Credits, pc.LowBalance.Percent
 		t.MinPurchase, t.MaxPurchase = pc.MinPurchase, pc.MaxPurchase
+		t.PurchaseLimit, t.AutoRecharge = pc.PurchaseLimit, pc.AutoRecharge
 		t.DebtLimit = pc.DebtLimit
 	}
 	if s.DebtLimit != nil {

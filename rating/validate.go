@@ -286,6 +286,38 @@ func validatePrepaid(c *PrepaidConfig, l Lookup) error {
 	if c.MinPurchase != nil && c.MaxPurchase != nil && *c.MinPurchase > *c.MaxPurchase {
 		return invalid("prepaid.min_purchase", "min_purchase (%s) must not exceed max_purchase (%s)", c.MinPurchase, c.MaxPurchase)
 	}
+	if pl := c.PurchaseLimit; pl != nil {
+		if pl.Credits == nil && pl.Charge == nil {
+			return invalid("prepaid.purchase_limit", "purchase_limit needs credits and/or charge per month")
+		}
+		if pl.Credits != nil && (*pl.Credits <= 0 || !pl.Credits.Valid()) {
+			return invalid("prepaid.purchase_limit.credits", "purchase_limit.credits must be positive")
+		}
+		if pl.Charge != nil {
+			if err := checkMoneyValue("prepaid.purchase_limit.charge", *pl.Charge); err != nil {
+				return err
+			}
+			if !pl.Charge.IsPositive() {
+				return invalid("prepaid.purchase_limit.charge", "purchase_limit.charge must be positive")
+			}
+		}
+	}
+	if ar := c.AutoRecharge; ar != nil {
+		if ar.Threshold <= 0 || !ar.Threshold.Valid() {
+			return invalid("prepaid.auto_recharge.threshold", "auto_recharge.threshold must be positive")
+		}
+		if ar.Amount <= 0 || !ar.Amount.Valid() {
+			return invalid("prepaid.auto_recharge.amount", "auto_recharge.amount must be positive")
+		}
+		if (c.MinPurchase != nil && ar.Amount < *c.MinPurchase) || (c.MaxPurchase != nil && ar.Amount > *c.MaxPurchase) {
+			return invalid("prepaid.auto_recharge.amount", "auto_recharge.amount %s must be within min_purchase and max_purchase", ar.Amount)
+		}
+	}
+	if p := c.Payment; p != nil && p.ExpiresIn != "" {
+		if d, err := time.ParseDuration(p.ExpiresIn); err != nil || d < time.Minute || d > 90*24*time.Hour {
+			return invalid("prepaid.payment.expires_in", "payment.expires_in must be a duration from 1m to 2160h, e.g. 24h, got %q", p.ExpiresIn)
+		}
+	}
 	if len(c.Consumption) == 0 {
 		return &FieldError{Field: "prepaid.consumption", Code: "required", Message: "at least one credit consumption row is required", Err: ErrInvalid}
 	}

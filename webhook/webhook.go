@@ -71,6 +71,9 @@ type Data struct {
 	// LedgerSeq is the ledger entry of the change.
 	LedgerSeq int64  `json:"ledger_seq,omitempty"`
 	StartsAt  string `json:"starts_at,omitempty"`
+	// TopUp and Reason: a pending top-up's events.
+	TopUp  string `json:"topup_id,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Emitter appends events to the outbox; emitting an event id again is a

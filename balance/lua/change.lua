@@ -1,8 +1,8 @@
 -- change.lua: a grant, top-up or adjustment, idempotent by key.
 -- ARGV: 3 key, 4 request fingerprint, 5 op (grant|deduct), 6 kind
 -- (grant|topup|adjust), 7 grant type, 8 amount, 9 effective ms, 10 expires
--- ms (0 never), 11 cost basis, 12 force (1|0), 13 expected credit value
--- (top-up only), 14 most live grants, then ledger field/value pairs.
+-- ms (0 never), 11 cost basis, 12 force (1|0), 13 top-up terms
+-- (value|month|charge in minor units|reserved, top-up only), 14 most live grants, then ledger field/value pairs.
 local LEDGER_FIELDS_ARG = 15
 local key, fp, op, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local gtype, amount, eff, exp = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -14,11 +14,18 @@ if prior then
   if pfp ~= fp then return redis.error_reply('CMCONFLICT idempotency key reused with different content') end
   return {'R', rest}
 end
+local count_purchase -- purchase.lua: counts the top-up in its month
 if kind == 'topup' then
-  if (acct.value or '') ~= expect then return redis.error_reply('CMSTALE credit value changed') end
+  local value, month, minor, reserved = string.match(expect, '^(.*)|(%d+%-%d+)|(%d+)|([01])$')
+  if (acct.value or '') ~= value then return redis.error_reply('CMSTALE credit value changed') end
   local mn, mx = tonumber(acct.min or '0'), tonumber(acct.max or '0')
-  if mn > 0 and amount < mn then return redis.error_reply('CMBELOWMIN top-up below the plan minimum') end
-  if mx > 0 and amount > mx then return redis.error_reply('CMABOVEMAX top-up above the plan maximum') end
+  if reserved ~= '1' and mn > 0 and amount < mn then return redis.error_reply('CMBELOWMIN top-up below the plan minimum') end
+  if reserved ~= '1' and mx > 0 and amount > mx then return redis.error_reply('CMABOVEMAX top-up above the plan maximum') end
+  if reserved ~= '1' then
+    local refused
+    refused, count_purchase = purchase(month, amount, tonumber(minor))
+    if refused then return redis.error_reply(refused) end
+  end
 end
 -- the entry names its idempotency key (archived; a repair that discards
 -- the entry drops the key's record with it)
@@ -44,7 +51,8 @@ if op == 'grant' then
   ledger(kind, amount, extra)
   grants[#grants + 1] = {id = gid, type = gtype, amount = amount, rem = amount, eff = eff, exp = exp, seq = seq, cost = cost, dirty = true}
   table.sort(grants, before)
-  redis.call('HSET', K_ACCOUNT, 'last', D(amount))
+  -- lastg/lastb: the latest grant's seq and the balance it left (auto-recharge's crossing)
+  redis.call('HSET', K_ACCOUNT, 'last', D(amount), 'lastg', D(seq), 'lastb', D(bal))
   acct.last = D(amount)
   settle()
 else
@@ -71,4 +79,5 @@ finish(function(change, low)
   return key, fp .. '|' .. res
 end)
 redis.call('HSET', K_IDEMPOTENCY, key, fp .. '|' .. res)
+if count_purchase then count_purchase() end
 return {'N', res}

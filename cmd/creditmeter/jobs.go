@@ -21,21 +21,25 @@ import (
 // its own lease (so they may run on different nodes). A holder that dies is
 // replaced after jobLeaseTTL.
 const (
-	jobLeaseTTL    = 15 * time.Second
-	rollupInterval = time.Minute      // analysts reading usage_daily see it at most this far behind
-	expiryInterval = 30 * time.Second // breakage within a minute of expiry + grace
-	lowRepairEvery = time.Minute      // a lost low-set update is repaired within this
+	jobLeaseTTL     = 15 * time.Second
+	rollupInterval  = time.Minute      // analysts reading usage_daily see it at most this far behind
+	expiryInterval  = 30 * time.Second // breakage within a minute of expiry + grace
+	lowRepairEvery  = time.Minute      // a lost low-set update is repaired within this
+	topUpSweepEvery = 15 * time.Second // unpaid top-ups expire (reservation given back) within this
+	rechargeEvery   = 5 * time.Second  // a crossing below the auto-recharge threshold is topped up within this
 )
 
 // jobs are serve's background jobs and their leases.
 type jobs struct {
-	rollup, expiry, low *lease.Lease
+	rollup, expiry, low, topups, recharge *lease.Lease
+	// rechargeMetrics are the auto-recharge job's (serve registers them).
+	rechargeMetrics *accounts.RechargeMetrics
 }
 
 func newJobs(rc redis.UniversalClient, prefix string) (*jobs, error) {
 	j := &jobs{}
 	var err error
-	for name, l := range map[string]**lease.Lease{"rollup-refresh": &j.rollup, "expiry-sweep": &j.expiry, "low-balance": &j.low} {
+	for name, l := range map[string]**lease.Lease{"rollup-refresh": &j.rollup, "expiry-sweep": &j.expiry, "low-balance": &j.low, "pending-topups": &j.topups, "auto-recharge": &j.recharge} {
 		if *l, err = lease.New(rc, prefix, name, jobLeaseTTL); err != nil {
 			return nil, err
 		}
@@ -68,6 +72,9 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 		return out, err
 	}}
 	run(j.expiry, func(ctx context.Context) { sweep.Run(ctx, expiryInterval) })
+	run(j.topups, func(ctx context.Context) { (&accounts.PendingSweep{Accounts: acc, Log: log}).Run(ctx, topUpSweepEvery) })
+	recharger := &accounts.Recharger{Accounts: acc, List: sweep.List, Notify: notifier.ObserveRecharge, Metrics: j.rechargeMetrics, Log: log}
+	run(j.recharge, func(ctx context.Context) { recharger.Run(ctx, rechargeEvery) })
 	run(j.low, func(ctx context.Context) {
 		list := func(ctx context.Context) ([]string, error) {
 			subs, err := cat.Subscriptions(ctx)

@@ -92,10 +92,12 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 		return err
 	}
 	acc.Observer = observers{accounts.NewAccountMetrics(reg, metrics.LowCrossings), notifier}
+	acc.Payments = notifier
 	bg, err := newJobs(cat.rc, cfg.Engine.KeyPrefix)
 	if err != nil {
 		return err
 	}
+	bg.rechargeMetrics = accounts.NewRechargeMetrics(reg)
 	// Only the low-balance lease holder reads and exports the low balances.
 	reg.MustRegister(lowbalance.NewCollector(bal, subscriptionLabels(cat.store), lowbalance.Options{Active: bg.low.MayHold}))
 
@@ -130,7 +132,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 	}}
 	handler := api.NewServer(api.Options{Ready: health.ready, Catalog: cat.store, Ledger: acc, Balances: acc,
 		Events: writers, Reports: archive.Reports{Conn: conn}, AdminTokens: cfg.HTTP.AdminTokens, Logger: log,
-		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg, Webhooks: hooks,
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Metrics: reg, Webhooks: hooks, PaymentSecret: cfg.HTTP.PaymentCallbackSecret,
 		DeadLetters: ingest.DeadLetterReader{Conn: kconn, Topic: cfg.Kafka.DLQTopic, Replayed: replayedAt(cat.rc, cfg.Engine.KeyPrefix, cfg.Kafka.DLQTopic)}})
 	mux := http.NewServeMux()
 	mux.Handle("/console/", console.Handler()) // the web console, over the same API

@@ -107,6 +107,9 @@ type HTTP struct {
 	Addr        string
 	MetricsAddr string
 	AdminTokens []string
+	// PaymentCallbackSecret signs payment providers' callbacks
+	// (POST /v1/payments/callback); empty disables them.
+	PaymentCallbackSecret string
 }
 
 // MinAdminTokenLen is the shortest admin token serve accepts: an admin token
@@ -216,6 +219,7 @@ func (c *Config) Bind(fs *pflag.FlagSet, groups ...Group) {
 		case GroupHTTP:
 			fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "listen address of the HTTP API and web console, host:port")
 			fs.StringVar(&c.HTTP.MetricsAddr, "metrics-addr", c.HTTP.MetricsAddr, "listen address of /metrics for Prometheus, host:port (keep it private: the series name customers and subscriptions)")
+			fs.StringVar(&c.HTTP.PaymentCallbackSecret, "payment-callback-secret", "", "shared secret of payment providers' signed callbacks confirming pending top-ups (empty: no callbacks)")
 			fs.StringSliceVar(&c.HTTP.AdminTokens, "admin-tokens", c.HTTP.AdminTokens, fmt.Sprintf("bearer tokens with admin rights, comma-separated, each %d+ characters; name:token names one (the actor of its adjustments; unnamed: admin)", MinAdminTokenLen))
 		case GroupPrometheus:
 			fs.StringVar(&c.Prometheus.URL, "prometheus-url", c.Prometheus.URL, "base URL of the Prometheus server")
