@@ -39,6 +39,7 @@ const (
 	ReasonInvalid        = "invalid"   // a field is missing or wrong
 	ReasonUnknownCust    = "unknown_customer"
 	ReasonNoSubscription = "no_active_subscription"
+	ReasonSubEnded       = "subscription_ended" // at or after its subscription's end
 	ReasonUnratable      = "unratable" // no meter of the subscription's plan matches
 	ReasonTooLate        = "too_late"  // older than the grace window
 )
