@@ -40,8 +40,8 @@ const (
 	ReasonUnknownCust    = "unknown_customer"
 	ReasonNoSubscription = "no_active_subscription"
 	ReasonSubEnded       = "subscription_ended" // at or after its subscription's end
-	ReasonUnratable      = "unratable" // no meter of the subscription's plan matches
-	ReasonTooLate        = "too_late"  // older than the grace window
+	ReasonUnratable      = "unratable"          // no meter of the subscription's plan matches
+	ReasonTooLate        = "too_late"           // older than the grace window
 )
 
 // Writers hold the producers of the usage topic and its dead-letter topic.
