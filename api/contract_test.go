@@ -392,6 +392,12 @@ func TestContract(t *testing.T) {
 	e.must(415, "POST", "/v1/currencies", admin, aitJSON, "Content-Type", "text/plain")
 	e.must(413, "POST", "/v1/customers", admin, `{"id":"big","name":"`+strings.Repeat("x", 2<<20)+`"}`)
 
+	// Lifecycle: a plan change, then the successor cancelled.
+	ch := e.must(201, "POST", base+"/change-plan", admin, `{"plan_id":"ai-prepaid"}`)
+	nid := ch.body["subscription"].(map[string]any)["id"].(string)
+	e.must(200, "POST", "/v1/subscriptions/"+nid+"/cancel", admin, "")
+	e.must(409, "POST", "/v1/subscriptions/"+nid+"/cancel", admin, "")
+
 	// Every operation of the document was exercised with a success.
 	var missed []string
 	for path, item := range c.doc.Paths.Map() {
