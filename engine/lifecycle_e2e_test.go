@@ -58,8 +58,8 @@ func TestSubscriptionLifecycleEndToEnd(t *testing.T) {
 	add("edge-old", "", change.Add(-time.Microsecond))
 	add("new", "", change.Add(5*time.Millisecond))
 	add("old-by-id-after", old, change.Add(5*time.Millisecond)) // ended
-	add("after-end", "", stop.Add(time.Millisecond))             // ended
-	add("after-end-by-id", "sub-acme-2", stop)                   // ended
+	add("after-end", "", stop.Add(time.Millisecond))            // ended
+	add("after-end-by-id", "sub-acme-2", stop)                  // ended
 	h.Produce(msgs)
 
 	consume := func(group string) *engine.Metrics {
