@@ -7,7 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
@@ -108,4 +110,40 @@ func TestSubscriptionLifecycleEndToEnd(t *testing.T) {
 	}
 	consume("lifecycle-2") // every message again
 	check("after redelivery")
+
+	// The old plan carries remaining credits over (the default): once the
+	// old subscription's books close, its 98 credits move to the successor
+	// as a grant of the same type, exactly once.
+	ending := &accounts.Ending{Accounts: h.Accounts, Catalog: h.Catalog, Grace: 15 * time.Minute}
+	if n, err := ending.Once(ctx); err != nil || n != 0 {
+		t.Fatalf("settled before the books closed: %d %v", n, err)
+	}
+	ending.Now = func() time.Time { return change.Add(15 * time.Minute) }
+	prev, err := h.Catalog.Subscription(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		did, err := ending.Settle(ctx, prev)
+		if err != nil || did != (i == 0) {
+			t.Fatalf("settle %d: %v %v", i, did, err)
+		}
+	}
+	for sub, want := range map[string]credit.Amount{old: 0, "sub-acme-2": credit.Credits(49 + 98)} {
+		v, err := h.Balances.Balance(ctx, sub)
+		if err != nil || v.Total != want {
+			t.Errorf("after carry-over: balance of %s = %s (%v), want %s", sub, v.Total, err, want)
+		}
+		if sub != old && (len(v.Grants) != 2 || v.Grants[0].Type != credit.Promotional || v.Grants[1].Type != credit.Promotional) {
+			t.Errorf("successor's grants %+v", v.Grants)
+		}
+	}
+	var reason string
+	var amt decimal.Decimal
+	if err := h.Conn.QueryRow(ctx, "SELECT reason, amount FROM credit_ledger FINAL WHERE subscription_id = 'sub-acme-2' AND kind = 'grant' AND reason LIKE 'carried over from%'").Scan(&reason, &amt); err != nil || !amt.Equal(decimal.NewFromInt(98)) {
+		t.Errorf("carried grant in the archive: %q %s %v", reason, amt, err)
+	}
+	if err := h.Conn.QueryRow(ctx, "SELECT reason, amount FROM credit_ledger FINAL WHERE subscription_id = ? AND kind = 'adjustment'", old).Scan(&reason, &amt); err != nil || !amt.Equal(decimal.NewFromInt(-98)) {
+		t.Errorf("carried-out entry in the archive: %q %s %v", reason, amt, err)
+	}
 }

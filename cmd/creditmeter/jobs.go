@@ -67,6 +67,7 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 		}
 		return out, err
 	}}
+	sweep.Ending = &accounts.Ending{Accounts: acc, Catalog: cat, Grace: acc.Store.GraceWindow()}
 	run(j.expiry, func(ctx context.Context) { sweep.Run(ctx, expiryInterval) })
 	run(j.low, func(ctx context.Context) {
 		list := func(ctx context.Context) ([]string, error) {
