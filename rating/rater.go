@@ -203,31 +203,50 @@ func (t *Table) Resolve(customerID string, at time.Time) (string, bool) {
 	return "", false
 }
 
-// resolve is the subscription active at at; an event up to grace before the
-// customer's first subscription starts belongs to it (a producer's clock a
-// moment behind, or the same second as a sub-second start). Subscriptions of
-// a customer do not overlap (the catalog refuses it), so the latest start
-// not after at is the one; if it has ended, so has the event's.
+// resolve is the subscription active at at. Subscriptions of a customer do
+// not overlap (the catalog refuses it), so the latest start not after at is
+// the one; if it has ended, so has the event's. An event up to grace before
+// a subscription starts belongs to it when no subscription was active at
+// its time (a producer's clock a moment behind, the same second as a
+// sub-second start); otherwise it is the earlier one's (a plan change).
 func (t *Table) resolve(customerID string, at time.Time, grace time.Duration, now func() time.Time) (*compiledSub, error) {
 	list := t.byCustomer[customerID]
-	for _, cs := range list {
-		if !cs.start.After(at) {
-			if cs.ended(at, grace, now) {
-				return nil, ErrSubscriptionEnded
-			}
+	for i, cs := range list {
+		if cs.start.After(at) {
+			continue
+		}
+		if !cs.ended(at, grace, now) {
 			return cs, nil
 		}
+		if i > 0 && cs.endedAt(at) && list[i-1].takesEarly(at, grace, now) {
+			return list[i-1], nil
+		}
+		return nil, ErrSubscriptionEnded
 	}
-	if n := len(list); n > 0 && !list[n-1].start.Add(-grace).After(at) && !list[n-1].ended(at, grace, now) {
+	if n := len(list); n > 0 && list[n-1].takesEarly(at, grace, now) {
 		return list[n-1], nil
 	}
 	return nil, ErrNoActiveSubscription
 }
 
-// first reports whether cs is its customer's earliest subscription.
-func (t *Table) first(cs *compiledSub) bool {
+// endedAt reports whether cs ended at or before at.
+func (cs *compiledSub) endedAt(at time.Time) bool { return !cs.end.IsZero() && !at.Before(cs.end) }
+
+// takesEarly reports whether cs takes an event at, up to grace before its start.
+func (cs *compiledSub) takesEarly(at time.Time, grace time.Duration, now func() time.Time) bool {
+	return !cs.start.Add(-grace).After(at) && !cs.ended(at, grace, now)
+}
+
+// freeBefore reports whether no subscription of cs's customer but cs was
+// active at at, a moment before cs starts.
+func (t *Table) freeBefore(cs *compiledSub, at time.Time) bool {
 	list := t.byCustomer[cs.customerID]
-	return len(list) > 0 && list[len(list)-1] == cs
+	for i := range list {
+		if list[i] == cs {
+			return i == len(list)-1 || list[i+1].endedAt(at)
+		}
+	}
+	return false
 }
 
 // Rate appends to dst the rated lines of ev, one per matching meter of its
@@ -246,7 +265,7 @@ func (t *Table) rate(ev *Event, dst []Line, grace time.Duration, now func() time
 		if cs.customerID != ev.CustomerID {
 			return dst, ErrCustomerMismatch
 		}
-		if ev.Timestamp.Before(cs.start) && (ev.Timestamp.Before(cs.start.Add(-grace)) || !t.first(cs)) {
+		if ev.Timestamp.Before(cs.start) && (ev.Timestamp.Before(cs.start.Add(-grace)) || !t.freeBefore(cs, ev.Timestamp)) {
 			return dst, ErrSubscriptionNotActive
 		}
 		if cs.ended(ev.Timestamp, grace, now) {

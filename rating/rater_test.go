@@ -499,3 +499,39 @@ func TestSubscriptionEnd(t *testing.T) {
 	check("", end2.Add(100*24*time.Hour), "", ErrSubscriptionEnded)
 	check("", t0.Add(-time.Hour), "", ErrNoActiveSubscription)
 }
+
+// After a gap (the customer's subscription ended), an event stamped up to
+// the grace window before a new subscription starts is charged to it, as
+// before a first subscription; with an active predecessor it stays the
+// predecessor's (TestSubscriptionEnd).
+func TestGraceBeforeStartAfterAGap(t *testing.T) {
+	c, _ := compileSeed(t)
+	end := t0.Add(time.Hour)
+	c.Subscriptions["sub-1"].EndAt = &end
+	later := *c.Subscriptions["sub-1"]
+	later.ID, later.StartAt, later.EndAt, later.CreditValue = "sub-2", t0.Add(24*time.Hour), nil, nil
+	c.Subscriptions["sub-2"] = &later
+	tbl, errs := Compile(c, 2)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	r := NewRater(tbl)
+	r.SetGraceWindow(15 * time.Minute)
+	r.SetClock(func() time.Time { return later.StartAt.Add(time.Minute) })
+	for _, tc := range []struct {
+		sub  string
+		at   time.Time
+		want string
+		err  error
+	}{
+		{"", later.StartAt.Add(-time.Second), "sub-2", nil},
+		{"sub-2", later.StartAt.Add(-time.Second), "sub-2", nil},
+		{"", later.StartAt.Add(-16 * time.Minute), "", ErrSubscriptionEnded},
+		{"sub-2", later.StartAt.Add(-16 * time.Minute), "", ErrSubscriptionNotActive},
+	} {
+		lines, err := r.Rate(&Event{CustomerID: "acme", SubscriptionID: tc.sub, Name: "email.sent", Timestamp: tc.at}, nil)
+		if !errors.Is(err, tc.err) || (tc.err == nil && (len(lines) != 1 || lines[0].SubscriptionID != tc.want)) {
+			t.Errorf("event for %q at start%+v: %+v %v, want %s %v", tc.sub, tc.at.Sub(later.StartAt), lines, err, tc.want, tc.err)
+		}
+	}
+}
