@@ -8,6 +8,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/rating"
@@ -129,7 +130,7 @@ func (e *Ending) Settle(ctx context.Context, s *rating.Subscription) (bool, erro
 			}
 			cb, _ := decimal.NewFromString(g.CostBasis)
 			req := balance.GrantRequest{Key: "carry:" + s.ID + ":" + g.ID, Subscription: next.ID, Type: g.Type, Amount: g.Remaining,
-				EffectiveAt: eff, ExpiresAt: g.ExpiresAt, CostBasis: cb, Reason: "carried over from " + s.ID + " (grant " + g.ID + ")"}
+				EffectiveAt: eff, ExpiresAt: g.ExpiresAt, CostBasis: cb, Reason: archive.CarriedOverPrefix + s.ID + " (grant " + g.ID + ")"}
 			res, err := a.Store.Grant(ctx, req)
 			if err != nil {
 				return false, fmt.Errorf("carrying grant %s to %s: %w", g.ID, next.ID, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/creditmeter/creditmeter/accounts"
+	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/engine"
 	"github.com/creditmeter/creditmeter/ingest"
@@ -27,7 +28,7 @@ import (
 func TestSubscriptionLifecycleEndToEnd(t *testing.T) {
 	h := e2e.New(t, 2)
 	ctx := context.Background()
-	old, err := seed.Subscribe(ctx, h.Catalog, h.Accounts, seed.Subscription{Customer: "acme", Plan: seed.PlanUnfunded, Included: "100"})
+	old, err := seed.Subscribe(ctx, h.Catalog, h.Accounts, seed.Subscription{Customer: "acme", Plan: seed.PlanUnfunded, Included: "100", GrantType: "purchased"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestSubscriptionLifecycleEndToEnd(t *testing.T) {
 		if err != nil || v.Total != want {
 			t.Errorf("after carry-over: balance of %s = %s (%v), want %s", sub, v.Total, err, want)
 		}
-		if sub != old && (len(v.Grants) != 2 || v.Grants[0].Type != credit.Promotional || v.Grants[1].Type != credit.Promotional) {
+		if sub != old && (len(v.Grants) != 2 || v.Grants[0].Type != credit.Promotional || v.Grants[1].Type != credit.Purchased) {
 			t.Errorf("successor's grants %+v", v.Grants)
 		}
 	}
@@ -145,5 +146,15 @@ func TestSubscriptionLifecycleEndToEnd(t *testing.T) {
 	}
 	if err := h.Conn.QueryRow(ctx, "SELECT reason, amount FROM credit_ledger FINAL WHERE subscription_id = ? AND kind = 'adjustment'", old).Scan(&reason, &amt); err != nil || !amt.Equal(decimal.NewFromInt(-98)) {
 		t.Errorf("carried-out entry in the archive: %q %s %v", reason, amt, err)
+	}
+	// The purchased credits were billed once, on the old subscription's
+	// invoice; the successor's shows them carried over, not billed.
+	period := change.UTC().Format("2006-01")
+	terms := archive.InvoiceTerms{CustomerID: "acme", Currency: "USD", CreditValue: decimal.NewFromInt(1), CreditCurrency: "AIT"}
+	for sub, due := range map[string]int64{old: 100, "sub-acme-2": 0} {
+		inv, err := archive.BuildInvoice(ctx, h.Conn, sub, period, terms)
+		if err != nil || !inv.TotalDue.Equal(decimal.NewFromInt(due)) {
+			t.Errorf("invoice of %s: total due %s (%v), want %d: %+v", sub, inv.TotalDue, err, due, inv.Lines)
+		}
 	}
 }
