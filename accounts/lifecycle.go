@@ -26,8 +26,9 @@ import (
 //     (actor "system", reason naming the successor);
 //   - expire (or carry_over without a successor): the remainders are
 //     debited in one adjustment entry, reason "expired at subscription
-//     end"; with refund_purchased the note records the refund (the
-//     purchased remainder × cost basis, in the subscription's currency).
+//     end"; with refund_purchased the entry records the refund (the
+//     purchased remainder × cost basis, in the subscription's currency)
+//     as negative money, a billable credit line on the invoice.
 //
 // Grants go to the successor before the debit, each idempotent by key and
 // content, so a crash in between repeats the same grants; the debit's key
@@ -144,7 +145,11 @@ func (e *Ending) Settle(ctx context.Context, s *rating.Subscription) (bool, erro
 		note = fmt.Sprintf("refund of %s purchased credits: %s %s", purchased, refund.StringFixed(2), s.Currency)
 		reason = "expired at subscription end; purchased credits refunded"
 	}
-	_, err = a.Adjust(ctx, balance.AdjustRequest{Key: fmt.Sprintf("end:%s:%d", s.ID, total), Subscription: s.ID, Amount: -total,
-		Reason: reason, Actor: "system", Note: note, Force: true}, s.CustomerID)
+	req := balance.AdjustRequest{Key: fmt.Sprintf("end:%s:%d", s.ID, total), Subscription: s.ID, Amount: -total,
+		Reason: reason, Actor: "system", Note: note, Force: true}
+	if note != "" {
+		req.Charge, req.Currency = refund.Neg(), s.Currency
+	}
+	_, err = a.Adjust(ctx, req, s.CustomerID)
 	return true, err
 }

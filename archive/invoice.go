@@ -243,6 +243,10 @@ func (b *invoiceBuilder) ledgerLine(seq uint64, kind, grant, gtype, reason strin
 		}
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineGrant, Description: d, Credits: amt, UnitPrice: price,
 			Money: amt.Mul(price), Ref: ref})
+	case kind == KindAdjustment && money.IsNegative():
+		// a refund (purchased credits of an ended subscription): billed, as a credit
+		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineAdjustment, Description: "Refund: " + reason, Credits: amt,
+			UnitPrice: unitPrice(money, amt), Money: money, Billable: true, Ref: ref})
 	case kind == KindAdjustment:
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineAdjustment, Description: "Adjustment: " + reason, Credits: amt,
 			UnitPrice: price, Money: amt.Mul(price), Ref: ref})
