@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -41,6 +42,9 @@ type Ending struct {
 	Catalog  EndCatalog
 	Grace    time.Duration
 	Now      func() time.Time // nil: time.Now
+
+	mu   sync.Mutex
+	done map[string]bool // settled with nothing left, not checked again
 }
 
 // EndCatalog is what Ending reads of the catalog (catalogstore.Store).
@@ -64,18 +68,31 @@ func (e *Ending) Once(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, s := range subs {
-		if s.EndAt == nil || now.Before(s.EndAt.Add(e.Grace)) {
+		if s.EndAt == nil || now.Before(s.EndAt.Add(e.Grace)) || e.settled(s.ID) {
 			continue
 		}
 		did, err := e.Settle(ctx, s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("subscription ends: %s: %w", s.ID, err))
+		} else if !did {
+			e.mu.Lock()
+			if e.done == nil {
+				e.done = map[string]bool{}
+			}
+			e.done[s.ID] = true
+			e.mu.Unlock()
 		}
 		if did {
 			n++
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+func (e *Ending) settled(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.done[id]
 }
 
 // Settle moves or expires the remaining credits of ended subscription s; it
