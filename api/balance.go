@@ -291,6 +291,9 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) er
 	if err != nil {
 		return err
 	}
+	if err := refuseEnded(sub); err != nil {
+		return err
+	}
 	res, err := s.balances.TopUp(r.Context(), balance.TopUpRequest{Key: "topup:" + key, Subscription: sub.ID, Amount: req.Amount}, sub.CustomerID)
 	if err != nil {
 		return s.limitError(r.Context(), sub, req.Amount, s.changeError(r, err))

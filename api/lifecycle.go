@@ -131,3 +131,13 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, v any) error {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	return decode(w, r, v)
 }
+
+// refuseEnded refuses buying credits for an ended subscription: nothing
+// could use them, and its remaining credits have moved or expired.
+func refuseEnded(sub *rating.Subscription) error {
+	if sub.Status != rating.StatusEnded {
+		return nil
+	}
+	return &Error{Status: http.StatusConflict, Code: "subscription_ended", Field: "id",
+		Message: "subscription " + sub.ID + " ended at " + sub.EndAt.UTC().Format(time.RFC3339Nano) + "; top up its successor or a new subscription"}
+}

@@ -78,6 +78,9 @@ func TestSubscriptionLifecycleAPI(t *testing.T) {
 	if r := e.must(409, "POST", "/v1/subscriptions/"+nid+"/cancel", admin, ""); func() string { c, _, _ := r.err(); return c }() != "subscription_ended" {
 		t.Fatalf("cancel twice: %s", r.raw)
 	}
+	if r := e.must(409, "POST", "/v1/subscriptions/"+nid+"/topups", admin, `{"amount":"300"}`, "Idempotency-Key", "t-ended"); func() string { c, _, _ := r.err(); return c }() != "subscription_ended" {
+		t.Fatalf("top-up of an ended subscription: %s", r.raw)
+	}
 
 	// Back-dating (a migration): a start in the past is accepted.
 	back := time.Now().Add(-48 * time.Hour).UTC().Format(time.RFC3339)
