@@ -99,10 +99,16 @@ func (e *Ending) settled(id string) bool {
 // reports whether there were any.
 func (e *Ending) Settle(ctx context.Context, s *rating.Subscription) (bool, error) {
 	a := e.Accounts
-	if _, err := a.Store.Expire(ctx, s.ID); errors.Is(err, balance.ErrUnknownSubscription) {
+	r, err := a.Store.Expire(ctx, s.ID)
+	if errors.Is(err, balance.ErrUnknownSubscription) {
 		return false, nil
 	} else if err != nil {
 		return false, err
+	}
+	if r.FirstSeq > 0 { // breakage written just now: archive it, as the expiry sweep does
+		if err := a.Export(ctx, s.ID, s.CustomerID, r.FirstSeq, r.Seq); err != nil {
+			return false, err
+		}
 	}
 	v, err := a.Balance(ctx, s.ID)
 	if err != nil {
