@@ -17,6 +17,7 @@ import (
 	"github.com/creditmeter/creditmeter/internal/e2e"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/rating"
+	"github.com/creditmeter/creditmeter/reconcile"
 )
 
 // Issue 17 item 1, through the broker, the engine, Redis and ClickHouse: a
@@ -146,6 +147,11 @@ func TestSubscriptionLifecycleEndToEnd(t *testing.T) {
 	}
 	if err := h.Conn.QueryRow(ctx, "SELECT reason, amount FROM credit_ledger FINAL WHERE subscription_id = ? AND kind = 'adjustment'", old).Scan(&reason, &amt); err != nil || !amt.Equal(decimal.NewFromInt(-98)) {
 		t.Errorf("carried-out entry in the archive: %q %s %v", reason, amt, err)
+	}
+	// Redis and the archive agree after the moves.
+	rep, err := reconcile.Run(ctx, h.Balances, h.Conn, reconcile.Options{Deep: true})
+	if err != nil || len(rep.Drift) != 0 {
+		t.Errorf("reconcile after the carry-over: %v, drift %+v", err, rep.Drift)
 	}
 	// The purchased credits were billed once, on the old subscription's
 	// invoice; the successor's shows them carried over, not billed.
