@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -35,6 +36,42 @@ func (s *Server) cancelSubscription(w http.ResponseWriter, r *http.Request, _ pr
 		return err
 	}
 	s.emitLifecycle(r.Context(), webhook.SubscriptionEnded, sub, "")
+	writeJSON(w, http.StatusOK, sub)
+	return nil
+}
+
+// patchRequest is PATCH /v1/subscriptions/{id}: only its end may change;
+// "end_at": null withdraws a cancellation.
+type patchRequest struct {
+	EndAt json.RawMessage `json:"end_at"`
+}
+
+// patchSubscription sets or removes a subscription's end.
+func (s *Server) patchSubscription(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var req patchRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	var sub *rating.Subscription
+	var err error
+	switch raw := bytes.TrimSpace(req.EndAt); {
+	case len(raw) == 0:
+		return &Error{Status: http.StatusBadRequest, Code: "required", Field: "end_at", Message: "end_at is required: a date-time, or null to withdraw a cancellation"}
+	case string(raw) == "null":
+		sub, err = s.cat.ReopenSubscription(r.Context(), r.PathValue("id"))
+	default:
+		var at time.Time
+		if json.Unmarshal(raw, &at) != nil {
+			return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "end_at", Message: "end_at must be an RFC 3339 date-time or null"}
+		}
+		sub, err = s.cat.CancelSubscription(r.Context(), r.PathValue("id"), at)
+		if err == nil {
+			s.emitLifecycle(r.Context(), webhook.SubscriptionEnded, sub, "")
+		}
+	}
+	if err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, sub)
 	return nil
 }

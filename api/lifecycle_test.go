@@ -66,10 +66,24 @@ func TestSubscriptionLifecycleAPI(t *testing.T) {
 	if c.body["status"] != "active" || c.body["end_at"] != later {
 		t.Fatalf("cancel at a date: %s", c.raw)
 	}
+	// PATCH: withdraw the cancellation, then set it again.
+	if p := e.must(200, "PATCH", "/v1/subscriptions/"+nid, admin, `{"end_at":null}`); p.body["end_at"] != nil || p.body["status"] != "active" {
+		t.Fatalf("withdrawn cancellation: %s", p.raw)
+	}
+	if p := e.must(200, "PATCH", "/v1/subscriptions/"+nid, admin, `{"end_at":"`+later+`"}`); p.body["end_at"] != later {
+		t.Fatalf("patched end: %s", p.raw)
+	}
+	if r := e.must(400, "PATCH", "/v1/subscriptions/"+nid, admin, `{}`); func() string { _, f, _ := r.err(); return f }() != "end_at" {
+		t.Fatalf("patch without end_at: %s", r.raw)
+	}
 	// A subscription after that end is fine; one before it overlaps.
 	after := strings.Replace(seedSub, `"schedule":{"start":"now"}`, `"schedule":{"start":"at","at":"`+later+`"}`, 1)
 	if s := e.must(201, "POST", "/v1/subscriptions", admin, after, "Idempotency-Key", "create-3"); s.body["status"] != "scheduled" {
 		t.Fatalf("scheduled: %s", s.raw)
+	}
+	// Withdrawing the cancellation now would overlap the scheduled one.
+	if r := e.must(409, "PATCH", "/v1/subscriptions/"+nid, admin, `{"end_at":null}`); func() string { c, _, _ := r.err(); return c }() != "subscription_overlap" {
+		t.Fatalf("reopen over a scheduled subscription: %s", r.raw)
 	}
 	// Cancel now ends it.
 	if c := e.must(200, "POST", "/v1/subscriptions/"+nid+"/cancel", admin, ""); c.body["status"] != "ended" {

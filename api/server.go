@@ -211,6 +211,7 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/subscriptions/preview", Admin, s.previewSubscription},
 		{"GET", "/v1/subscriptions", Admin, s.listSubscriptions},
 		{"GET", "/v1/subscriptions/{id}", Customer, s.getSubscription},
+		{"PATCH", "/v1/subscriptions/{id}", Admin, s.patchSubscription},
 		{"POST", "/v1/subscriptions/{id}/cancel", Admin, s.cancelSubscription},
 		{"POST", "/v1/subscriptions/{id}/change-plan", Admin, s.changePlan},
 

@@ -65,7 +65,35 @@ func (s *Store) ensureSpans(ctx context.Context, customer string) error {
 // past is refused (events were charged under it); an end before the start
 // makes a scheduled subscription end at its start (it never runs). The end
 // of a subscription not yet ended may be moved.
-func (s *Store) CancelSubscription(ctx context.Context, id string, at time.Time) (_ *rating.Subscription, err error) {
+func (s *Store) CancelSubscription(ctx context.Context, id string, at time.Time) (*rating.Subscription, error) {
+	return s.setEnd(ctx, id, func(sub *rating.Subscription, now time.Time) error {
+		end, err := endAt(sub, at, now, "at")
+		if err != nil {
+			return err
+		}
+		if end.Before(sub.StartAt) {
+			end = sub.StartAt
+		}
+		sub.EndAt = &end
+		return nil
+	})
+}
+
+// ReopenSubscription removes the end of a subscription not yet ended (a
+// cancellation withdrawn); one with a plan change is refused.
+func (s *Store) ReopenSubscription(ctx context.Context, id string) (*rating.Subscription, error) {
+	return s.setEnd(ctx, id, func(sub *rating.Subscription, now time.Time) error {
+		if _, err := endAt(sub, time.Time{}, now, "end_at"); err != nil {
+			return err
+		}
+		sub.EndAt = nil
+		return nil
+	})
+}
+
+// setEnd stores the subscription as change leaves it, unless its new span
+// overlaps another of the customer's.
+func (s *Store) setEnd(ctx context.Context, id string, change func(sub *rating.Subscription, now time.Time) error) (_ *rating.Subscription, err error) {
 	defer classify(&err)
 	for attempt := 0; attempt < 10; attempt++ {
 		raw, err := s.rc.HGet(ctx, s.key(kSubs), id).Result()
@@ -79,14 +107,9 @@ func (s *Store) CancelSubscription(ctx context.Context, id string, at time.Time)
 			return nil, err
 		}
 		now := s.now().UTC().Truncate(time.Microsecond)
-		end, err := endAt(sub, at, now, "at")
-		if err != nil {
+		if err := change(sub, now); err != nil {
 			return nil, err
 		}
-		if end.Before(sub.StartAt) {
-			end = sub.StartAt
-		}
-		sub.EndAt = &end
 		b, err := json.Marshal(sub)
 		if err != nil {
 			return nil, err
@@ -98,7 +121,7 @@ func (s *Store) CancelSubscription(ctx context.Context, id string, at time.Time)
 		res, err := lifecycleScript.Run(ctx, s.rc, s.lifecycleKeys(sub.CustomerID, "-"), id, raw, b, a, e,
 			"", "", 0, 0, "", "", "", "").StringSlice()
 		if err != nil {
-			return nil, fmt.Errorf("catalogstore: cancel subscription: %w", err)
+			return nil, fmt.Errorf("catalogstore: subscription end: %w", err)
 		}
 		switch res[0] {
 		case "ok":
