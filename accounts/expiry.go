@@ -31,6 +31,9 @@ type ExpirySweep struct {
 	// Notify, when set, hears of the entries from..to each Expire wrote
 	// (webhooks: grant.expired); its error is reported, not retried.
 	Notify func(ctx context.Context, sub, customer string, from, to int64) error
+	// Ending, when set, also settles the credits of ended subscriptions
+	// whose books have closed (plan changes and cancellations).
+	Ending *Ending
 
 	mu      sync.Mutex
 	pending []exportRange // written to the ledger, not yet archived
@@ -44,6 +47,7 @@ type exportRange struct {
 // SweepResult counts what one sweep did.
 type SweepResult struct {
 	Checked, Due, Expired, Entries int
+	Ended                          int // ended subscriptions whose credits were settled
 }
 
 // Once runs one sweep. An archive failure keeps the entries' range and
@@ -97,6 +101,11 @@ func (s *ExpirySweep) Once(ctx context.Context) (SweepResult, error) {
 			errs = append(errs, fmt.Errorf("expiry sweep: archiving %s entries %d-%d (retried next sweep): %w", sub, r.FirstSeq, r.Seq, err))
 		}
 	}
+	if s.Ending != nil && ctx.Err() == nil {
+		n, err := s.Ending.Once(ctx)
+		res.Ended = n
+		errs = append(errs, err)
+	}
 	return res, errors.Join(errs...)
 }
 
@@ -128,6 +137,9 @@ func (s *ExpirySweep) Run(ctx context.Context, interval time.Duration) {
 			}
 			if r.Expired > 0 {
 				s.Log.Info("expiry sweep: breakage written", "subscriptions", r.Expired, "entries", r.Entries)
+			}
+			if r.Ended > 0 {
+				s.Log.Info("expiry sweep: ended subscriptions' credits settled", "subscriptions", r.Ended)
 			}
 		}
 		select {

@@ -454,6 +454,9 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request, who principal) er
 	if err != nil {
 		return err
 	}
+	if err := refuseEnded(sub); err != nil {
+		return err
+	}
 	if terms := s.paymentTerms(r.Context(), sub); terms != nil {
 		return s.pendingTopUp(w, r, sub, key, req.Amount, terms)
 	}

@@ -416,6 +416,13 @@ func TestContract(t *testing.T) {
 	e.must(200, "PUT", "/v1/subscriptions/"+paid+"/auto-recharge", admin, `{"enabled":true,"threshold":"50","amount":"300"}`)
 	e.must(422, "PUT", "/v1/subscriptions/"+paid+"/auto-recharge", admin, `{"enabled":true,"threshold":"50","amount":"10"}`)
 	e.must(200, "DELETE", "/v1/subscriptions/"+paid+"/auto-recharge", admin, "")
+	// Lifecycle: a plan change, then the successor cancelled.
+	ch := e.must(201, "POST", base+"/change-plan", admin, `{"plan_id":"ai-prepaid"}`)
+	nid := ch.body["subscription"].(map[string]any)["id"].(string)
+	e.must(200, "PATCH", "/v1/subscriptions/"+nid, admin, `{"end_at":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}`)
+	e.must(200, "PATCH", "/v1/subscriptions/"+nid, admin, `{"end_at":null}`)
+	e.must(200, "POST", "/v1/subscriptions/"+nid+"/cancel", admin, "")
+	e.must(409, "POST", "/v1/subscriptions/"+nid+"/cancel", admin, "")
 
 	// Every operation of the document was exercised with a success.
 	var missed []string

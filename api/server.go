@@ -218,6 +218,9 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/subscriptions/preview", Admin, s.previewSubscription},
 		{"GET", "/v1/subscriptions", Admin, s.listSubscriptions},
 		{"GET", "/v1/subscriptions/{id}", Customer, s.getSubscription},
+		{"PATCH", "/v1/subscriptions/{id}", Admin, s.patchSubscription},
+		{"POST", "/v1/subscriptions/{id}/cancel", Admin, s.cancelSubscription},
+		{"POST", "/v1/subscriptions/{id}/change-plan", Admin, s.changePlan},
 
 		{"GET", "/v1/subscriptions/{id}/balance", Customer, s.getBalance},
 		{"POST", "/v1/subscriptions/{id}/check", Customer, s.check},
@@ -331,6 +334,7 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &e):
 	case errors.As(err, &fe):
 		e = &Error{Status: http.StatusBadRequest, Code: fe.Code, Message: fe.Message, Field: fe.Field}
+	case isStateError(err, &e):
 	case errors.Is(err, catalogstore.ErrNotFound):
 		e = &Error{Status: http.StatusNotFound, Code: "not_found", Message: err.Error()}
 	case errors.Is(err, catalogstore.ErrConflict):

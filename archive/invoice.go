@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -36,6 +37,11 @@ const (
 	LineGrant          = "grant"    // credits granted free (promotional) or of a type not recorded
 	LineAdjustment     = "adjustment"
 )
+
+// CarriedOverPrefix starts the reason of a grant carried over from an ended
+// subscription (a plan change): its credits were paid for, if at all, on
+// the old subscription's invoice, so it is a grant line, never billed.
+const CarriedOverPrefix = "carried over from "
 
 // InvoiceLine is one line. Money = Credits × UnitPrice unless a charge was
 // recorded at another price (top-ups keep the price they were bought at).
@@ -216,6 +222,9 @@ func (b *invoiceBuilder) ledgerLine(seq uint64, kind, grant, gtype, reason strin
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineTopUp, Description: "Credit top-up", Credits: amt,
 			UnitPrice: unitPrice(money, amt), Money: money, Billable: true, Ref: ref})
 		inv.TopUps = inv.TopUps.Add(money)
+	case kind == KindGrant && strings.HasPrefix(reason, CarriedOverPrefix):
+		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineGrant, Description: "Credits (" + gtype + ") " + reason, Credits: amt, UnitPrice: price,
+			Money: amt.Mul(price), Ref: ref})
 	case kind == KindGrant && gtype == "purchased":
 		if money.IsZero() {
 			money = amt.Mul(price)
@@ -234,6 +243,10 @@ func (b *invoiceBuilder) ledgerLine(seq uint64, kind, grant, gtype, reason strin
 		}
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineGrant, Description: d, Credits: amt, UnitPrice: price,
 			Money: amt.Mul(price), Ref: ref})
+	case kind == KindAdjustment && money.IsNegative():
+		// a refund (purchased credits of an ended subscription): billed, as a credit
+		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineAdjustment, Description: "Refund: " + reason, Credits: amt,
+			UnitPrice: unitPrice(money, amt), Money: money, Billable: true, Ref: ref})
 	case kind == KindAdjustment:
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineAdjustment, Description: "Adjustment: " + reason, Credits: amt,
 			UnitPrice: price, Money: amt.Mul(price), Ref: ref})

@@ -348,6 +348,13 @@ func (s *Store) Adjust(ctx context.Context, a AdjustRequest) (ChangeResult, erro
 		parts = append(parts, "public")
 		fields = append(fields, "public", "1")
 	}
+	if !a.Charge.IsZero() {
+		if a.Currency == "" {
+			return ChangeResult{}, fmt.Errorf("%w: a charge needs its currency", ErrInvalid)
+		}
+		parts = append(parts, "charge", a.Charge.String(), a.Currency)
+		fields = append(fields, "charge", a.Charge.String(), "currency", a.Currency)
+	}
 	fp := fingerprint(parts...)
 	if a.Amount > 0 {
 		return s.change(ctx, a.Subscription, a.Key, fp, "grant", "adjustment", Adjustment, a.Amount, s.now(), a.ExpiresAt, "", false, "", fields...)

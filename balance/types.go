@@ -121,6 +121,10 @@ type AdjustRequest struct {
 	Public       bool   // the reason may be shown to the customer: ledger field "public" = "1"
 	Force        bool
 	ExpiresAt    time.Time // for additions; zero: never
+	// Charge, in Currency, is money the entry records (negative: a refund,
+	// as when a subscription's purchased credits are refunded at its end).
+	Charge   decimal.Decimal
+	Currency string
 }
 
 // LowChange is a low-balance crossing seen by one write.

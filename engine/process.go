@@ -417,7 +417,7 @@ func reasonField(reason string) string {
 	switch reason {
 	case ingest.ReasonUnknownCust:
 		return "customer_id"
-	case ingest.ReasonNoSubscription:
+	case ingest.ReasonNoSubscription, ingest.ReasonSubEnded:
 		return "subscription_id"
 	}
 	return ""
@@ -425,11 +425,13 @@ func reasonField(reason string) string {
 
 func isUnknownSubscription(err error) bool {
 	return errors.Is(err, rating.ErrNoActiveSubscription) || errors.Is(err, rating.ErrUnknownSubscription) ||
-		errors.Is(err, rating.ErrSubscriptionNotActive)
+		errors.Is(err, rating.ErrSubscriptionNotActive) || errors.Is(err, rating.ErrSubscriptionEnded)
 }
 
 func rateReason(err error) string {
 	switch {
+	case errors.Is(err, rating.ErrSubscriptionEnded):
+		return ingest.ReasonSubEnded
 	case errors.Is(err, rating.ErrNoActiveSubscription), errors.Is(err, rating.ErrSubscriptionNotActive):
 		return ingest.ReasonNoSubscription
 	case errors.Is(err, rating.ErrUnknownSubscription), errors.Is(err, rating.ErrCustomerMismatch):

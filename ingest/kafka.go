@@ -41,8 +41,9 @@ const (
 	ReasonInvalid        = "invalid"   // a field is missing or wrong
 	ReasonUnknownCust    = "unknown_customer"
 	ReasonNoSubscription = "no_active_subscription"
-	ReasonUnratable      = "unratable" // no meter of the subscription's plan matches
-	ReasonTooLate        = "too_late"  // older than the grace window
+	ReasonSubEnded       = "subscription_ended" // at or after its subscription's end
+	ReasonUnratable      = "unratable"          // no meter of the subscription's plan matches
+	ReasonTooLate        = "too_late"           // older than the grace window
 )
 
 // Writers hold the producers of the usage topic and its dead-letter topic.

@@ -165,6 +165,9 @@ type PrepaidConfig struct {
 	Payment *PaymentTerms `json:"payment,omitempty"`
 	// AutoRecharge is the plan's default automatic recharge.
 	AutoRecharge *AutoRecharge `json:"auto_recharge,omitempty"`
+	// OnEnd says what becomes of a subscription's remaining credits when it
+	// ends or changes plan; nil is the default EndPolicy.
+	OnEnd *EndPolicy `json:"on_end,omitempty"`
 }
 
 // AutoRecharge: when a subscription's available balance falls below
@@ -203,6 +206,40 @@ func (p *PaymentTerms) PaymentExpiry() time.Duration {
 		return DefaultPaymentExpiry
 	}
 	return d
+}
+
+// RemainingCredits is what becomes of a subscription's remaining grants when
+// it ends.
+type RemainingCredits string
+
+// Remaining-credits policies.
+const (
+	// CarryOver moves each remaining grant to the successor of a plan change,
+	// keeping its type and expiry; without a successor it is Expire.
+	CarryOver RemainingCredits = "carry_over"
+	// Expire records the remainders as breakage.
+	Expire RemainingCredits = "expire"
+)
+
+// EndPolicy is a plan's choice for remaining credits at a subscription's end
+// (the default: carry over, no refund).
+type EndPolicy struct {
+	Remaining RemainingCredits `json:"remaining_credits,omitempty"`
+	// RefundPurchased refunds purchased credits that would expire, at their
+	// cost basis, as a ledger entry (promotional ones expire).
+	RefundPurchased bool `json:"refund_purchased,omitempty"`
+}
+
+// EndPolicy is the plan's end policy with defaults filled.
+func (p *PrepaidConfig) EndPolicy() EndPolicy {
+	e := EndPolicy{Remaining: CarryOver}
+	if p != nil && p.OnEnd != nil {
+		e = *p.OnEnd
+		if e.Remaining == "" {
+			e.Remaining = CarryOver
+		}
+	}
+	return e
 }
 
 // ConsumptionRate maps one unit of a feature to credits ("1 email = 1 AIT").
@@ -329,12 +366,47 @@ type Subscription struct {
 	Consumption []ConsumptionRate `json:"consumption,omitempty"`
 	Schedule    Schedule          `json:"schedule"`
 	Billing     Billing           `json:"billing"`
+	// EndAt is when the subscription ends (exclusive): events at or after it
+	// are dead-lettered subscription_ended. Nil: it runs until cancelled.
+	EndAt *time.Time `json:"end_at,omitempty"`
 	// Set by Prepare: the start instant and creation time.
 	StartAt   time.Time `json:"start_at"`
 	CreatedAt time.Time `json:"created_at"`
 
 	// DebtLimit overrides the plan's limit on overage debt (spend control).
 	DebtLimit *credit.Amount `json:"debt_limit,omitempty"`
+	// Replaces and ReplacedBy link the two sides of a plan change; set by
+	// the server.
+	Replaces   string `json:"replaces,omitempty"`
+	ReplacedBy string `json:"replaced_by,omitempty"`
+	// Status is computed when read (StatusAt), never stored.
+	Status SubscriptionStatus `json:"status,omitempty"`
+}
+
+// SubscriptionStatus is where a subscription is in its life.
+type SubscriptionStatus string
+
+// Subscription statuses.
+const (
+	StatusScheduled SubscriptionStatus = "scheduled" // before its start
+	StatusActive    SubscriptionStatus = "active"    // started, not ended
+	StatusEnded     SubscriptionStatus = "ended"     // at or after its end
+)
+
+// StatusAt is the subscription's status at t.
+func (s *Subscription) StatusAt(t time.Time) SubscriptionStatus {
+	switch {
+	case s.EndAt != nil && !t.Before(*s.EndAt):
+		return StatusEnded
+	case t.Before(s.StartAt):
+		return StatusScheduled
+	}
+	return StatusActive
+}
+
+// Overlaps reports whether s and o are both active at some instant.
+func (s *Subscription) Overlaps(o *Subscription) bool {
+	return (o.EndAt == nil || s.StartAt.Before(*o.EndAt)) && (s.EndAt == nil || o.StartAt.Before(*s.EndAt))
 }
 
 // Lookup finds catalog entries by id; validation of references uses it.

@@ -102,6 +102,7 @@ var (
 	ErrUnknownSubscription   = errors.New("rating: unknown subscription")
 	ErrNoActiveSubscription  = errors.New("rating: customer has no active prepaid subscription at the event's time")
 	ErrSubscriptionNotActive = errors.New("rating: event is before the subscription starts")
+	ErrSubscriptionEnded     = errors.New("rating: the subscription ended before the event's time, or its books closed (end + grace window)")
 	ErrCustomerMismatch      = errors.New("rating: subscription belongs to another customer")
 	ErrMissingDimension      = errors.New("rating: event lacks the dimension a SUM meter sums")
 	ErrDimensionNotNumber    = errors.New("rating: dimension a SUM meter sums is not a number")
@@ -157,8 +158,16 @@ type compiledSub struct {
 	value          uint64 // nano-units of currency per credit
 	overage        OveragePolicy
 	start          time.Time
-	yearly         bool // billing period: a year, else a month
+	yearly         bool      // billing period: a year, else a month
+	end            time.Time // zero: open-ended
 	byEvent        map[string][]row
+}
+
+// ended reports whether cs takes no event stamped at: at or after its end,
+// or (with grace) any event once now is past end + grace, when its
+// remaining credits may have moved on.
+func (cs *compiledSub) ended(at time.Time, grace time.Duration, now func() time.Time) bool {
+	return !cs.end.IsZero() && (!at.Before(cs.end) || !now().Before(cs.end.Add(grace)))
 }
 
 // Table is the compiled, immutable rating state of one catalog version.
@@ -212,6 +221,9 @@ func compileSub(s *Subscription, c *Catalog) (*compiledSub, error) {
 		id: s.ID, customerID: s.CustomerID, creditCurrency: plan.Prepaid.CreditCurrency,
 		currency: s.Currency, value: uint64(nanos.IntPart()), overage: plan.Prepaid.Overage,
 		start: s.StartAt, yearly: s.Billing.Period == PeriodYear, byEvent: map[string][]row{},
+	}
+	if s.EndAt != nil {
+		cs.end = *s.EndAt
 	}
 	for _, r := range EffectiveRates(s, plan, c) {
 		f := c.Features[r.FeatureID]
@@ -294,40 +306,65 @@ func (cs *compiledSub) period(at time.Time) (start, end time.Time) {
 // Resolve is the customer's active prepaid subscription at, the one with the
 // latest start not after at (a newer subscription supersedes an older one).
 func (t *Table) Resolve(customerID string, at time.Time) (string, bool) {
-	if cs := t.resolve(customerID, at, 0); cs != nil {
+	if cs, _ := t.resolve(customerID, at, 0, time.Now); cs != nil {
 		return cs.id, true
 	}
 	return "", false
 }
 
-// resolve is the subscription active at at; an event up to grace before the
-// customer's first subscription starts belongs to it (a producer's clock a
-// moment behind, or the same second as a sub-second start).
-func (t *Table) resolve(customerID string, at time.Time, grace time.Duration) *compiledSub {
+// resolve is the subscription active at at. Subscriptions of a customer do
+// not overlap (the catalog refuses it), so the latest start not after at is
+// the one; if it has ended, so has the event's. An event up to grace before
+// a subscription starts belongs to it when no subscription was active at
+// its time (a producer's clock a moment behind, the same second as a
+// sub-second start); otherwise it is the earlier one's (a plan change).
+func (t *Table) resolve(customerID string, at time.Time, grace time.Duration, now func() time.Time) (*compiledSub, error) {
 	list := t.byCustomer[customerID]
-	for _, cs := range list {
-		if !cs.start.After(at) {
-			return cs
+	for i, cs := range list {
+		if cs.start.After(at) {
+			continue
 		}
+		if !cs.ended(at, grace, now) {
+			return cs, nil
+		}
+		if i > 0 && cs.endedAt(at) && list[i-1].takesEarly(at, grace, now) {
+			return list[i-1], nil
+		}
+		return nil, ErrSubscriptionEnded
 	}
-	if n := len(list); n > 0 && !list[n-1].start.Add(-grace).After(at) {
-		return list[n-1]
+	if n := len(list); n > 0 && list[n-1].takesEarly(at, grace, now) {
+		return list[n-1], nil
 	}
-	return nil
+	return nil, ErrNoActiveSubscription
 }
 
-// first reports whether cs is its customer's earliest subscription.
-func (t *Table) first(cs *compiledSub) bool {
+// endedAt reports whether cs ended at or before at.
+func (cs *compiledSub) endedAt(at time.Time) bool { return !cs.end.IsZero() && !at.Before(cs.end) }
+
+// takesEarly reports whether cs takes an event at, up to grace before its start.
+func (cs *compiledSub) takesEarly(at time.Time, grace time.Duration, now func() time.Time) bool {
+	return !cs.start.Add(-grace).After(at) && !cs.ended(at, grace, now)
+}
+
+// freeBefore reports whether no subscription of cs's customer but cs was
+// active at at, a moment before cs starts.
+func (t *Table) freeBefore(cs *compiledSub, at time.Time) bool {
 	list := t.byCustomer[cs.customerID]
-	return len(list) > 0 && list[len(list)-1] == cs
+	for i := range list {
+		if list[i] == cs {
+			return i == len(list)-1 || list[i+1].endedAt(at)
+		}
+	}
+	return false
 }
 
 // Rate appends to dst the rated lines of ev, one per matching meter of its
 // subscription (zero when none match). It allocates nothing when dst has room.
-func (t *Table) Rate(ev *Event, dst []Line) ([]Line, error) { return t.rate(ev, dst, 0) }
+func (t *Table) Rate(ev *Event, dst []Line) ([]Line, error) { return t.rate(ev, dst, 0, time.Now) }
 
-// rate is Rate with a grace window before the customer's first subscription.
-func (t *Table) rate(ev *Event, dst []Line, grace time.Duration) ([]Line, error) {
+// rate is Rate with a grace window before the customer's first subscription
+// and after a subscription's end; now is read only for an ended one.
+func (t *Table) rate(ev *Event, dst []Line, grace time.Duration, now func() time.Time) ([]Line, error) {
 	var cs *compiledSub
 	if ev.SubscriptionID != "" {
 		cs = t.subs[ev.SubscriptionID]
@@ -337,11 +374,17 @@ func (t *Table) rate(ev *Event, dst []Line, grace time.Duration) ([]Line, error)
 		if cs.customerID != ev.CustomerID {
 			return dst, ErrCustomerMismatch
 		}
-		if ev.Timestamp.Before(cs.start) && (ev.Timestamp.Before(cs.start.Add(-grace)) || !t.first(cs)) {
+		if ev.Timestamp.Before(cs.start) && (ev.Timestamp.Before(cs.start.Add(-grace)) || !t.freeBefore(cs, ev.Timestamp)) {
 			return dst, ErrSubscriptionNotActive
 		}
-	} else if cs = t.resolve(ev.CustomerID, ev.Timestamp, grace); cs == nil {
-		return dst, ErrNoActiveSubscription
+		if cs.ended(ev.Timestamp, grace, now) {
+			return dst, ErrSubscriptionEnded
+		}
+	} else {
+		var err error
+		if cs, err = t.resolve(ev.CustomerID, ev.Timestamp, grace, now); err != nil {
+			return dst, err
+		}
 	}
 	rows := cs.byEvent[ev.Name]
 	n0 := len(dst)
@@ -457,10 +500,17 @@ func (f *filter) any(d *Dim) bool {
 type Rater struct {
 	t     atomic.Pointer[Table]
 	grace atomic.Int64 // ns; see SetGraceWindow
+	now   func() time.Time
 }
 
+// SetClock sets the clock that closes an ended subscription's books (end +
+// grace window); the default is time.Now. Call it before rating.
+func (r *Rater) SetClock(now func() time.Time) { r.now = now }
+
 // SetGraceWindow lets events stamped up to d before a customer's first
-// subscription starts be rated to it (the balance's grace window).
+// subscription starts be rated to it, and events stamped before a
+// subscription's end be rated to it until d after the end (the balance's
+// grace window).
 func (r *Rater) SetGraceWindow(d time.Duration) { r.grace.Store(int64(max(d, 0))) }
 
 // NewRater starts with table t; nil means an empty table.
@@ -468,7 +518,7 @@ func NewRater(t *Table) *Rater {
 	if t == nil {
 		t, _ = Compile(NewCatalog(), 0)
 	}
-	r := &Rater{}
+	r := &Rater{now: time.Now}
 	r.t.Store(t)
 	return r
 }
@@ -493,12 +543,12 @@ func (r *Rater) Table() *Table { return r.t.Load() }
 
 // Rate rates ev with the current table (see Table.Rate) and the grace window.
 func (r *Rater) Rate(ev *Event, dst []Line) ([]Line, error) {
-	return r.t.Load().rate(ev, dst, time.Duration(r.grace.Load()))
+	return r.t.Load().rate(ev, dst, time.Duration(r.grace.Load()), r.now)
 }
 
 // Resolve is Table.Resolve on the current table, with the grace window.
 func (r *Rater) Resolve(customerID string, at time.Time) (string, bool) {
-	if cs := r.t.Load().resolve(customerID, at, time.Duration(r.grace.Load())); cs != nil {
+	if cs, _ := r.t.Load().resolve(customerID, at, time.Duration(r.grace.Load()), r.now); cs != nil {
 		return cs.id, true
 	}
 	return "", false

@@ -452,3 +452,86 @@ func TestGraceBeforeFirstStart(t *testing.T) {
 		t.Errorf("no grace: %v", err)
 	}
 }
+
+// A plan change: sub-1 ends at t0+24h and sub-2 starts then. Events at or
+// after the end are the successor's; a late event stamped before the end
+// still charges sub-1 until end + grace, after which its books are closed
+// (subscription_ended). With no successor, events after the end are ended.
+func TestSubscriptionEnd(t *testing.T) {
+	c, _ := compileSeed(t)
+	end := t0.Add(24 * time.Hour)
+	c.Subscriptions["sub-1"].EndAt = &end
+	later := *c.Subscriptions["sub-1"]
+	later.ID, later.StartAt, later.EndAt, later.CreditValue = "sub-2", end, nil, nil
+	c.Subscriptions["sub-2"] = &later
+	tbl, errs := Compile(c, 2)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	now := end.Add(time.Minute)
+	r := NewRater(tbl)
+	r.SetGraceWindow(15 * time.Minute)
+	r.SetClock(func() time.Time { return now })
+	check := func(sub string, at time.Time, want string, wantErr error) {
+		t.Helper()
+		lines, err := r.Rate(&Event{CustomerID: "acme", SubscriptionID: sub, Name: "email.sent", Timestamp: at}, nil)
+		if !errors.Is(err, wantErr) || (wantErr == nil && (len(lines) != 1 || lines[0].SubscriptionID != want)) {
+			t.Errorf("event for %q at end%+v (now end%+v): %+v %v, want %s %v", sub, at.Sub(end), now.Sub(end), lines, err, want, wantErr)
+		}
+	}
+	check("", end.Add(-time.Second), "sub-1", nil) // late, within grace: the old plan
+	check("", end, "sub-2", nil)
+	check("sub-1", end.Add(-time.Second), "sub-1", nil)
+	check("sub-1", end, "", ErrSubscriptionEnded)
+	now = end.Add(15 * time.Minute) // books closed
+	check("", end.Add(-time.Second), "", ErrSubscriptionEnded)
+	check("sub-1", end.Add(-time.Second), "", ErrSubscriptionEnded)
+	check("", end.Add(time.Hour), "sub-2", nil)
+
+	// The successor cancelled: nothing after its end.
+	end2 := end.Add(48 * time.Hour)
+	c.Subscriptions["sub-2"].EndAt = &end2
+	tbl, _ = tbl.Extend(c, []*Subscription{c.Subscriptions["sub-2"]}, 3)
+	r.Swap(tbl)
+	now = end2.Add(time.Minute)
+	check("", end2.Add(-time.Second), "sub-2", nil)
+	check("", end2, "", ErrSubscriptionEnded)
+	check("", end2.Add(100*24*time.Hour), "", ErrSubscriptionEnded)
+	check("", t0.Add(-time.Hour), "", ErrNoActiveSubscription)
+}
+
+// After a gap (the customer's subscription ended), an event stamped up to
+// the grace window before a new subscription starts is charged to it, as
+// before a first subscription; with an active predecessor it stays the
+// predecessor's (TestSubscriptionEnd).
+func TestGraceBeforeStartAfterAGap(t *testing.T) {
+	c, _ := compileSeed(t)
+	end := t0.Add(time.Hour)
+	c.Subscriptions["sub-1"].EndAt = &end
+	later := *c.Subscriptions["sub-1"]
+	later.ID, later.StartAt, later.EndAt, later.CreditValue = "sub-2", t0.Add(24*time.Hour), nil, nil
+	c.Subscriptions["sub-2"] = &later
+	tbl, errs := Compile(c, 2)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	r := NewRater(tbl)
+	r.SetGraceWindow(15 * time.Minute)
+	r.SetClock(func() time.Time { return later.StartAt.Add(time.Minute) })
+	for _, tc := range []struct {
+		sub  string
+		at   time.Time
+		want string
+		err  error
+	}{
+		{"", later.StartAt.Add(-time.Second), "sub-2", nil},
+		{"sub-2", later.StartAt.Add(-time.Second), "sub-2", nil},
+		{"", later.StartAt.Add(-16 * time.Minute), "", ErrSubscriptionEnded},
+		{"sub-2", later.StartAt.Add(-16 * time.Minute), "", ErrSubscriptionNotActive},
+	} {
+		lines, err := r.Rate(&Event{CustomerID: "acme", SubscriptionID: tc.sub, Name: "email.sent", Timestamp: tc.at}, nil)
+		if !errors.Is(err, tc.err) || (tc.err == nil && (len(lines) != 1 || lines[0].SubscriptionID != tc.want)) {
+			t.Errorf("event for %q at start%+v: %+v %v, want %s %v", tc.sub, tc.at.Sub(later.StartAt), lines, err, tc.want, tc.err)
+		}
+	}
+}

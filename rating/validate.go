@@ -337,6 +337,13 @@ func validatePrepaid(c *PrepaidConfig, l Lookup) error {
 	default:
 		return invalid("prepaid.overage_policy", "overage_policy must be overage or unfunded, got %q", c.Overage)
 	}
+	if e := c.OnEnd; e != nil {
+		switch e.Remaining {
+		case "", CarryOver, Expire:
+		default:
+			return invalid("prepaid.on_end.remaining_credits", "on_end.remaining_credits must be carry_over or expire, got %q", e.Remaining)
+		}
+	}
 	return validateDebtLimit("prepaid.debt_limit", c.DebtLimit, c.Overage)
 }
 
@@ -499,9 +506,11 @@ func PrepareSubscription(s *Subscription, l Lookup, now time.Time) (*Plan, error
 		if s.Schedule.At == nil {
 			return nil, required("schedule.at")
 		}
+		// A start in the past back-dates the subscription (a migration):
+		// bounded like the future, and never before 1970.
 		at := s.Schedule.At.UTC()
-		if at.Before(now.Add(-time.Minute)) {
-			return nil, invalid("schedule.at", "schedule.at must not be in the past, got %s", at.Format(time.RFC3339))
+		if at.Before(now.Add(-maxFuture)) || at.Unix() < 0 {
+			return nil, invalid("schedule.at", "schedule.at must be within 10 years of now, got %s", at.Format(time.RFC3339))
 		}
 		if at.After(now.Add(maxFuture)) {
 			return nil, invalid("schedule.at", "schedule.at must be within 10 years")
@@ -536,6 +545,17 @@ func PrepareSubscription(s *Subscription, l Lookup, now time.Time) (*Plan, error
 	}
 	if err := validateDebtLimit("debt_limit", s.DebtLimit, pc.Overage); err != nil {
 		return nil, err
+	}
+	if s.Replaces != "" || s.ReplacedBy != "" {
+		return nil, &FieldError{Field: "replaces", Code: "read_only", Message: "replaces and replaced_by are set by a plan change (POST /v1/subscriptions/{id}/change-plan)", Err: ErrInvalid}
+	}
+	s.Status = ""
+	if s.EndAt != nil {
+		end := s.EndAt.UTC()
+		if !end.After(s.StartAt) {
+			return nil, invalid("end_at", "end_at must be after the start, got %s", end.Format(time.RFC3339Nano))
+		}
+		s.EndAt = &end
 	}
 	s.CreatedAt = now
 	return plan, nil

@@ -142,10 +142,17 @@ func TestPrepareSubscription(t *testing.T) {
 		{"override unknown feature", func(s *Subscription) { s.Consumption[0].FeatureID = "nope" }, "consumption[0].feature_id", ErrUnknownRef, ""},
 		{"override negative rate", func(s *Subscription) { s.Consumption[0].CreditsPerUnit = -1 }, "consumption[0].credits_per_unit", ErrInvalid, ""},
 		{"override pre-aggregated", func(s *Subscription) { s.Consumption[0].FeatureID = "storage-gb" }, "consumption[0].feature_id", ErrNotEventMtr, MsgOnlyEventBased},
-		{"start in the past", func(s *Subscription) {
+		{"start in the past (back-dated)", func(s *Subscription) {
 			at := t0.Add(-time.Hour)
 			s.Schedule = Schedule{Start: StartAt, At: &at}
+		}, "", nil, ""},
+		{"start more than 10 years back", func(s *Subscription) {
+			at := t0.Add(-11 * 366 * 24 * time.Hour)
+			s.Schedule = Schedule{Start: StartAt, At: &at}
 		}, "schedule.at", ErrInvalid, ""},
+		{"end before start", func(s *Subscription) { e := t0; s.EndAt = &e }, "end_at", ErrInvalid, ""},
+		{"end after start", func(s *Subscription) { e := t0.Add(time.Hour); s.EndAt = &e }, "", nil, ""},
+		{"replaces set by the client", func(s *Subscription) { s.Replaces = "sub-0" }, "replaces", ErrInvalid, ""},
 		{"start at without time", func(s *Subscription) { s.Schedule = Schedule{Start: StartAt} }, "schedule.at", ErrInvalid, ""},
 		{"bad start", func(s *Subscription) { s.Schedule = Schedule{Start: "later"} }, "schedule.start", ErrInvalid, ""},
 		{"bad billing address", func(s *Subscription) { s.Billing.Address = &Address{Line1: "x", City: "y"} }, "billing.address.country", ErrInvalid, ""},

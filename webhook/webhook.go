@@ -33,10 +33,13 @@ const (
 	TopUpCreated        = "topup.created"        // a top-up bought credits
 	GrantExpired        = "grant.expired"        // a grant's remainder expired (breakage)
 	SubscriptionCreated = "subscription.created" // a subscription was created
+	SubscriptionChanged = "subscription.changed" // a plan change was made (effective at ends_at)
+	SubscriptionEnded   = "subscription.ended"   // a subscription was cancelled (ends at ends_at)
 )
 
 // Types lists every event type, in documentation order.
-var Types = []string{BalanceLow, BalanceRecovered, BalanceExhausted, TopUpCreated, GrantExpired, SubscriptionCreated}
+var Types = []string{BalanceLow, BalanceRecovered, BalanceExhausted, TopUpCreated, GrantExpired, SubscriptionCreated,
+	SubscriptionChanged, SubscriptionEnded}
 
 // KnownType reports whether t is an event type.
 func KnownType(t string) bool {
@@ -74,6 +77,9 @@ type Data struct {
 	// TopUp and Reason: a pending top-up's events.
 	TopUp  string `json:"topup_id,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	EndsAt string `json:"ends_at,omitempty"`
+	// ReplacedBy is the successor of a plan change.
+	ReplacedBy string `json:"replaced_by,omitempty"`
 }
 
 // Emitter appends events to the outbox; emitting an event id again is a

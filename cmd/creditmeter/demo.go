@@ -21,7 +21,9 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/spf13/cobra"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/ingest"
+	"github.com/creditmeter/creditmeter/internal/app"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/rating"
 )
@@ -329,6 +331,53 @@ func (d *demo) play(cfg config.Config, emails int) {
 
 	d.step(6, "Ledger, archived usage and the invoice")
 	d.report(base, emails, final)
+
+	d.step(7, "Upgrade: change the plan, carry the remaining credits over")
+	d.upgrade(cfg, sub, final)
+}
+
+const demoProPlan = `{"id":"ai-agents-pro","product":"ai-agents","name":"AI Agents Pro","type":"paid","billing_model":"prepaid",
+  "prepaid":{"credit_currency":"AIT","top_up_model":{"type":"flat_rate"},
+    "currency_values":[{"currency":"USD","value":"0.90"}],
+    "min_purchase":"250","max_purchase":"20000",
+    "consumption":[{"feature_id":"ai-agent-email","credits_per_unit":"0.5"}],
+    "low_balance":{"credits":"20"},"overage_policy":"unfunded","on_end":{"remaining_credits":"carry_over"}}}`
+
+// upgrade changes sub's plan now and shows its remaining credits on the
+// successor. They move when the old subscription's books close (end +
+// grace window, by the expiry sweep); the demo settles at once, as the
+// sweep would then, instead of waiting.
+func (d *demo) upgrade(cfg config.Config, sub string, remaining decimal.Decimal) {
+	d.must("POST", "/v1/plans", obj(demoProPlan), created)
+	d.say("plan \"AI Agents Pro\": 1 email = 0.5 AIT, remaining credits carried over on a plan change")
+	ch := d.must("POST", "/v1/subscriptions/"+sub+"/change-plan", map[string]any{"plan_id": "ai-agents-pro"}, created, "Idempotency-Key", "upgrade-"+sub)
+	next := ch.str("subscription", "id")
+	d.say("subscription %s: %s at %s; %s on ai-agents-pro: %s from %s", sub, ch.str("previous", "status"), ch.str("previous", "end_at"),
+		next, ch.str("subscription", "status"), ch.str("subscription", "start_at"))
+	d.expect(ch.str("previous", "status") == "ended" && ch.str("subscription", "status") == "active" && ch.str("subscription", "replaces") == sub,
+		"the old subscription ended and its successor is active")
+	st, err := app.Connect(d.ctx, cfg, config.RedisTuning{})
+	if err != nil {
+		d.expect(false, "connecting to settle the plan change: %v", err)
+		return
+	}
+	defer st.Close()
+	prev, err := st.Catalog.Subscription(d.ctx, sub)
+	if err != nil {
+		d.expect(false, "reading %s: %v", sub, err)
+		return
+	}
+	closed := prev.EndAt.Add(cfg.Engine.GraceWindow)
+	e := &accounts.Ending{Accounts: st.Accounts, Catalog: st.Catalog, Grace: cfg.Engine.GraceWindow, Now: func() time.Time { return closed }}
+	if _, err := e.Settle(d.ctx, prev); err != nil {
+		d.expect(false, "settling %s: %v", sub, err)
+		return
+	}
+	d.say("at end + grace window (%s) the old subscription's books close and its credits move:", closed.Format(time.RFC3339))
+	ob := d.must("GET", "/v1/subscriptions/"+sub+"/balance", nil, []int{http.StatusOK})
+	nb := d.must("GET", "/v1/subscriptions/"+next+"/balance", nil, []int{http.StatusOK})
+	d.say("balance of %s: %s AIT; of %s: %s AIT", sub, ob.str("total"), next, nb.str("total"))
+	d.expect(dec(ob.str("total")).IsZero() && dec(nb.str("total")).Equal(remaining), "the %s remaining AIT are carried over", remaining)
 }
 
 func orNever(s string) string {

@@ -342,6 +342,8 @@ func replay(ctx context.Context, o replayOptions) (*replayReport, error) {
 // rateFailure names a rating failure with the engine's dead-letter reasons.
 func rateFailure(ctx context.Context, cat *catalogstore.Store, ev *rating.Event, err error) (reason, field, detail string) {
 	switch {
+	case errors.Is(err, rating.ErrSubscriptionEnded):
+		return ingest.ReasonSubEnded, "subscription_id", err.Error()
 	case errors.Is(err, rating.ErrNoActiveSubscription), errors.Is(err, rating.ErrSubscriptionNotActive),
 		errors.Is(err, rating.ErrUnknownSubscription), errors.Is(err, rating.ErrCustomerMismatch):
 		if _, cerr := cat.Customer(ctx, ev.CustomerID); errors.Is(cerr, catalogstore.ErrNotFound) {

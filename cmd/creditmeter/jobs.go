@@ -71,6 +71,7 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 		}
 		return out, err
 	}}
+	sweep.Ending = &accounts.Ending{Accounts: acc, Catalog: cat, Grace: acc.Store.GraceWindow()}
 	run(j.expiry, func(ctx context.Context) { sweep.Run(ctx, expiryInterval) })
 	run(j.topups, func(ctx context.Context) { (&accounts.PendingSweep{Accounts: acc, Log: log}).Run(ctx, topUpSweepEvery) })
 	recharger := &accounts.Recharger{Accounts: acc, List: sweep.List, Notify: notifier.ObserveRecharge, Metrics: j.rechargeMetrics, Log: log}

@@ -114,10 +114,10 @@ var luaFS embed.FS
 
 // luaSource is bump.lua (with MAX_CHANGES set from maxChanges) followed by
 // the named script: every write bumps the version in the same call.
-func luaSource(name string) string {
+func luaSource(names ...string) string {
 	var b strings.Builder
 	b.WriteString("local MAX_CHANGES = " + strconv.Itoa(maxChanges) + "\n")
-	for _, n := range []string{"bump.lua", name} {
+	for _, n := range append([]string{"bump.lua"}, names...) {
 		body, err := luaFS.ReadFile("lua/" + n)
 		if err != nil {
 			panic(err)
@@ -133,7 +133,8 @@ var (
 	bumpScript      = luaSource("bump_only.lua")
 	createScript    = redis.NewScript(luaSource("create.lua"))
 	replaceScript   = redis.NewScript(luaSource("replace.lua"))
-	createSubScript = redis.NewScript(luaSource("create_subscription.lua"))
+	createSubScript = redis.NewScript(luaSource("span.lua", "create_subscription.lua"))
+	lifecycleScript = redis.NewScript(luaSource("span.lua", "lifecycle.lua"))
 )
 
 // create stores v under id unless present. Creating the same content again is

@@ -136,18 +136,22 @@ func TestSubscriptionIdempotency(t *testing.T) {
 	if _, err := s.CreateSubscription(ctx, other, "req-1"); !errors.Is(err, catalogstore.ErrConflict) {
 		t.Errorf("same key, different request: %v", err)
 	}
+	// Another customer: a customer's subscriptions may not overlap.
+	if _, err := s.CreateCustomer(ctx, &rating.Customer{ID: "acme-2", Name: "Acme 2", BillingProvider: "Customers EMEA"}); err != nil {
+		t.Fatal(err)
+	}
 	byID := seedSub()
-	byID.ID = "sub-fixed"
+	byID.ID, byID.CustomerID = "sub-fixed", "acme-2"
 	if r, err := s.CreateSubscription(ctx, byID, ""); err != nil || !r.Created {
 		t.Fatal(err)
 	}
 	byID2 := seedSub()
-	byID2.ID = "sub-fixed"
+	byID2.ID, byID2.CustomerID = "sub-fixed", "acme-2"
 	if r, err := s.CreateSubscription(ctx, byID2, ""); err != nil || r.Created {
 		t.Errorf("same id again: %+v %v", r, err)
 	}
 	subs, err := s.CustomerSubscriptions(ctx, "acme")
-	if err != nil || len(subs) != 2 {
+	if err != nil || len(subs) != 1 {
 		t.Errorf("customer subscriptions %d %v", len(subs), err)
 	}
 	if subs[0].Billing.Provider != "Customers EMEA" {
@@ -231,6 +235,10 @@ func TestConcurrentCreatesMakeOneSubscription(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	seed(t, s)
+	// Another customer: a customer's subscriptions may not overlap.
+	if _, err := s.CreateCustomer(ctx, &rating.Customer{ID: "acme-2", Name: "Acme 2"}); err != nil {
+		t.Fatal(err)
+	}
 	const n = 20
 	ids := make(chan string, 2*n)
 	created := make(chan bool, 2*n)
@@ -247,7 +255,7 @@ func TestConcurrentCreatesMakeOneSubscription(t *testing.T) {
 		}()
 		go func() {
 			sub := seedSub()
-			sub.ID = "sub-same-id"
+			sub.ID, sub.CustomerID = "sub-same-id", "acme-2"
 			r, err := s.CreateSubscription(ctx, sub, "")
 			if err != nil {
 				errs <- err

@@ -36,6 +36,7 @@ func (s *Store) subscriptions(ctx context.Context, c hmgetter, ids []string) ([]
 		if err := json.Unmarshal([]byte(b), v); err != nil {
 			return nil, err
 		}
+		v.Status = v.StatusAt(s.now())
 		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -90,16 +91,23 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *rating.Subscription
 		if err != nil {
 			return nil, err
 		}
-		keys := []string{s.key(kSubs), s.key(kSubKeys), s.key(kSubFP), s.key("plansubs", plan.ID), s.key("custsubs", sub.CustomerID), s.key(kVersion), s.key(kPlans), s.key(kChanges)}
-		res, err := createSubScript.Run(ctx, s.rc, keys, sub.ID, b, idempotencyKey, fp, plan.ID, planRaw).StringSlice()
+		if err := s.ensureSpans(ctx, sub.CustomerID); err != nil {
+			return nil, err
+		}
+		start, end := spanOf(sub)
+		keys := []string{s.key(kSubs), s.key(kSubKeys), s.key(kSubFP), s.key("plansubs", plan.ID), s.key("custsubs", sub.CustomerID), s.key(kVersion), s.key(kPlans), s.key(kChanges), s.key(kSpan, sub.CustomerID)}
+		res, err := createSubScript.Run(ctx, s.rc, keys, sub.ID, b, idempotencyKey, fp, plan.ID, planRaw, start, end).StringSlice()
 		if err != nil {
 			return nil, fmt.Errorf("catalogstore: create subscription: %w", err)
 		}
 		switch res[0] {
 		case "created":
+			sub.Status = sub.StatusAt(s.now())
 			return &CreateResult{Subscription: sub, Plan: plan, Created: true}, nil
 		case "exists":
 			return s.existing(ctx, res[1], fp)
+		case "overlap":
+			return nil, overlapError(res[1])
 		}
 		// plan_changed: validate again against the new plan.
 	}
@@ -148,13 +156,21 @@ func fingerprint(sub *rating.Subscription) (string, error) {
 func (s *Store) Subscription(ctx context.Context, id string) (_ *rating.Subscription, err error) {
 	defer classify(&err)
 	v := new(rating.Subscription)
-	return v, s.get(ctx, kSubs, id, v)
+	if err := s.get(ctx, kSubs, id, v); err != nil {
+		return nil, err
+	}
+	v.Status = v.StatusAt(s.now())
+	return v, nil
 }
 
 // Subscriptions lists all subscriptions by id.
 func (s *Store) Subscriptions(ctx context.Context) (_ []*rating.Subscription, err error) {
 	defer classify(&err)
-	return list(ctx, s, kSubs, func(v *rating.Subscription) string { return v.ID })
+	subs, err := list(ctx, s, kSubs, func(v *rating.Subscription) string { return v.ID })
+	for _, v := range subs {
+		v.Status = v.StatusAt(s.now())
+	}
+	return subs, err
 }
 
 // CustomerSubscriptions lists a customer's subscriptions by id.
