@@ -401,7 +401,7 @@ func TestContract(t *testing.T) {
 
 	// Payment confirmation: pending, read, confirmed by an admin and by the provider's callback.
 	e.must(201, "POST", "/v1/plans", admin, payPlan)
-	paid := e.must(201, "POST", "/v1/subscriptions", admin, strings.Replace(seedSub, `"plan_id":"ai-prepaid"`, `"plan_id":"ai-pay"`, 1), "Idempotency-Key", "c-pay").body["id"].(string)
+	paid := e.must(201, "POST", "/v1/subscriptions", admin, strings.NewReplacer(`"plan_id":"ai-prepaid"`, `"plan_id":"ai-pay"`, `"customer_id":"acme"`, `"customer_id":"globex"`).Replace(seedSub), "Idempotency-Key", "c-pay").body["id"].(string)
 	tp := e.must(202, "POST", "/v1/subscriptions/"+paid+"/topups", admin, `{"amount":"500"}`, "Idempotency-Key", "p-1").body["id"].(string)
 	e.must(200, "POST", "/v1/subscriptions/"+paid+"/topups", admin, `{"amount":"500"}`, "Idempotency-Key", "p-1")
 	e.must(200, "GET", "/v1/subscriptions/"+paid+"/topups/"+tp, admin, "")

@@ -97,16 +97,18 @@ func TestSpendControlCheck(t *testing.T) {
 	}
 
 	// The subscription's limit overrides the plan's.
-	e.must(201, "POST", "/v1/subscriptions", admin, strings.Replace(strings.Replace(overSubJSON, "sub-over", "sub-strict", 1), `"currency":"USD"`, `"currency":"USD","debt_limit":"0"`, 1), "Idempotency-Key", "strict-1")
+	e.must(201, "POST", "/v1/subscriptions", admin, strings.NewReplacer("sub-over", "sub-strict", `"customer_id":"acme"`, `"customer_id":"globex"`, `"currency":"USD"`, `"currency":"USD","debt_limit":"0"`).Replace(overSubJSON), "Idempotency-Key", "strict-1")
 	if s := e.must(200, "GET", "/v1/subscriptions/sub-strict", admin, ""); s.body["debt_limit"] != "0" {
 		t.Fatalf("subscription's debt limit: %s", s.raw)
 	}
-	if ck = e.must(200, "POST", "/v1/subscriptions/sub-strict/check", tok, `{"amount":"100.000001"}`); ck.body["allowed"] != false || ck.body["spendable"] != "100" || ck.body["debt_limit"] != "0" {
+	if ck = e.must(200, "POST", "/v1/subscriptions/sub-strict/check", admin, `{"amount":"100.000001"}`); ck.body["allowed"] != false || ck.body["spendable"] != "100" || ck.body["debt_limit"] != "0" {
 		t.Fatalf("limit 0: %s", ck.raw)
 	}
 	// Without a limit (the seed's unfunded plan) the answer is what it was.
-	sub := e.must(201, "POST", "/v1/subscriptions", admin, seedSub, "Idempotency-Key", "seed-1").body["id"].(string)
-	if ck = e.must(200, "POST", "/v1/subscriptions/"+sub+"/check", tok, `{"amount":"100"}`); ck.body["allowed"] != true || ck.body["spendable"] != "100" || ck.body["debt_limit"] != nil {
+	// (another customer: one active subscription per customer)
+	e.must(201, "POST", "/v1/customers", admin, `{"id":"initech","name":"Initech"}`)
+	sub := e.must(201, "POST", "/v1/subscriptions", admin, strings.Replace(seedSub, `"customer_id":"acme"`, `"customer_id":"initech"`, 1), "Idempotency-Key", "seed-1").body["id"].(string)
+	if ck = e.must(200, "POST", "/v1/subscriptions/"+sub+"/check", admin, `{"amount":"100"}`); ck.body["allowed"] != true || ck.body["spendable"] != "100" || ck.body["debt_limit"] != nil {
 		t.Fatalf("no limit: %s", ck.raw)
 	}
 }

@@ -26,7 +26,11 @@ func TestUsageByDimension(t *testing.T) {
 	sub1 := e.must(201, "POST", "/v1/subscriptions", admin, seedSub, "Idempotency-Key", "s-1").body["id"].(string)
 	other := strings.NewReplacer(`"product":"ai-agents"`, `"product":"ai-agents-2"`, `"ai-prepaid"`, `"ai-prepaid-2"`)
 	e.must(201, "POST", "/v1/plans", admin, other.Replace(planJSON))
-	sub2 := e.must(201, "POST", "/v1/subscriptions", admin, other.Replace(seedSub), "Idempotency-Key", "s-2").body["id"].(string)
+	// The customer's earlier subscription, ended before sub1 started (a
+	// customer has one active subscription at a time).
+	earlier := strings.NewReplacer(`"schedule":{"start":"now"}`, `"schedule":{"start":"at","at":"`+time.Now().Add(-30*24*time.Hour).UTC().Format(time.RFC3339)+`"},"end_at":"`+
+		time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)+`"`).Replace(other.Replace(seedSub))
+	sub2 := e.must(201, "POST", "/v1/subscriptions", admin, earlier, "Idempotency-Key", "s-2").body["id"].(string)
 	globex := e.must(201, "POST", "/v1/subscriptions", admin, strings.Replace(seedSub, `"customer_id":"acme"`, `"customer_id":"globex"`, 1),
 		"Idempotency-Key", "s-3").body["id"].(string)
 	tok := e.must(201, "POST", "/v1/customers/acme/tokens", admin, "").body["token"].(string)
