@@ -23,10 +23,10 @@ var RedisACLCommands = []string{
 	// catalog transactions.
 	"watch", "unwatch", "multi", "exec", "discard",
 	"get", "set", "del", "exists", "pexpire", "incr", "decrby",
-	"hget", "hgetall", "hmget", "hset", "hdel", "hexists", "hincrby", "hkeys",
+	"hget", "hgetall", "hmget", "hset", "hsetnx", "hdel", "hexists", "hincrby", "hkeys", "hlen",
 	"sadd", "srem", "smembers", "sismember", "scard",
-	"zadd", "zrangebyscore", "zremrangebyrank",
-	"lindex", "lpop", "lrange", "rpush",
+	"zadd", "zrem", "zscore", "zcard", "zrangebyscore", "zrevrange", "zremrangebyrank",
+	"lindex", "lpop", "lrange", "rpush", "ltrim",
 	"xadd", "xrange", "xdel", "xsetid",
 }
 
@@ -52,10 +52,11 @@ var aclProbe = [][]string{
 	{"get", "\x00K"}, {"set", "\x00K", "v"}, {"del", "\x00K"}, {"exists", "\x00K"}, {"pexpire", "\x00K", "1"},
 	{"incr", "\x00K"}, {"decrby", "\x00K", "1"},
 	{"hget", "\x00K", "f"}, {"hgetall", "\x00K"}, {"hmget", "\x00K", "f"}, {"hset", "\x00K", "f", "v"}, {"hdel", "\x00K", "f"},
-	{"hexists", "\x00K", "f"}, {"hincrby", "\x00K", "f", "1"}, {"hkeys", "\x00K"},
+	{"hexists", "\x00K", "f"}, {"hincrby", "\x00K", "f", "1"}, {"hkeys", "\x00K"}, {"hlen", "\x00K"}, {"hsetnx", "\x00K", "f", "v"},
 	{"sadd", "\x00K", "m"}, {"srem", "\x00K", "m"}, {"smembers", "\x00K"}, {"sismember", "\x00K", "m"}, {"scard", "\x00K"},
-	{"zadd", "\x00K", "1", "m"}, {"zrangebyscore", "\x00K", "0", "1"}, {"zremrangebyrank", "\x00K", "0", "1"},
-	{"lindex", "\x00K", "0"}, {"lpop", "\x00K"}, {"lrange", "\x00K", "0", "1"}, {"rpush", "\x00K", "v"},
+	{"zadd", "\x00K", "1", "m"}, {"zrem", "\x00K", "m"}, {"zscore", "\x00K", "m"}, {"zcard", "\x00K"},
+	{"zrangebyscore", "\x00K", "0", "1"}, {"zrevrange", "\x00K", "0", "1"}, {"zremrangebyrank", "\x00K", "0", "1"},
+	{"lindex", "\x00K", "0"}, {"lpop", "\x00K"}, {"lrange", "\x00K", "0", "1"}, {"rpush", "\x00K", "v"}, {"ltrim", "\x00K", "0", "1"},
 	{"xadd", "\x00K", "1-0", "f", "v"}, {"xrange", "\x00K", "-", "+"}, {"xdel", "\x00K", "1-0"}, {"xsetid", "\x00K", "1-0"},
 	{"watch", "\x00K"}, {"multi"}, {"exec"},
 }
