@@ -26,3 +26,11 @@ export function addressText(a) {
   if (!a) return '—';
   return [a.line1, a.line2, a.city, a.region, a.postal_code, a.country].filter(Boolean).join(', ');
 }
+
+// meterText names a meter's aggregation as the API stores it: COUNT, or
+// SUM/UNIQUE_COUNT/MAX/LATEST/AVG of its dimension.
+export function meterText(m) {
+  if (!m) return '';
+  const agg = m.aggregation || 'COUNT';
+  return 'event "' + m.event_name + '" · ' + (agg === 'COUNT' ? 'COUNT' : agg + '(' + (m.dimension || '') + ')');
+}

@@ -15,6 +15,7 @@ import { pageSubscription } from './pages/subscription.js';
 import { pageMine } from './pages/mine.js';
 import { pageDeadLetters } from './pages/dead-letters.js';
 import { pageWebhooks, pageWebhookDeliveries } from './pages/webhooks.js';
+import { pageUsage } from './pages/usage.js';
 
 const routes = [
   [/^#\/login$/, pageLogin, null],
@@ -26,11 +27,14 @@ const routes = [
   [/^#\/customers$/, pageCustomers, 'admin'],
   [/^#\/customers\/([^/]+)$/, pageCustomer, 'admin'],
   [/^#\/customers\/([^/]+)\/subscribe$/, pageSubscribe, 'admin'],
+  [/^#\/customers\/([^/]+)\/usage$/, (id) => pageUsage(id, false), 'admin'],
+  [/^#\/usage$/, () => pageUsage(null, false), 'admin'],
   [/^#\/subscriptions\/([^/]+)$/, (id) => pageSubscription(id, true), 'admin'],
   [/^#\/dead-letters$/, pageDeadLetters, 'admin'],
   [/^#\/webhooks$/, pageWebhooks, 'admin'],
   [/^#\/webhooks\/([^/]+)$/, pageWebhookDeliveries, 'admin'],
   [/^#\/my$/, pageMine, 'customer'],
+  [/^#\/my\/usage$/, () => pageUsage(store.getItem('cm.customer'), true), 'customer'],
   [/^#\/my\/subscriptions\/([^/]+)$/, (id) => pageSubscription(id, false), 'customer'],
 ];
 
@@ -42,10 +46,10 @@ function navLinks() {
   const here = location.hash;
   const link = (href, label) => h('a', { href, 'aria-current': here.startsWith(href) ? 'page' : null }, label);
   if (r === 'admin') {
-    nav.append(link('#/plans', 'Product Catalog › Plans'), link('#/features', 'Features'), link('#/currencies', 'Credit currencies'), link('#/customers', 'Customers'), link('#/dead-letters', 'Dead letters'), link('#/webhooks', 'Webhooks'));
+    nav.append(link('#/plans', 'Product Catalog › Plans'), link('#/features', 'Features'), link('#/currencies', 'Credit currencies'), link('#/customers', 'Customers'), link('#/usage', 'Usage'), link('#/dead-letters', 'Dead letters'), link('#/webhooks', 'Webhooks'));
     who.append(h('span', {}, 'Admin'));
   } else if (r === 'customer') {
-    nav.append(link('#/my', 'My subscriptions'));
+    nav.append(link('#/my', 'My subscriptions'), link('#/my/usage', 'Usage'));
     who.append(h('span', {}, 'Customer ' + store.getItem('cm.customer')));
   }
   if (r) who.append(h('button', { type: 'button', class: 'secondary', onclick: () => signOut() }, 'Sign out'));

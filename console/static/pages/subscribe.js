@@ -3,7 +3,7 @@
 // one Idempotency-Key per previewed body.
 import { h, field, cell, input, select, options, radio, errorP, formError, clearErrors, showError, val, checked, page } from '../dom.js';
 import { fmt, money } from '../decimal.js';
-import { when, isoOrRaw, limitsText, addressText } from '../format.js';
+import { when, isoOrRaw, limitsText, addressText, meterText } from '../format.js';
 import { api, get, key } from '../api.js';
 import { addressFields, readAddress } from './address.js';
 
@@ -212,7 +212,7 @@ function previewContent(pv, c, featName, create) {
   const rowsT = h('table', { id: 'preview-consumption' },
     h('thead', {}, h('tr', {}, ['Feature', 'Meter', 'Credits per unit', 'Source'].map((t) => h('th', {}, t)))),
     h('tbody', {}, pv.consumption.map((r) => h('tr', {}, h('td', {}, r.feature_name || featName(r.feature_id)),
-      h('td', {}, 'event "' + r.event_name + '" · ' + (r.aggregation === 'SUM' ? 'SUM(' + r.dimension + ')' : 'COUNT')),
+      h('td', {}, meterText(r)),
       h('td', { class: 'num' }, fmt(r.credits_per_unit) + ' ' + pv.credit_currency), h('td', {}, r.source)))));
   const bill = pv.billing || {};
   return [h('h2', {}, 'Subscription preview'),
