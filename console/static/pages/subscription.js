@@ -1,6 +1,7 @@
 // A subscription, for an admin or its customer: live balance and grants,
 // usage (chart and by feature), the invoice (+CSV), the ledger, and the
-// forms Credit top-up (both), Credit adjustment and Spend check (admin).
+// forms Credit top-up (both), Credit adjustment and Spend check (admin); the
+// lifecycle, pending top-ups and auto-recharge are lifecycle.js's.
 // The page polls every 2 s while the tab is visible; pageSubscription
 // returns the function that stops it.
 import { h, s, field, input, options, checkbox, errorP, banner, formError, clearErrors, showError, val, checked, page } from '../dom.js';
