@@ -1,15 +1,21 @@
 package console_test
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/creditmeter/creditmeter/accounts"
+	"github.com/creditmeter/creditmeter/credit"
 )
 
 // TestConsoleLifecycleAndPayments: on the subscription page an admin
 // cancels at a date and withdraws it, buys a top-up that waits for its
 // payment and confirms it, saves an auto-recharge (a bad threshold refused
-// next to its field), changes the plan at a date, sees the API's 409 when
+// next to its field) and sees a declined recharge's error, then the retry's
+// top-up; changes the plan at a date, sees the API's 409 when
 // cancelling the replaced subscription, and follows the link to the
 // scheduled successor.
 func TestConsoleLifecycleAndPayments(t *testing.T) {
@@ -83,6 +89,35 @@ func TestConsoleLifecycleAndPayments(t *testing.T) {
 		t.Errorf("auto-recharge after Save: %v", ar)
 	}
 
+	// Below the threshold: a declined payment is shown as the last attempt
+	// with its error, then the retry's top-up.
+	b.fill("adj-amount", "-580")
+	b.fill("adj-reason", "below the threshold")
+	b.click("#adj-submit")
+	b.waitText("#bal-available", "20 AIT")
+	list := func(context.Context) ([]accounts.SubscriptionRef, error) {
+		return []accounts.SubscriptionRef{{ID: id, Customer: "acme"}}, nil
+	}
+	declined := &accounts.Recharger{Accounts: s.acc, List: list, Backoff: []time.Duration{time.Millisecond},
+		Pay: func(context.Context, string, string, credit.Amount) error { return errors.New("card declined") }}
+	if _, err := declined.Once(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b.waitText("#ar-last", "failed · 1 attempt")
+	b.waitText("#ar-last-error", "card declined")
+	b.screenshot("lifecycle-recharge-failed")
+	time.Sleep(5 * time.Millisecond)
+	paid := &accounts.Recharger{Accounts: s.acc, List: list, Backoff: []time.Duration{time.Millisecond}}
+	if _, err := paid.Once(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b.waitText("#ar-last", "done")
+	b.waitText("#ar-last", "top-up ledger #")
+	b.waitText("#bal-available", "320 AIT")
+	if b.exists("#ar-last-error") {
+		b.fail("the error is still shown after the recharge was made")
+	}
+
 	// Change plan tomorrow: the old subscription links its successor, and
 	// cancelling it is the API's 409, shown on the form.
 	at := time.Now().UTC().Add(24 * time.Hour).Truncate(time.Minute)
@@ -91,6 +126,9 @@ func TestConsoleLifecycleAndPayments(t *testing.T) {
 	b.click("#change-submit")
 	next := b.waitNonEmpty("#sub-replaced-by")
 	b.waitText("#sub-end", at.Format("2006-01-02 15:04"))
+	if b.exists("#withdraw-cancel") {
+		b.fail("Withdraw cancellation is offered on a replaced subscription")
+	}
 	b.click("#cancel-submit")
 	if msg := b.waitText("#cancel-form .form-error", "changes plan to "+next); !strings.Contains(msg, "cancel or change") {
 		t.Errorf("409 on cancel: %q", msg)
@@ -100,6 +138,22 @@ func TestConsoleLifecycleAndPayments(t *testing.T) {
 	b.waitText("h1", next)
 	b.waitText("#sub-status", "scheduled")
 	b.waitText("#sub-replaces", id)
+	b.noProblem()
+
+	// The customer sees the status, the end, the pending top-ups and the
+	// auto-recharge, without the admin's forms and Confirm.
+	tok, _ := s.call(t, "POST", "/v1/customers/acme/tokens", "", 201)["token"].(string)
+	b.signIn(s.url, tok, "acme")
+	b.open(s.url + "/console/#/my/subscriptions/" + id)
+	b.waitText("#sub-status", "active")
+	b.waitText("#sub-replaced-by", next)
+	b.waitText("#pending-body", "confirmed")
+	b.waitText("#ar-status", "below 50 AIT, buy 300 AIT")
+	for _, sel := range []string{"#cancel-form", "#change-form", "#ar-form", ".confirm-topup"} {
+		if b.exists(sel) {
+			b.fail("the customer's page has %s", sel)
+		}
+	}
 	b.noProblem()
 	if u := s.unroutedCalls(); len(u) > 0 {
 		t.Errorf("the console called routes the API does not have: %v", u)

@@ -34,8 +34,8 @@ export function lifecycleForms({ enc, sub }) {
   const cancel = h('form', { class: 'card', id: 'cancel-form', novalidate: true }, h('h2', {}, 'End the subscription'), formError(),
     h('div', { class: 'field' }, checkbox('cancel-later', 'At a date (otherwise now)', false, null), errorP('cancel-later')),
     field('Ends at (UTC)', input('cancel-at', 'at', { type: 'datetime-local' }), 'The end is exclusive; it may not be in the past.'),
-    h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'cancel-submit', class: 'danger', disabled: ended }, 'Cancel subscription'),
-      sub.end_at && !ended ? h('button', { type: 'button', id: 'withdraw-cancel', class: 'secondary' }, 'Withdraw cancellation') : null),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'cancel-submit', class: 'secondary danger', disabled: ended }, 'Cancel subscription'),
+      sub.end_at && !ended && !sub.replaced_by ? h('button', { type: 'button', id: 'withdraw-cancel', class: 'secondary' }, 'Withdraw cancellation') : null),
     banner('ok', 'cancel-result'));
   cancel.addEventListener('submit', async (ev) => {
     ev.preventDefault(); clearErrors(cancel);
@@ -98,7 +98,7 @@ export function pendingView({ enc, sub, code, admin }, refresh) {
     h('h2', { id: 'pending-h' }, 'Pending top-ups'),
     h('p', { class: 'hint' }, 'Top-ups waiting for their payment: no credits until confirmed; unpaid ones expire.'),
     banner('error', 'pending-error'),
-    h('table', { id: 'pending' }, h('thead', {}, h('tr', {}, ['Top-up', 'Credits', 'Charge', 'Status', 'Expires', ''].map((t, i) => h('th', { class: i === 1 || i === 2 ? 'num' : null }, t)))), body));
+    h('table', { id: 'pending' }, h('thead', {}, h('tr', {}, ['Top-up', 'Credits', 'Charge', 'Status', 'Expires (or ended)', ''].map((t, i) => h('th', { class: i === 1 || i === 2 ? 'num' : null }, t)))), body));
   let list = remembered(sub.id);
   const save = () => store.setItem(pendingKey(sub.id), JSON.stringify(list));
   function put(t) {
@@ -111,7 +111,7 @@ export function pendingView({ enc, sub, code, admin }, refresh) {
     body.replaceChildren(...list.map((t) => h('tr', { 'data-topup': t.id, 'data-status': t.status },
       h('td', {}, t.id), h('td', { class: 'num' }, fmt(t.amount) + ' ' + code), h('td', { class: 'num' }, money(t.charge, t.currency || sub.currency)),
       h('td', {}, h('span', { class: 'badge topup-' + t.status }, t.status), t.reason ? ' (' + t.reason + ')' : ''),
-      h('td', {}, t.status === 'pending' ? when(t.expires_at) : (t.ended_at ? 'ended ' + when(t.ended_at) : '—')),
+      h('td', {}, t.status === 'pending' ? when(t.expires_at) : (t.ended_at ? t.status + ' ' + when(t.ended_at) : '—')),
       h('td', {}, admin && t.status === 'pending' ? h('button', { type: 'button', class: 'secondary confirm-topup', 'data-id': t.id, onclick: () => confirm(t) }, 'Confirm payment') : ''))));
   }
   async function confirm(t) {
@@ -148,29 +148,37 @@ export function autoRechargeView({ enc, pp, code, admin }) {
       h('button', { type: 'button', id: 'ar-reset', class: 'secondary' }, 'Use the plan\'s setting')),
     banner('ok', 'ar-result')) : null;
   const card = h('section', { class: 'card', id: 'ar-card', 'aria-labelledby': 'ar-h' }, h('h2', { id: 'ar-h' }, 'Automatic recharge'), error, info, form);
-  function render(a) {
+  // render fills the form only when asked (first read, save, reset), so a
+  // refresh does not overwrite what an admin is typing.
+  function render(a, fill) {
     const last = a.last;
-    info.replaceChildren(
+    info.replaceChildren(...[
       h('dt', {}, 'Status'), h('dd', { id: 'ar-status' }, a.enabled ? 'on: below ' + fmt(a.threshold) + ' ' + code + ', buy ' + fmt(a.amount) + ' ' + code : 'off'),
       h('dt', {}, 'Setting from'), h('dd', { id: 'ar-source' }, a.source === 'subscription' ? 'this subscription' : 'the plan'),
       h('dt', {}, 'Last attempt'), h('dd', { id: 'ar-last' }, !last ? 'none yet'
         : last.status + ' · ' + last.attempts + ' attempt' + (last.attempts === 1 ? '' : 's') + ' · ' + when(last.updated_at) +
           (last.topup_seq ? ' · top-up ledger #' + last.topup_seq : '') +
           (last.next_attempt_at ? ' · next attempt ' + when(last.next_attempt_at) : '')),
-      last && last.last_error ? [h('dt', {}, 'Last error'), h('dd', { id: 'ar-last-error', class: 'error' }, last.last_error)] : null);
-    if (form) {
+      last && last.last_error ? [h('dt', {}, 'Last error'), h('dd', { id: 'ar-last-error', class: 'error' }, last.last_error)] : null,
+    ].flat().filter(Boolean));
+    if (form && fill) {
       form.querySelector('#ar-enabled').checked = !!a.enabled;
       form.querySelector('#ar-threshold').value = a.threshold || '';
       form.querySelector('#ar-amount').value = a.amount || '';
     }
   }
+  let first = true;
   async function load() {
-    try { error.textContent = ''; render(await get('/subscriptions/' + enc + '/auto-recharge')); } catch (e) {
+    try {
+      error.textContent = '';
+      render(await get('/subscriptions/' + enc + '/auto-recharge'), first);
+      first = false;
+    } catch (e) {
       if (e.status === 404 || e.status === 503) card.hidden = true; else error.textContent = 'Could not read the auto-recharge: ' + e.message;
     }
   }
   if (form) {
-    const done = (msg) => (a) => { render(a); form.querySelector('#ar-result').textContent = msg; };
+    const done = (msg) => (a) => { render(a, true); form.querySelector('#ar-result').textContent = msg; };
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault(); clearErrors(form); form.querySelector('#ar-result').textContent = '';
       const body = { enabled: checked('ar-enabled') };

@@ -70,9 +70,10 @@ function layout({ admin, sub, plan, code, cv }, views, forms, lifecycle) {
 // poller refreshes the balance and the ledger every 2 s while the tab is
 // visible. The usage report is archived a moment after the balance changes:
 // it is asked again for a few polls after the ledger grows, and every 30 s;
-// the invoice too when the ledger grows.
+// the invoice too when the ledger grows; the auto-recharge when the ledger
+// grows and every 10 s (a failed attempt adds no entry).
 function poller({ enc }, { balance, ledger, usage, invoice, autoRecharge }) {
-  let stopped = false, timer = null, usageDue = 1, polls = 0, invoiceDue = true;
+  let stopped = false, timer = null, usageDue = 1, polls = 0, invoiceDue = true, arPolls = 0;
   async function refresh() {
     try {
       const before = ledger.lastSeq();
@@ -80,7 +81,8 @@ function poller({ enc }, { balance, ledger, usage, invoice, autoRecharge }) {
       if (stopped) return;
       balance.error.textContent = '';
       balance.render(b); ledger.render();
-      if (ledger.lastSeq() !== before) { usageDue = 3; autoRecharge.load(); }
+      if (ledger.lastSeq() !== before) usageDue = 3;
+      if (ledger.lastSeq() !== before || ++arPolls % 5 === 0) autoRecharge.load();
       if (usageDue > 0 || polls++ % 15 === 0 || usage.source() !== 'usage') {
         if (usageDue > 0 && !invoice.card.hidden) invoiceDue = true;
         usageDue = Math.max(0, usageDue - 1);
