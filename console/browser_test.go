@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/api"
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/console"
@@ -37,7 +38,8 @@ const admin = "admin-token-0123456789"
 // console mounted beside the API at /console/.
 type stack struct {
 	url    string
-	events *ingest.Writers // the usage topic of the stack's broker
+	events *ingest.Writers    // the usage topic of the stack's broker
+	acc    *accounts.Accounts // for jobs a test runs itself (auto-recharge)
 
 	mu       sync.Mutex
 	unrouted []string // requests that matched no API route
@@ -107,7 +109,7 @@ func newStack(t *testing.T) *stack {
 	// The admin token's name is the actor of its adjustments.
 	srv := api.NewServer(api.Options{Catalog: cat, Ledger: acc, Balances: acc, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{"alice@example.com:" + admin},
 		Webhooks: hooks, DeadLetters: ingest.DeadLetterReader{Conn: ingest.Plain(br.Addr()), Topic: dlqTopic}})
-	st := &stack{events: wr}
+	st := &stack{events: wr, acc: acc}
 	// Every API call the console makes must match a route of the API's
 	// table; the misses are recorded.
 	known := http.NewServeMux()

@@ -1,6 +1,7 @@
 // A subscription, for an admin or its customer: live balance and grants,
 // usage (chart and by feature), the invoice (+CSV), the ledger, and the
-// forms Credit top-up (both), Credit adjustment and Spend check (admin).
+// forms Credit top-up (both), Credit adjustment and Spend check (admin); the
+// lifecycle, pending top-ups and auto-recharge are lifecycle.js's.
 // The page polls every 2 s while the tab is visible; pageSubscription
 // returns the function that stops it.
 import { h, s, field, input, options, checkbox, errorP, banner, formError, clearErrors, showError, val, checked, page } from '../dom.js';
@@ -8,6 +9,7 @@ import { toBig, fromBig, fmt, money } from '../decimal.js';
 import { when, limitsText } from '../format.js';
 import { API, api, get, key } from '../api.js';
 import { store } from '../session.js';
+import { lifecycleRows, lifecycleForms, pendingView, autoRechargeView } from './lifecycle.js';
 
 export async function pageSubscription(id, admin) {
   const ctx = await load(id, admin);
@@ -17,10 +19,12 @@ export async function pageSubscription(id, admin) {
     invoice: invoiceView(ctx),
   };
   views.usage = usageView(ctx, views.ledger.entries);
+  views.autoRecharge = autoRechargeView(ctx);
   const live = poller(ctx, views);
-  const forms = [topUpForm(ctx, live.refresh)];
+  views.pending = pendingView(ctx, live.refresh);
+  const forms = [topUpForm(ctx, live.refresh, views.pending.add)];
   if (admin) forms.push(adjustmentForm(ctx, live.refresh), checkForm(ctx));
-  layout(ctx, views, forms);
+  layout(ctx, views, forms, admin ? lifecycleForms(ctx) : []);
   live.poll();
   return live.stop;
 }
@@ -39,7 +43,7 @@ async function load(id, admin) {
   return { enc, admin, sub, plan, pp, code, cv, featureName };
 }
 
-function layout({ admin, sub, plan, code, cv }, views, forms) {
+function layout({ admin, sub, plan, code, cv }, views, forms, lifecycle) {
   const crumbs = admin
     ? h('span', {}, h('a', { href: '#/customers' }, 'Customers'), ' › ', h('a', { href: '#/customers/' + encodeURIComponent(sub.customer_id) }, sub.customer_id), ' › Subscription')
     : h('span', {}, h('a', { href: '#/my' }, 'My subscriptions'));
@@ -48,9 +52,11 @@ function layout({ admin, sub, plan, code, cv }, views, forms) {
     h('div', { class: 'card' }, h('dl', { class: 'kv', id: 'subscription-summary' },
       h('dt', {}, 'Plan'), h('dd', {}, plan.name + ' (' + plan.id + ')'), h('dt', {}, 'Product'), h('dd', {}, sub.product || plan.product),
       h('dt', {}, 'Credit value'), h('dd', { id: 'sub-value' }, '1 ' + code + ' = ' + money(cv, sub.currency)),
-      h('dt', {}, 'Started'), h('dd', {}, when(sub.start_at)))),
+      h('dt', {}, 'Started'), h('dd', {}, when(sub.start_at)), lifecycleRows(sub, admin))),
     h('section', { class: 'card', 'aria-labelledby': 'balance-h' }, h('h2', { id: 'balance-h' }, 'Balance'), views.balance.error, views.balance.stats, views.balance.updated),
     h('div', { class: 'row' }, forms),
+    views.pending.card, views.autoRecharge.card,
+    lifecycle.length ? h('div', { class: 'row' }, lifecycle) : null,
     h('section', { class: 'card', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Usage'), views.usage.chart, views.usage.byFeature),
     views.invoice.card,
     h('section', { class: 'card', 'aria-labelledby': 'grants-h' }, h('h2', { id: 'grants-h' }, 'Grants (in burn-down order)'),
@@ -64,9 +70,10 @@ function layout({ admin, sub, plan, code, cv }, views, forms) {
 // poller refreshes the balance and the ledger every 2 s while the tab is
 // visible. The usage report is archived a moment after the balance changes:
 // it is asked again for a few polls after the ledger grows, and every 30 s;
-// the invoice too when the ledger grows.
-function poller({ enc }, { balance, ledger, usage, invoice }) {
-  let stopped = false, timer = null, usageDue = 1, polls = 0, invoiceDue = true;
+// the invoice too when the ledger grows; the auto-recharge when the ledger
+// grows and every 10 s (a failed attempt adds no entry).
+function poller({ enc }, { balance, ledger, usage, invoice, autoRecharge }) {
+  let stopped = false, timer = null, usageDue = 1, polls = 0, invoiceDue = true, arPolls = 0;
   async function refresh() {
     try {
       const before = ledger.lastSeq();
@@ -75,6 +82,7 @@ function poller({ enc }, { balance, ledger, usage, invoice }) {
       balance.error.textContent = '';
       balance.render(b); ledger.render();
       if (ledger.lastSeq() !== before) usageDue = 3;
+      if (ledger.lastSeq() !== before || ++arPolls % 5 === 0) autoRecharge.load();
       if (usageDue > 0 || polls++ % 15 === 0 || usage.source() !== 'usage') {
         if (usageDue > 0 && !invoice.card.hidden) invoiceDue = true;
         usageDue = Math.max(0, usageDue - 1);
@@ -330,7 +338,7 @@ function invoiceContent(inv, cur, code) {
 // topUpForm is the customer's self-service Credit top-up (an admin may do it
 // for them). The Idempotency-Key is kept when the request did not reach the
 // API, so a retry after a network failure counts once.
-function topUpForm({ enc, sub, pp, code, cv }, refresh) {
+function topUpForm({ enc, sub, pp, code, cv }, refresh, onPending) {
   const form = h('form', { class: 'card', id: 'topup-form', novalidate: true }, h('h2', {}, 'Credit top-up'), formError(),
     field('Credits to buy', input('topup-amount', 'amount', { inputmode: 'decimal', placeholder: pp.min_purchase || '500' }),
       'Limits: ' + limitsText(pp.min_purchase, pp.max_purchase, code) + '. Price: 1 ' + code + ' = ' + money(cv, sub.currency) + '.'),
@@ -346,6 +354,13 @@ function topUpForm({ enc, sub, pp, code, cv }, refresh) {
     try {
       const r = await api('POST', '/subscriptions/' + enc + '/topups', { amount }, { 'Idempotency-Key': topKey });
       topKey = key();
+      document.getElementById('topup-amount').value = '';
+      if (r.status === 'pending') {
+        // 202: the plan wants the payment confirmed first.
+        onPending(r);
+        out.textContent = 'Waiting for payment: ' + fmt(r.amount) + ' ' + code + ' for ' + money(r.charge, r.currency) + ', until ' + when(r.expires_at) + '.';
+        return;
+      }
       out.textContent = 'Added ' + fmt(r.amount) + ' ' + code + ' · charged ' + money(r.charge, r.currency) + ' · balance ' + fmt(r.balance) + ' ' + code + (r.replayed ? ' (already done)' : '') + '.';
       document.getElementById('topup-amount').value = '';
       refresh();
