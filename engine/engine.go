@@ -332,7 +332,7 @@ func (e *Engine) exportLag(ctx context.Context, ls LagSource) {
 	for {
 		delay := e.cfg.LagInterval
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		lags, err := ls.AssignedLag(lctx)
+		lags, offs, err := e.readLag(lctx, ls)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -345,8 +345,8 @@ func (e *Engine) exportLag(ctx context.Context, ls LagSource) {
 				delay = min(delay, time.Second)
 			}
 			e.unstick(ctx, lags)
-			if gw, ok := e.src.(GroupWatcher); ok {
-				e.watchGroup(ctx, gw)
+			if offs != nil {
+				e.watchGroup(ctx, offs)
 			}
 		}
 		if !sleep(ctx, delay) {

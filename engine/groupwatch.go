@@ -31,14 +31,7 @@ type groupMark struct {
 // generation that starts at the committed offsets. A member that is itself
 // stalled (a service down) does not, since the whole group waits then.
 // Only exportLag's goroutine calls it.
-func (e *Engine) watchGroup(ctx context.Context, gw GroupWatcher) {
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	offs, err := gw.GroupOffsets(lctx)
-	cancel()
-	if err != nil {
-		e.log.Debug("group offsets", "err", err)
-		return
-	}
+func (e *Engine) watchGroup(ctx context.Context, offs map[int]ingest.PartitionOffsets) {
 	now := time.Now()
 	if e.marks == nil {
 		e.marks = map[int]groupMark{}
@@ -80,6 +73,28 @@ func (e *Engine) watchGroup(ctx context.Context, gw GroupWatcher) {
 	if err := rw.Rewind(ctx); err != nil {
 		e.log.Warn("rejoining the group", "err", err)
 	}
+}
+
+// readLag asks the broker once per interval: the whole group's offsets
+// when the source can tell them (this member's lag is its share of them),
+// else only this member's lag.
+func (e *Engine) readLag(ctx context.Context, ls LagSource) (map[int]int64, map[int]ingest.PartitionOffsets, error) {
+	gw, ok := e.src.(GroupWatcher)
+	if !ok {
+		lags, err := ls.AssignedLag(ctx)
+		return lags, nil, err
+	}
+	offs, err := gw.GroupOffsets(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	lags := map[int]int64{}
+	for p, o := range offs {
+		if o.Mine {
+			lags[p] = o.Lag()
+		}
+	}
+	return lags, offs, nil
 }
 
 // rejoinBetweenBatches is the produce stage's part of watchGroup: with a

@@ -55,7 +55,7 @@ func (s *orphanSource) GroupOffsets(context.Context) (map[int]ingest.PartitionOf
 	if !s.stuck {
 		p1.Committed = 50
 	}
-	return map[int]ingest.PartitionOffsets{0: {Committed: 7, End: 7}, 1: p1}, nil
+	return map[int]ingest.PartitionOffsets{0: {Committed: 7, End: 7, Mine: true}, 1: p1}, nil
 }
 
 func runWatched(t *testing.T, src *orphanSource, stuckAfter time.Duration, for_ time.Duration) {

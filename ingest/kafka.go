@@ -406,33 +406,15 @@ func (c *Consumer) Lag() int64 { return c.reader().Stats().Lag }
 // committed offset). It asks the broker, so it is known right after joining,
 // before any message is fetched. Empty while the consumer is not a member.
 func (c *Consumer) AssignedLag(ctx context.Context) (map[int]int64, error) {
-	dg, err := c.client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{c.cfg.Group}})
-	if err != nil {
-		return nil, fmt.Errorf("describe group %s: %w", c.cfg.Group, err)
-	}
-	var parts []int
-	for _, g := range dg.Groups {
-		for _, m := range g.Members {
-			if m.ClientID != c.clientID {
-				continue
-			}
-			for _, t := range m.MemberAssignments.Topics {
-				if t.Topic == c.cfg.Topic {
-					parts = append(parts, t.Partitions...)
-				}
-			}
-		}
-	}
-	lags := make(map[int]int64, len(parts))
-	if len(parts) == 0 {
-		return lags, nil
-	}
-	offs, err := c.offsets(ctx, parts)
+	offs, err := c.GroupOffsets(ctx)
 	if err != nil {
 		return nil, err
 	}
+	lags := map[int]int64{}
 	for p, o := range offs {
-		lags[p] = o.Lag()
+		if o.Mine {
+			lags[p] = o.Lag()
+		}
 	}
 	return lags, nil
 }
@@ -444,8 +426,9 @@ type PartitionOffsets struct {
 	Committed int64
 	End       int64 // the offset the next message will get
 	// Member is the client id of the group member the partition is
-	// assigned to ("" when none is; GroupOffsets only).
+	// assigned to ("" when none is); Mine, whether that is this consumer.
 	Member string
+	Mine   bool
 }
 
 // Lag is how many messages of the partition the group has not committed.
@@ -491,7 +474,7 @@ func (c *Consumer) GroupOffsets(ctx context.Context) (map[int]PartitionOffsets, 
 				}
 				for _, p := range t.Partitions {
 					if o, ok := offs[p]; ok {
-						o.Member = m.ClientID
+						o.Member, o.Mine = m.ClientID, m.ClientID == c.clientID
 						offs[p] = o
 					}
 				}
