@@ -60,9 +60,8 @@ func redisMinimal(ctx context.Context, w *World, rs *rawSet, n, chunk int) (time
 	start := time.Now()
 	for _, cs := range chunks {
 		p := w.RC.Pipeline()
-		cmds := make([]*redis.Cmd, len(cs))
-		for i, c := range cs {
-			cmds[i] = minimalScript.EvalSha(ctx, p, c.keys, c.args...)
+		for _, c := range cs {
+			minimalScript.EvalSha(ctx, p, c.keys, c.args...) // Exec reports any failure
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			return 0, 0, fmt.Errorf("redis minimal: %w", err)
