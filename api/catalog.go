@@ -244,12 +244,17 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request, _ princip
 }
 
 func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request, who principal) error {
+	v, err := s.ownedCustomer(r, who)
+	return ok(w, v, err)
+}
+
+// ownedCustomer reads the path's customer, if who may see it.
+func (s *Server) ownedCustomer(r *http.Request, who principal) (*rating.Customer, error) {
 	id := r.PathValue("id")
 	if !who.may(id) {
-		return forbidden()
+		return nil, forbidden()
 	}
-	v, err := s.cat.Customer(r.Context(), id)
-	return ok(w, v, err)
+	return s.cat.Customer(r.Context(), id)
 }
 
 func (s *Server) replaceCustomer(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -268,13 +273,10 @@ func (s *Server) replaceCustomer(w http.ResponseWriter, r *http.Request, _ princ
 }
 
 func (s *Server) customerSubscriptions(w http.ResponseWriter, r *http.Request, who principal) error {
-	id := r.PathValue("id")
-	if !who.may(id) {
-		return forbidden()
-	}
-	if _, err := s.cat.Customer(r.Context(), id); err != nil {
+	if _, err := s.ownedCustomer(r, who); err != nil {
 		return err
 	}
+	id := r.PathValue("id")
 	after, limit, err := listPage(r)
 	if err != nil {
 		return err
