@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -243,12 +244,17 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request, _ princip
 }
 
 func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request, who principal) error {
+	v, err := s.ownedCustomer(r, who)
+	return ok(w, v, err)
+}
+
+// ownedCustomer reads the path's customer, if who may see it.
+func (s *Server) ownedCustomer(r *http.Request, who principal) (*rating.Customer, error) {
 	id := r.PathValue("id")
 	if !who.may(id) {
-		return forbidden()
+		return nil, forbidden()
 	}
-	v, err := s.cat.Customer(r.Context(), id)
-	return ok(w, v, err)
+	return s.cat.Customer(r.Context(), id)
 }
 
 func (s *Server) replaceCustomer(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -267,13 +273,10 @@ func (s *Server) replaceCustomer(w http.ResponseWriter, r *http.Request, _ princ
 }
 
 func (s *Server) customerSubscriptions(w http.ResponseWriter, r *http.Request, who principal) error {
-	id := r.PathValue("id")
-	if !who.may(id) {
-		return forbidden()
-	}
-	if _, err := s.cat.Customer(r.Context(), id); err != nil {
+	if _, err := s.ownedCustomer(r, who); err != nil {
 		return err
 	}
+	id := r.PathValue("id")
 	after, limit, err := listPage(r)
 	if err != nil {
 		return err
@@ -319,18 +322,30 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request, _ pr
 	if err != nil {
 		return err
 	}
-	if s.ledger != nil {
-		var grant *rating.Grant
-		if g, has := rating.InitialGrant(res.Subscription, res.Plan); has {
-			grant = &g
-		}
-		if err := s.ledger.OpenSubscription(r.Context(), rating.Terms(res.Subscription, res.Plan), grant); err != nil {
-			s.log.Warn("api: a stored subscription's balance account or archive entry failed", "subscription", res.Subscription.ID, "err", err)
-			return ledgerError("the subscription is stored but its balance account is not", err)
-		}
+	if err := s.openAccount(r.Context(), res.Subscription, res.Plan,
+		"api: a stored subscription's balance account or archive entry failed",
+		"the subscription is stored but its balance account is not"); err != nil {
+		return err
 	}
 	s.subscriptionCreated(r.Context(), res)
 	return created(w, res.Created, res.Subscription)
+}
+
+// openAccount hands a new subscription's terms and included credits to the
+// ledger (if any); on failure it logs logMsg and answers with msg.
+func (s *Server) openAccount(ctx context.Context, sub *rating.Subscription, plan *rating.Plan, logMsg, msg string) error {
+	if s.ledger == nil {
+		return nil
+	}
+	var grant *rating.Grant
+	if g, has := rating.InitialGrant(sub, plan); has {
+		grant = &g
+	}
+	if err := s.ledger.OpenSubscription(ctx, rating.Terms(sub, plan), grant); err != nil {
+		s.log.Warn(logMsg, "subscription", sub.ID, "err", err)
+		return ledgerError(msg, err)
+	}
+	return nil
 }
 
 // ledgerError says what of a subscription was stored and what was not.

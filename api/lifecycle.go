@@ -118,15 +118,10 @@ func (s *Server) changePlan(w http.ResponseWriter, r *http.Request, _ principal)
 	if err != nil {
 		return err
 	}
-	if s.ledger != nil {
-		var grant *rating.Grant
-		if g, has := rating.InitialGrant(res.Subscription, res.Plan); has {
-			grant = &g
-		}
-		if err := s.ledger.OpenSubscription(r.Context(), rating.Terms(res.Subscription, res.Plan), grant); err != nil {
-			s.log.Warn("api: a plan change's balance account failed", "subscription", res.Subscription.ID, "err", err)
-			return ledgerError("the plan change is stored but the new subscription's balance account is not", err)
-		}
+	if err := s.openAccount(r.Context(), res.Subscription, res.Plan,
+		"api: a plan change's balance account failed",
+		"the plan change is stored but the new subscription's balance account is not"); err != nil {
+		return err
 	}
 	s.emitLifecycle(r.Context(), webhook.SubscriptionChanged, res.Previous, res.Subscription.ID)
 	return created(w, res.Created, &planChangeResponse{Previous: res.Previous, Subscription: res.Subscription})

@@ -53,7 +53,13 @@ func (s *Server) getAutoRecharge(w http.ResponseWriter, r *http.Request, who pri
 	if err != nil {
 		return err
 	}
-	cfg, st, err := rc.AutoRecharge(r.Context(), sub.ID)
+	return writeAutoRecharge(w, r, rc, sub.ID)
+}
+
+// writeAutoRecharge answers with the subscription's auto-recharge and its
+// last run.
+func writeAutoRecharge(w http.ResponseWriter, r *http.Request, rc Recharges, subID string) error {
+	cfg, st, err := rc.AutoRecharge(r.Context(), subID)
 	if err != nil {
 		return balanceError(err)
 	}
@@ -116,7 +122,7 @@ func (s *Server) putAutoRecharge(w http.ResponseWriter, r *http.Request, who pri
 	if err := rc.SetAutoRecharge(r.Context(), sub.ID, o); err != nil {
 		return balanceError(err)
 	}
-	return s.getAutoRecharge(w, r, who)
+	return writeAutoRecharge(w, r, rc, sub.ID)
 }
 
 // deleteAutoRecharge goes back to the plan's auto-recharge.
@@ -132,5 +138,5 @@ func (s *Server) deleteAutoRecharge(w http.ResponseWriter, r *http.Request, who 
 	if err := rc.SetAutoRecharge(r.Context(), sub.ID, nil); err != nil {
 		return balanceError(err)
 	}
-	return s.getAutoRecharge(w, r, who)
+	return writeAutoRecharge(w, r, rc, sub.ID)
 }

@@ -89,13 +89,10 @@ func addISODuration(t time.Time, d string) (time.Time, error) {
 // listTokens lists a customer's tokens (an admin, or the customer itself),
 // never their secrets.
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, who principal) error {
-	id := r.PathValue("id")
-	if !who.may(id) {
-		return forbidden()
-	}
-	if _, err := s.cat.Customer(r.Context(), id); err != nil {
+	if _, err := s.ownedCustomer(r, who); err != nil {
 		return err
 	}
+	id := r.PathValue("id")
 	after, limit, err := listPage(r)
 	if err != nil {
 		return err
@@ -104,8 +101,9 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, who principa
 	if err != nil {
 		return err
 	}
-	v, more := pageOf(v, func(t tokens.Info) string { return t.ID }, after, limit)
-	return page(w, v, more, func(t tokens.Info) string { return t.ID }, nil)
+	tokenID := func(t tokens.Info) string { return t.ID }
+	v, more := pageOf(v, tokenID, after, limit)
+	return page(w, v, more, tokenID, nil)
 }
 
 // revokeToken deletes a token (an admin, or the customer itself, including

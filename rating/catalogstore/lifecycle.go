@@ -91,19 +91,29 @@ func (s *Store) ReopenSubscription(ctx context.Context, id string) (*rating.Subs
 	})
 }
 
+// subRaw reads a subscription as stored, with the raw JSON its
+// compare-and-set scripts check against.
+func (s *Store) subRaw(ctx context.Context, id string) (string, *rating.Subscription, error) {
+	raw, err := s.rc.HGet(ctx, s.key(kSubs), id).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil, fmt.Errorf("%w: subscription %q", ErrNotFound, id)
+	} else if err != nil {
+		return "", nil, err
+	}
+	sub := new(rating.Subscription)
+	if err := json.Unmarshal([]byte(raw), sub); err != nil {
+		return "", nil, err
+	}
+	return raw, sub, nil
+}
+
 // setEnd stores the subscription as change leaves it, unless its new span
 // overlaps another of the customer's.
 func (s *Store) setEnd(ctx context.Context, id string, change func(sub *rating.Subscription, now time.Time) error) (_ *rating.Subscription, err error) {
 	defer classify(&err)
 	for attempt := 0; attempt < 10; attempt++ {
-		raw, err := s.rc.HGet(ctx, s.key(kSubs), id).Result()
-		if errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("%w: subscription %q", ErrNotFound, id)
-		} else if err != nil {
-			return nil, err
-		}
-		sub := new(rating.Subscription)
-		if err := json.Unmarshal([]byte(raw), sub); err != nil {
+		raw, sub, err := s.subRaw(ctx, id)
+		if err != nil {
 			return nil, err
 		}
 		now := s.now().UTC().Truncate(time.Microsecond)
@@ -191,14 +201,8 @@ func (s *Store) ChangePlan(ctx context.Context, id string, next *rating.Subscrip
 		return nil, err
 	}
 	for attempt := 0; attempt < 10; attempt++ {
-		raw, err := s.rc.HGet(ctx, s.key(kSubs), id).Result()
-		if errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("%w: subscription %q", ErrNotFound, id)
-		} else if err != nil {
-			return nil, err
-		}
-		old := new(rating.Subscription)
-		if err := json.Unmarshal([]byte(raw), old); err != nil {
+		raw, old, err := s.subRaw(ctx, id)
+		if err != nil {
 			return nil, err
 		}
 		if old.ReplacedBy != "" {
