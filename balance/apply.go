@@ -434,12 +434,8 @@ func (s *Store) Balance(ctx context.Context, sub string) (BalanceView, error) {
 	if v.Unfunded, err = amount(a["unf"]); err != nil {
 		return BalanceView{}, err
 	}
-	if d := a["dlim"]; d != "" {
-		lim, err := amount(d)
-		if err != nil {
-			return BalanceView{}, err
-		}
-		v.DebtLimit = &lim
+	if v.DebtLimit, err = debtLimit(a); err != nil {
+		return BalanceView{}, err
 	}
 	if b := a["base"]; b != "" {
 		// A restored account: its ledger up to base lives only in the archive.
@@ -475,15 +471,11 @@ func (s *Store) Check(ctx context.Context, sub string, amt credit.Amount) (Check
 	}
 	av := bk.available(s.nowMs())
 	r := CheckResult{Available: av, Spendable: av, Policy: Policy(a["policy"])}
-	if d := a["dlim"]; d != "" {
-		lim, err := amount(d)
-		if err != nil {
-			return CheckResult{}, err
-		}
-		r.DebtLimit = &lim
-		if r.Policy == Overage {
-			r.Spendable = av + lim // what apply.lua's debt_limit lets usage take
-		}
+	if r.DebtLimit, err = debtLimit(a); err != nil {
+		return CheckResult{}, err
+	}
+	if r.DebtLimit != nil && r.Policy == Overage {
+		r.Spendable = av + *r.DebtLimit // what apply.lua's debt_limit lets usage take
 	}
 	r.Allowed = amt <= r.Spendable
 	return r, nil
