@@ -157,15 +157,16 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 // applyArgs are the KEYS and ARGV of apply.lua for b; bits is scratch.
 func (s *Store) applyArgs(b *Batch, l ddLayout, now int64, bits []int64) ([]string, []any, []int64) {
 	cur, prev := l.expect()
+	pfx := s.ddPrefix(b.Subscription)
 	args := make([]any, 0, 10+5*len(b.Lines))
-	args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev, "")
+	args = append(args, now, s.grace, s.window, b.source(), pfx, b.Committed, b.Expect, cur, prev, "")
 	bits = bits[:0]
 	for _, ln := range b.Lines {
 		fp, bb := idHash(ln.EventID)
 		bits = append(bits, bb)
 		args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
 	}
-	keys := s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits)
+	keys := ddKeys(s.applyKeys(b).list(), pfx, l.tb, cur, prev, bits)
 	keys, args[9] = s.uniqueArgs(keys, b) // ARGV[10]: the UNIQUE_COUNT parts (unique.lua)
 	return keys, args, bits
 }
