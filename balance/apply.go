@@ -157,15 +157,16 @@ func (s *Store) runApply(ctx context.Context, batches []Batch, todo []int, lay m
 // applyArgs are the KEYS and ARGV of apply.lua for b; bits is scratch.
 func (s *Store) applyArgs(b *Batch, l ddLayout, now int64, bits []int64) ([]string, []any, []int64) {
 	cur, prev := l.expect()
+	pfx := s.ddPrefix(b.Subscription)
 	args := make([]any, 0, 10+5*len(b.Lines))
-	args = append(args, now, s.grace, s.window, b.source(), s.ddPrefix(b.Subscription), b.Committed, b.Expect, cur, prev, "")
+	args = append(args, now, s.grace, s.window, b.source(), pfx, b.Committed, b.Expect, cur, prev, "")
 	bits = bits[:0]
 	for _, ln := range b.Lines {
 		fp, bb := idHash(ln.EventID)
 		bits = append(bits, bb)
 		args = append(args, fp, bb, ln.Offset, ln.Time.UnixMilli(), int64(ln.Credits))
 	}
-	keys := s.ddKeys(s.applyKeys(b).list(), b.Subscription, l, bits)
+	keys := ddKeys(s.applyKeys(b).list(), pfx, l.tb, cur, prev, bits)
 	keys, args[9] = s.uniqueArgs(keys, b) // ARGV[10]: the UNIQUE_COUNT parts (unique.lua)
 	return keys, args, bits
 }
@@ -434,12 +435,8 @@ func (s *Store) Balance(ctx context.Context, sub string) (BalanceView, error) {
 	if v.Unfunded, err = amount(a["unf"]); err != nil {
 		return BalanceView{}, err
 	}
-	if d := a["dlim"]; d != "" {
-		lim, err := amount(d)
-		if err != nil {
-			return BalanceView{}, err
-		}
-		v.DebtLimit = &lim
+	if v.DebtLimit, err = debtLimit(a); err != nil {
+		return BalanceView{}, err
 	}
 	if b := a["base"]; b != "" {
 		// A restored account: its ledger up to base lives only in the archive.
@@ -475,15 +472,11 @@ func (s *Store) Check(ctx context.Context, sub string, amt credit.Amount) (Check
 	}
 	av := bk.available(s.nowMs())
 	r := CheckResult{Available: av, Spendable: av, Policy: Policy(a["policy"])}
-	if d := a["dlim"]; d != "" {
-		lim, err := amount(d)
-		if err != nil {
-			return CheckResult{}, err
-		}
-		r.DebtLimit = &lim
-		if r.Policy == Overage {
-			r.Spendable = av + lim // what apply.lua's debt_limit lets usage take
-		}
+	if r.DebtLimit, err = debtLimit(a); err != nil {
+		return CheckResult{}, err
+	}
+	if r.DebtLimit != nil && r.Policy == Overage {
+		r.Spendable = av + *r.DebtLimit // what apply.lua's debt_limit lets usage take
 	}
 	r.Allowed = amt <= r.Spendable
 	return r, nil

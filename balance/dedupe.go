@@ -48,10 +48,10 @@ func (l ddLayout) expect() (cur, prev string) {
 	return strconv.Itoa(k), ddLevels(l.prev)
 }
 
-// ddKeys are the distinct dedupe sets of tb and tb-1 that ids with these
-// bucket bits may be in, appended to dst.
-func (s *Store) ddKeys(dst []string, sub string, l ddLayout, bits []int64) []string {
-	cur, prev := l.expect()
+// ddKeys are the distinct dedupe sets (under pfx, the subscription's
+// ddPrefix) of tb and tb-1 that ids with these bucket bits may be in,
+// appended to dst; cur and prev are the layout's expect().
+func ddKeys(dst []string, pfx string, tb int64, cur, prev string, bits []int64) []string {
 	type level struct {
 		t int64
 		l int
@@ -60,7 +60,7 @@ func (s *Store) ddKeys(dst []string, sub string, l ddLayout, bits []int64) []str
 	for _, p := range []struct {
 		t  int64
 		ls string
-	}{{l.tb - 1, prev}, {l.tb, cur}} {
+	}{{tb - 1, prev}, {tb, cur}} {
 		if p.ls == "" {
 			continue
 		}
@@ -74,7 +74,6 @@ func (s *Store) ddKeys(dst []string, sub string, l ddLayout, bits []int64) []str
 		bucket int64
 	}
 	seen := make(map[set]bool, len(bits)*len(lv))
-	pfx := s.ddPrefix(sub)
 	var kb []byte
 	for li, x := range lv {
 		kb = strconv.AppendInt(append(kb[:0], pfx...), x.t, 10)

@@ -187,9 +187,10 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 			return ChangeResult{}, err
 		}
 		l := lay[r.Subscription]
-		keys = s.ddKeys(keys, r.Subscription, l, bits)
 		cur, prevl := l.expect()
-		args := []any{now, s.grace, s.window, s.ddPrefix(r.Subscription), b, r.Found, r.Keep, last.Snapshot, cur, prevl, nj, len(r.Entries)}
+		pfx := s.ddPrefix(r.Subscription)
+		keys = ddKeys(keys, pfx, l.tb, cur, prevl, bits)
+		args := []any{now, s.grace, s.window, pfx, b, r.Found, r.Keep, last.Snapshot, cur, prevl, nj, len(r.Entries)}
 		args = append(append(args, entries...), ids...)
 		v, err = s.run(ctx, repairScript, keys, args...)
 		if err == nil {

@@ -232,6 +232,19 @@ func (a AccountSpec) debtLimitField() string {
 	return strconv.FormatInt(int64(*a.DebtLimit), 10)
 }
 
+// debtLimit reads the account field dlim (debtLimitField): nil for no limit.
+func debtLimit(acct map[string]string) (*credit.Amount, error) {
+	d := acct["dlim"]
+	if d == "" {
+		return nil, nil
+	}
+	lim, err := amount(d)
+	if err != nil {
+		return nil, err
+	}
+	return &lim, nil
+}
+
 // fingerprint identifies a request's content for idempotency conflicts.
 func fingerprint(parts ...string) string {
 	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))

@@ -34,6 +34,15 @@ func FailFirst(n int, err error) func(int) error {
 	}
 }
 
+// failCall counts a call in *calls and asks its Fail hook (nil: never fails).
+func failCall(calls *int, fail func(int) error) error {
+	*calls++
+	if fail == nil {
+		return nil
+	}
+	return fail(*calls)
+}
+
 // Usage returns n usage messages of partition 0 at offsets from, from+1, …;
 // the events are of customer c1 at the given time.
 func Usage(from, n int, at time.Time) []kafka.Message {
@@ -77,12 +86,9 @@ func (l *Log) signal() {
 func (l *Log) Fetch(ctx context.Context, limit int, _ time.Duration) ([]kafka.Message, error) {
 	for {
 		l.mu.Lock()
-		l.fetches++
-		if l.FailFetch != nil {
-			if err := l.FailFetch(l.fetches); err != nil {
-				l.mu.Unlock()
-				return nil, err
-			}
+		if err := failCall(&l.fetches, l.FailFetch); err != nil {
+			l.mu.Unlock()
+			return nil, err
 		}
 		if l.next < len(l.Msgs) {
 			n := min(max(l.Per, 1), limit, len(l.Msgs)-l.next)
@@ -107,11 +113,7 @@ func (l *Log) Fetch(ctx context.Context, limit int, _ time.Duration) ([]kafka.Me
 // Commit records msgs as committed.
 func (l *Log) Commit(_ context.Context, msgs []kafka.Message) error {
 	l.mu.Lock()
-	l.commits++
-	var err error
-	if l.FailCommit != nil {
-		err = l.FailCommit(l.commits)
-	}
+	err := failCall(&l.commits, l.FailCommit)
 	l.mu.Unlock()
 	if err == nil && l.OnCommit != nil {
 		err = l.OnCommit(msgs)
@@ -256,11 +258,7 @@ func (l *Ledger) Calls() int {
 func (l *Ledger) Apply(_ context.Context, bs []balance.Batch) ([]balance.BatchResult, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.calls++
-	var fail error
-	if l.Fail != nil {
-		fail = l.Fail(l.calls)
-	}
+	fail := failCall(&l.calls, l.Fail)
 	if fail != nil && !l.FailAfterApply {
 		return nil, fail
 	}
@@ -354,12 +352,9 @@ type Archive struct {
 func (a *Archive) WriteUsage(_ context.Context, rows []archive.RatedRow) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.calls++
 	a.Times = append(a.Times, time.Now())
-	if a.Fail != nil {
-		if err := a.Fail(a.calls); err != nil {
-			return err
-		}
+	if err := failCall(&a.calls, a.Fail); err != nil {
+		return err
 	}
 	if a.Usage == nil {
 		a.Usage = map[int64]archive.RatedRow{}
@@ -374,11 +369,8 @@ func (a *Archive) WriteUsage(_ context.Context, rows []archive.RatedRow) error {
 func (a *Archive) WriteLedger(_ context.Context, rows []archive.LedgerRow) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.ledgerCalls++
-	if a.FailLedger != nil {
-		if err := a.FailLedger(a.ledgerCalls); err != nil {
-			return err
-		}
+	if err := failCall(&a.ledgerCalls, a.FailLedger); err != nil {
+		return err
 	}
 	a.Ledger = append(a.Ledger, rows...)
 	return nil
@@ -419,11 +411,8 @@ func (d *DLQ) SendDLQ(_ context.Context, dls []ingest.DeadLetter) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.calls++
-	if d.Fail != nil {
-		if err := d.Fail(d.calls); err != nil {
-			return err
-		}
+	if err := failCall(&d.calls, d.Fail); err != nil {
+		return err
 	}
 	d.Dead = append(d.Dead, dls...)
 	return nil
