@@ -15,9 +15,12 @@ func (s *Store) uniqueKey(sub, meter string, periodMs int64) string {
 // unique.lua's argument: "" (none) or [[line, key index, value, credits, keep ms]].
 func (s *Store) uniqueArgs(keys []string, b *Batch) ([]string, string) {
 	var parts [][5]any
-	at := map[string]int{}
+	var at map[string]int // made only when a line has UNIQUE_COUNT parts (rare)
 	for k, ln := range b.Lines {
 		for _, u := range ln.Unique {
+			if at == nil {
+				at = map[string]int{}
+			}
 			key := s.uniqueKey(b.Subscription, u.Meter, u.Period.UnixMilli())
 			ix, ok := at[key]
 			if !ok {
