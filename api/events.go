@@ -97,17 +97,8 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request, _ principal)
 	var ev rating.Event
 	now, skew := time.Now(), s.futureSkew()
 	for i, raw := range items {
-		err := decode(raw, &ev)
-		if err == nil {
-			err = ingest.CheckFuture(ev.Timestamp, now, skew)
-		}
-		if err != nil {
-			var ee *ingest.EventError
-			errors.As(err, &ee)
+		if ee := checkEvent(raw, decode, headers != nil, &ev, now, skew); ee != nil {
 			field := where(i)
-			if ee.Field == "timestamp" && headers != nil {
-				ee.Field = "time" // CheckFuture's field, as a CloudEvents attribute
-			}
 			if ee.Field != "" {
 				field += "." + ee.Field
 			}
@@ -143,16 +134,7 @@ var cloudEventHeaders = []kafka.Header{{Key: "content-type", Value: []byte(inges
 // the decoder's error naming the attribute (specversion, subject, data.x).
 func (s *Server) postCloudEvent(w http.ResponseWriter, r *http.Request, body []byte) error {
 	var ev rating.Event
-	err := ingest.DecodeCloudEvent(body, &ev)
-	if err == nil {
-		err = ingest.CheckFuture(ev.Timestamp, time.Now(), s.futureSkew())
-	}
-	if err != nil {
-		var ee *ingest.EventError
-		errors.As(err, &ee)
-		if ee.Field == "timestamp" {
-			ee.Field = "time" // CheckFuture's field, as a CloudEvents attribute
-		}
+	if ee := checkEvent(body, ingest.DecodeCloudEvent, true, &ev, time.Now(), s.futureSkew()); ee != nil {
 		return &Error{Status: http.StatusBadRequest, Code: ee.Reason, Field: ee.Field, Message: clipNumbers(ee.Detail)}
 	}
 	var compact bytes.Buffer
@@ -166,6 +148,25 @@ func (s *Server) postCloudEvent(w http.ResponseWriter, r *http.Request, body []b
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"accepted": 1, "rejected": []RejectedEvent{}})
 	return nil
+}
+
+// checkEvent decodes raw into ev and checks its time as the engine will;
+// nil when valid. A CloudEvent's error names CheckFuture's field as the
+// CloudEvents attribute, time.
+func checkEvent(raw []byte, decode func([]byte, *rating.Event) error, cloud bool, ev *rating.Event, now time.Time, skew time.Duration) *ingest.EventError {
+	err := decode(raw, ev)
+	if err == nil {
+		err = ingest.CheckFuture(ev.Timestamp, now, skew)
+	}
+	if err == nil {
+		return nil
+	}
+	var ee *ingest.EventError
+	errors.As(err, &ee)
+	if cloud && ee.Field == "timestamp" {
+		ee.Field = "time"
+	}
+	return ee
 }
 
 func (s *Server) futureSkew() time.Duration {

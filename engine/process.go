@@ -196,11 +196,11 @@ func (e *Engine) failedLetter(ctx context.Context, m *kafka.Message, ev *rating.
 	if errors.As(err, &ee) {
 		return ingest.DeadLetter{Msg: *m, Reason: ee.Reason, Field: ee.Field, Detail: ee.Detail}
 	}
-	reason := rateReason(err)
+	reason := ingest.RateReason(err)
 	if reason == ingest.ReasonNoSubscription && e.cfg.CustomerExists != nil && !e.cfg.CustomerExists(ctx, ev.CustomerID) {
 		reason = ingest.ReasonUnknownCust
 	}
-	return ingest.DeadLetter{Msg: *m, Reason: reason, Field: reasonField(reason), Detail: err.Error()}
+	return ingest.DeadLetter{Msg: *m, Reason: reason, Field: ingest.ReasonField(reason), Detail: err.Error()}
 }
 
 // finish archives a prepared batch, sends its dead letters and commits its
@@ -413,30 +413,7 @@ func dimColumns(ev *rating.Event) (keys, values []string) {
 	return keys, values
 }
 
-func reasonField(reason string) string {
-	switch reason {
-	case ingest.ReasonUnknownCust:
-		return "customer_id"
-	case ingest.ReasonNoSubscription, ingest.ReasonSubEnded:
-		return "subscription_id"
-	}
-	return ""
-}
-
 func isUnknownSubscription(err error) bool {
 	return errors.Is(err, rating.ErrNoActiveSubscription) || errors.Is(err, rating.ErrUnknownSubscription) ||
 		errors.Is(err, rating.ErrSubscriptionNotActive) || errors.Is(err, rating.ErrSubscriptionEnded)
-}
-
-func rateReason(err error) string {
-	switch {
-	case errors.Is(err, rating.ErrSubscriptionEnded):
-		return ingest.ReasonSubEnded
-	case errors.Is(err, rating.ErrNoActiveSubscription), errors.Is(err, rating.ErrSubscriptionNotActive):
-		return ingest.ReasonNoSubscription
-	case errors.Is(err, rating.ErrUnknownSubscription), errors.Is(err, rating.ErrCustomerMismatch):
-		return ingest.ReasonNoSubscription
-	default:
-		return ingest.ReasonUnratable
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/creditmeter/creditmeter/internal/fault"
+	"github.com/creditmeter/creditmeter/rating"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -45,6 +46,33 @@ const (
 	ReasonUnratable      = "unratable"          // no meter of the subscription's plan matches
 	ReasonTooLate        = "too_late"           // older than the grace window
 )
+
+// RateReason is the dead-letter reason of a rating error. The caller turns
+// ReasonNoSubscription into ReasonUnknownCust when the customer does not
+// exist.
+func RateReason(err error) string {
+	switch {
+	case errors.Is(err, rating.ErrSubscriptionEnded):
+		return ReasonSubEnded
+	case errors.Is(err, rating.ErrNoActiveSubscription), errors.Is(err, rating.ErrSubscriptionNotActive):
+		return ReasonNoSubscription
+	case errors.Is(err, rating.ErrUnknownSubscription), errors.Is(err, rating.ErrCustomerMismatch):
+		return ReasonNoSubscription
+	default:
+		return ReasonUnratable
+	}
+}
+
+// ReasonField is the event field a rating reason points at ("" for none).
+func ReasonField(reason string) string {
+	switch reason {
+	case ReasonUnknownCust:
+		return "customer_id"
+	case ReasonNoSubscription, ReasonSubEnded:
+		return "subscription_id"
+	}
+	return ""
+}
 
 // Writers hold the producers of the usage topic and its dead-letter topic.
 type Writers struct {

@@ -341,17 +341,13 @@ func replay(ctx context.Context, o replayOptions) (*replayReport, error) {
 
 // rateFailure names a rating failure with the engine's dead-letter reasons.
 func rateFailure(ctx context.Context, cat *catalogstore.Store, ev *rating.Event, err error) (reason, field, detail string) {
-	switch {
-	case errors.Is(err, rating.ErrSubscriptionEnded):
-		return ingest.ReasonSubEnded, "subscription_id", err.Error()
-	case errors.Is(err, rating.ErrNoActiveSubscription), errors.Is(err, rating.ErrSubscriptionNotActive),
-		errors.Is(err, rating.ErrUnknownSubscription), errors.Is(err, rating.ErrCustomerMismatch):
+	reason = ingest.RateReason(err)
+	if reason == ingest.ReasonNoSubscription {
 		if _, cerr := cat.Customer(ctx, ev.CustomerID); errors.Is(cerr, catalogstore.ErrNotFound) {
-			return ingest.ReasonUnknownCust, "customer_id", err.Error()
+			reason = ingest.ReasonUnknownCust
 		}
-		return ingest.ReasonNoSubscription, "subscription_id", err.Error()
 	}
-	return ingest.ReasonUnratable, "", err.Error()
+	return reason, ingest.ReasonField(reason), err.Error()
 }
 
 // replayedAt fills ReplayedAt of listed dead letters from dlq replay's
