@@ -26,14 +26,18 @@ export async function pageDeadLetters() {
   const next = h('button', { type: 'button', class: 'secondary', id: 'dl-next', disabled: true }, 'Older ›');
   const err = banner('error', 'dl-error');
 
+  let latest = 0; // a slower answer to an older query must not replace a newer one
   async function load() {
+    const seq = ++latest;
     const i = state.cursors.length - 1;
     const q = new URLSearchParams({ limit: state.limit });
     if (state.reason) q.set('reason', state.reason);
     if (state.since) q.set('since', state.since);
     if (state.cursors[i]) q.set('cursor', state.cursors[i]);
     let r;
-    try { r = await get('/dead-letters?' + q); err.textContent = ''; } catch (e) { err.textContent = 'Dead letters: ' + e.message; return; }
+    try { r = await get('/dead-letters?' + q); } catch (e) { if (seq === latest) err.textContent = 'Dead letters: ' + e.message; return; }
+    if (seq !== latest) return;
+    err.textContent = '';
     renderCounts(r.counts || {});
     const n = r.total || 0;
     total.textContent = n + ' dead letter' + (n === 1 ? '' : 's') + (state.reason ? ' with reason ' + state.reason : '') + (state.since ? ' since ' + when(state.since) : '') + '.';

@@ -71,12 +71,16 @@ export async function pageUsage(customer, mine) {
     if (f) q.set('feature', f);
     return q;
   }
+  let latest = 0; // a slower answer to an older query must not replace a newer one
   async function load() {
+    const seq = ++latest;
     const i = state.cursors.length - 1;
     const q = new URLSearchParams(state.query);
     if (state.cursors[i]) q.set('cursor', state.cursors[i]);
     let r;
-    try { r = await get(path + '?' + q); clearErrors(form); } catch (e) { showError(form, e); return; }
+    try { r = await get(path + '?' + q); } catch (e) { if (seq === latest) showError(form, e); return; }
+    if (seq !== latest) return;
+    clearErrors(form);
     const groups = r.group_by ? r.group_by.split(',') : [];
     const rows = r.rows || [];
     const qty = rows.some((x) => x.quantity != null);
