@@ -154,7 +154,8 @@ func (e *Ending) Settle(ctx context.Context, s *rating.Subscription) (bool, erro
 			}
 			cb, _ := decimal.NewFromString(g.CostBasis)
 			req := balance.GrantRequest{Key: "carry:" + s.ID + ":" + g.ID, Subscription: next.ID, Type: g.Type, Amount: g.Remaining,
-				EffectiveAt: eff, ExpiresAt: g.ExpiresAt, CostBasis: cb, Reason: archive.CarriedOverPrefix + s.ID + " (grant " + g.ID + ")"}
+				EffectiveAt: eff, ExpiresAt: g.ExpiresAt, CostBasis: cb, Reason: archive.CarriedOverPrefix + s.ID + " (grant " + g.ID + ")",
+				CarryOver: true}
 			res, err := a.Store.Grant(ctx, req)
 			if err != nil {
 				return false, fmt.Errorf("carrying grant %s to %s: %w", g.ID, next.ID, err)

@@ -2,6 +2,7 @@ package accounts_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/archive"
+	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/internal/app"
 	"github.com/creditmeter/creditmeter/internal/app/apptest"
 	"github.com/creditmeter/creditmeter/internal/seed"
 	"github.com/creditmeter/creditmeter/rating"
@@ -72,5 +75,54 @@ func TestEndExpiresAndRefundsPurchased(t *testing.T) {
 		CreditValue: decimal.RequireFromString("0.04"), CreditCurrency: "AIT"})
 	if err != nil || !inv.TotalDue.IsZero() || !inv.ClosingBalance.IsZero() {
 		t.Fatalf("invoice: due %s closing %s %v: %+v", inv.TotalDue, inv.ClosingBalance, err, inv.Lines)
+	}
+}
+
+// A plan change whose successor has room for fewer grants than the old
+// subscription carries (the successor was topped up during the grace
+// window) still settles: carried grants pass the cap, so nothing is left
+// on the ended subscription and nothing is carried twice.
+func TestCarryOverBeyondTheGrantCap(t *testing.T) {
+	st := apptest.StoresWith(t, app.Options{Balance: balance.Options{MaxGrants: 3}})
+	ctx := context.Background()
+	if err := seed.Catalog(ctx, st.Catalog); err != nil {
+		t.Fatal(err)
+	}
+	old, err := seed.Subscribe(ctx, st.Catalog, st.Accounts, seed.Subscription{Customer: "acme", Plan: seed.PlanUnfunded, Included: "10", GrantType: "purchased"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adjust := func(sub, key string, n int64) {
+		t.Helper()
+		if _, err := st.Accounts.Adjust(ctx, balance.AdjustRequest{Key: key, Subscription: sub, Amount: credit.Credits(n), Reason: "r", Actor: "a"}, "acme"); err != nil {
+			t.Fatalf("adjust %s %s: %v", sub, key, err)
+		}
+	}
+	adjust(old, "o1", 1)
+	adjust(old, "o2", 2) // 3 grants: the cap
+	ch, err := st.Catalog.ChangePlan(ctx, old, &rating.Subscription{ID: "sub-acme-2", PlanID: seed.PlanUnfunded}, time.Time{}, "change-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Accounts.OpenSubscription(ctx, rating.Terms(ch.Subscription, ch.Plan), nil); err != nil {
+		t.Fatal(err)
+	}
+	adjust("sub-acme-2", "n1", 5)
+	adjust("sub-acme-2", "n2", 6)
+	grace := 15 * time.Minute
+	e := &accounts.Ending{Accounts: st.Accounts, Catalog: st.Catalog, Grace: grace, Now: func() time.Time { return ch.Previous.EndAt.Add(grace) }}
+	for i := 0; i < 2; i++ {
+		if n, err := e.Once(ctx); err != nil || n != 1-i {
+			t.Fatalf("settle %d: %d %v", i, n, err)
+		}
+	}
+	for sub, want := range map[string]credit.Amount{old: 0, "sub-acme-2": credit.Credits(10 + 1 + 2 + 5 + 6)} {
+		if v, err := st.Accounts.Balance(ctx, sub); err != nil || v.Total != want {
+			t.Errorf("after the carry-over: %s has %s (%v), want %s", sub, v.Total, err, want)
+		}
+	}
+	// the cap still holds for the successor's own new grants
+	if _, err := st.Accounts.Adjust(ctx, balance.AdjustRequest{Key: "n3", Subscription: "sub-acme-2", Amount: 1, Reason: "r", Actor: "a"}, "acme"); !errors.Is(err, balance.ErrTooManyGrants) {
+		t.Errorf("a new grant on the successor beyond the cap: %v", err)
 	}
 }

@@ -213,3 +213,43 @@ func TestGrantCap(t *testing.T) {
 		t.Fatalf("%d expiry entries, balance %+v", expiries, v)
 	}
 }
+
+// The cap refuses clients' new grants, never credits the customer already
+// owns: a paid pending top-up's confirmation and a plan change's carried
+// grants pass it, up to the hard ceiling (SystemGrantsFactor × the cap),
+// while a client's grant is still refused.
+func TestGrantCapSparesPaidAndCarriedCredits(t *testing.T) {
+	e := newEnv(t, 0)
+	e.s.grants = 2
+	sub := "owned"
+	e.open(sub, Overage)
+	p, _, err := e.s.CreatePending(e.ctx, PendingRequest{Key: "paid", Subscription: sub, Amount: c(5), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.grant(sub, "g1", Promotional, c(1), time.Time{}, time.Time{})
+	e.grant(sub, "g2", Promotional, c(1), time.Time{}, time.Time{})
+	if _, err := e.s.Grant(e.ctx, GrantRequest{Key: "g3", Subscription: sub, Type: Promotional, Amount: c(1)}); !errors.Is(err, ErrTooManyGrants) {
+		t.Fatalf("a client's grant beyond the cap: %v", err)
+	}
+	// paid before the cap was reached: confirmed all the same
+	if p, res, err := e.s.ConfirmPending(e.ctx, sub, p.ID); err != nil || p.Status != TopUpConfirmed || res.Balance != c(7) {
+		t.Fatalf("confirming a paid top-up at the cap: %+v %+v %v", p, res, err)
+	}
+	ceiling := 2 * SystemGrantsFactor
+	for i := 4; i <= ceiling; i++ {
+		if _, err := e.s.Grant(e.ctx, GrantRequest{Key: fmt.Sprint("carry-", i), Subscription: sub, Type: Purchased, Amount: c(1), CarryOver: true}); err != nil {
+			t.Fatalf("carried grant %d (cap 2, ceiling %d): %v", i, ceiling, err)
+		}
+	}
+	_, err = e.s.Grant(e.ctx, GrantRequest{Key: "carry-over-ceiling", Subscription: sub, Type: Purchased, Amount: c(1), CarryOver: true})
+	if !errors.Is(err, ErrTooManyGrants) {
+		t.Fatalf("carried grant beyond the ceiling %d: %v", ceiling, err)
+	}
+	if _, err := e.s.TopUp(e.ctx, TopUpRequest{Key: "t1", Subscription: sub, Amount: c(1)}); !errors.Is(err, ErrTooManyGrants) {
+		t.Fatalf("a client's top-up beyond the cap: %v", err)
+	}
+	if v := e.balance(sub); len(v.Grants) != ceiling || v.Total != c(int64(ceiling)-3+7) {
+		t.Fatalf("%d grants, total %s", len(v.Grants), v.Total)
+	}
+}

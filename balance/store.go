@@ -34,12 +34,18 @@ type Options struct {
 	// MaxGrants caps the live grants (remaining > 0) of a subscription: a
 	// grant, top-up or positive adjustment beyond it is refused with
 	// ErrTooManyGrants, so every script's work stays bounded. Default
-	// DefaultMaxGrants.
+	// DefaultMaxGrants. Credits the customer already owns (a confirmed
+	// paid top-up, carried grants) pass it up to SystemGrantsFactor × it.
 	MaxGrants int
 }
 
 // DefaultMaxGrants is the default cap on a subscription's live grants.
 const DefaultMaxGrants = 100
+
+// SystemGrantsFactor × MaxGrants is the hard ceiling of live grants for
+// credits the customer already owns (a confirmed paid top-up, a plan
+// change's carried grants), which the cap does not refuse.
+const SystemGrantsFactor = 10
 
 // Store is the Redis balance store. It is safe for concurrent use.
 type Store struct {
@@ -273,7 +279,7 @@ func (s *Store) Grant(ctx context.Context, g GrantRequest) (ChangeResult, error)
 		}
 		fields = append(fields, "charge", g.Charge.String(), "currency", g.Currency)
 	}
-	return s.change(ctx, g.Subscription, g.Key, fp, "grant", "grant", g.Type, g.Amount, eff, g.ExpiresAt, g.CostBasis.String(), false, "", fields...)
+	return s.change(ctx, g.Subscription, g.Key, fp, "grant", "grant", g.Type, g.Amount, eff, g.ExpiresAt, g.CostBasis.String(), false, "", g.CarryOver, fields...)
 }
 
 // TopUp buys credits: the amount must be within the plan's min/max; it
@@ -305,7 +311,7 @@ func (s *Store) TopUp(ctx context.Context, t TopUpRequest) (ChangeResult, error)
 		}
 		// the script checks the value, then counts the purchase in the month
 		res, err := s.change(ctx, t.Subscription, t.Key, fp, "grant", "topup", Purchased, t.Amount, s.now(), t.ExpiresAt, vs, false,
-			topUpTerms(vs, s.now(), charge, cur, t.reserved), "charge", charge.String(), "currency", cur)
+			topUpTerms(vs, s.now(), charge, cur, t.reserved), t.reserved, "charge", charge.String(), "currency", cur)
 		if errors.Is(err, errStaleCreditValue) {
 			continue
 		}
@@ -370,13 +376,13 @@ func (s *Store) Adjust(ctx context.Context, a AdjustRequest) (ChangeResult, erro
 	}
 	fp := fingerprint(parts...)
 	if a.Amount > 0 {
-		return s.change(ctx, a.Subscription, a.Key, fp, "grant", "adjustment", Adjustment, a.Amount, s.now(), a.ExpiresAt, "", false, "", fields...)
+		return s.change(ctx, a.Subscription, a.Key, fp, "grant", "adjustment", Adjustment, a.Amount, s.now(), a.ExpiresAt, "", false, "", false, fields...)
 	}
-	return s.change(ctx, a.Subscription, a.Key, fp, "deduct", "adjustment", Adjustment, -a.Amount, s.now(), time.Time{}, "", a.Force, "", fields...)
+	return s.change(ctx, a.Subscription, a.Key, fp, "deduct", "adjustment", Adjustment, -a.Amount, s.now(), time.Time{}, "", a.Force, "", false, fields...)
 }
 
 func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ GrantType, amt credit.Amount,
-	eff, exp time.Time, cost string, force bool, expect string, fields ...string) (ChangeResult, error) {
+	eff, exp time.Time, cost string, force bool, expect string, owned bool, fields ...string) (ChangeResult, error) {
 	switch {
 	case key == "" || len(key) > 200:
 		return ChangeResult{}, fmt.Errorf("%w: idempotency key is required (at most 200 bytes)", ErrInvalid)
@@ -391,7 +397,13 @@ func (s *Store) change(ctx context.Context, sub, key, fp, op, kind string, typ G
 	if force {
 		f = "1"
 	}
-	args := []any{s.nowMs(), s.grace, key, fp, op, kind, string(typ), int64(amt), eff.UnixMilli(), ms(exp), cost, f, expect, s.grants}
+	// owned: credits the customer already has (paid, carried over) pass the
+	// cap up to the hard ceiling; refusing them would strand them
+	maxg := s.grants
+	if owned {
+		maxg *= SystemGrantsFactor
+	}
+	args := []any{s.nowMs(), s.grace, key, fp, op, kind, string(typ), int64(amt), eff.UnixMilli(), ms(exp), cost, f, expect, maxg}
 	for _, x := range fields {
 		args = append(args, x)
 	}

@@ -94,6 +94,10 @@ type GrantRequest struct {
 	// paid for (purchased included credits), so invoices can bill it.
 	Charge   decimal.Decimal
 	Currency string
+	// CarryOver marks credits the customer already owns, moved from a
+	// plan change's predecessor: refusing them would strand them, so they
+	// pass MaxGrants, up to SystemGrantsFactor × MaxGrants.
+	CarryOver bool
 }
 
 // TopUpRequest is a customer's self-service purchase of credits.
