@@ -76,7 +76,8 @@ func balanceError(err error) error {
 			Message: fmt.Sprintf("this top-up would exceed the plan's purchase limit of %s %s per month: %s %s already bought or pending in %s (UTC)",
 				pl.Limit, unit, pl.Used, unit, pl.Period)}
 	case errors.Is(err, balance.ErrOutOfRange):
-		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "amount", Message: err.Error()}
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "out_of_range", Field: "amount",
+			Message: "this change would take the balance beyond ±9,000,000,000 credits, the most a balance holds"}
 	case errors.Is(err, balance.ErrTooManyGrants):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "too_many_grants", Field: "amount",
 			Message: strings.TrimPrefix(err.Error(), "balance: ") + "; credits must be used up or expire before another grant, top-up or positive adjustment"}

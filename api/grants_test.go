@@ -117,3 +117,24 @@ func TestGrantCapAndGrantPaging(t *testing.T) {
 		}
 	}
 }
+
+// A change that would take the balance past ±9,000,000,000 credits is a
+// 422 out_of_range saying so in the API's words, not the script's error
+// code or a Go identifier.
+func TestOutOfRangeNamesTheLimit(t *testing.T) {
+	e, _, _ := newBalanceEnvOpts(t, balance.Options{})
+	e.seed()
+	id := e.must(201, "POST", "/v1/subscriptions", admin, seedSub, "Idempotency-Key", "create-1").body["id"].(string)
+	base := "/v1/subscriptions/" + id
+	check := func(r resp) {
+		t.Helper()
+		code, field, msg := r.err()
+		if code != "out_of_range" || field != "amount" || !strings.Contains(msg, "9,000,000,000") ||
+			strings.Contains(msg, "CMRANGE") || strings.Contains(msg, "credit.") || strings.Contains(msg, "balance: ") {
+			t.Errorf("out of range: %s", r.raw)
+		}
+	}
+	check(e.must(422, "POST", base+"/adjustments", admin, `{"amount":"8999999999","reason":"r"}`, "Idempotency-Key", "up"))
+	e.must(201, "POST", base+"/adjustments", admin, `{"amount":"-9000000000","reason":"r","force":true}`, "Idempotency-Key", "down-1")
+	check(e.must(422, "POST", base+"/adjustments", admin, `{"amount":"-1000","reason":"r","force":true}`, "Idempotency-Key", "down-2"))
+}
