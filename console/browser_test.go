@@ -815,6 +815,12 @@ func TestConsolePlanPurchaseLimits(t *testing.T) {
 	b.fill("plan-cv-0-currency", "USD")
 	b.fill("plan-cons-0-feature", "ai-agent-email")
 	b.fill("plan-cons-0-rate", "1")
+	// Ticked with nothing typed is not saved silently as a plan without limits.
+	b.click("#plan-save")
+	b.waitText("#plan-min-error", "minimum or a maximum")
+	if status := s.status(t, admin, "/v1/plans/limited"); status != 404 {
+		t.Errorf("a plan was saved with Min, Max rules ticked and no limits: %d", status)
+	}
 	// Typed as a person types them.
 	b.run("type the limits", chromedp.Click(chromedp.CSS("#plan-min")), chromedp.SendKeys(chromedp.CSS("#plan-min"), "250"),
 		chromedp.Click(chromedp.CSS("#plan-max")), chromedp.SendKeys(chromedp.CSS("#plan-max"), "8000"))

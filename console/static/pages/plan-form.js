@@ -35,6 +35,11 @@ export async function pagePlanForm(id) {
     document.getElementById('plan-saved').textContent = '';
     const body = { id: val('plan-id'), product: val('plan-product'), name: val('plan-name'), type: val('plan-type'), billing_model: val('plan-billing-model') };
     if (body.billing_model === 'prepaid') body.prepaid = readPrepaid(prices, rows);
+    // ticked with nothing typed would save a plan without limits, silently
+    if (body.prepaid && checked('plan-minmax') && !val('plan-min') && !val('plan-max')) {
+      showError(form, { field: 'prepaid.min_purchase', message: 'Enter a minimum or a maximum purchase, or untick Min, Max rules.' });
+      return;
+    }
     try {
       const saved = id ? await api('PUT', '/plans/' + encodeURIComponent(id), body) : await api('POST', '/plans', body);
       if (!id) { location.hash = '#/plans/' + encodeURIComponent(saved.id); return; }
