@@ -76,12 +76,12 @@ var (
 
 // checkPeriod accepts YYYY-MM from 1970-01 to 2105-12.
 func checkPeriod(period string) error {
-	from, to, err := archive.ParsePeriod(period)
+	_, _, err := archive.ParsePeriod(period)
+	if errors.Is(err, archive.ErrPeriodOutOfRange) {
+		return &Error{Status: http.StatusBadRequest, Code: "out_of_range", Field: "period", Message: "period must be from 1970-01 to 2105-12"}
+	}
 	if err != nil {
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "period", Message: "period must be a month as YYYY-MM, e.g. 2026-11"}
-	}
-	if from.Before(minReportTime) || to.After(maxReportTime) {
-		return &Error{Status: http.StatusBadRequest, Code: "out_of_range", Field: "period", Message: "period must be from 1970-01 to 2105-12"}
 	}
 	return nil
 }

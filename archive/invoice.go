@@ -86,13 +86,22 @@ type Invoice struct {
 	TotalDue           decimal.Decimal `json:"total_due"`       // sum of billable lines, money
 }
 
+// ErrPeriodOutOfRange: a month outside the archive's DateTime range
+// (1970-01 to 2105-12), whose bounds ClickHouse would wrap (1900-01 read
+// as a later month, 9999-12 not parsed).
+var ErrPeriodOutOfRange = fmt.Errorf("%w: period must be from 1970-01 to 2105-12", ErrInvalidQuery)
+
 // ParsePeriod reads a calendar month "2026-11" as [first day, next first day) UTC.
 func ParsePeriod(period string) (time.Time, time.Time, error) {
 	from, err := time.Parse("2006-01", period)
 	if err != nil || from.Format("2006-01") != period {
 		return time.Time{}, time.Time{}, fmt.Errorf("%w: period %q, want YYYY-MM", ErrInvalidQuery, period)
 	}
-	return from, from.AddDate(0, 1, 0), nil
+	to := from.AddDate(0, 1, 0)
+	if from.Year() < 1970 || to.After(time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		return time.Time{}, time.Time{}, fmt.Errorf("%w, got %s", ErrPeriodOutOfRange, period)
+	}
+	return from, to, nil
 }
 
 // BuildInvoice assembles the invoice of sub for period from the archive:

@@ -42,6 +42,18 @@ func TestInvoiceAndReconcileHelp(t *testing.T) {
 	}
 }
 
+// A period outside the archive's DateTime range is refused before any
+// query, as the API refuses it: not a ClickHouse parse error (9999-12), nor
+// an invoice of 1900-01 showing today's balance as its opening balance.
+func TestInvoicePeriodOutOfRange(t *testing.T) {
+	for _, p := range []string{"9999-12", "1900-01", "1969-12", "2106-01", "0000-01"} {
+		out, err := run(t, nil, "invoice", "--subscription", "s", "--period", p, "--clickhouse-addr", "127.0.0.1:1")
+		if err == nil || !strings.Contains(out, "--period") || !strings.Contains(out, "1970-01 to 2105-12") {
+			t.Errorf("invoice --period %s: %v\n%s", p, err, out)
+		}
+	}
+}
+
 // reconcile exits non-zero on drift and names it; --repair fixes it.
 func TestReconcileCommand(t *testing.T) {
 	st := apptest.Stores(t)
