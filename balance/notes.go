@@ -21,6 +21,12 @@ const (
 	NoteExhausted = 'X' // from above zero to zero or below
 	NoteExpired   = 'E' // breakage: a grant's remainder expired (Ref the grant, Amount the remainder)
 	NoteTopUp     = 'T' // a top-up bought credits (Ref the grant, Amount the credits)
+	// A pending top-up's new status (Ref the top-up, Seq its grant's entry
+	// once confirmed, Balance as before the call).
+	NoteTopUpPending   = 'p'
+	NoteTopUpConfirmed = 'c'
+	NoteTopUpFailed    = 'f'
+	NoteTopUpExpired   = 'x'
 )
 
 // Note is one recorded notification of a subscription.

@@ -176,3 +176,45 @@ func TestSweepDeliversWhatADeadNodeLeft(t *testing.T) {
 		})
 	}
 }
+
+// A pending top-up created and confirmed by a node that dies before its
+// observers run: another node's sweep emits topup.pending,
+// topup.confirmed and the confirmation's topup.created, once each.
+func TestPendingTopUpSurvivesANodeDying(t *testing.T) {
+	rc, pfx := testenv.Keyspace(t)
+	ctx := context.Background()
+	bal, _ := balance.New(rc, balance.Options{Prefix: pfx})
+	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{})
+	ep, err := hooks.Create(ctx, webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: webhook.Types})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bal.OpenAccount(ctx, balance.AccountSpec{Subscription: "sub-p", Customer: "cust-p", Policy: balance.Unfunded, Currency: "USD",
+		CreditValue: decimal.NewFromInt(1)}); err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := bal.CreatePending(ctx, balance.PendingRequest{Key: "k", Subscription: "sub-p", Amount: credit.Credits(100), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := bal.ConfirmPending(ctx, "sub-p", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := (&webhook.Notifier{Emitter: hooks, Notes: bal, Ledger: bal}).Sweep(ctx, []string{"sub-p"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := hooks.Deliveries(ctx, ep.ID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, d := range ds {
+		got[d.EventType]++
+	}
+	want := map[string]int{webhook.TopUpPending: 1, webhook.TopUpConfirmed: 1, webhook.TopUpCreated: 1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+}

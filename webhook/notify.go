@@ -134,6 +134,13 @@ var noteTypes = map[byte]string{balance.NoteLow: BalanceLow, balance.NoteRecover
 func (n *Notifier) emitNotes(ctx context.Context, p balance.PendingNotes) error {
 	var errs []error
 	for _, nt := range p.Notes {
+		if e, ok, err := n.pendingEvent(ctx, p.Subscription, p.Customer, nt); ok || err != nil {
+			errs = append(errs, err)
+			if ok {
+				errs = append(errs, n.Emitter.Emit(ctx, e))
+			}
+			continue
+		}
 		typ := noteTypes[nt.Kind]
 		if typ == "" {
 			continue // a kind of a newer version: nothing to say here

@@ -167,6 +167,15 @@ local function note_balance(change)
   end
   notes_flush()
 end
+-- note_topup records a pending top-up's new status (topup.lua), with the
+-- balance as loaded: topup.pending, .confirmed, .failed (failed, expired).
+local TOPUP_NOTES = {pending = 'p', confirmed = 'c', failed = 'f', expired = 'x'}
+local function note_topup(id, rec)
+  local k = TOPUP_NOTES[rec.status]
+  if not k then return end
+  note(k, tonumber(rec.seq or '0') or 0, tonumber(acct.bal or '0'), id, tonumber(rec.amount) or 0)
+  notes_flush()
+end
 
 -- sweep turns remainders of grants expired longer than the grace window
 -- into breakage, once: the remainder is zeroed in the same script.
