@@ -122,4 +122,10 @@ func (s *Server) subscriptionCreated(ctx context.Context, res *catalogstore.Crea
 	if err := s.hooks.Emit(ctx, e); err != nil {
 		s.log.Warn("api: emitting subscription.created failed", "subscription", sub.ID, "err", err)
 	}
+	// active at once: started now (a scheduled one: by serve's lifecycle sweep at its start)
+	if !sub.StartAt.After(time.Now()) {
+		if err := s.hooks.Emit(ctx, webhook.StartedEvent(sub)); err != nil {
+			s.log.Warn("api: emitting subscription.started failed", "subscription", sub.ID, "err", err)
+		}
+	}
 }
