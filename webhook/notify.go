@@ -62,8 +62,8 @@ func (n *Notifier) event(ctx context.Context, typ, sub string, seq int64, d Data
 }
 
 // Batches drains the notifications of the engine's applied batches that
-// may have some: those that crossed the low-balance threshold, are at or
-// below zero, wrote breakage, or were redelivered (the node that applied
+// may have some: those that crossed the low-balance threshold, reached
+// zero, wrote breakage, or were redelivered (the node that applied
 // them first may have died before its drain; redelivered lines come
 // first). The engine calls it before it commits the batch's offsets,
 // retrying its errors; Sweep finds anything else left.
@@ -72,11 +72,29 @@ func (n *Notifier) Batches(ctx context.Context, results []balance.BatchResult) e
 	for i := range results {
 		r := &results[i]
 		redelivered := len(r.Lines) > 0 && r.Lines[0].Status == balance.DuplicateOffset
-		if r.Err == nil && (r.Crossing != balance.NoChange || r.Balance <= 0 || redelivered || hasExpiry(r.Entries)) {
+		if r.Err == nil && (r.Crossing != balance.NoChange || (r.Balance <= 0 && exhausted(r)) || redelivered || hasExpiry(r.Entries)) {
 			subs = append(subs, r.Subscription)
 		}
 	}
 	return n.Drain(ctx, subs)
+}
+
+// exhausted reports whether an applied line of r took the balance from
+// above zero to zero or below (an account in debt drains nothing more).
+func exhausted(r *balance.BatchResult) bool {
+	for _, l := range r.Lines {
+		if l.Status != balance.Applied {
+			continue
+		}
+		before := l.Balance + l.Overage
+		for _, d := range l.Draws {
+			before += d.Amount
+		}
+		if before > 0 && l.Balance <= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func hasExpiry(es []balance.Entry) bool {
