@@ -114,11 +114,7 @@ func (s *Server) subscriptionCreated(ctx context.Context, res *catalogstore.Crea
 		return
 	}
 	sub := res.Subscription
-	d := webhook.Data{Subscription: sub.ID, Customer: sub.CustomerID, Plan: sub.PlanID}
-	if !sub.StartAt.IsZero() {
-		d.StartsAt = sub.StartAt.UTC().Format(time.RFC3339Nano)
-	}
-	e := webhook.Event{ID: webhook.EventID(webhook.SubscriptionCreated, sub.ID), Type: webhook.SubscriptionCreated, Data: d}
+	e := webhook.CreatedEvent(sub)
 	if err := s.hooks.Emit(ctx, e); err != nil {
 		s.log.Warn("api: emitting subscription.created failed", "subscription", sub.ID, "err", err)
 	}

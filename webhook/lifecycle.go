@@ -25,6 +25,16 @@ func StartedEvent(sub *rating.Subscription) Event {
 	return Event{ID: EventID(SubscriptionStarted, sub.ID), Type: SubscriptionStarted, Data: d}
 }
 
+// CreatedEvent is the subscription.created event of sub, as the API emits
+// it (id: the subscription's).
+func CreatedEvent(sub *rating.Subscription) Event {
+	d := Data{Subscription: sub.ID, Customer: sub.CustomerID, Plan: sub.PlanID}
+	if !sub.StartAt.IsZero() {
+		d.StartsAt = sub.StartAt.UTC().Format(time.RFC3339Nano)
+	}
+	return Event{ID: EventID(SubscriptionCreated, sub.ID), Type: SubscriptionCreated, Data: d}
+}
+
 // EndEvent is the event of sub's end: subscription.changed when a plan
 // change replaced it, else subscription.ended. Its id carries the end, so
 // a moved end is a new event; false when sub has no end.
@@ -41,15 +51,15 @@ func EndEvent(sub *rating.Subscription) (Event, bool) {
 	return Event{ID: EventID(typ, sub.ID, end), Type: typ, Data: d}, true
 }
 
-// Lifecycle emits the subscription events the catalog implies: started
-// once a subscription's start has passed (also when no node ran at that
-// instant), and changed/ended once it has an end, for what the API's own
-// emission did not (a node that died between the catalog write and its
+// Lifecycle emits the subscription events the catalog implies: created,
+// started once a subscription's start has passed (also when no node ran at
+// that instant), and changed/ended once it has an end, for what the API's
+// own emission did not (a node that died between the catalog write and its
 // emission). Run it on one node at a time (serve: under a lease); two at
 // once still make each event once (ids are stable, Emit stores one).
 //
-// What was emitted is remembered in the outbox's hash "life" (field
-// s:<sub>, e:<sub> = the end emitted) and in memory, so a pass costs
+// What was emitted is remembered in the outbox's hash "life" (fields
+// c:<sub>, s:<sub>, e:<sub> = the end emitted) and in memory, so a pass costs
 // nothing for a subscription already told. Starts and ends more than
 // Lookback ago (default the outbox retention) are not emitted: after an
 // upgrade, old subscriptions are not announced again.
@@ -58,7 +68,7 @@ type Lifecycle struct {
 	Lookback time.Duration
 
 	mu   sync.Mutex
-	done map[string]bool // "s:<sub>" and "e:<sub>:<end>" emitted
+	done map[string]bool // "c:<sub>", "s:<sub>" and "e:<sub>:<end>" emitted
 }
 
 // Once emits what subs imply and is not yet told; it returns how many
@@ -79,6 +89,9 @@ func (l *Lifecycle) Once(ctx context.Context, subs []*rating.Subscription) (int,
 		l.done = map[string]bool{}
 	}
 	for _, s := range subs {
+		if !s.CreatedAt.IsZero() && now.Sub(s.CreatedAt) < back && !l.done["c:"+s.ID] {
+			work = append(work, todo{field: "c:" + s.ID, memo: "c:" + s.ID, value: "1", e: CreatedEvent(s)})
+		}
 		if !s.StartAt.After(now) && now.Sub(s.StartAt) < back && !l.done["s:"+s.ID] {
 			work = append(work, todo{field: "s:" + s.ID, memo: "s:" + s.ID, value: "1", e: StartedEvent(s)})
 		}

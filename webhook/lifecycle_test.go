@@ -16,9 +16,9 @@ import (
 // A scheduled subscription's subscription.started is emitted once its
 // start has passed, by whichever node looks next (none ran at the
 // instant), once across two nodes and a restart, with the start in the
-// payload; a subscription cancelled without its emission (the API node
-// died) gets subscription.ended from the sweep, one whose plan changed
-// subscription.changed; and a start or end older than the lookback (an
+// payload; a subscription created, or cancelled, without its emission (the
+// API node died) gets subscription.created or .ended from the sweep, one
+// whose plan changed subscription.changed; and a start or end older than the lookback (an
 // upgrade meeting old subscriptions) is not announced.
 func TestLifecycleEmitsStartedOnce(t *testing.T) {
 	rc, pfx := testenv.Keyspace(t)
@@ -35,10 +35,10 @@ func TestLifecycleEmitsStartedOnce(t *testing.T) {
 	end := t0.Add(30 * 24 * time.Hour)
 	start := t0.Add(2 * time.Hour)
 	subs := []*rating.Subscription{
-		{ID: "sched", CustomerID: "c1", PlanID: "p", StartAt: start},
+		{ID: "sched", CustomerID: "c1", PlanID: "p", StartAt: start, CreatedAt: t0},
 		{ID: "cancelled", CustomerID: "c2", PlanID: "p", StartAt: t0.Add(-30 * 24 * time.Hour), EndAt: &end},
 		{ID: "changed", CustomerID: "c3", PlanID: "p", StartAt: t0.Add(-30 * 24 * time.Hour), EndAt: &end, ReplacedBy: "changed-2"},
-		{ID: "old", CustomerID: "c4", PlanID: "p", StartAt: t0.Add(-30 * 24 * time.Hour)},
+		{ID: "old", CustomerID: "c4", PlanID: "p", StartAt: t0.Add(-30 * 24 * time.Hour), CreatedAt: t0.Add(-30 * 24 * time.Hour)},
 	}
 	nodes := []*webhook.Lifecycle{{Store: hooks}, {Store: hooks}}
 	pass := func() int {
@@ -76,8 +76,10 @@ func TestLifecycleEmitsStartedOnce(t *testing.T) {
 	changed, _ := webhook.EndEvent(subs[2])
 	started := webhook.StartedEvent(subs[0])
 	got := types()
-	if len(got) != 2 || got[webhook.SubscriptionEnded+" "+ended.ID] != 1 || got[webhook.SubscriptionChanged+" "+changed.ID] != 1 {
-		t.Fatalf("before the start: %v; want only the repaired ended and changed", got)
+	created := webhook.CreatedEvent(subs[0])
+	if len(got) != 3 || got[webhook.SubscriptionEnded+" "+ended.ID] != 1 || got[webhook.SubscriptionChanged+" "+changed.ID] != 1 ||
+		got[webhook.SubscriptionCreated+" "+created.ID] != 1 {
+		t.Fatalf("before the start: %v; want only the repaired created, ended and changed", got)
 	}
 	clock.Store(start.Add(5 * time.Hour).UnixMilli()) // no node looked at the start
 	pass()
@@ -87,7 +89,7 @@ func TestLifecycleEmitsStartedOnce(t *testing.T) {
 		t.Errorf("a restarted node emitted %d events again", n)
 	}
 	got = types()
-	if len(got) != 3 || got[webhook.SubscriptionStarted+" "+started.ID] != 1 {
+	if len(got) != 4 || got[webhook.SubscriptionStarted+" "+started.ID] != 1 {
 		t.Fatalf("after the start: %v; want one subscription.started %s", got, started.ID)
 	}
 	body, err := rc.Get(ctx, pfx+"{wh}:ev:"+started.ID).Result()
