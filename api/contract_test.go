@@ -255,7 +255,7 @@ func TestContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc.Observer = &webhook.Notifier{Emitter: hooks}
+	acc.Observer = &webhook.Notifier{Emitter: hooks, Notes: st.Balances, Ledger: st.Balances}
 	srv := api.NewServer(api.Options{Catalog: store, Ledger: acc, Balances: acc, Events: ev, Reports: archive.Reports{Conn: conn}, AdminTokens: []string{admin},
 		Logger: slog.New(slog.DiscardHandler), Webhooks: hooks, PaymentSecret: paymentSecret,
 		DeadLetters: ingest.DeadLetterReader{Conn: ingest.Plain(b.Addr()), Topic: "usage-events-dlq"}})

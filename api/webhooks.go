@@ -114,12 +114,14 @@ func (s *Server) subscriptionCreated(ctx context.Context, res *catalogstore.Crea
 		return
 	}
 	sub := res.Subscription
-	d := webhook.Data{Subscription: sub.ID, Customer: sub.CustomerID, Plan: sub.PlanID}
-	if !sub.StartAt.IsZero() {
-		d.StartsAt = sub.StartAt.UTC().Format(time.RFC3339Nano)
-	}
-	e := webhook.Event{ID: webhook.EventID(webhook.SubscriptionCreated, sub.ID), Type: webhook.SubscriptionCreated, Data: d}
+	e := webhook.CreatedEvent(sub)
 	if err := s.hooks.Emit(ctx, e); err != nil {
 		s.log.Warn("api: emitting subscription.created failed", "subscription", sub.ID, "err", err)
+	}
+	// active at once: started now (a scheduled one: by serve's lifecycle sweep at its start)
+	if !sub.StartAt.After(time.Now()) {
+		if err := s.hooks.Emit(ctx, webhook.StartedEvent(sub)); err != nil {
+			s.log.Warn("api: emitting subscription.started failed", "subscription", sub.ID, "err", err)
+		}
 	}
 }

@@ -46,7 +46,7 @@ func TestWebhooksAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	acc := &accounts.Accounts{Store: bs, Archive: archive.NewWriter(conn),
-		Observer: &webhook.Notifier{Emitter: hooks, Customer: func(ctx context.Context, sub string) (string, error) {
+		Observer: &webhook.Notifier{Emitter: hooks, Notes: bs, Ledger: bs, Customer: func(ctx context.Context, sub string) (string, error) {
 			s, err := store.Subscription(ctx, sub)
 			if err != nil {
 				return "", err

@@ -97,7 +97,7 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc.Observer = &webhook.Notifier{Emitter: hooks}
+	acc.Observer = &webhook.Notifier{Emitter: hooks, Notes: stores.Balances, Ledger: stores.Balances}
 	disp, err := webhook.NewDispatcher(hooks, webhook.DispatcherOptions{Schedule: []time.Duration{300 * time.Millisecond, 300 * time.Millisecond}, Poll: 100 * time.Millisecond, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func TestEngineEmitsCrossings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &webhook.Notifier{Emitter: hooks}
+	n := &webhook.Notifier{Emitter: hooks, Notes: h.Balances}
 	var msgs []kafka.Message
 	base := time.Now()
 	for i := range 40 {

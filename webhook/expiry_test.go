@@ -49,7 +49,7 @@ func TestExpirySweepEmitsGrantExpired(t *testing.T) {
 	}
 	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{})
 	ep, _ := hooks.Create(ctx, webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: []string{webhook.GrantExpired}})
-	n := &webhook.Notifier{Emitter: hooks, Ledger: bal}
+	n := &webhook.Notifier{Emitter: hooks, Ledger: bal, Notes: bal}
 	sweep := &accounts.ExpirySweep{Accounts: acc, Notify: n.ExpiredRange, List: func(context.Context) ([]accounts.SubscriptionRef, error) {
 		return []accounts.SubscriptionRef{{ID: sub, Customer: "idle"}}, nil
 	}}

@@ -7,18 +7,27 @@ import (
 	"time"
 
 	"github.com/creditmeter/creditmeter/balance"
-	"github.com/creditmeter/creditmeter/credit"
 )
 
-// Notifier turns balance changes into events. Every id derives from the
-// subscription's ledger seq of the change, so seeing a change twice emits
-// one event.
+// Notifier turns balance changes into events. The balance scripts record
+// what a change should tell (balance.Note) in the subscription's account,
+// atomically with the change; the notifier drains those records into the
+// outbox: right after a node's own writes (Batches, ObserveTopUp,
+// ObserveAdjust), and in a sweep over every subscription (Sweep) for what
+// a node that died left. Every id derives from the subscription, the kind
+// and the ledger seq of the change, so a record emitted twice is one event.
 type Notifier struct {
 	Emitter Emitter
+	// Notes reads and acknowledges the recorded notifications (balance.Store).
+	Notes interface {
+		Notes(ctx context.Context, subs []string) ([]balance.PendingNotes, error)
+		AckNotes(ctx context.Context, p balance.PendingNotes) error
+	}
 	// Customer names a subscription's customer (the catalog's); nil or an
 	// error leaves customer_id out.
 	Customer func(ctx context.Context, sub string) (string, error)
-	// Ledger reads ledger entries (balance.Store), for ExpiredRange.
+	// Ledger reads ledger entries (balance.Store): ExpiredRange, and a
+	// top-up's charge.
 	Ledger interface {
 		Ledger(ctx context.Context, sub string, fromSeq int64, limit int) ([]balance.Entry, error)
 	}
@@ -52,41 +61,26 @@ func (n *Notifier) event(ctx context.Context, typ, sub string, seq int64, d Data
 	return Event{ID: SeqEventID(typ, sub, seq), Type: typ, CreatedAt: n.now(), Data: d}
 }
 
-// crossing is the event of a low-balance crossing, if any.
-func crossing(c balance.LowChange) string {
-	switch c {
-	case balance.WentLow:
-		return BalanceLow
-	case balance.WentOK:
-		return BalanceRecovered
-	}
-	return ""
-}
-
-// Batches emits the events of the engine's applied batches: crossings,
-// exhaustion (a line that took the balance from above zero to zero or
-// below) and the breakage the scripts wrote. The engine calls it before it
-// commits the batch's offsets, retrying its errors.
+// Batches drains the notifications of the engine's applied batches that
+// may have some: those that crossed the low-balance threshold, reached
+// zero, wrote breakage, or were redelivered (the node that applied
+// them first may have died before its drain; redelivered lines come
+// first). The engine calls it before it commits the batch's offsets,
+// retrying its errors; Sweep finds anything else left.
 func (n *Notifier) Batches(ctx context.Context, results []balance.BatchResult) error {
-	var errs []error
+	var subs []string
 	for i := range results {
 		r := &results[i]
-		if r.Err != nil || r.LastSeq == 0 {
-			continue
+		redelivered := len(r.Lines) > 0 && r.Lines[0].Status == balance.DuplicateOffset
+		if r.Err == nil && (r.Crossing != balance.NoChange || (r.Balance <= 0 && exhausted(r)) || redelivered || hasExpiry(r.Entries)) {
+			subs = append(subs, r.Subscription)
 		}
-		if t := crossing(r.Crossing); t != "" {
-			errs = append(errs, n.Emitter.Emit(ctx, n.event(ctx, t, r.Subscription, r.LastSeq, Data{Balance: r.Balance.String()})))
-		}
-		if exhausted(r) {
-			errs = append(errs, n.Emitter.Emit(ctx, n.event(ctx, BalanceExhausted, r.Subscription, r.LastSeq, Data{Balance: r.Balance.String()})))
-		}
-		errs = append(errs, n.Expired(ctx, r.Subscription, "", r.Entries))
 	}
-	return errors.Join(errs...)
+	return n.Drain(ctx, subs)
 }
 
 // exhausted reports whether an applied line of r took the balance from
-// above zero to zero or below.
+// above zero to zero or below (an account in debt drains nothing more).
 func exhausted(r *balance.BatchResult) bool {
 	for _, l := range r.Lines {
 		if l.Status != balance.Applied {
@@ -103,79 +97,125 @@ func exhausted(r *balance.BatchResult) bool {
 	return false
 }
 
-// Expired emits grant.expired for the expiry entries among entries.
-func (n *Notifier) Expired(ctx context.Context, sub, customer string, entries []balance.Entry) error {
+func hasExpiry(es []balance.Entry) bool {
+	for _, e := range es {
+		if e.Kind == "expiry" {
+			return true
+		}
+	}
+	return false
+}
+
+// Drain emits the recorded notifications of subs and acknowledges them
+// once emitted; a failed emission leaves them for the next drain.
+func (n *Notifier) Drain(ctx context.Context, subs []string) error {
+	if len(subs) == 0 || n.Notes == nil {
+		return nil
+	}
+	ps, err := n.Notes.Notes(ctx, subs)
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, e := range entries {
-		if e.Kind != "expiry" {
+	for _, p := range ps {
+		if err := n.emitNotes(ctx, p); err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		amt := e.Amount
-		if amt < 0 {
-			amt = -amt
-		}
-		errs = append(errs, n.Emitter.Emit(ctx, n.event(ctx, GrantExpired, sub, e.Seq,
-			Data{Customer: customer, Grant: e.Grant, Amount: amt.String(), Balance: e.Balance.String()})))
+		errs = append(errs, n.Notes.AckNotes(ctx, p))
 	}
 	return errors.Join(errs...)
 }
 
-// ExpiredRange emits grant.expired for the expiry entries from..to of sub
-// (engine.ExpirySweep.Notify).
-func (n *Notifier) ExpiredRange(ctx context.Context, sub, customer string, from, to int64) error {
-	if n.Ledger == nil || to < from {
-		return nil
+// Sweep drains every subscription of subs that has notifications left
+// (serve runs it every few seconds under a lease): the repair of a node
+// that died between a change and its emission.
+func (n *Notifier) Sweep(ctx context.Context, subs []string) (int, error) {
+	if n.Notes == nil {
+		return 0, nil
 	}
-	es, err := n.Ledger.Ledger(ctx, sub, from, int(to-from+1))
-	if err != nil {
-		return err
+	ps, err := n.Notes.Notes(ctx, subs)
+	if err != nil || len(ps) == 0 {
+		return 0, err
 	}
-	return n.Expired(ctx, sub, customer, es)
+	pending := make([]string, len(ps))
+	for i, p := range ps {
+		pending[i] = p.Subscription
+	}
+	return len(ps), n.Drain(ctx, pending)
+}
+
+// noteTypes maps a note's kind to its event type.
+var noteTypes = map[byte]string{balance.NoteLow: BalanceLow, balance.NoteRecovered: BalanceRecovered,
+	balance.NoteExhausted: BalanceExhausted, balance.NoteExpired: GrantExpired, balance.NoteTopUp: TopUpCreated}
+
+func (n *Notifier) emitNotes(ctx context.Context, p balance.PendingNotes) error {
+	var errs []error
+	for _, nt := range p.Notes {
+		if e, ok, err := n.pendingEvent(ctx, p.Subscription, p.Customer, nt); ok || err != nil {
+			errs = append(errs, err)
+			if ok {
+				errs = append(errs, n.Emitter.Emit(ctx, e))
+			}
+			continue
+		}
+		typ := noteTypes[nt.Kind]
+		if typ == "" {
+			continue // a kind of a newer version: nothing to say here
+		}
+		d := Data{Customer: p.Customer, Balance: nt.Balance.String()}
+		switch nt.Kind {
+		case balance.NoteExpired:
+			d.Grant, d.Amount = nt.Ref, nt.Amount.String()
+		case balance.NoteTopUp:
+			d.Grant, d.Amount = nt.Ref, nt.Amount.String()
+			if n.Ledger != nil {
+				es, err := n.Ledger.Ledger(ctx, p.Subscription, nt.Seq, 1)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if len(es) == 1 && es[0].Seq == nt.Seq {
+					d.Charge, d.Currency = es[0].Fields["charge"], es[0].Fields["currency"]
+				}
+			}
+		}
+		errs = append(errs, n.Emitter.Emit(ctx, n.event(ctx, typ, p.Subscription, nt.Seq, d)))
+	}
+	return errors.Join(errs...)
+}
+
+// ExpiredRange emits the notifications of an expiry sweep's Expire of sub
+// (engine.ExpirySweep.Notify): its grant.expired events, recorded by the
+// script with the breakage.
+func (n *Notifier) ExpiredRange(ctx context.Context, sub, _ string, _, _ int64) error {
+	return n.Drain(ctx, []string{sub})
 }
 
 // observeTimeout bounds an emission from ObserveTopUp/ObserveAdjust, which
 // have no context of their own.
 const observeTimeout = 5 * time.Second
 
-// ObserveTopUp emits topup.created and any crossing of an applied top-up
-// (engine.AccountObserver). A failure is logged: the top-up stands.
-func (n *Notifier) ObserveTopUp(req balance.TopUpRequest, res balance.ChangeResult, err error) {
-	if err != nil || res.Replayed {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), observeTimeout)
-	defer cancel()
-	errs := []error{n.Emitter.Emit(ctx, n.event(ctx, TopUpCreated, req.Subscription, res.Seq, Data{Amount: req.Amount.String(),
-		Balance: res.Balance.String(), Charge: res.Charge.String(), Currency: res.Currency, Grant: res.GrantID}))}
-	errs = append(errs, n.crossed(ctx, req.Subscription, res))
-	n.logErr("top-up", req.Subscription, errors.Join(errs...))
+// ObserveTopUp drains the notifications of a top-up (topup.created, a
+// crossing), replays included: the retry of a request whose node died
+// before its emission emits what it left (engine.AccountObserver). A
+// failure is logged: the top-up stands, and Sweep emits it later.
+func (n *Notifier) ObserveTopUp(req balance.TopUpRequest, _ balance.ChangeResult, _ error) {
+	n.observe("top-up", req.Subscription)
 }
 
-// ObserveAdjust emits the crossing of an applied adjustment, if any.
-func (n *Notifier) ObserveAdjust(req balance.AdjustRequest, res balance.ChangeResult, err error) {
-	if err != nil || res.Replayed {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), observeTimeout)
-	defer cancel()
-	n.logErr("adjustment", req.Subscription, n.crossed(ctx, req.Subscription, res))
+// ObserveAdjust drains the notifications of an adjustment (a crossing,
+// balance.exhausted).
+func (n *Notifier) ObserveAdjust(req balance.AdjustRequest, _ balance.ChangeResult, _ error) {
+	n.observe("adjustment", req.Subscription)
 }
 
-func (n *Notifier) crossed(ctx context.Context, sub string, res balance.ChangeResult) error {
-	var errs []error
-	if t := crossing(res.Crossing); t != "" {
-		errs = append(errs, n.Emitter.Emit(ctx, n.event(ctx, t, sub, res.Seq, Data{Balance: res.Balance.String()})))
-	}
-	if res.Balance <= 0 && len(res.Draws) > 0 {
-		var drawn credit.Amount
-		for _, d := range res.Draws {
-			drawn += d.Amount
-		}
-		if res.Balance+drawn > 0 {
-			errs = append(errs, n.Emitter.Emit(ctx, n.event(ctx, BalanceExhausted, sub, res.Seq, Data{Balance: res.Balance.String()})))
-		}
-	}
-	return errors.Join(errs...)
+// observe drains after a refusal too: a refused change may have written
+// the breakage of its sweep.
+func (n *Notifier) observe(what, sub string) {
+	ctx, cancel := context.WithTimeout(context.Background(), observeTimeout)
+	defer cancel()
+	n.logErr(what, sub, n.Drain(ctx, []string{sub}))
 }
 
 func (n *Notifier) logErr(what, sub string, err error) {

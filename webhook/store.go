@@ -116,6 +116,7 @@ func (s *Store) kDue() string               { return s.p + "due" }
 func (s *Store) kDelivery(id string) string { return s.p + "d:" + id }
 func (s *Store) kAttempts(id string) string { return s.p + "dl:" + id }
 func (s *Store) kLog(ep string) string      { return s.p + "log:" + ep }
+func (s *Store) kLife() string              { return s.p + "life" }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

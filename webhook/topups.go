@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"strconv"
 
 	"github.com/creditmeter/creditmeter/balance"
@@ -17,23 +18,44 @@ const (
 
 func init() { Types = append(Types, TopUpPending, TopUpConfirmed, TopUpFailed) }
 
-// ObservePending emits the event of a pending top-up's new status; its id
-// derives from the top-up and the status, so a repeat emits one event.
+// ObservePending drains the notifications of a pending top-up's new status
+// (accounts.PaymentObserver): topup.lua records them with the change, so a
+// node that dies first leaves them to Sweep.
 func (n *Notifier) ObservePending(p balance.PendingTopUp) {
-	typ := map[string]string{balance.TopUpPending: TopUpPending, balance.TopUpConfirmed: TopUpConfirmed,
-		balance.TopUpFailed: TopUpFailed, balance.TopUpExpired: TopUpFailed}[p.Status]
+	n.observe("pending top-up", p.Subscription)
+}
+
+// pendingTypes maps a pending top-up's note to its event type.
+var pendingTypes = map[byte]string{balance.NoteTopUpPending: TopUpPending, balance.NoteTopUpConfirmed: TopUpConfirmed,
+	balance.NoteTopUpFailed: TopUpFailed, balance.NoteTopUpExpired: TopUpFailed}
+
+// pendingEvent is the event of a pending top-up's note; its id derives
+// from the top-up and the type, so a repeat emits one event.
+func (n *Notifier) pendingEvent(ctx context.Context, sub, customer string, nt balance.Note) (Event, bool, error) {
+	typ := pendingTypes[nt.Kind]
 	if typ == "" {
-		return
+		return Event{}, false, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), observeTimeout)
-	defer cancel()
-	d := Data{Subscription: p.Subscription, Customer: n.customer(ctx, p.Subscription), TopUp: p.ID, Amount: p.Amount.String(),
-		Charge: p.Charge.String(), Currency: p.Currency, Grant: p.GrantID, LedgerSeq: p.Seq, Reason: p.Reason}
-	if p.Status == balance.TopUpExpired {
+	d := Data{Subscription: sub, Customer: customer, TopUp: nt.Ref, Amount: nt.Amount.String(), LedgerSeq: nt.Seq}
+	if r, ok := n.Notes.(interface {
+		PendingTopUp(ctx context.Context, sub, id string) (balance.PendingTopUp, error)
+	}); ok {
+		p, err := r.PendingTopUp(ctx, sub, nt.Ref)
+		if err != nil && !errors.Is(err, balance.ErrTopUpNotFound) {
+			return Event{}, false, err
+		}
+		d.Charge, d.Currency = p.Charge.String(), p.Currency
+		switch nt.Kind { // the record may have moved on since the note
+		case balance.NoteTopUpConfirmed:
+			d.Grant = p.GrantID
+		case balance.NoteTopUpFailed:
+			d.Reason = p.Reason
+		}
+	}
+	if nt.Kind == balance.NoteTopUpExpired {
 		d.Reason = "expired"
 	}
-	e := Event{ID: EventID(typ, p.Subscription, p.ID), Type: typ, CreatedAt: n.now(), Data: d}
-	n.logErr("pending top-up", p.Subscription, n.Emitter.Emit(ctx, e))
+	return Event{ID: EventID(typ, sub, nt.Ref), Type: typ, CreatedAt: n.now(), Data: d}, true, nil
 }
 
 // Auto-recharge events (accounts.Recharger.Notify).

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/creditmeter/creditmeter/balance"
+	"github.com/creditmeter/creditmeter/credit"
 	"github.com/creditmeter/creditmeter/internal/config"
 	"github.com/creditmeter/creditmeter/internal/testenv"
 	"github.com/creditmeter/creditmeter/webhook"
@@ -252,22 +253,30 @@ func TestEndpoints(t *testing.T) {
 }
 
 // The engine's batch results seen twice (a redelivery, two nodes) make one
-// event per crossing; an exhausting line makes balance.exhausted and an
-// expiry entry grant.expired.
+// event per crossing; an exhausting line makes balance.exhausted and the
+// breakage the batch's sweep wrote grant.expired.
 func TestNotifierIdempotent(t *testing.T) {
 	rc, prefix := testenv.Keyspace(t)
 	ctx := context.Background()
+	clock := time.Now()
+	bal, _ := balance.New(rc, balance.Options{Prefix: prefix, Now: func() time.Time { return clock }})
 	s, _ := webhook.NewStore(rc, prefix, webhook.Options{})
 	ep, err := s.Create(ctx, webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: webhook.Types})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &webhook.Notifier{Emitter: s, Customer: func(context.Context, string) (string, error) { return "acme", nil }}
-	res := []balance.BatchResult{{Subscription: "sub-a", Crossing: balance.WentLow, Balance: -2_000_000, FirstSeq: 7, LastSeq: 9,
-		Lines: []balance.LineResult{{Status: balance.Applied, Balance: 1_000_000, Draws: []balance.Draw{{Grant: "g", Amount: 1_000_000}}},
-			{Status: balance.Applied, Balance: -2_000_000, Draws: []balance.Draw{{Grant: "g", Amount: 1_000_000}}, Overage: 2_000_000}},
-		Entries: []balance.Entry{{Seq: 7, Kind: "expiry", Amount: -3_000_000, Grant: "g0"}, {Seq: 8, Kind: "usage"}}},
-		{Subscription: "sub-b", Crossing: balance.NoChange, LastSeq: 3, Balance: 5}}
+	b := crossingBatch(t, bal, "sub-a")
+	g, err := bal.Grant(ctx, balance.GrantRequest{Key: "promo", Subscription: "sub-a", Type: balance.Promotional, Amount: credit.Credits(3),
+		EffectiveAt: clock.Add(-time.Hour), ExpiresAt: clock.Add(-time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Lines = append(b.Lines, balance.Line{EventID: "big", Offset: 99, Time: clock, Credits: credit.Credits(40)})
+	res, err := bal.Apply(ctx, []balance.Batch{b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &webhook.Notifier{Emitter: s, Notes: bal, Customer: func(context.Context, string) (string, error) { return "ignored", nil }}
 	for range 2 {
 		if err := n.Batches(ctx, res); err != nil {
 			t.Fatal(err)
@@ -285,11 +294,12 @@ func TestNotifierIdempotent(t *testing.T) {
 	if fmt.Sprint(types) != fmt.Sprint(want) {
 		t.Fatalf("events %v, want %v", types, want)
 	}
-	body, err := rc.Get(ctx, prefix+"{wh}:ev:"+webhook.SeqEventID(webhook.GrantExpired, "sub-a", 7)).Result()
+	body, err := rc.Get(ctx, prefix+"{wh}:ev:"+webhook.SeqEventID(webhook.GrantExpired, "sub-a", res[0].FirstSeq)).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, frag := range []string{`"type":"grant.expired"`, `"customer_id":"acme"`, `"amount":"3"`, `"grant_id":"g0"`, `"ledger_seq":7`} {
+	for _, frag := range []string{`"type":"grant.expired"`, `"customer_id":"cust-sub-a"`, `"amount":"3"`, `"grant_id":"` + g.GrantID + `"`,
+		fmt.Sprintf(`"ledger_seq":%d`, res[0].FirstSeq)} {
 		if !contains(body, frag) {
 			t.Errorf("body %s lacks %s", body, frag)
 		}

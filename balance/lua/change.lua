@@ -49,6 +49,7 @@ if op == 'grant' then
   extra[#extra + 1] = 'g'; extra[#extra + 1] = gid
   extra[#extra + 1] = 'type'; extra[#extra + 1] = gtype
   ledger(kind, amount, extra)
+  if kind == 'topup' then note('T', seq, bal, gid, amount) end -- webhooks: topup.created
   grants[#grants + 1] = {id = gid, type = gtype, amount = amount, rem = amount, eff = eff, exp = exp, seq = seq, cost = cost, dirty = true}
   table.sort(grants, before)
   -- lastg/lastb: the latest grant's seq and the balance it left (auto-recharge's crossing)

@@ -134,6 +134,49 @@ local function available(at)
   return s - debt
 end
 
+-- Notifications (webhooks): what a change should tell — a low-balance
+-- crossing, the balance reaching zero, breakage, a top-up — is recorded in
+-- the account's field nq by the script that made the change, so a node
+-- that dies before emitting it loses nothing (balance/notes.go drains it).
+-- Records are ';'-separated 'type,seq,balance[,ref,amount]'; at most
+-- NOTES_KEPT, the oldest dropped. Nothing is done on a call with none.
+local NOTES_KEPT = 64
+local notes = {}
+local function note(t, s, b, ref, amt)
+  local r = t .. ',' .. D(s) .. ',' .. D(b)
+  if ref then r = r .. ',' .. ref .. ',' .. D(amt) end
+  notes[#notes + 1] = r
+end
+local function notes_flush()
+  if #notes == 0 then return end
+  if acct.nq and acct.nq ~= '' then table.insert(notes, 1, acct.nq) end
+  local q = table.concat(notes, ';')
+  local _, n = string.gsub(q, ';', '')
+  for _ = NOTES_KEPT, n do q = string.sub(q, string.find(q, ';', 1, true) + 1) end
+  redis.call('HSET', K_ACCOUNT, 'nq', q)
+  acct.nq, notes = q, {}
+end
+-- note_balance records the crossing ('down'/'up') of a call and whether it
+-- took the balance from above zero to zero or below (acct: as loaded). An
+-- account's opening and its first change (seq 0 loaded: a new account
+-- starts low until its first grant) tell nothing.
+local function note_balance(change)
+  if acct.seq ~= '0' then
+    if change ~= '' then note(change == 'down' and 'L' or 'U', seq, bal) end
+    if bal <= 0 and tonumber(acct.bal or '0') > 0 then note('X', seq, bal) end
+  end
+  notes_flush()
+end
+-- note_topup records a pending top-up's new status (topup.lua), with the
+-- balance as loaded: topup.pending, .confirmed, .failed (failed, expired).
+local TOPUP_NOTES = {pending = 'p', confirmed = 'c', failed = 'f', expired = 'x'}
+local function note_topup(id, rec)
+  local k = TOPUP_NOTES[rec.status]
+  if not k then return end
+  note(k, tonumber(rec.seq or '0') or 0, tonumber(acct.bal or '0'), id, tonumber(rec.amount) or 0)
+  notes_flush()
+end
+
 -- sweep turns remainders of grants expired longer than the grace window
 -- into breakage, once: the remainder is zeroed in the same script.
 local function sweep()
@@ -143,7 +186,7 @@ local function sweep()
       g.rem = 0
       g.dirty = true
       bal = bal - r
-      ledger('expiry', -r, {'g', g.id})
+      note('E', ledger('expiry', -r, {'g', g.id}), bal, g.id, r)
     end
   end
 end
@@ -224,6 +267,7 @@ local function finish(idem)
     if low == '1' then change = 'down' else change = 'up' end
   end
   redis.call('HSET', K_ACCOUNT, 'bal', D(bal), 'debt', D(debt), 'seq', D(seq), 'low', low, 'nexp', D(nextExpiry()))
+  note_balance(change)
   if #pending > 0 then
     local ik, iv
     if idem then ik, iv = idem(change, low) end

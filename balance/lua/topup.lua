@@ -15,6 +15,7 @@ local rec = raw and cjson.decode(raw)
 local function save(changed)
   raw = cjson.encode(rec)
   redis.call('HSET', K_TOPUPS, id, raw)
+  note_topup(id, rec) -- webhooks: topup.pending, .confirmed, .failed
   return {changed, raw}
 end
 local function release()

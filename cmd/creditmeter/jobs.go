@@ -27,11 +27,12 @@ const (
 	lowRepairEvery  = time.Minute      // a lost low-set update is repaired within this
 	topUpSweepEvery = 15 * time.Second // unpaid top-ups expire (reservation given back) within this
 	rechargeEvery   = 5 * time.Second  // a crossing below the auto-recharge threshold is topped up within this
+	webhookEvery    = 5 * time.Second  // a notification a dead node left, a scheduled start: emitted within this
 )
 
 // jobs are serve's background jobs and their leases.
 type jobs struct {
-	rollup, expiry, low, topups, recharge *lease.Lease
+	rollup, expiry, low, topups, recharge, webhooks *lease.Lease
 	// rechargeMetrics are the auto-recharge job's (serve registers them).
 	rechargeMetrics *accounts.RechargeMetrics
 }
@@ -39,7 +40,7 @@ type jobs struct {
 func newJobs(rc redis.UniversalClient, prefix string) (*jobs, error) {
 	j := &jobs{}
 	var err error
-	for name, l := range map[string]**lease.Lease{"rollup-refresh": &j.rollup, "expiry-sweep": &j.expiry, "low-balance": &j.low, "pending-topups": &j.topups, "auto-recharge": &j.recharge} {
+	for name, l := range map[string]**lease.Lease{"rollup-refresh": &j.rollup, "expiry-sweep": &j.expiry, "low-balance": &j.low, "pending-topups": &j.topups, "auto-recharge": &j.recharge, "webhook-sweep": &j.webhooks} {
 		if *l, err = lease.New(rc, prefix, name, jobLeaseTTL); err != nil {
 			return nil, err
 		}
@@ -48,7 +49,7 @@ func newJobs(rc redis.UniversalClient, prefix string) (*jobs, error) {
 }
 
 // start runs the jobs until ctx ends; wg waits for them.
-func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, acc *accounts.Accounts, notifier *webhook.Notifier, log *slog.Logger) {
+func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, cat *catalogstore.Store, acc *accounts.Accounts, hooks *webhook.Store, notifier *webhook.Notifier, log *slog.Logger) {
 	report := func(err error) { log.Warn("lease", "err", err) }
 	run := func(l *lease.Lease, job func(context.Context)) {
 		wg.Add(1)
@@ -76,6 +77,7 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 	run(j.topups, func(ctx context.Context) { (&accounts.PendingSweep{Accounts: acc, Log: log}).Run(ctx, topUpSweepEvery) })
 	recharger := &accounts.Recharger{Accounts: acc, List: sweep.List, Notify: notifier.ObserveRecharge, Metrics: j.rechargeMetrics, Log: log}
 	run(j.recharge, func(ctx context.Context) { recharger.Run(ctx, rechargeEvery) })
+	run(j.webhooks, func(ctx context.Context) { webhookSweep(ctx, hooks, notifier, cat, webhookEvery, log) })
 	run(j.low, func(ctx context.Context) {
 		list := func(ctx context.Context) ([]string, error) {
 			subs, err := cat.Subscriptions(ctx)

@@ -172,7 +172,7 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ln, mln n
 			}
 		}()
 	}
-	bg.start(engineCtx, &wg, conn, cat.store, acc, notifier, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
+	bg.start(engineCtx, &wg, conn, cat.store, acc, hooks, notifier, log) // rollup refresh, expiry sweep, low-set repair: once per deployment
 	wg.Add(1)
 	go func() { defer wg.Done(); dispatcher.Run(engineCtx) }()
 	if cfg.Engine.Enabled {
@@ -315,7 +315,7 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 		Repair:        repairer,
 		RedisIdentity: bal.Identity,
 		WaitReplicas:  waitReplicas(bal, cfg.Engine.MinReplicas, cfg.Engine.WaitTimeout),
-		Notify:        notifier.Batches,
+		Notify:        notifyBatches(notifier),
 	}, src, writers, cat.rater, bal, writer)
 	if err != nil {
 		return err

@@ -22,7 +22,8 @@ import (
 // Two serve processes on one Redis prefix and consumer group: an endpoint
 // registered on one, a subscription created on it, usage streamed through
 // Kafka that crosses the low-balance threshold and exhausts the balance, a
-// top-up on the other. A real receiver that refuses each event twice gets
+// top-up on the other; subscription.started at its creation (it starts at
+// once). A real receiver that refuses each event twice gets
 // every event once, signed, and the delivery log on either node says so.
 func TestServeWebhooksTwoNodes(t *testing.T) {
 	h := e2e.New(t, 2)
@@ -79,7 +80,7 @@ func TestServeWebhooksTwoNodes(t *testing.T) {
 	}))
 	defer rcv.Close()
 
-	ep := call(0, "POST", "/v1/webhooks", `{"url":"`+rcv.URL+`","events":["balance.low","balance.recovered","balance.exhausted","topup.created","subscription.created"]}`, 201)
+	ep := call(0, "POST", "/v1/webhooks", `{"url":"`+rcv.URL+`","events":["balance.low","balance.recovered","balance.exhausted","topup.created","subscription.created","subscription.started"]}`, 201)
 	mu.Lock()
 	secret = ep["secret"].(string)
 	mu.Unlock()
@@ -98,11 +99,11 @@ func TestServeWebhooksTwoNodes(t *testing.T) {
 	h.WaitGroupDone("wh", 2*time.Minute)
 	call(1, "POST", "/v1/subscriptions/sub-wh/topups", `{"amount":"300"}`, 201)
 
-	want := map[string]int{"subscription.created": 1, "balance.low": 1, "balance.exhausted": 1, "topup.created": 1, "balance.recovered": 1}
+	want := map[string]int{"subscription.created": 1, "subscription.started": 1, "balance.low": 1, "balance.exhausted": 1, "topup.created": 1, "balance.recovered": 1}
 	eventually(t, "the receiver accepts every event", func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		if len(accepted) < 5 {
+		if len(accepted) < len(want) {
 			return fmt.Errorf("accepted %v", accepted)
 		}
 		return nil
@@ -130,7 +131,7 @@ func TestServeWebhooksTwoNodes(t *testing.T) {
 	for node := range addrs {
 		log := call(node, "GET", "/v1/webhooks/"+ep["id"].(string)+"/deliveries", "", 200)
 		ds, _ := log["data"].([]any)
-		if len(ds) != 5 {
+		if len(ds) != len(want) {
 			t.Fatalf("node %d: delivery log %v", node, log)
 		}
 		for _, d := range ds {
