@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the development services from Debian's packages: Redis 7, ClickHouse
-# 18.16, Prometheus 2.42, and the tools tests use (kcat, chromium). Idempotent; needs root on Debian 12. The packages'
-# own init scripts are not used: start.sh runs each service on loopback.
+# 18.16, Prometheus 2.42, and the tools tests use (kcat, chromium). Idempotent;
+# needs root on Debian 12. The packages' own init scripts are not used:
+# start.sh runs each service on loopback.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 need=()
