@@ -16,8 +16,9 @@ import (
 var RedisACLCommands = []string{
 	// connection: go-redis's handshake, readiness, WAIT and Identity.
 	"ping", "hello", "auth", "select", "info", "wait",
-	// Redis Cluster topology (cluster mode only).
-	"cluster|slots", "cluster|shards",
+	// Redis Cluster topology, and COMMAND, which go-redis's cluster client
+	// asks for routing before each command until answered (cluster mode only).
+	"cluster|slots", "cluster|shards", "command",
 	// scripts: balances, catalog versions, leases.
 	"evalsha", "eval", "script|load", "script|exists",
 	// catalog transactions.
