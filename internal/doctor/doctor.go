@@ -172,7 +172,7 @@ func pingRedis(ctx context.Context, c config.Redis, prefix string) (string, stri
 		err := cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
 			info, err := n.ClusterInfo(ctx).Result()
 			if err != nil {
-				return fmt.Errorf("node %s: %w", n.Options().Addr, err)
+				return fmt.Errorf("node %s: %w", n.Options().Addr, config.ExplainRedisError(conn, err))
 			}
 			if !strings.Contains(info, "cluster_state:ok") {
 				return fmt.Errorf("node %s: cluster_state is not ok", n.Options().Addr)
