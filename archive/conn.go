@@ -168,8 +168,11 @@ func explain(c ConnConfig, err error) error {
 	var notTLS tls.RecordHeaderError
 	var ex *clickhouse.Exception
 	switch {
-	// UNKNOWN_USER, WRONG_PASSWORD (18.16), AUTHENTICATION_FAILED (later).
-	case errors.As(err, &ex) && (ex.Code == 192 || ex.Code == 193 || ex.Code == 516):
+	// UNKNOWN_USER (18.16; later versions answer 516 for both, not to tell
+	// which users exist), WRONG_PASSWORD (18.16), AUTHENTICATION_FAILED.
+	case errors.As(err, &ex) && ex.Code == 192:
+		return &config.SettingError{Flag: "clickhouse-user", Err: fmt.Errorf("ClickHouse has no user %q: %w", c.User, err)}
+	case errors.As(err, &ex) && (ex.Code == 193 || ex.Code == 516):
 		return &config.SettingError{Flag: "clickhouse-password", Err: fmt.Errorf("ClickHouse refused user %q with this password (--clickhouse-user, --clickhouse-password): %w", c.User, err)}
 	case errors.As(err, &unknownCA):
 		return &config.SettingError{Flag: "clickhouse-tls-ca-file", Err: fmt.Errorf("the server's certificate is not signed by a trusted CA: %w", err)}

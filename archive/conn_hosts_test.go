@@ -72,3 +72,15 @@ func TestOpenNamesWrongPassword(t *testing.T) {
 		t.Fatalf("open with a wrong password: %v, want an error naming --clickhouse-password", err)
 	}
 }
+
+// A user the server does not know is named as --clickhouse-user (18.16
+// tells UNKNOWN_USER from a wrong password).
+func TestOpenNamesUnknownUser(t *testing.T) {
+	_, cc := testenv.ClickHouse(t)
+	cc.User = "nosuch_" + testenv.RandomID(t)[:6]
+	_, err := archive.Open(context.Background(), cc)
+	var se *config.SettingError
+	if !errors.As(err, &se) || se.Flag != "clickhouse-user" || !strings.Contains(err.Error(), cc.User) {
+		t.Fatalf("open as an unknown user: %v, want an error naming --clickhouse-user and the user", err)
+	}
+}

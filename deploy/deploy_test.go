@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/creditmeter/creditmeter/internal/config"
+	"github.com/creditmeter/creditmeter/internal/testenv"
 )
 
 // staticBuild runs the Dockerfile's go build line (with its ARG defaults)
@@ -118,7 +119,7 @@ func TestDockerfileBuildsAStaticBinary(t *testing.T) {
 func TestSystemdUnitVerifies(t *testing.T) {
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("systemd-analyze not installed (Debian package systemd): the unit is not verified")
+		testenv.Unavailable(t, "systemd-analyze (Debian package systemd, installed by deploy/local/install.sh)", "PATH", err)
 	}
 	unit, err := os.ReadFile("systemd/creditmeter.service")
 	if err != nil {

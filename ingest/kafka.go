@@ -294,6 +294,9 @@ type ConsumerConfig struct {
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
 	RebalanceTimeout  time.Duration
+	// RebalanceStrategy is how the group assigns partitions: "range" (the
+	// default) or "round-robin" (see RebalanceStrategies).
+	RebalanceStrategy string
 	// Logger, if set, receives the group membership events of kafka-go
 	// (joins, assignments, sync: Info) and its errors (Warn).
 	Logger *slog.Logger
@@ -325,6 +328,10 @@ func NewConsumer(c ConsumerConfig) (*Consumer, error) {
 	case c.Group == "":
 		return nil, &ConfigError{Field: "group", Message: "the consumer group is required"}
 	}
+	balancers, err := groupBalancers(c.RebalanceStrategy)
+	if err != nil {
+		return nil, err
+	}
 	// kfake has no initial rebalance delay; a short join keeps failover quick.
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
@@ -344,6 +351,7 @@ func NewConsumer(c ConsumerConfig) (*Consumer, error) {
 		HeartbeatInterval: c.HeartbeatInterval,
 		SessionTimeout:    c.SessionTimeout,
 		RebalanceTimeout:  c.RebalanceTimeout,
+		GroupBalancers:    balancers,
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 	}
@@ -352,6 +360,25 @@ func NewConsumer(c ConsumerConfig) (*Consumer, error) {
 	}
 	return &Consumer{cfg: c, rcfg: rc, clientID: id, client: c.Conn.Client(10 * time.Second),
 		r: kafka.NewReader(rc)}, nil
+}
+
+// RebalanceStrategies are the assignors kafka-go's consumer can run.
+// kafka-go rebalances eagerly only: no cooperative-sticky (KIP-429).
+var RebalanceStrategies = []string{"range", "round-robin"}
+
+// groupBalancers offers the chosen assignor first and the other as a
+// fallback, so a group whose members disagree (during a rolling change of
+// the setting) still forms with one both support.
+func groupBalancers(strategy string) ([]kafka.GroupBalancer, error) {
+	switch strategy {
+	case "", "range":
+		return []kafka.GroupBalancer{kafka.RangeGroupBalancer{}, kafka.RoundRobinGroupBalancer{}}, nil
+	case "round-robin":
+		return []kafka.GroupBalancer{kafka.RoundRobinGroupBalancer{}, kafka.RangeGroupBalancer{}}, nil
+	case "cooperative-sticky":
+		return nil, &ConfigError{Field: "rebalance strategy", Message: "cooperative-sticky is not supported: kafka-go's consumer rebalances eagerly (range or round-robin)"}
+	}
+	return nil, &ConfigError{Field: "rebalance strategy", Message: fmt.Sprintf("want range or round-robin, got %q", strategy)}
 }
 
 // kafkaLog adapts kafka-go's printf loggers. Its per-commit and idle-fetch

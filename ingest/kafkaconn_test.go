@@ -208,3 +208,59 @@ func TestConnMutualTLS(t *testing.T) {
 		t.Fatalf("produce with the client certificate: %v", err)
 	}
 }
+
+// SASL without TLS (a SASL_PLAINTEXT listener on a private network): the
+// same clients authenticate with each mechanism; a wrong password is named.
+func TestConnSASLWithoutTLS(t *testing.T) {
+	for _, mech := range []string{"plain", "scram-sha-256", "scram-sha-512"} {
+		t.Run(mech, func(t *testing.T) {
+			const user, pass = "creditmeter", "pl41n-Pa55"
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			b, err := broker.Start(ctx, broker.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Partitions: 2, Topics: []string{"usage-events"},
+				SASL: []broker.SASLUser{{Mechanism: mech, User: user, Password: pass}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			k := config.Default().Kafka
+			k.Brokers = []string{b.Addr()}
+			k.SASLMechanism, k.SASLUsername, k.SASLPassword = mech, user, pass
+			conn, err := k.Conn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if conn.TLS != nil {
+				t.Fatal("TLS on without --kafka-tls")
+			}
+			if err := conn.Ping(ctx); err != nil {
+				t.Fatalf("ping: %v", err)
+			}
+			w := ingest.NewWriters(nil, "usage-events", "usage-events-dlq", ingest.WithConn(conn))
+			defer w.Close()
+			if err := w.PublishRaw(ctx, kafka.Message{Key: []byte("c1"), Value: []byte(`{}`)}); err != nil {
+				t.Fatalf("produce: %v", err)
+			}
+			c := mustConsumer(t, ingest.ConsumerConfig{Conn: conn, Topic: "usage-events", Group: "g-" + mech, MaxWait: 50 * time.Millisecond})
+			defer c.Close()
+			got, err := c.Fetch(ctx, 1, 10*time.Millisecond)
+			if err != nil || len(got) != 1 {
+				t.Fatalf("consume: %d messages, %v", len(got), err)
+			}
+			if err := c.Commit(ctx, got); err != nil {
+				t.Fatalf("commit: %v", err)
+			}
+			bad := k
+			bad.SASLPassword = "wrong-" + pass
+			badConn, err := bad.Conn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = badConn.Ping(ctx)
+			var se *config.SettingError
+			if !errors.As(err, &se) || se.Flag != "kafka-sasl-password" || strings.Contains(err.Error(), pass) {
+				t.Errorf("wrong password: want an error naming --kafka-sasl-password without the password, got %v", err)
+			}
+		})
+	}
+}

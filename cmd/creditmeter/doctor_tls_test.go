@@ -71,3 +71,48 @@ func TestDoctorRedisTLSAndACL(t *testing.T) {
 		t.Errorf("serve under a user without XADD: %v (timeout: %v)\n%s", err, ctx.Err(), out)
 	}
 }
+
+// doctor on the README's ElastiCache example: a TLS-only Redis Cluster
+// through one rediss:// seed with ?mode=cluster and a user with the
+// least-privilege rule; each wrong setting is named, the password never shown.
+func TestDoctorRedisClusterOverTLS(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	addrs, admins := testenv.StartTLSRedisCluster(t, pki, 3)
+	ctx := context.Background()
+	const pass = "Cl5ter-s3cret"
+	for _, admin := range admins {
+		args := []any{"ACL", "SETUSER", "billing", "reset", ">" + pass}
+		for _, r := range config.RedisACLRule("creditmeter:") {
+			args = append(args, r)
+		}
+		if err := admin.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := "rediss://billing:" + pass + "@" + addrs[0] + "?mode=cluster"
+	doctor := func(url string, extra ...string) (string, error) {
+		return run(t, nil, append([]string{"doctor", "--only", "redis", "--redis-addr", url}, extra...)...)
+	}
+	out, err := doctor(url, "--redis-tls-ca-file", pki.CA)
+	if err != nil || !strings.Contains(out, "reachable") || !strings.Contains(out, "(cluster) (tls) user billing") ||
+		!strings.Contains(out, "ACL allows creditmeter's commands on creditmeter:*") {
+		t.Errorf("doctor on the TLS cluster with the rule's user: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		name, url string
+		flags     []string
+		want      string
+	}{
+		{"no CA", url, nil, "--redis-tls-ca-file"},
+		{"wrong password", strings.Replace(url, pass, "nope", 1), []string{"--redis-tls-ca-file", pki.CA}, "--redis-password"},
+		{"plain to the TLS port", strings.Replace(url, "rediss://", "redis://", 1), nil, "--redis-addr"},
+	} {
+		out, err := doctor(tc.url, tc.flags...)
+		if err == nil || !strings.Contains(out, "UNREACHABLE") || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: doctor must fail naming %s: %v\n%s", tc.name, tc.want, err, out)
+		}
+	}
+	if strings.Contains(out, pass) {
+		t.Errorf("doctor printed the password:\n%s", out)
+	}
+}

@@ -300,7 +300,8 @@ func (r *engineRun) start(ctx context.Context, cfg config.Config, cat *catalog, 
 		return nil
 	}
 	src, err := ingest.NewConsumer(ingest.ConsumerConfig{Conn: kconn, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
-		SessionTimeout: cfg.Kafka.Consumer.SessionTimeout, HeartbeatInterval: cfg.Kafka.Consumer.HeartbeatInterval, RebalanceTimeout: cfg.Kafka.Consumer.RebalanceTimeout, Logger: log})
+		SessionTimeout: cfg.Kafka.Consumer.SessionTimeout, HeartbeatInterval: cfg.Kafka.Consumer.HeartbeatInterval, RebalanceTimeout: cfg.Kafka.Consumer.RebalanceTimeout,
+		RebalanceStrategy: cfg.Kafka.Consumer.RebalanceStrategy, Logger: log})
 	if err != nil {
 		return err
 	}

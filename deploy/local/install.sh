@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the development services from Debian's packages: Redis 7, ClickHouse
-# 18.16, Prometheus 2.42. Idempotent; needs root on Debian 12. The packages'
-# own init scripts are not used: start.sh runs each service on loopback.
+# 18.16, Prometheus 2.42, and the tools tests use (kcat, chromium,
+# systemd-analyze). Idempotent; needs root on Debian 12. The packages' own
+# init scripts are not used: start.sh runs each service on loopback.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 need=()
@@ -10,6 +11,8 @@ command -v clickhouse-server >/dev/null || need+=(clickhouse-server clickhouse-c
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium) # browser tests of the console (console/)
+command -v kcat >/dev/null || need+=(kcat)          # librdkafka's murmur2 partitions, checked against ours (cmd/creditmeter)
+command -v systemd-analyze >/dev/null || need+=(systemd) # verifies deploy/systemd's unit (deploy/); not started
 command -v go >/dev/null || die "Go is not installed (expected at /usr/local/go)"
 
 if ((${#need[@]})); then

@@ -13,18 +13,21 @@ import (
 // KafkaConsumer is the consumer's group membership: how soon a member that
 // died without leaving loses its partitions (SessionTimeout), how often it
 // tells the coordinator it is alive, and how long a rebalance waits for the
-// members to rejoin. kafka-go supports neither cooperative-sticky rebalancing
-// nor static membership (group.instance.id) in its Reader, so these timeouts
-// are what bound a failover.
+// members to rejoin; and which assignor spreads the partitions. kafka-go
+// supports neither cooperative-sticky rebalancing nor static membership
+// (group.instance.id) in its Reader, so these timeouts are what bound a
+// failover.
 type KafkaConsumer struct {
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
 	RebalanceTimeout  time.Duration
+	RebalanceStrategy string // range or round-robin (ingest.RebalanceStrategies)
 }
 
 // DefaultKafkaConsumer keeps the timeouts serve has always used.
 func DefaultKafkaConsumer() KafkaConsumer {
-	return KafkaConsumer{SessionTimeout: 10 * time.Second, HeartbeatInterval: time.Second, RebalanceTimeout: 10 * time.Second}
+	return KafkaConsumer{SessionTimeout: 10 * time.Second, HeartbeatInterval: time.Second, RebalanceTimeout: 10 * time.Second,
+		RebalanceStrategy: "range"}
 }
 
 func (c *Config) bindKafkaConsumer(fs *pflag.FlagSet) {
@@ -35,6 +38,8 @@ func (c *Config) bindKafkaConsumer(fs *pflag.FlagSet) {
 		"how often the consumer heartbeats; under --kafka-session-timeout (a third or less is usual)")
 	fs.DurationVar(&k.RebalanceTimeout, "kafka-rebalance-timeout", k.RebalanceTimeout,
 		"how long a rebalance waits for every member to rejoin")
+	fs.StringVar(&k.RebalanceStrategy, "kafka-rebalance-strategy", k.RebalanceStrategy,
+		"how the group assigns partitions: range or round-robin (kafka-go rebalances eagerly: no cooperative-sticky)")
 }
 
 func (k KafkaConsumer) validate() []error {
@@ -52,6 +57,13 @@ func (k KafkaConsumer) validate() []error {
 	}
 	if k.RebalanceTimeout < time.Second || k.RebalanceTimeout > 30*time.Minute {
 		bad("kafka-rebalance-timeout", "must be between 1s and 30m, got %s", k.RebalanceTimeout)
+	}
+	switch k.RebalanceStrategy {
+	case "range", "round-robin":
+	case "cooperative-sticky":
+		bad("kafka-rebalance-strategy", "cooperative-sticky is not supported: kafka-go's consumer rebalances eagerly; want range or round-robin")
+	default:
+		bad("kafka-rebalance-strategy", "want range or round-robin, got %q", k.RebalanceStrategy)
 	}
 	return errs
 }

@@ -11,14 +11,15 @@ import (
 
 func TestKafkaConsumerTimeouts(t *testing.T) {
 	c, err := parse(t, []string{"--kafka-session-timeout", "6s"}, map[string]string{
-		"CREDITMETER_KAFKA_HEARTBEAT_INTERVAL": "500ms", "CREDITMETER_KAFKA_REBALANCE_TIMEOUT": "20s"})
+		"CREDITMETER_KAFKA_HEARTBEAT_INTERVAL": "500ms", "CREDITMETER_KAFKA_REBALANCE_TIMEOUT": "20s",
+		"CREDITMETER_KAFKA_REBALANCE_STRATEGY": "round-robin"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (KafkaConsumer{6 * time.Second, 500 * time.Millisecond, 20 * time.Second}); c.Kafka.Consumer != want {
+	if want := (KafkaConsumer{6 * time.Second, 500 * time.Millisecond, 20 * time.Second, "round-robin"}); c.Kafka.Consumer != want {
 		t.Errorf("consumer timeouts %+v, want %+v", c.Kafka.Consumer, want)
 	}
-	if d := Default().Kafka.Consumer; d != (KafkaConsumer{10 * time.Second, time.Second, 10 * time.Second}) {
+	if d := Default().Kafka.Consumer; d != (KafkaConsumer{10 * time.Second, time.Second, 10 * time.Second, "range"}) {
 		t.Errorf("defaults changed: %+v", d)
 	}
 	for _, tc := range []struct {
@@ -28,6 +29,8 @@ func TestKafkaConsumerTimeouts(t *testing.T) {
 		{[]string{"--kafka-session-timeout", "2s", "--kafka-heartbeat-interval", "2s"}, "setting --kafka-heartbeat-interval (CREDITMETER_KAFKA_HEARTBEAT_INTERVAL): must be shorter than --kafka-session-timeout (2s)"},
 		{[]string{"--kafka-session-timeout", "500ms"}, "setting --kafka-session-timeout (CREDITMETER_KAFKA_SESSION_TIMEOUT): must be between 1s and 30m"},
 		{[]string{"--kafka-rebalance-timeout", "0s"}, "setting --kafka-rebalance-timeout (CREDITMETER_KAFKA_REBALANCE_TIMEOUT): must be between 1s and 30m"},
+		{[]string{"--kafka-rebalance-strategy", "cooperative-sticky"}, "setting --kafka-rebalance-strategy (CREDITMETER_KAFKA_REBALANCE_STRATEGY): cooperative-sticky is not supported"},
+		{[]string{"--kafka-rebalance-strategy", "sticky"}, "setting --kafka-rebalance-strategy (CREDITMETER_KAFKA_REBALANCE_STRATEGY): want range or round-robin"},
 		{[]string{"--kafka-heartbeat-interval", "10ms"}, "--kafka-heartbeat-interval (CREDITMETER_KAFKA_HEARTBEAT_INTERVAL): must be at least 100ms"},
 	} {
 		_, err := parse(t, tc.args, nil)

@@ -70,7 +70,7 @@ func (c Redis) Resolve() (RedisConn, error) {
 		u, err := url.Parse(addr)
 		switch {
 		case err != nil:
-			bad("redis-addr", "cannot parse URL: %v", err)
+			bad("redis-addr", "%s", urlParseError(addr))
 		case u.Scheme != "redis" && u.Scheme != "rediss":
 			bad("redis-addr", "URL must start with redis:// or rediss://, got %q", u.Scheme+"://")
 		default:
@@ -119,9 +119,13 @@ func (c Redis) Resolve() (RedisConn, error) {
 			}
 			if p := strings.Trim(u.Path, "/"); p != "" {
 				db, err := strconv.Atoi(p)
-				if err != nil {
+				switch {
+				case err != nil && strings.Contains(p, "@"):
+					// An unencoded / in the password: the path is its tail.
+					bad("redis-addr", "the URL's path must be a database number; percent-encode a / in the password as %%2F")
+				case err != nil:
 					bad("redis-addr", "the URL's path must be a database number, got %q", p)
-				} else {
+				default:
 					if r.DB != 0 && r.DB != db {
 						bad("redis-db", "%d differs from database %d in --redis-addr", r.DB, db)
 					}
@@ -214,4 +218,39 @@ func (r RedisConn) NewClient(tune RedisTuning) redis.UniversalClient {
 	}
 	rc.AddHook(explainHook{r})
 	return rc
+}
+
+// redactURL replaces the password of a URL's user info with xxxxx, working on
+// text that url.Parse may refuse.
+func redactURL(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	// The last @ ends the user info even when an unencoded password holds
+	// / ? # or @ (a Redis URL's path and options never hold one).
+	rest := s[i+3:]
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return s
+	}
+	user, _, hasPw := strings.Cut(rest[:at], ":")
+	if hasPw {
+		user += ":xxxxx"
+	}
+	return s[:i+3] + user + rest[at:]
+}
+
+// urlParseError says why a --redis-addr URL does not parse without quoting
+// its password (url.Parse's error quotes the whole URL).
+func urlParseError(addr string) string {
+	red := redactURL(addr)
+	if _, err := url.Parse(red); err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Sprintf("cannot parse URL %q: %v", red, ue.Err)
+		}
+		return fmt.Sprintf("cannot parse URL %q", red)
+	}
+	return fmt.Sprintf("cannot parse URL %q: the user or password is not valid URL text (percent-encode %% / : @ ? # and spaces)", red)
 }

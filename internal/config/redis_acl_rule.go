@@ -16,8 +16,10 @@ import (
 var RedisACLCommands = []string{
 	// connection: go-redis's handshake, readiness, WAIT and Identity.
 	"ping", "hello", "auth", "select", "info", "wait",
-	// Redis Cluster topology (cluster mode only).
-	"cluster|slots", "cluster|shards",
+	// Redis Cluster topology (doctor checks each node's CLUSTER INFO), and
+	// COMMAND, which go-redis's cluster client asks for routing before each
+	// command until answered (cluster mode only).
+	"cluster|slots", "cluster|shards", "cluster|info", "command",
 	// scripts: balances, catalog versions, leases.
 	"evalsha", "eval", "script|load", "script|exists",
 	// catalog transactions.

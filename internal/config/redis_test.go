@@ -105,3 +105,29 @@ func TestNewRedisClientPicksTheClient(t *testing.T) {
 		t.Errorf("bad address: %v", err)
 	}
 }
+
+// A --redis-addr URL that does not parse is named without its password (Go's
+// url.Parse error quotes the whole URL).
+func TestRedisURLErrorHidesPassword(t *testing.T) {
+	for _, addr := range []string{
+		"redis://app:Pa55-secret@cache:badport",
+		"rediss://app:Pa55-secret@ca che:6379",
+		"redis://app:Pa55-secret%zz@cache:6379",
+		"redis://:Pa55-secret@cache:6379/x%zz",
+		"redis://app:Pa55/secret@cache:6379",
+		"redis://app:Pa55?sec#ret@cache:6379",
+		"redis://app:Pa55@secret@cache:badport",
+		"redis://app:5505/Pa55secret@cache:6379", // parses: host app:5505, path /Pa55secret@cache:6379
+	} {
+		_, err := Redis{Addr: addr}.Resolve()
+		var se *SettingError
+		if !errors.As(err, &se) || se.Flag != "redis-addr" {
+			t.Errorf("%s: want an error naming --redis-addr, got %v", addr, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "Pa55") || strings.Contains(err.Error(), "secret") {
+			t.Errorf("the error prints the password: %v", err)
+		}
+		t.Logf("%v", err)
+	}
+}

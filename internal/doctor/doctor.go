@@ -111,11 +111,49 @@ func clickhouseDatabase(ctx context.Context, c config.ClickHouse) (string, error
 		if topology, err = clickhouseCluster(ctx, cc); err != nil {
 			return "", err
 		}
+	} else if topology, err = clickhouseHosts(ctx, cc); err != nil {
+		return "", err
 	}
 	if n == 0 {
 		return version + fmt.Sprintf("database %q does not exist (--clickhouse-database): serve creates it at start; invoice, reconcile and SQL need it", c.Database) + topology, nil
 	}
 	return version + fmt.Sprintf("database %q", c.Database) + topology, nil
+}
+
+// clickhouseHosts checks each of several --clickhouse-addr hosts on its
+// own: the connection only tries the next host when one fails, so a failover
+// host with a wrong setting would show only when it is needed. A host that
+// does not answer is noted; one that answers with a setting error fails.
+func clickhouseHosts(ctx context.Context, cc archive.ConnConfig) (string, error) {
+	var hosts []string
+	for _, h := range strings.Split(cc.Addr, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) < 2 {
+		return "", nil
+	}
+	var down []string
+	for _, h := range hosts {
+		one := cc
+		one.Addr = h
+		conn, err := archive.Open(ctx, one)
+		var se *config.SettingError
+		switch {
+		case errors.As(err, &se):
+			return "", fmt.Errorf("host %s of --clickhouse-addr: %w", h, err)
+		case err != nil:
+			down = append(down, fmt.Sprintf("%s does not answer (%v)", h, err))
+		default:
+			conn.Close()
+		}
+	}
+	note := fmt.Sprintf("; %d of %d hosts answer", len(hosts)-len(down), len(hosts))
+	if len(down) > 0 {
+		note += ": " + strings.Join(down, "; ")
+	}
+	return note, nil
 }
 
 // clickhouseCluster checks that every host of --clickhouse-cluster answers
@@ -172,7 +210,7 @@ func pingRedis(ctx context.Context, c config.Redis, prefix string) (string, stri
 		err := cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
 			info, err := n.ClusterInfo(ctx).Result()
 			if err != nil {
-				return fmt.Errorf("node %s: %w", n.Options().Addr, err)
+				return fmt.Errorf("node %s: %w", n.Options().Addr, config.ExplainRedisError(conn, err))
 			}
 			if !strings.Contains(info, "cluster_state:ok") {
 				return fmt.Errorf("node %s: cluster_state is not ok", n.Options().Addr)

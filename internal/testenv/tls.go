@@ -1,17 +1,21 @@
 package testenv
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +129,75 @@ func StartTLSRedis(t testing.TB, pki PKI) (string, *redis.Client) {
 	p := StartRedis(t, "--tls-port", tlsPort, "--tls-cert-file", pki.ServerCert, "--tls-key-file", pki.ServerKey,
 		"--tls-ca-cert-file", pki.CA, "--tls-auth-clients", "yes")
 	return "127.0.0.1:" + tlsPort, p.Client()
+}
+
+// StartTLSRedisCluster starts a Redis Cluster of masters private
+// redis-server processes that speak TLS only (clients, cluster bus,
+// replication: ElastiCache's encryption in transit; no client certificate
+// required), and returns their addresses and an admin client of each node
+// (default user) to set ACL users up with: ACL users are per node.
+func StartTLSRedisCluster(t testing.TB, pki PKI, masters int) ([]string, []*redis.Client) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		Unavailable(t, "redis-server binary", "PATH", err)
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		Unavailable(t, "redis-cli binary", "PATH", err)
+	}
+	caPEM, err := os.ReadFile(pki.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	taken := map[int]bool{}
+	var addrs []string
+	var admins []*redis.Client
+	for range masters {
+		port := strconv.Itoa(freeClusterPort(t, taken))
+		dir := t.TempDir()
+		cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", "0", "--tls-port", port, "--dir", dir,
+			"--tls-cert-file", pki.ServerCert, "--tls-key-file", pki.ServerKey, "--tls-ca-cert-file", pki.CA,
+			"--tls-auth-clients", "no", "--tls-cluster", "yes", "--tls-replication", "yes",
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+			"--save", "", "--appendonly", "no", "--logfile", filepath.Join(dir, "redis.log"))
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start redis-server on TLS port %s: %v", port, err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		addr := "127.0.0.1:" + port
+		rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1,
+			TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}})
+		t.Cleanup(func() { rc.Close() })
+		deadline := time.Now().Add(10 * time.Second)
+		for rc.Ping(context.Background()).Err() != nil {
+			if time.Now().After(deadline) {
+				log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+				t.Fatalf("TLS redis-server %s did not answer; log:\n%s", addr, log)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		addrs, admins = append(addrs, addr), append(admins, rc)
+	}
+	args := append([]string{"--tls", "--cacert", pki.CA, "--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --tls --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, rc := range admins {
+		for {
+			info, err := rc.ClusterInfo(context.Background()).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(masters)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("TLS cluster not ok after 30s: %v\n%s", err, info)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return addrs, admins
 }
