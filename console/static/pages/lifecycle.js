@@ -158,6 +158,7 @@ export function autoRechargeView({ enc, pp, code, admin }) {
       h('dt', {}, 'Last attempt'), h('dd', { id: 'ar-last' }, !last ? 'none yet'
         : last.status + ' · ' + last.attempts + ' attempt' + (last.attempts === 1 ? '' : 's') + ' · ' + when(last.updated_at) +
           (last.topup_seq ? ' · top-up ledger #' + last.topup_seq : '') +
+          (last.topup_id ? ' · top-up ' + last.topup_id + (last.status === 'pending' ? ' waits for its payment' : '') : '') +
           (last.next_attempt_at ? ' · next attempt ' + when(last.next_attempt_at) : '')),
       last && last.last_error ? [h('dt', {}, 'Last error'), h('dd', { id: 'ar-last-error', class: 'error' }, last.last_error)] : null,
     ].flat().filter(Boolean));
