@@ -150,8 +150,22 @@ export function autoRechargeView({ enc, pp, code, admin }) {
   const card = h('section', { class: 'card', id: 'ar-card', 'aria-labelledby': 'ar-h' }, h('h2', { id: 'ar-h' }, 'Automatic recharge'), error, info, form);
   // render fills the form only when asked (first read, save, reset), so a
   // refresh does not overwrite what an admin is typing.
+  // view.showPending (Pending top-ups' add) is given the auto-recharge's
+  // pending top-up, so an admin can confirm it there.
+  const view = { card, load, showPending: null, attach };
+  let latest = null;
+  const shown = new Set();
+  function offerPending() {
+    const last = latest && latest.last;
+    if (!view.showPending || !last || last.status !== 'pending' || !last.topup_id || shown.has(last.topup_id)) return;
+    shown.add(last.topup_id);
+    get('/subscriptions/' + enc + '/topups/' + encodeURIComponent(last.topup_id)).then(view.showPending, () => shown.delete(last.topup_id));
+  }
+  function attach(fn) { view.showPending = fn; offerPending(); }
   function render(a, fill) {
     const last = a.last;
+    latest = a;
+    offerPending();
     info.replaceChildren(...[
       h('dt', {}, 'Status'), h('dd', { id: 'ar-status' }, a.enabled ? 'on: below ' + fmt(a.threshold) + ' ' + code + ', buy ' + fmt(a.amount) + ' ' + code : 'off'),
       h('dt', {}, 'Setting from'), h('dd', { id: 'ar-source' }, a.source === 'subscription' ? 'this subscription' : 'the plan'),
@@ -194,5 +208,5 @@ export function autoRechargeView({ enc, pp, code, admin }) {
     });
   }
   load();
-  return { card, load };
+  return view;
 }
