@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/creditmeter/creditmeter/accounts"
 	"github.com/creditmeter/creditmeter/balance"
@@ -98,6 +99,11 @@ func TestConsoleAutoRechargePendingTopUp(t *testing.T) {
 	if last["status"] != "pending" || id == "" {
 		t.Fatalf("auto-recharge %v", ar)
 	}
+	// one more made elsewhere (not in this browser): listed too
+	other, _, err := s.acc.CreatePending(t.Context(), balance.PendingRequest{Key: "elsewhere", Subscription: "sub-c", Amount: credit.Credits(250), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := newBrowser(t)
 	b.open(s.url + "/console/")
 	b.waitText("h1", "Sign in")
@@ -105,6 +111,7 @@ func TestConsoleAutoRechargePendingTopUp(t *testing.T) {
 	b.click(`#login-form button[type=submit]`)
 	b.waitText("h1", "Plans")
 	b.open(s.url + "/console/#/subscriptions/sub-c")
+	b.waitText(`#pending tr[data-topup="`+other.ID+`"]`, "pending")
 	b.waitText("#ar-last", "pending")
 	b.waitText("#ar-last", id+" waits for its payment")
 	b.waitText(`#pending tr[data-topup="`+id+`"]`, "pending")

@@ -124,8 +124,14 @@ export function pendingView({ enc, sub, code, admin }, refresh) {
       if (e.status === 409) reload();
     }
   }
-  // reload asks the API again for the ones still pending (expired on read).
+  // reload lists the subscription's pending top-ups (made anywhere: another
+  // tab, the API, auto-recharge) and asks again for the ones remembered as
+  // pending (expired on read).
   async function reload() {
+    try {
+      const r = await get('/subscriptions/' + enc + '/topups?status=pending&limit=1000');
+      for (const t of r.data) if (!list.some((x) => x.id === t.id)) put(t);
+    } catch (e) { /* shown as remembered */ }
     for (const t of list.filter((x) => x.status === 'pending')) {
       try { put(await get('/subscriptions/' + enc + '/topups/' + encodeURIComponent(t.id))); } catch (e) { /* shown as it was */ }
     }
