@@ -242,6 +242,10 @@ func (r *Recharger) fail(ctx context.Context, s SubscriptionRef, cfg balance.Aut
 // callback), which settle then records.
 func (r *Recharger) pending(ctx context.Context, s SubscriptionRef, cfg balance.AutoRecharge, prev *balance.RechargeState, next balance.RechargeState, key string, ttl time.Duration) (bool, bool, error) {
 	p, _, err := r.Accounts.CreatePending(ctx, balance.PendingRequest{Key: key, Subscription: s.ID, Amount: cfg.Amount, TTL: ttl})
+	if errors.Is(err, balance.ErrConflict) {
+		// made before a crash with the amount then: it is this attempt's
+		p, err = r.Accounts.PendingTopUp(ctx, s.ID, balance.PendingID(s.ID, key))
+	}
 	switch {
 	case err == nil:
 	case balance.Retryable(err) || ctx.Err() != nil:

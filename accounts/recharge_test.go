@@ -348,3 +348,39 @@ func TestAutoRechargePendingOnConfirmationPlans(t *testing.T) {
 		t.Fatalf("events %+v, payments %d", events, paid.Load())
 	}
 }
+
+// A pending top-up made before a crash, with the auto-recharge's amount
+// changed before the retry, stays the crossing's one top-up in flight.
+func TestAutoRechargePendingAmountChangedAfterCrash(t *testing.T) {
+	st := apptest.Stores(t)
+	acc := st.Accounts
+	ctx := t.Context()
+	sub := "sub-arc"
+	openRecharging(t, acc, sub)
+	spend(t, acc, sub, "u1", "60")
+	// the crashed pass: its pending top-up made, its state never written
+	first, _, err := acc.CreatePending(ctx, balance.PendingRequest{Key: "auto-recharge:1", Subscription: sub, Amount: credit.MustParse("300"), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := acc.SetAutoRecharge(ctx, sub, &balance.AutoRecharge{Enabled: true, Threshold: credit.MustParse("50"), Amount: credit.MustParse("400")}); err != nil {
+		t.Fatal(err)
+	}
+	r := &accounts.Recharger{Accounts: acc, Backoff: []time.Duration{time.Nanosecond},
+		List: func(context.Context) ([]accounts.SubscriptionRef, error) {
+			return []accounts.SubscriptionRef{{ID: sub, Customer: "cust-" + sub}}, nil
+		},
+		Payment: func(context.Context, accounts.SubscriptionRef) (*rating.PaymentTerms, error) {
+			return &rating.PaymentTerms{ConfirmationRequired: true}, nil
+		}}
+	for range 3 {
+		if _, err := r.Once(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _, _ := acc.Store.RechargeState(ctx, sub)
+	n, _ := st.RC.HLen(ctx, st.Prefix+"{"+sub+"}:tp").Result()
+	if s.Status != "pending" || s.TopUpID != first.ID || n != 1 {
+		t.Fatalf("state %+v, %d pending top-ups; want the first one only (%s)", s, n, first.ID)
+	}
+}
