@@ -12,6 +12,7 @@ import (
 
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
+	"github.com/creditmeter/creditmeter/rating"
 )
 
 // Recharger buys a subscription's auto-recharge amount when its available
@@ -33,6 +34,8 @@ type Recharger struct {
 	// dedupe); nil: paid on account. An error is a declined payment:
 	// recorded, counted, retried after Backoff.
 	Pay func(ctx context.Context, sub, key string, amount credit.Amount) error
+	// Payment gives the subscription's plan's payment terms (nil: paid at once).
+	Payment func(ctx context.Context, s SubscriptionRef) (*rating.PaymentTerms, error)
 	// Backoff is the wait after each failed attempt, the last repeated
 	// (default 1m, 5m, 15m, 1h).
 	Backoff []time.Duration
@@ -136,6 +139,18 @@ func (r *Recharger) one(ctx context.Context, s SubscriptionRef) (made, failed bo
 	if err != nil {
 		return false, false, err
 	}
+	prev, hasPrev, err := st.RechargeState(ctx, s.ID)
+	if err != nil {
+		return false, false, err
+	}
+	var prevp *balance.RechargeState
+	if hasPrev {
+		prevp = &prev
+	}
+	if prev.Status == "pending" {
+		// at most one in flight: its confirmation, expiry or decline decides
+		return r.settle(ctx, s, cfg, prev)
+	}
 	// The latest grant, read before and after the balance: unchanged, the
 	// balance read was below the threshold since that grant (seqs only
 	// grow). Otherwise a grant (maybe this crossing's top-up, by another
@@ -151,10 +166,6 @@ func (r *Recharger) one(ctx context.Context, s SubscriptionRef) (made, failed bo
 	if g2, _, _, err := st.LastGrant(ctx, s.ID); err != nil || g2 != g {
 		return false, false, err
 	}
-	prev, _, err := st.RechargeState(ctx, s.ID)
-	if err != nil {
-		return false, false, err
-	}
 	now := r.now()
 	next := balance.RechargeState{Crossing: g, Attempts: 1, UpdatedAt: now}
 	if prev.Crossing == g {
@@ -164,25 +175,24 @@ func (r *Recharger) one(ctx context.Context, s SubscriptionRef) (made, failed bo
 		next.Attempts = prev.Attempts + 1
 	}
 	key := "auto-recharge:" + strconv.FormatInt(g, 10)
-	fail := func(cause error) (bool, bool, error) {
-		next.Status, next.LastError, next.NextAttempt = "failed", cause.Error(), now.Add(r.backoff(next.Attempts))
-		if r.Metrics != nil {
-			r.Metrics.Recharges.WithLabelValues("failed").Inc()
+	var terms *rating.PaymentTerms
+	if r.Payment != nil {
+		if terms, err = r.Payment(ctx, s); err != nil {
+			return false, false, err
 		}
-		if r.Log != nil {
-			r.Log.Warn("auto-recharge failed", "subscription", s.ID, "crossing", g, "attempt", next.Attempts, "retry_at", next.NextAttempt, "err", cause)
+	}
+	if terms != nil && terms.ConfirmationRequired {
+		if next.Attempts > 1 {
+			key += "#" + strconv.Itoa(next.Attempts) // the earlier attempt's top-up expired or failed
 		}
-		if r.Notify != nil {
-			r.Notify(s.ID, next, cfg.Amount)
-		}
-		return false, true, st.SaveRechargeState(ctx, s.ID, next)
+		return r.pending(ctx, s, cfg, prevp, next, key, terms.PaymentExpiry())
 	}
 	if r.Pay != nil {
 		if err := r.Pay(ctx, s.ID, key, cfg.Amount); err != nil {
 			if ctx.Err() != nil {
 				return false, false, err
 			}
-			return fail(fmt.Errorf("payment: %w", err))
+			return r.fail(ctx, s, cfg, prevp, next, fmt.Errorf("payment: %w", err))
 		}
 	}
 	res, err := r.Accounts.TopUp(ctx, balance.TopUpRequest{Key: key, Subscription: s.ID, Amount: cfg.Amount}, s.Customer)
@@ -193,7 +203,7 @@ func (r *Recharger) one(ctx context.Context, s SubscriptionRef) (made, failed bo
 	case balance.Retryable(err) || ctx.Err() != nil || errors.As(err, &na) || errors.As(err, &undone):
 		return false, false, err // the next pass sends the same key: made once, archived
 	default:
-		return fail(err) // refused: above the maximum, the purchase limit, too many grants
+		return r.fail(ctx, s, cfg, prevp, next, err) // refused: above the maximum, the purchase limit, too many grants
 	}
 	next.Status, next.TopUpSeq = "done", res.Seq
 	if !res.Replayed && r.Metrics != nil {
@@ -202,7 +212,98 @@ func (r *Recharger) one(ctx context.Context, s SubscriptionRef) (made, failed bo
 	if !res.Replayed && r.Notify != nil {
 		r.Notify(s.ID, next, cfg.Amount)
 	}
-	return !res.Replayed, false, st.SaveRechargeState(ctx, s.ID, next)
+	_, err = st.SwapRechargeState(ctx, s.ID, prevp, next)
+	return !res.Replayed, false, err
+}
+
+// fail records a failed attempt (retried after the backoff) and tells of
+// it, once: a recharger that lost the race to record it says nothing.
+func (r *Recharger) fail(ctx context.Context, s SubscriptionRef, cfg balance.AutoRecharge, prev *balance.RechargeState, next balance.RechargeState, cause error) (bool, bool, error) {
+	next.Status, next.LastError, next.NextAttempt = "failed", cause.Error(), next.UpdatedAt.Add(r.backoff(next.Attempts))
+	swapped, err := r.Accounts.Store.SwapRechargeState(ctx, s.ID, prev, next)
+	if err != nil || !swapped {
+		return false, false, err
+	}
+	if r.Metrics != nil {
+		r.Metrics.Recharges.WithLabelValues("failed").Inc()
+	}
+	if r.Log != nil {
+		r.Log.Warn("auto-recharge failed", "subscription", s.ID, "crossing", next.Crossing, "attempt", next.Attempts, "retry_at", next.NextAttempt, "err", cause)
+	}
+	if r.Notify != nil {
+		r.Notify(s.ID, next, cfg.Amount)
+	}
+	return false, true, nil
+}
+
+// pending creates the crossing's pending top-up (plans requiring payment
+// confirmation). Its id derives from key, so every node, retry and restart
+// creates the same one; it becomes credits when confirmed (API or payment
+// callback), which settle then records.
+func (r *Recharger) pending(ctx context.Context, s SubscriptionRef, cfg balance.AutoRecharge, prev *balance.RechargeState, next balance.RechargeState, key string, ttl time.Duration) (bool, bool, error) {
+	p, _, err := r.Accounts.CreatePending(ctx, balance.PendingRequest{Key: key, Subscription: s.ID, Amount: cfg.Amount, TTL: ttl})
+	if errors.Is(err, balance.ErrConflict) {
+		// made before a crash with the amount then: it is this attempt's
+		p, err = r.Accounts.PendingTopUp(ctx, s.ID, balance.PendingID(s.ID, key))
+	}
+	switch {
+	case err == nil:
+	case balance.Retryable(err) || ctx.Err() != nil:
+		return false, false, err
+	default:
+		return r.fail(ctx, s, cfg, prev, next, err) // refused: the bounds, the purchase limit
+	}
+	next.Status, next.TopUpID = "pending", p.ID
+	swapped, err := r.Accounts.Store.SwapRechargeState(ctx, s.ID, prev, next)
+	if err != nil || !swapped {
+		return false, false, err
+	}
+	if r.Log != nil {
+		r.Log.Info("auto-recharge waits for its payment", "subscription", s.ID, "crossing", next.Crossing, "attempt", next.Attempts, "topup", p.ID)
+	}
+	if p.Status != balance.TopUpPending && p.Status != balance.TopUpConfirming {
+		return r.settle(ctx, s, cfg, next) // replayed after a crash: it ended meanwhile
+	}
+	return false, false, nil
+}
+
+// settle records the end of the crossing's pending top-up: confirmed is
+// the crossing's recharge (done); expired or declined is a failed attempt,
+// retried after the backoff with a new pending top-up.
+func (r *Recharger) settle(ctx context.Context, s SubscriptionRef, cfg balance.AutoRecharge, prev balance.RechargeState) (bool, bool, error) {
+	p, err := r.Accounts.PendingTopUp(ctx, s.ID, prev.TopUpID)
+	if err != nil && !errors.Is(err, balance.ErrTopUpNotFound) {
+		return false, false, err
+	}
+	next := prev
+	next.UpdatedAt = r.now()
+	switch {
+	case err != nil:
+		return r.fail(ctx, s, cfg, &prev, next, fmt.Errorf("pending top-up %s is gone", prev.TopUpID))
+	case p.Status == balance.TopUpPending || p.Status == balance.TopUpConfirming:
+		return false, false, nil
+	case p.Status == balance.TopUpConfirmed:
+		next.Status, next.TopUpSeq = "done", p.Seq
+		swapped, err := r.Accounts.Store.SwapRechargeState(ctx, s.ID, &prev, next)
+		if err != nil || !swapped {
+			return false, false, err
+		}
+		if r.Metrics != nil {
+			r.Metrics.Recharges.WithLabelValues("made").Inc()
+		}
+		if r.Notify != nil {
+			r.Notify(s.ID, next, cfg.Amount)
+		}
+		return true, false, nil
+	case p.Status == balance.TopUpExpired:
+		return r.fail(ctx, s, cfg, &prev, next, fmt.Errorf("payment: top-up %s expired unconfirmed", p.ID))
+	default:
+		reason := p.Reason
+		if reason == "" {
+			reason = p.Status
+		}
+		return r.fail(ctx, s, cfg, &prev, next, fmt.Errorf("payment: top-up %s %s: %s", p.ID, p.Status, reason))
+	}
 }
 
 // Run checks every interval until ctx ends (run it under a lease).

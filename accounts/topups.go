@@ -128,3 +128,8 @@ func (s *PendingSweep) Run(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// PendingTopUps lists the subscription's pending (and ended) top-ups.
+func (a *Accounts) PendingTopUps(ctx context.Context, sub string) ([]balance.PendingTopUp, error) {
+	return a.Store.PendingTopUps(ctx, sub)
+}

@@ -240,6 +240,7 @@ func TestInvalidInputNamesTheField(t *testing.T) {
 		{"too precise amount", "/v1/plans", plan(`"max_purchase":"8000"`, `"max_purchase":"1.0000001"`), 400, "invalid_value", "prepaid.max_purchase", "6 decimal"},
 		{"unknown field", "/v1/plans", plan(`"name":"AI Agents Prepaid"`, `"name":"x","colour":"red"`), 400, "unknown_field", "colour", "colour"},
 		{"wrong type", "/v1/plans", plan(`"name":"AI Agents Prepaid"`, `"name":7`), 400, "invalid_type", "name", "string"},
+		{"body not an object", "/v1/plans", `[{"id":"p"}]`, 400, "invalid_type", "", "the request body must be a JSON object"},
 		{"malformed", "/v1/plans", `{"id":`, 400, "malformed_json", "", ""},
 		{"syntax", "/v1/plans", `{"id" "x"}`, 400, "malformed_json", "", ""},
 		{"trailing data", "/v1/currencies", `{"code":"X","name":"X"} {}`, 400, "malformed_json", "", "exactly one"},

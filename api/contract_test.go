@@ -405,6 +405,7 @@ func TestContract(t *testing.T) {
 	tp := e.must(202, "POST", "/v1/subscriptions/"+paid+"/topups", admin, `{"amount":"500"}`, "Idempotency-Key", "p-1").body["id"].(string)
 	e.must(200, "POST", "/v1/subscriptions/"+paid+"/topups", admin, `{"amount":"500"}`, "Idempotency-Key", "p-1")
 	e.must(200, "GET", "/v1/subscriptions/"+paid+"/topups/"+tp, admin, "")
+	e.must(200, "GET", "/v1/subscriptions/"+paid+"/topups?status=pending", admin, "")
 	e.must(200, "POST", "/v1/subscriptions/"+paid+"/topups/"+tp+"/confirm", admin, "")
 	tp = e.must(202, "POST", "/v1/subscriptions/"+paid+"/topups", admin, `{"amount":"500"}`, "Idempotency-Key", "p-2").body["id"].(string)
 	cb := `{"subscription_id":"` + paid + `","topup_id":"` + tp + `","status":"succeeded"}`

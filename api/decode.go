@@ -78,7 +78,11 @@ func decodeError(err error) error {
 	case errors.As(err, &syn):
 		return &Error{Status: http.StatusBadRequest, Code: "malformed_json", Message: fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn)}
 	case errors.As(err, &typ):
-		return &Error{Status: http.StatusBadRequest, Code: "invalid_type", Field: typ.Field, Message: fmt.Sprintf("%s must be a JSON %s", typ.Field, jsonKind(typ.Type.Kind().String()))}
+		what := typ.Field
+		if what == "" {
+			what = "the request body" // the top level (an array for an object)
+		}
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_type", Field: typ.Field, Message: fmt.Sprintf("%s must be a JSON %s", what, jsonKind(typ.Type.Kind().String()))}
 	}
 	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		f = strings.Trim(f, `"`)

@@ -33,6 +33,7 @@ type RechargeStateJSON struct {
 	LastError     string     `json:"last_error,omitempty"`
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 	TopUpSeq      int64      `json:"topup_seq,omitempty"`
+	TopUpID       string     `json:"topup_id,omitempty"`
 	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
@@ -68,7 +69,7 @@ func writeAutoRecharge(w http.ResponseWriter, r *http.Request, rc Recharges, sub
 		out.Threshold, out.Amount = &cfg.Threshold, &cfg.Amount
 	}
 	if st != nil {
-		j := &RechargeStateJSON{CrossingSeq: st.Crossing, Status: st.Status, Attempts: st.Attempts, LastError: st.LastError, TopUpSeq: st.TopUpSeq, UpdatedAt: st.UpdatedAt}
+		j := &RechargeStateJSON{CrossingSeq: st.Crossing, Status: st.Status, Attempts: st.Attempts, LastError: st.LastError, TopUpSeq: st.TopUpSeq, TopUpID: st.TopUpID, UpdatedAt: st.UpdatedAt}
 		if st.Status == "failed" && !st.NextAttempt.IsZero() {
 			t := st.NextAttempt
 			j.NextAttemptAt = &t

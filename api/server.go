@@ -226,6 +226,7 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/subscriptions/{id}/check", Customer, s.check},
 		{"GET", "/v1/subscriptions/{id}/ledger", Customer, s.getLedger},
 		{"POST", "/v1/subscriptions/{id}/topups", Customer, s.topUp},
+		{"GET", "/v1/subscriptions/{id}/topups", Customer, s.listTopUps},
 		{"GET", "/v1/subscriptions/{id}/topups/{topup_id}", Customer, s.getTopUp},
 		{"POST", "/v1/subscriptions/{id}/topups/{topup_id}/confirm", Admin, s.confirmTopUp},
 		{"POST", "/v1/payments/callback", Public, s.paymentCallback},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -100,6 +101,48 @@ func (s *Server) pendingTopUp(w http.ResponseWriter, r *http.Request, sub *ratin
 	j.Replayed = replayed
 	writeJSON(w, status, j)
 	return nil
+}
+
+// pendingLister lists a subscription's pending top-ups (accounts.Accounts).
+type pendingLister interface {
+	PendingTopUps(ctx context.Context, sub string) ([]balance.PendingTopUp, error)
+}
+
+// listTopUps pages the subscription's pending (and ended) top-ups by id,
+// optionally of one status.
+func (s *Server) listTopUps(w http.ResponseWriter, r *http.Request, who principal) error {
+	sub, err := s.subscriptionFor(r, who)
+	if err != nil {
+		return err
+	}
+	after, limit, err := listPage(r)
+	if err != nil {
+		return err
+	}
+	status := r.URL.Query().Get("status")
+	switch status {
+	case "", balance.TopUpPending, balance.TopUpConfirmed, balance.TopUpFailed, balance.TopUpExpired:
+	default:
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Field: "status", Message: "status must be pending, confirmed, failed or expired"}
+	}
+	l, ok := s.balances.(pendingLister)
+	if !ok {
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "payment confirmation is not configured"}
+	}
+	ps, err := l.PendingTopUps(r.Context(), sub.ID)
+	if err != nil {
+		return balanceError(err)
+	}
+	v := make([]TopUpJSON, 0, len(ps))
+	for _, p := range ps {
+		if j := topUpJSON(p); status == "" || j.Status == status {
+			v = append(v, j)
+		}
+	}
+	sort.Slice(v, func(i, k int) bool { return v[i].ID < v[k].ID })
+	topUpID := func(t TopUpJSON) string { return t.ID }
+	v, more := pageOf(v, topUpID, after, limit)
+	return page(w, v, more, topUpID, nil)
 }
 
 func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request, who principal) error {

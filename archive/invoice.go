@@ -210,7 +210,7 @@ func (b *invoiceBuilder) ledger(ctx context.Context) error {
 		if in == 0 {
 			continue
 		}
-		b.ledgerLine(seq, kind, grant, gtype, reason, amt.Decimal(), money)
+		b.ledgerLine(seq, kind, grant, gtype, reason, amt.Decimal(), money, cur != "")
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -219,13 +219,15 @@ func (b *invoiceBuilder) ledger(ctx context.Context) error {
 	return nil
 }
 
-// ledgerLine adds one ledger entry of the period.
-func (b *invoiceBuilder) ledgerLine(seq uint64, kind, grant, gtype, reason string, amt, money decimal.Decimal) {
+// ledgerLine adds one ledger entry of the period. charged: the top-up
+// recorded its charge (with a currency), which is its money even when it
+// rounded to 0.00; else amount × credit value.
+func (b *invoiceBuilder) ledgerLine(seq uint64, kind, grant, gtype, reason string, amt, money decimal.Decimal, charged bool) {
 	inv, price := &b.inv, b.price
 	ref := fmt.Sprintf("ledger#%d", seq)
 	switch {
 	case kind == KindTopUp:
-		if money.IsZero() {
+		if money.IsZero() && !charged {
 			money = amt.Mul(price)
 		}
 		inv.Lines = append(inv.Lines, InvoiceLine{Kind: LineTopUp, Description: "Credit top-up", Credits: amt,

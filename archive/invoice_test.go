@@ -263,3 +263,40 @@ func TestInvoiceMatchesRedisLedger(t *testing.T) {
 		t.Error("period 2026-13: want an error")
 	}
 }
+
+// A top-up whose charge rounds to 0.00 (0.1 AIT at 0.04 USD) is invoiced
+// at its recorded charge, so the invoice's top-ups add up in cents.
+func TestInvoiceTopUpsAtRecordedChargeInCents(t *testing.T) {
+	s, _ := newScenario(t, "sub-cents")
+	ctx := context.Background()
+	for i, amt := range []string{"300.000001", "0.1", "0.125"} {
+		s.clk.Set(day(3, 10+i))
+		if _, err := s.store.TopUp(ctx, balance.TopUpRequest{Key: fmt.Sprintf("c-%d", i), Subscription: s.sub, Amount: credit.MustParse(amt)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, err := s.store.Ledger(ctx, s.sub, 1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []archive.LedgerRow
+	for _, e := range entries {
+		rows = append(rows, accounts.LedgerRow(s.sub, "cust-"+s.sub, e))
+	}
+	if err := s.w.WriteLedger(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := archive.BuildInvoice(ctx, s.conn, s.sub, "2026-11", archive.InvoiceTerms{Currency: "USD", CreditValue: creditValue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var money []string
+	for _, l := range inv.Lines {
+		if l.Kind == archive.LineTopUp {
+			money = append(money, l.Money.StringFixed(2)+"="+l.Money.String())
+		}
+	}
+	if fmt.Sprint(money) != "[12.00=12 0.00=0 0.01=0.01]" || !inv.TopUps.Equal(decimal.RequireFromString("12.01")) {
+		t.Fatalf("top-up lines %v, total %s; want the recorded charges 12.00, 0.00, 0.01 = 12.01", money, inv.TopUps)
+	}
+}

@@ -305,3 +305,40 @@ var (
 	jsonMarshal   = json.Marshal
 	jsonUnmarshal = json.Unmarshal
 )
+
+// PendingTopUps lists the subscription's top-ups that waited (or wait)
+// for their payment, in no order. A pending one past its expiry is shown
+// expired (the sweep or the next read of it ends it for good).
+func (s *Store) PendingTopUps(ctx context.Context, sub string) ([]PendingTopUp, error) {
+	if err := validSub(sub); err != nil {
+		return nil, err
+	}
+	m, err := s.rc.HGetAll(ctx, s.topUpKeys(sub).TopUps).Result()
+	if err != nil {
+		return nil, classify(err)
+	}
+	if len(m) == 0 {
+		if n, err := s.rc.Exists(ctx, s.keys(sub).Account).Result(); err != nil {
+			return nil, classify(err)
+		} else if n == 0 {
+			return nil, ErrUnknownSubscription
+		}
+	}
+	now := s.now()
+	out := make([]PendingTopUp, 0, len(m))
+	for id, raw := range m {
+		var rec pendingRecord
+		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+			return nil, fmt.Errorf("%w: top-up record: %v", errUnexpectedScriptData, err)
+		}
+		p, err := rec.topUp(sub, id)
+		if err != nil {
+			return nil, err
+		}
+		if p.Status == TopUpPending && !now.Before(p.ExpiresAt) {
+			p.Status, p.EndedAt = TopUpExpired, p.ExpiresAt
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -129,11 +129,12 @@ func (s *Store) LastGrant(ctx context.Context, sub string) (seq int64, after cre
 // crossing (below its auto-recharge threshold since the grant at Crossing).
 type RechargeState struct {
 	Crossing    int64     `json:"crossing"`
-	Status      string    `json:"status"` // done, failed
+	Status      string    `json:"status"` // pending (a pending top-up, TopUpID, in flight), done, failed
 	Attempts    int       `json:"attempts"`
 	LastError   string    `json:"last_error,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitempty"`
 	TopUpSeq    int64     `json:"topup_seq,omitempty"`
+	TopUpID     string    `json:"topup_id,omitempty"` // the pending top-up (plans requiring payment confirmation)
 	UpdatedAt   time.Time `json:"updated_at"`
 }
 
@@ -165,4 +166,47 @@ func (s *Store) SaveRechargeState(ctx context.Context, sub string, st RechargeSt
 		return err
 	}
 	return classify(s.rc.Set(ctx, s.rechargeKey(sub), b, 0).Err())
+}
+
+// SwapRechargeState records next only if the recorded state is still prev
+// (nil: none), so a recharger that read a stale state cannot overwrite a
+// newer one (at most one pending top-up in flight); swapped says it did.
+func (s *Store) SwapRechargeState(ctx context.Context, sub string, prev *RechargeState, next RechargeState) (bool, error) {
+	if err := validSub(sub); err != nil {
+		return false, err
+	}
+	b, err := jsonMarshal(next)
+	if err != nil {
+		return false, err
+	}
+	key := s.rechargeKey(sub)
+	swapped := false
+	err = s.rc.Watch(ctx, func(tx *redis.Tx) error {
+		cur, err := tx.Get(ctx, key).Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			if prev != nil {
+				return nil
+			}
+		case err != nil:
+			return err
+		default:
+			var c RechargeState
+			if prev == nil || jsonUnmarshal([]byte(cur), &c) != nil || !c.same(*prev) {
+				return nil
+			}
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error { p.Set(ctx, key, b, 0); return nil })
+		swapped = err == nil
+		return err
+	}, key)
+	if errors.Is(err, redis.TxFailedErr) {
+		return false, nil
+	}
+	return swapped, classify(err)
+}
+
+func (a RechargeState) same(b RechargeState) bool {
+	return a.Crossing == b.Crossing && a.Status == b.Status && a.Attempts == b.Attempts && a.TopUpID == b.TopUpID &&
+		a.TopUpSeq == b.TopUpSeq && a.UpdatedAt.Equal(b.UpdatedAt)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/lease"
 	"github.com/creditmeter/creditmeter/lowbalance"
+	"github.com/creditmeter/creditmeter/rating"
 	"github.com/creditmeter/creditmeter/rating/catalogstore"
 	"github.com/creditmeter/creditmeter/webhook"
 )
@@ -75,7 +76,18 @@ func (j *jobs) start(ctx context.Context, wg *sync.WaitGroup, conn driver.Conn, 
 	sweep.Ending = &accounts.Ending{Accounts: acc, Catalog: cat, Grace: acc.Store.GraceWindow()}
 	run(j.expiry, func(ctx context.Context) { sweep.Run(ctx, expiryInterval) })
 	run(j.topups, func(ctx context.Context) { (&accounts.PendingSweep{Accounts: acc, Log: log}).Run(ctx, topUpSweepEvery) })
-	recharger := &accounts.Recharger{Accounts: acc, List: sweep.List, Notify: notifier.ObserveRecharge, Metrics: j.rechargeMetrics, Log: log}
+	recharger := &accounts.Recharger{Accounts: acc, List: sweep.List, Notify: notifier.ObserveRecharge, Metrics: j.rechargeMetrics, Log: log,
+		Payment: func(ctx context.Context, s accounts.SubscriptionRef) (*rating.PaymentTerms, error) {
+			sub, err := cat.Subscription(ctx, s.ID)
+			if err != nil {
+				return nil, err
+			}
+			plan, err := cat.Plan(ctx, sub.PlanID)
+			if err != nil || plan.Prepaid == nil {
+				return nil, err
+			}
+			return plan.Prepaid.Payment, nil
+		}}
 	run(j.recharge, func(ctx context.Context) { recharger.Run(ctx, rechargeEvery) })
 	run(j.webhooks, func(ctx context.Context) { webhookSweep(ctx, hooks, notifier, cat, webhookEvery, log) })
 	run(j.low, func(ctx context.Context) {

@@ -124,8 +124,14 @@ export function pendingView({ enc, sub, code, admin }, refresh) {
       if (e.status === 409) reload();
     }
   }
-  // reload asks the API again for the ones still pending (expired on read).
+  // reload lists the subscription's pending top-ups (made anywhere: another
+  // tab, the API, auto-recharge) and asks again for the ones remembered as
+  // pending (expired on read).
   async function reload() {
+    try {
+      const r = await get('/subscriptions/' + enc + '/topups?status=pending&limit=1000');
+      for (const t of r.data) if (!list.some((x) => x.id === t.id)) put(t);
+    } catch (e) { /* shown as remembered */ }
     for (const t of list.filter((x) => x.status === 'pending')) {
       try { put(await get('/subscriptions/' + enc + '/topups/' + encodeURIComponent(t.id))); } catch (e) { /* shown as it was */ }
     }
@@ -150,14 +156,29 @@ export function autoRechargeView({ enc, pp, code, admin }) {
   const card = h('section', { class: 'card', id: 'ar-card', 'aria-labelledby': 'ar-h' }, h('h2', { id: 'ar-h' }, 'Automatic recharge'), error, info, form);
   // render fills the form only when asked (first read, save, reset), so a
   // refresh does not overwrite what an admin is typing.
+  // view.showPending (Pending top-ups' add) is given the auto-recharge's
+  // pending top-up, so an admin can confirm it there.
+  const view = { card, load, showPending: null, attach };
+  let latest = null;
+  const shown = new Set();
+  function offerPending() {
+    const last = latest && latest.last;
+    if (!view.showPending || !last || last.status !== 'pending' || !last.topup_id || shown.has(last.topup_id)) return;
+    shown.add(last.topup_id);
+    get('/subscriptions/' + enc + '/topups/' + encodeURIComponent(last.topup_id)).then(view.showPending, () => shown.delete(last.topup_id));
+  }
+  function attach(fn) { view.showPending = fn; offerPending(); }
   function render(a, fill) {
     const last = a.last;
+    latest = a;
+    offerPending();
     info.replaceChildren(...[
       h('dt', {}, 'Status'), h('dd', { id: 'ar-status' }, a.enabled ? 'on: below ' + fmt(a.threshold) + ' ' + code + ', buy ' + fmt(a.amount) + ' ' + code : 'off'),
       h('dt', {}, 'Setting from'), h('dd', { id: 'ar-source' }, a.source === 'subscription' ? 'this subscription' : 'the plan'),
       h('dt', {}, 'Last attempt'), h('dd', { id: 'ar-last' }, !last ? 'none yet'
         : last.status + ' · ' + last.attempts + ' attempt' + (last.attempts === 1 ? '' : 's') + ' · ' + when(last.updated_at) +
           (last.topup_seq ? ' · top-up ledger #' + last.topup_seq : '') +
+          (last.topup_id ? ' · top-up ' + last.topup_id + (last.status === 'pending' ? ' waits for its payment' : '') : '') +
           (last.next_attempt_at ? ' · next attempt ' + when(last.next_attempt_at) : '')),
       last && last.last_error ? [h('dt', {}, 'Last error'), h('dd', { id: 'ar-last-error', class: 'error' }, last.last_error)] : null,
     ].flat().filter(Boolean));
@@ -193,5 +214,5 @@ export function autoRechargeView({ enc, pp, code, admin }) {
     });
   }
   load();
-  return { card, load };
+  return view;
 }

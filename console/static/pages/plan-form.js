@@ -108,7 +108,28 @@ function prepaidSection(pp, curOpts, priceTbl, consumptionTbl) {
         field('… or below (% of the last grant)', input('plan-low-percent', 'prepaid.low_balance.percent', { value: low.percent || '', inputmode: 'decimal' })),
         field('When credits run out', select('plan-overage', 'prepaid.overage_policy', [['unfunded', 'Record the shortfall as unfunded usage'], ['overage', 'Let the balance go negative (overage)']], pp.overage_policy || 'unfunded')),
         field('Debt limit (credits, overage only)', input('plan-debt-limit', 'prepaid.debt_limit', { value: pp.debt_limit || '', inputmode: 'decimal', placeholder: 'none' }), 'Usage beyond it is recorded unfunded.'))),
+    termsSection(pp),
     consumptionTbl);
+}
+
+// termsSection is the plan's purchase limit, payment confirmation,
+// auto-recharge and end rule: shown so that Save changes (a PUT of the
+// whole plan) keeps them.
+function termsSection(pp) {
+  const lim = pp.purchase_limit || {}, pay = pp.payment || {}, ar = pp.auto_recharge || {}, end = pp.on_end || {};
+  return h('fieldset', { id: 'plan-terms' }, h('legend', {}, 'Purchases, payment and end'),
+    h('div', { class: 'row' },
+      field('Purchase limit per month (credits)', input('plan-limit-credits', 'prepaid.purchase_limit.credits', { value: lim.credits || '', inputmode: 'decimal', placeholder: 'none' })),
+      field('… and/or (money charged)', input('plan-limit-charge', 'prepaid.purchase_limit.charge', { value: lim.charge || '', inputmode: 'decimal', placeholder: 'none' }), 'Per subscription and calendar month (UTC), pending top-ups included.')),
+    h('div', { class: 'row' },
+      h('div', { class: 'field' }, checkbox('plan-payment', 'Top-ups wait for payment confirmation', !!pay.confirmation_required, 'prepaid.payment.confirmation_required')),
+      field('Unpaid top-ups expire after', input('plan-payment-expires', 'prepaid.payment.expires_in', { value: pay.expires_in || '', placeholder: '24h' }), 'A duration: 30m, 2h, 24h.')),
+    h('div', { class: 'row' },
+      field('Auto-recharge when the available balance falls below (credits)', input('plan-ar-threshold', 'prepaid.auto_recharge.threshold', { value: ar.threshold || '', inputmode: 'decimal', placeholder: 'off' })),
+      field('… buy (credits)', input('plan-ar-amount', 'prepaid.auto_recharge.amount', { value: ar.amount || '', inputmode: 'decimal', placeholder: 'off' }), 'Each subscription may override it.')),
+    h('div', { class: 'row' },
+      field('When a subscription ends', select('plan-on-end', 'prepaid.on_end.remaining_credits', [['carry_over', 'Carry remaining credits over to the next plan (else they expire)'], ['expire', 'Expire remaining credits (breakage)']], end.remaining_credits || 'carry_over')),
+      h('div', { class: 'field' }, checkbox('plan-refund', 'Refund purchased credits that expire, at their cost', !!end.refund_purchased, 'prepaid.on_end.refund_purchased'))));
 }
 
 // readPrepaid is the prepaid configuration the form asks for.
@@ -126,5 +147,21 @@ function readPrepaid(prices, rows) {
   if (val('plan-low-credits')) p.low_balance.credits = val('plan-low-credits');
   if (val('plan-low-percent')) p.low_balance.percent = val('plan-low-percent');
   if (val('plan-debt-limit')) p.debt_limit = val('plan-debt-limit');
+  const lc = val('plan-limit-credits'), lm = val('plan-limit-charge');
+  if (lc || lm) {
+    p.purchase_limit = {};
+    if (lc) p.purchase_limit.credits = lc;
+    if (lm) p.purchase_limit.charge = lm;
+  }
+  if (checked('plan-payment')) {
+    p.payment = { confirmation_required: true };
+    if (val('plan-payment-expires')) p.payment.expires_in = val('plan-payment-expires');
+  }
+  // both or neither: the API names the one missing
+  if (val('plan-ar-threshold') || val('plan-ar-amount')) p.auto_recharge = { threshold: val('plan-ar-threshold'), amount: val('plan-ar-amount') };
+  if (val('plan-on-end') !== 'carry_over' || checked('plan-refund')) {
+    p.on_end = { remaining_credits: val('plan-on-end') };
+    if (checked('plan-refund')) p.on_end.refund_purchased = true;
+  }
   return p;
 }

@@ -22,6 +22,7 @@ export async function pageSubscription(id, admin) {
   views.autoRecharge = autoRechargeView(ctx);
   const live = poller(ctx, views);
   views.pending = pendingView(ctx, live.refresh);
+  views.autoRecharge.attach(views.pending.add);
   const forms = [topUpForm(ctx, live.refresh, views.pending.add)];
   if (admin) forms.push(adjustmentForm(ctx, live.refresh), checkForm(ctx));
   layout(ctx, views, forms, admin ? lifecycleForms(ctx) : []);
