@@ -57,6 +57,7 @@ type PendingTopUp struct {
 	Seq          int64     // confirmed: the ledger seq of its grant
 	GrantID      string
 	Reason       string // failed: why
+	Key          string // the idempotency key it was created with (auto-recharge's tells its crossing)
 }
 
 // pendingRecord is topup.lua's JSON record.
@@ -74,6 +75,7 @@ type pendingRecord struct {
 	Seq      string `json:"seq,omitempty"`
 	Grant    string `json:"grant,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	Key      string `json:"key,omitempty"` // the idempotency key it was created with
 }
 
 // PendingRequest creates a top-up that waits TTL for its payment.
@@ -133,7 +135,7 @@ func (s *Store) CreatePending(ctx context.Context, r PendingRequest) (PendingTop
 	exp := now.Add(r.TTL)
 	rec := pendingRecord{FP: fingerprint("pending", r.Amount.String()), Status: TopUpPending, Amount: strconv.FormatInt(int64(r.Amount), 10),
 		Charge: charge.String(), Currency: cur, Minor: strconv.FormatInt(minor(charge, cur), 10), Month: period(now),
-		Created: strconv.FormatInt(now.UnixMilli(), 10), Expires: strconv.FormatInt(exp.UnixMilli(), 10)}
+		Created: strconv.FormatInt(now.UnixMilli(), 10), Expires: strconv.FormatInt(exp.UnixMilli(), 10), Key: r.Key}
 	body, _ := json.Marshal(rec)
 	// indexed first: an index entry without a record is dropped by the sweep
 	if err := s.rc.ZAdd(ctx, s.dueKey(), redis.Z{Score: float64(exp.UnixMilli()), Member: r.Subscription + "|" + id}).Err(); err != nil {
@@ -269,7 +271,7 @@ func (s *Store) topUpOp(ctx context.Context, sub, id, op string, args ...string)
 }
 
 func (r pendingRecord) topUp(sub, id string) (PendingTopUp, error) {
-	p := PendingTopUp{ID: id, Subscription: sub, Status: r.Status, Currency: r.Currency, GrantID: r.Grant, Reason: r.Reason}
+	p := PendingTopUp{ID: id, Subscription: sub, Status: r.Status, Currency: r.Currency, GrantID: r.Grant, Reason: r.Reason, Key: r.Key}
 	amt, err := strconv.ParseInt(r.Amount, 10, 64)
 	if err != nil {
 		return p, fmt.Errorf("%w: top-up amount %q", errUnexpectedScriptData, r.Amount)

@@ -218,3 +218,57 @@ func TestPendingTopUpSurvivesANodeDying(t *testing.T) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
 }
+
+// A recharger that dies between the crossing's top-up and its own telling
+// leaves no auto_recharge.succeeded behind: its next pass only replays the
+// top-up. The top-up's durable note tells it instead, with the id the
+// recharger gives (crossing and attempt from the key), so both tellings
+// are one event.
+func TestRechargeToldFromTheTopUpsNote(t *testing.T) {
+	rc, pfx := testenv.Keyspace(t)
+	ctx := context.Background()
+	bal, err := balance.New(rc, balance.Options{Prefix: pfx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{})
+	ep, err := hooks.Create(ctx, webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: []string{webhook.AutoRechargeSucceeded}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := "sub-recharged"
+	crossingBatch(t, bal, sub)
+	for _, key := range []string{"auto-recharge:7", "auto-recharge:9#2", "manual-1"} {
+		if _, err := bal.TopUp(ctx, balance.TopUpRequest{Key: key, Subscription: sub, Amount: credit.Credits(300)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a plan requiring payment confirmation: the crossing's pending top-up, confirmed
+	p, _, err := bal.CreatePending(ctx, balance.PendingRequest{Key: "auto-recharge:12#3", Subscription: sub, Amount: credit.Credits(50), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := bal.ConfirmPending(ctx, sub, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	n := &webhook.Notifier{Emitter: hooks, Ledger: bal, Notes: bal}
+	if err := n.Drain(ctx, []string{sub}); err != nil {
+		t.Fatal(err)
+	}
+	n.ObserveRecharge(sub, balance.RechargeState{Crossing: 7, Attempts: 1, Status: "done"}, credit.Credits(300))
+	ds, err := hooks.Deliveries(ctx, ep.ID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{webhook.EventID(webhook.AutoRechargeSucceeded, sub, "7", "1"): true, webhook.EventID(webhook.AutoRechargeSucceeded, sub, "9", "2"): true,
+		webhook.EventID(webhook.AutoRechargeSucceeded, sub, "12", "3"): true}
+	for _, d := range ds {
+		if !want[d.EventID] {
+			t.Errorf("unexpected delivery %s %s", d.EventType, d.EventID)
+		}
+		delete(want, d.EventID)
+	}
+	if len(want) != 0 || len(ds) != 3 {
+		t.Fatalf("deliveries %+v; missing %v", ds, want)
+	}
+}

@@ -177,6 +177,9 @@ func (n *Notifier) emitNotes(ctx context.Context, p balance.PendingNotes) error 
 				}
 				if len(es) == 1 && es[0].Seq == nt.Seq {
 					d.Charge, d.Currency = es[0].Fields["charge"], es[0].Fields["currency"]
+					if e, ok := n.rechargeMade(ctx, p.Subscription, p.Customer, es[0].Fields["key"], nt); ok {
+						errs = append(errs, n.Emitter.Emit(ctx, e))
+					}
 				}
 			}
 		}

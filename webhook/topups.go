@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/creditmeter/creditmeter/balance"
 	"github.com/creditmeter/creditmeter/credit"
@@ -48,6 +49,11 @@ func (n *Notifier) pendingEvent(ctx context.Context, sub, customer string, nt ba
 		switch nt.Kind { // the record may have moved on since the note
 		case balance.NoteTopUpConfirmed:
 			d.Grant = p.GrantID
+			if e, ok := n.rechargeMade(ctx, sub, customer, p.Key, balance.Note{Seq: p.Seq, Amount: p.Amount}); ok {
+				if err := n.Emitter.Emit(ctx, e); err != nil {
+					return Event{}, false, err
+				}
+			}
 		case balance.NoteTopUpFailed:
 			d.Reason = p.Reason
 		}
@@ -78,4 +84,25 @@ func (n *Notifier) ObserveRecharge(sub string, st balance.RechargeState, amount 
 	d := Data{Subscription: sub, Customer: n.customer(ctx, sub), Amount: amount.String(), LedgerSeq: st.TopUpSeq, Reason: st.LastError}
 	e := Event{ID: EventID(typ, sub, strconv.FormatInt(st.Crossing, 10), strconv.Itoa(st.Attempts)), Type: typ, CreatedAt: n.now(), Data: d}
 	n.logErr("auto-recharge", sub, n.Emitter.Emit(ctx, e))
+}
+
+// rechargeMade is the auto_recharge.succeeded event of an auto-recharge's
+// top-up, told from its durable note: a recharger that died between the
+// top-up and its own telling (the next pass only replays it) loses
+// nothing. The id is the one ObserveRecharge gives, from the crossing and
+// the attempt the top-up's key carries ("auto-recharge:G" or "…#n").
+func (n *Notifier) rechargeMade(_ context.Context, sub, customer, key string, nt balance.Note) (Event, bool) {
+	rest, ok := strings.CutPrefix(key, "auto-recharge:")
+	if !ok {
+		return Event{}, false
+	}
+	crossing, attempt, found := strings.Cut(rest, "#")
+	if !found {
+		attempt = "1"
+	}
+	if _, err := strconv.ParseInt(crossing, 10, 64); err != nil {
+		return Event{}, false
+	}
+	d := Data{Subscription: sub, Customer: customer, Amount: nt.Amount.String(), LedgerSeq: nt.Seq}
+	return Event{ID: EventID(AutoRechargeSucceeded, sub, crossing, attempt), Type: AutoRechargeSucceeded, CreatedAt: n.now(), Data: d}, true
 }
