@@ -15,9 +15,9 @@ import (
 func countingApply(t *testing.T) *redis.Script {
 	t.Helper()
 	src := sources["apply.lua"]
-	k := strings.LastIndex(src, "return res")
+	k := strings.LastIndex(src, "return out")
 	if k < 0 {
-		t.Fatal("apply.lua has no final return res")
+		t.Fatal("apply.lua has no final return out")
 	}
 	shim := `local n_dedupe_calls = 0
 local redis = setmetatable({call = function(cmd, key, ...)
@@ -25,7 +25,7 @@ local redis = setmetatable({call = function(cmd, key, ...)
   return redis.call(cmd, key, ...)
 end}, {__index = redis})
 `
-	return redis.NewScript(shim + src[:k] + "return {n_dedupe_calls, res}" + src[k+len("return res"):])
+	return redis.NewScript(shim + src[:k] + "return {n_dedupe_calls, out}" + src[k+len("return out"):])
 }
 
 // applyCounting runs b through countingApply: its result and the number of

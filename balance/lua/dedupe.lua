@@ -61,12 +61,22 @@ local function dedupe_open(window, set_prefix, expect_cur, expect_prev, first)
   local declared = {}
   for j = first, #KEYS do declared[KEYS[j]] = true end
   local count_before = cur.n
-  local level_prefix = {} -- cache: tb * 32 + level → "<set_prefix><tb>:<level>:"
+  -- set keys by time bucket and level (tb * 32 + level), then by the set
+  -- number: each key is formatted and checked once per call
+  local level_keys = {}
   local function set_key(t, l, bits)
-    local p = level_prefix[t * 32 + l]
-    if not p then p = set_prefix .. D(t) .. ':' .. D(l) .. ':'; level_prefix[t * 32 + l] = p end
-    local k = p .. D(bits % 2 ^ l)
-    if not declared[k] then error('CMUNDECLARED dedupe set ' .. k .. ' not in KEYS') end
+    local c = level_keys[t * 32 + l]
+    if not c then
+      c = {mod = 2 ^ l, p = set_prefix .. D(t) .. ':' .. D(l) .. ':', k = {}}
+      level_keys[t * 32 + l] = c
+    end
+    local b = bits % c.mod
+    local k = c.k[b]
+    if not k then
+      k = c.p .. D(b)
+      if not declared[k] then error('CMUNDECLARED dedupe set ' .. k .. ' not in KEYS') end
+      c.k[b] = k
+    end
     return k
   end
   local ttl = D((tb + 2) * window - now)
@@ -102,6 +112,10 @@ local function dedupe_open(window, set_prefix, expect_cur, expect_prev, first)
     for i = 1, #fps do todo[i] = i end
     -- by_set groups positions by their set at (t, l), in first-seen order
     local function by_set(t, l)
+      if l == 0 then -- one set: no grouping
+        local k = set_key(t, 0, 0)
+        return {[k] = todo}, {k}
+      end
       local groups, order = {}, {}
       for _, i in ipairs(todo) do
         local k = set_key(t, l, bits[i])
@@ -113,6 +127,10 @@ local function dedupe_open(window, set_prefix, expect_cur, expect_prev, first)
     end
     -- member marks the positions of g whose ids key holds
     local function member(key, g)
+      if #g == 1 then
+        if redis.call('SISMEMBER', key, fps[g[1]]) == 1 then dup[g[1]] = true end
+        return
+      end
       for s = 1, #g, DEDUPE_CHUNK do
         local e = math.min(s + DEDUPE_CHUNK - 1, #g)
         local a = {}
@@ -125,9 +143,11 @@ local function dedupe_open(window, set_prefix, expect_cur, expect_prev, first)
       if #todo == 0 then return end
       local groups, order = by_set(t, l)
       for _, k in ipairs(order) do member(k, groups[k]) end
-      local rest = {}
-      for _, i in ipairs(todo) do if not dup[i] then rest[#rest + 1] = i end end
-      todo = rest
+      if next(dup) then
+        local rest = {}
+        for _, i in ipairs(todo) do if not dup[i] then rest[#rest + 1] = i end end
+        todo = rest
+      end
     end
     if prev then for _, l in ipairs(prev.lv) do lookup(tb - 1, l) end end
     for j = 1, #cur.lv - 1 do lookup(tb, cur.lv[j]) end
@@ -135,9 +155,13 @@ local function dedupe_open(window, set_prefix, expect_cur, expect_prev, first)
     local groups, order = by_set(tb, cur.hi)
     for _, k in ipairs(order) do
       -- an id twice in the call: the first position adds it
-      local g, once, firsts = groups[k], {}, {}
-      for _, i in ipairs(g) do
-        if once[fps[i]] then dup[i] = true else once[fps[i]] = true; firsts[#firsts + 1] = i end
+      local g, firsts = groups[k], groups[k]
+      if #g > 1 then
+        local once = {}
+        firsts = {}
+        for _, i in ipairs(g) do
+          if once[fps[i]] then dup[i] = true else once[fps[i]] = true; firsts[#firsts + 1] = i end
+        end
       end
       local added = 0
       if #firsts == 1 then
