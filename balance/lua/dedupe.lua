@@ -108,6 +108,7 @@ local function dedupe_open(window, set_prefix, expect_cur, expect_prev, first)
   -- set looked up and one SADD per set added to, not one call per id: at
   -- a low level most of a call's ids share a set.
   local function seen_all(fps, bits)
+    if #fps == 1 then return {seen(fps[1], bits[1])} end -- nothing to group
     local dup, todo = {}, {}
     for i = 1, #fps do todo[i] = i end
     -- by_set groups positions by their set at (t, l), in first-seen order
