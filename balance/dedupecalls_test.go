@@ -117,3 +117,44 @@ func TestApplyDedupeCommandsPerSet(t *testing.T) {
 	}
 	e.checkLedger(sub)
 }
+
+// A call of more ids than one SMISMEMBER/SADD takes (DEDUPE_CHUNK) splits
+// them and keeps every status exact.
+func TestApplyDedupeLargeCall(t *testing.T) {
+	e := newEnv(t, 0)
+	sub := "ddlarge"
+	e.open(sub, Overage)
+	e.grant(sub, "grant-1", Purchased, c(100000), t0, time.Time{})
+	var first []Line
+	for i := 0; i < 1500; i++ {
+		first = append(first, line(fmt.Sprint("a-", i), int64(i), t0, c(1)))
+	}
+	e.apply(batch(sub, 0, first...))
+	var lines []Line
+	for i := 0; i < 2500; i++ {
+		id := fmt.Sprint("b-", i)
+		if i%2 == 0 {
+			id = fmt.Sprint("a-", i/2) // the first call's (i/2 < 1250)
+		}
+		lines = append(lines, line(id, int64(2000+i), t0, c(1)))
+	}
+	lines = append(lines, line("b-1", 5000, t0, c(1))) // twice in the call
+	r := e.apply(batch(sub, 0, lines...))[0]
+	applied := 0
+	for i, l := range r.Lines {
+		want := Applied
+		if i%2 == 0 || i == len(lines)-1 {
+			want = DuplicateID
+		}
+		if l.Status != want {
+			t.Errorf("line %d (%s): status %c, want %c", i, lines[i].EventID, l.Status, want)
+		}
+		if l.Status == Applied {
+			applied++
+		}
+	}
+	if v := e.balance(sub); v.Total != c(100000-1500-int64(applied)) {
+		t.Errorf("balance %s, want %s", v.Total, c(100000-1500-int64(applied)))
+	}
+	e.checkLedger(sub)
+}
