@@ -23,7 +23,7 @@ end
 -- if not, nothing is done and the caller gets the layout to try again
 local dd = {dedupe_open(window, set_prefix, ARGV[8], ARGV[9], DEDUPE_KEYS_FROM)}
 if not dd[1] then return {'L', dd[2], dd[3]} end
-local seen, dedupe_close = dd[1], dd[2]
+local dedupe_close, seen_all = dd[2], dd[4]
 local firstseq = seq + 1
 sweep()
 settle()
@@ -72,22 +72,33 @@ local function charge(off, ts, credits)
   return unfunded, over, draws
 end
 
+-- the ids of the lines not redelivered are looked up and remembered at
+-- once, in line order (the watermark does not move until the end)
+local fps, fbits, fat = {}, {}, {}
+for i = FIRST_LINE_ARG, #ARGV, LINE_ARGS do
+  if not journal_applied(tonumber(ARGV[i + 2])) then
+    local n = #fps + 1
+    fps[n], fbits[n], fat[i] = ARGV[i], tonumber(ARGV[i + 1]), n
+  end
+end
+local dup = seen_all(fps, fbits)
 -- per line: 'O' redelivered, 'P' redelivered with its first result, 'I'
 -- duplicate id, 'A' applied; 'P' and 'A' are followed by balance after,
 -- unfunded, overage, draw count and the draws. The common case, a line
 -- drawn wholly from one grant, is 'a' and the grant: the caller knows its
--- credits, and its balance after from the balance before the lines (bal0)
--- less what the lines before it drew (two reply items instead of seven).
-local out = {}
-local bal0 = bal
+-- credits, and its balance after from the balance before the lines (the reply's
+-- ninth item) less what the lines before it drew (two reply items instead of seven).
+-- the reply: 8 head items filled in at the end, the balance before the
+-- lines, then the lines' items (appended in place, not copied)
+local out = {'', '', '', '', '', '', '', '', bal}
 for i = FIRST_LINE_ARG, #ARGV, LINE_ARGS do
-  local fp, bits, off = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local off = tonumber(ARGV[i + 2])
   local ts, credits = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
   if journal_applied(off) then
     if not journal_replay(off, out) then out[#out + 1] = 'O' end
   else
     journal_advance(off)
-    if seen(fp, bits) then
+    if dup[fat[i]] then
       out[#out + 1] = 'I'
     else
       local unfunded, over, draws = unique_charge(charge, (i - FIRST_LINE_ARG) / LINE_ARGS + 1, off, ts, credits)
@@ -116,6 +127,6 @@ local lastseq = seq
 journal_push(firstseq, lastseq)
 if lastseq < firstseq then firstseq, lastseq = 0, 0 end
 firstseq, lastseq = journal_seqs(firstseq, lastseq)
-local res = {D(bal), D(debt), change, low, D(firstseq), D(lastseq), cur_meta, prev_meta, bal0}
-for j = 1, #out do res[#res + 1] = out[j] end
-return res
+out[1], out[2], out[3], out[4] = D(bal), D(debt), change, low
+out[5], out[6], out[7], out[8] = D(firstseq), D(lastseq), cur_meta, prev_meta
+return out

@@ -20,8 +20,10 @@ end
 -- back as the pseudo-draw '~u' (Go: LineResult.Repeats), journaled with
 -- the line's result.
 local function unique_charge(charge, ln, off, ts, credits)
+  local parts = unique_parts[ln]
+  if not parts then return charge(off, ts, credits) end
   local rep, mask, bit = 0, 0, 1
-  for _, p in ipairs(unique_parts[ln] or {}) do
+  for _, p in ipairs(parts) do
     local key, keep = KEYS[p[2]], tonumber(p[5])
     if keep <= now or redis.call('SADD', key, p[3]) == 0 then
       rep, mask = rep + tonumber(p[4]), mask + bit
