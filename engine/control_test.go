@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -499,4 +500,43 @@ func TestControlRedeliveryOfBatchesInFlight(t *testing.T) {
 			t.Fatalf("offset %d archived as %+v; want its first draws", o, r)
 		}
 	}
+}
+
+// An idle engine (no message arrives) still notices that Redis lost
+// acknowledged writes: at start, and when the Redis servers' identity
+// changes (a restart, a failover) while it waits for messages; it repairs
+// at once instead of leaving the balances behind until the next event.
+func TestControlIdleEngineRepairsLostWrites(t *testing.T) {
+	w := newWorld(0, 5) // no message at all
+	rep := &enginetest.Repairer{Ledger: w.bal}
+	rep.MarkStale("sub-c1") // Redis behind when the engine starts
+	var id atomic.Value
+	id.Store("run-1")
+	w.run(t, engine.Config{Repair: rep, RedisCheckEvery: 20 * time.Millisecond,
+		RedisIdentity: func(context.Context) (string, error) { return id.Load().(string), nil }})
+	fixed := func() []string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for ctx.Err() == nil {
+			if f := rep.FixedNow(); len(f) > 0 {
+				return f
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	}
+	if f := fixed(); len(f) != 1 || f[0] != "sub-c1" {
+		t.Fatalf("repaired %v at start, want sub-c1", f)
+	}
+
+	// Redis restarts behind while the engine waits for messages.
+	waitFor(t, "the rewind after the repair at start", func() bool { return w.log.Rewinds() == 1 })
+	rewinds := w.log.Rewinds()
+	rep.Reset()
+	rep.MarkStale("sub-c2")
+	id.Store("run-2")
+	if f := fixed(); len(f) != 1 || f[0] != "sub-c2" {
+		t.Fatalf("repaired %v while idle after the identity changed, want sub-c2", f)
+	}
+	waitFor(t, "the rewind after the idle repair", func() bool { return w.log.Rewinds() > rewinds })
 }
