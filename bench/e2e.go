@@ -216,6 +216,10 @@ func runE2E(ctx context.Context, o *Options, w *World, name string, seed uint64,
 	res.Exact = res.Check.Exact
 	res.RedisCPU = cpuDelta(cpuBefore, cpuAfter, shardEvents(ctx, w.RC, w.Subs, g.Want, res.Events), res.Events, cpuSecs)
 	for _, n := range res.RedisCPU {
+		if n.Restarted {
+			o.logf("scenario 1 (%s): Redis %s %s restarted during the drain: its CPU is not measured", name, n.Role, n.Addr)
+			continue
+		}
 		if n.Role == "master" {
 			res.RedisUsPerEvent += n.UsPerEventAll
 		} else {

@@ -29,11 +29,16 @@ type NodeCPU struct {
 	UsPerEvent    float64 `json:"us_per_event"`
 	UsPerEventAll float64 `json:"us_per_event_all"`
 	Util          float64 `json:"util"` // CPU seconds / drain seconds (1 = a whole core)
+	// Restarted: another process answered at the end of the drain (a crash
+	// or a failover test): its CPU over the drain is not known, and it adds
+	// nothing to the per-event sums.
+	Restarted bool `json:"restarted,omitempty"`
 }
 
 type cpuSample struct {
 	role, master string
 	cpu          float64
+	runID        string // INFO server: tells a restarted process apart
 }
 
 // redisCPU reads INFO cpu and replication of every node (a cluster's
@@ -42,7 +47,7 @@ func redisCPU(ctx context.Context, rc redis.UniversalClient) map[string]cpuSampl
 	var mu sync.Mutex
 	out := map[string]cpuSample{}
 	one := func(ctx context.Context, c *redis.Client) error {
-		s, err := c.Info(ctx, "cpu", "replication").Result()
+		s, err := c.Info(ctx, "server", "cpu", "replication").Result()
 		if err != nil {
 			return err
 		}
@@ -59,6 +64,8 @@ func redisCPU(ctx context.Context, rc redis.UniversalClient) map[string]cpuSampl
 				x.cpu += f
 			case "role":
 				x.role = v
+			case "run_id":
+				x.runID = v
 			case "master_host":
 				host = v
 			case "master_port":
@@ -155,10 +162,17 @@ func cpuDelta(before, after map[string]cpuSample, routed map[string]int64, event
 			continue
 		}
 		n := NodeCPU{Addr: addr, Role: a.role, Master: a.master, CPUSeconds: a.cpu - b.cpu}
+		if a.runID != b.runID {
+			n.CPUSeconds, n.Restarted = 0, true
+		}
 		if n.Role == "master" {
 			n.Events = routed[addr]
 		} else {
 			n.Events = routed[a.master]
+		}
+		if n.Restarted {
+			out = append(out, n)
+			continue
 		}
 		if n.Events > 0 {
 			n.UsPerEvent = n.CPUSeconds * 1e6 / float64(n.Events)

@@ -56,6 +56,10 @@ func cpuRows(row func(s, f, v string), e *E2EResult) {
 		if n.Role != "master" {
 			name += " (of " + n.Master + ")"
 		}
+		if n.Restarted {
+			row("", name, "restarted during the drain: CPU not measured")
+			continue
+		}
 		row("", name, fmt.Sprintf("%.2f µs CPU per event on the shard (%d events), %.2f µs per event of the drain, %.0f%% of a core",
 			n.UsPerEvent, n.Events, n.UsPerEventAll, 100*n.Util))
 	}

@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/creditmeter/creditmeter/archive"
@@ -358,16 +361,72 @@ func TestControlLostWritesAreRepairedAndReplayed(t *testing.T) {
 // The archive refusing ledger entries that reuse a seq means Redis lost
 // writes: the engine repairs at once, though no new message arrives, and
 // commits the batch after the replay.
+//
+// The refusal is loud (issue 14): creditmeter_ledger_conflicts_total counts
+// the refused entries, an error is logged naming the subscription, and the
+// engine is not ready (backpressure 1) while it repairs.
 func TestControlLedgerConflictInTheArchiveRepairs(t *testing.T) {
 	w := newWorld(5, 5)
 	w.arch.FailLedger = enginetest.FailFirst(1, &archive.LedgerConflictError{
-		Keys: []archive.LedgerKey{{SubscriptionID: "sub-c1", Seq: 1}}})
-	rep := &enginetest.Repairer{Ledger: w.bal}
-	w.run(t, engine.Config{Repair: rep})
+		Keys: []archive.LedgerKey{{SubscriptionID: "sub-c1", Seq: 1}, {SubscriptionID: "sub-c1", Seq: 2}}})
+	m := engine.NewMetrics(prometheus.NewRegistry())
+	var logs lockedLog
+	started := make(chan *engine.Engine, 1) // Repair may run before w.run returns
+	var during error
+	var backpressure float64
+	rep := &repairHook{Repairer: &enginetest.Repairer{Ledger: w.bal}, during: func() {
+		e := <-started
+		started <- e
+		during, backpressure = e.Ready(), testutil.ToFloat64(m.Backpressure)
+	}}
+	e, _, _, _ := w.run(t, engine.Config{Repair: rep, Metrics: m,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	started <- e
 	w.waitCommitted(t)
 	if len(rep.Fixed) != 1 || rep.Fixed[0] != "sub-c1" || w.log.Rewinds() != 1 {
 		t.Errorf("repaired %v with %d rewinds; want sub-c1 once and one rewind", rep.Fixed, w.log.Rewinds())
 	}
+	if n := testutil.ToFloat64(m.LedgerConflicts); n != 2 {
+		t.Errorf("creditmeter_ledger_conflicts_total = %v, want the 2 refused entries", n)
+	}
+	if during == nil || !strings.Contains(during.Error(), "repair") || backpressure != 1 {
+		t.Errorf("while repairing: Ready() = %v, backpressure %v; want not ready (repair) and backpressure 1", during, backpressure)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "reuse archived sequence numbers") || !strings.Contains(out, "sub-c1") {
+		t.Errorf("no error log naming the refused entries:\n%s", out)
+	}
+	if e.Ready() != nil || testutil.ToFloat64(m.Backpressure) != 0 {
+		t.Errorf("after the repair: Ready() = %v, backpressure %v", e.Ready(), testutil.ToFloat64(m.Backpressure))
+	}
+}
+
+// repairHook calls during inside each Repair.
+type repairHook struct {
+	*enginetest.Repairer
+	during func()
+}
+
+func (r *repairHook) Repair(ctx context.Context, sub string) (int64, bool, error) {
+	r.during()
+	return r.Repairer.Repair(ctx, sub)
+}
+
+// lockedLog is a log destination written by the engine's goroutines.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // Each kind of fault.Of, from the archive and from a balance batch: what
@@ -441,4 +500,43 @@ func TestControlRedeliveryOfBatchesInFlight(t *testing.T) {
 			t.Fatalf("offset %d archived as %+v; want its first draws", o, r)
 		}
 	}
+}
+
+// An idle engine (no message arrives) still notices that Redis lost
+// acknowledged writes: at start, and when the Redis servers' identity
+// changes (a restart, a failover) while it waits for messages; it repairs
+// at once instead of leaving the balances behind until the next event.
+func TestControlIdleEngineRepairsLostWrites(t *testing.T) {
+	w := newWorld(0, 5) // no message at all
+	rep := &enginetest.Repairer{Ledger: w.bal}
+	rep.MarkStale("sub-c1") // Redis behind when the engine starts
+	var id atomic.Value
+	id.Store("run-1")
+	w.run(t, engine.Config{Repair: rep, RedisCheckEvery: 20 * time.Millisecond,
+		RedisIdentity: func(context.Context) (string, error) { return id.Load().(string), nil }})
+	fixed := func() []string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for ctx.Err() == nil {
+			if f := rep.FixedNow(); len(f) > 0 {
+				return f
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	}
+	if f := fixed(); len(f) != 1 || f[0] != "sub-c1" {
+		t.Fatalf("repaired %v at start, want sub-c1", f)
+	}
+
+	// Redis restarts behind while the engine waits for messages.
+	waitFor(t, "the rewind after the repair at start", func() bool { return w.log.Rewinds() == 1 })
+	rewinds := w.log.Rewinds()
+	rep.Reset()
+	rep.MarkStale("sub-c2")
+	id.Store("run-2")
+	if f := fixed(); len(f) != 1 || f[0] != "sub-c2" {
+		t.Fatalf("repaired %v while idle after the identity changed, want sub-c2", f)
+	}
+	waitFor(t, "the rewind after the idle repair", func() bool { return w.log.Rewinds() > rewinds })
 }

@@ -93,6 +93,11 @@ type Config struct {
 	// replication ids); a change means a restart or a failover, which may
 	// have lost writes. Nil: checked at start only.
 	RedisIdentity func(ctx context.Context) (string, error)
+	// RedisCheckEvery is how often an engine waiting for messages checks
+	// the Redis identity (and, at start, every subscription), so lost
+	// writes are repaired without waiting for the next event (default 1s;
+	// one INFO per master).
+	RedisCheckEvery time.Duration
 	// StuckAfter is how long a member whose partitions have messages may
 	// fetch nothing before it rejoins the group (default 2m; needs a Source
 	// that reports its lag and can rewind).
@@ -123,6 +128,8 @@ type Engine struct {
 
 	mu      sync.Mutex
 	stalled error // the failure being retried, nil when flowing
+	// checkMu serialises checkRedis (the batch path and watchRedis).
+	checkMu sync.Mutex
 
 	// Reused between batches: the hot path allocates per batch, not per event.
 	events []rating.Event
@@ -187,6 +194,9 @@ func New(cfg Config, src Source, dlq DeadLetters, r Rater, b Balances, a Archive
 	}
 	if cfg.LagInterval <= 0 {
 		cfg.LagInterval = 5 * time.Second
+	}
+	if cfg.RedisCheckEvery <= 0 {
+		cfg.RedisCheckEvery = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -270,13 +280,26 @@ func (e *Engine) run(ctx context.Context) error {
 	}()
 	// A failed finishing stage must stop the fetch too: otherwise a
 	// permanent failure or a repair waits for the next message to arrive.
-	fctx, fcancel := context.WithCancel(ctx)
-	defer fcancel()
-	defer context.AfterFunc(pctx, fcancel)()
+	fctx, fcancel := context.WithCancelCause(ctx)
+	defer fcancel(nil)
+	defer context.AfterFunc(pctx, func() { fcancel(nil) })()
+	// So does Redis found behind while no message arrives (watchRedis).
+	var watch sync.WaitGroup
+	if e.cfg.Repair != nil {
+		watch.Add(1)
+		go func() { defer watch.Done(); e.watchRedis(fctx, fcancel) }()
+	}
 	err := e.produce(fctx, pctx, work)
+	fcancel(nil)
+	watch.Wait()
 	close(work)
 	if ferr := <-finished; ferr != nil {
 		return ferr
+	}
+	if err == nil && ctx.Err() == nil {
+		if cause := context.Cause(fctx); !errors.Is(cause, context.Canceled) {
+			err = cause // watchRedis's finding
+		}
 	}
 	return err
 }

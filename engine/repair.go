@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/creditmeter/creditmeter/archive"
 	"github.com/creditmeter/creditmeter/balance"
@@ -52,6 +53,8 @@ func (e *Engine) checkRedis(ctx context.Context) error {
 	if e.cfg.Repair == nil {
 		return nil
 	}
+	e.checkMu.Lock()
+	defer e.checkMu.Unlock()
 	var id string
 	if e.cfg.RedisIdentity != nil {
 		if err := e.retry(ctx, "balance", func(ctx context.Context) error {
@@ -80,6 +83,29 @@ func (e *Engine) checkRedis(ctx context.Context) error {
 	}
 	e.identity, e.verified = id, true
 	return nil
+}
+
+// watchRedis runs checkRedis at start and every RedisCheckEvery until ctx
+// ends, so an engine that receives no message still repairs lost writes
+// (after a restart of its own, or of Redis while it idles) instead of
+// leaving the balances behind until the next event. A finding, or a
+// failure that stops the engine, cancels ctx with it as the cause.
+func (e *Engine) watchRedis(ctx context.Context, stop context.CancelCauseFunc) {
+	t := time.NewTicker(e.cfg.RedisCheckEvery)
+	defer t.Stop()
+	for {
+		if err := e.checkRedis(ctx); err != nil {
+			if ctx.Err() == nil {
+				stop(err)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // repair repairs the subscriptions of r, records Redis's seq of each as

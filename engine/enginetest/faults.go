@@ -449,6 +449,20 @@ func (r *Repairer) Stale(context.Context) ([]string, error) {
 	return s, nil
 }
 
+// FixedNow is a copy of Fixed, safe while the engine runs.
+func (r *Repairer) FixedNow() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.Fixed...)
+}
+
+// Reset forgets what was repaired.
+func (r *Repairer) Reset() {
+	r.mu.Lock()
+	r.Fixed = nil
+	r.mu.Unlock()
+}
+
 // Repair records sub and returns its ledger seq.
 func (r *Repairer) Repair(_ context.Context, sub string) (int64, bool, error) {
 	r.mu.Lock()

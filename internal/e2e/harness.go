@@ -261,7 +261,8 @@ func WaitConsumed(t *testing.T, m *engine.Metrics, n int, timeout time.Duration)
 }
 
 // Verify checks balances in Redis, rated_usage and credit_ledger in
-// ClickHouse (with FINAL) against the independently computed expectations.
+// ClickHouse (with FINAL) against the independently computed expectations,
+// and that no archived ledger entry was written twice with other content.
 func (h *Harness) Verify() {
 	h.t.Helper()
 	wantLines := 0
@@ -299,6 +300,19 @@ func (h *Harness) Verify() {
 	}
 	if int(total) != wantLines {
 		h.t.Errorf("rated_usage has %d rows in all, want %d", total, wantLines)
+	}
+	// An archived ledger entry is never rewritten (issue 14): no (subscription,
+	// seq) holds two rows with other content, even before merges (FINAL
+	// would hide the first).
+	var reused uint64
+	var first string
+	if err := h.Conn.QueryRow(h.ctx, `SELECT count(), any(concat(subscription_id, ' seq ', toString(seq))) FROM (SELECT subscription_id, seq,
+		uniqExact(toString(kind), amount_micro, balance_after_micro, grant_id, event_count, created_at) AS n
+		FROM credit_ledger GROUP BY subscription_id, seq HAVING n > 1)`).Scan(&reused, &first); err != nil {
+		h.t.Fatal(err)
+	}
+	if reused != 0 {
+		h.t.Errorf("%d ledger entries were archived twice with other content (a seq reused), first %s", reused, first)
 	}
 }
 
