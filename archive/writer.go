@@ -122,7 +122,20 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 		return fmt.Errorf("archive: prepare rated_usage: %w", err)
 	}
 	for i, col := range c.slices() {
-		if err := b.Column(i).Append(col); err != nil {
+		var err error
+		if rows, ok := col.([]any); ok {
+			// An array column, a row at a time: the driver takes a
+			// whole [][]T column only by reflection, element by element.
+			bc := b.Column(i)
+			for _, r := range rows {
+				if err = bc.AppendRow(r); err != nil {
+					break
+				}
+			}
+		} else {
+			err = b.Column(i).Append(col)
+		}
+		if err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("%w: rated_usage column %d: %v", ErrInvalidRow, i, err)
 		}
@@ -141,24 +154,31 @@ type usageColumns struct {
 	quantity                                                                       []decimal.Decimal
 	credits, funded, unfunded, money, offset                                       []int64
 	eventTime, ratedAt                                                             []time.Time
-	grantIDs, dimKeys, dimValues                                                   [][]string
-	grantAmounts                                                                   [][]int64
-	amounts                                                                        []int64 // backs grantAmounts
-	partition                                                                      []int32
-	version                                                                        []uint64
+	// The array columns: per row a []*string or []*int64 (the driver's
+	// AppendRow takes those without boxing each element), or emptyStrs.
+	grantIDs, dimKeys, dimValues, grantAmounts []any
+	amounts                                    []int64   // what grantAmounts point to
+	strs                                       []*string // backs the rows of grantIDs, dimKeys, dimValues
+	amountPtrs                                 []*int64  // backs the rows of grantAmounts
+	partition                                  []int32
+	version                                    []uint64
 }
 
 var usagePool = sync.Pool{New: func() any { return new(usageColumns) }}
 
-var noStrings = []string{}
+// emptyStrs and emptyInts are an empty array row, boxed once.
+var emptyStrs, emptyInts any = []*string{}, []*int64{}
 
 // fill checks rows and lays them out by column.
 func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
-	n, nAmounts := len(rows), 0
+	n, nAmounts, nStrs := len(rows), 0, 0
 	for i := range rows {
 		nAmounts += len(rows[i].GrantAmounts)
+		nStrs += len(rows[i].GrantIDs) + len(rows[i].DimKeys) + len(rows[i].DimValues)
 	}
-	c.amounts = slices.Grow(c.amounts[:0], nAmounts)
+	// Never grown below: the rows' pointers into them must stay valid.
+	c.amounts, c.amountPtrs = slices.Grow(c.amounts[:0], nAmounts), slices.Grow(c.amountPtrs[:0], nAmounts)
+	c.strs = slices.Grow(c.strs[:0], nStrs)
 	for _, s := range []*[]string{&c.eventID, &c.customer, &c.sub, &c.feature, &c.eventName, &c.creditCur, &c.moneyCur, &c.status, &c.topic} {
 		*s = slices.Grow((*s)[:0], n)
 	}
@@ -180,17 +200,14 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		if !ok {
 			return fmt.Errorf("%w: rated_usage row %d: money value %s is not a whole number of 10^-9 units within Int64", ErrInvalidRow, i, r.MoneyValue)
 		}
-		lo := len(c.amounts)
-		for _, a := range r.GrantAmounts {
-			c.amounts = append(c.amounts, int64(a))
-		}
-		grants := r.GrantIDs
-		if grants == nil {
-			grants = noStrings
-		}
-		keys, values := r.DimKeys, r.DimValues
-		if keys == nil {
-			keys, values = noStrings, noStrings
+		amounts := emptyInts
+		if len(r.GrantAmounts) > 0 {
+			lo := len(c.amountPtrs)
+			for _, a := range r.GrantAmounts {
+				c.amounts = append(c.amounts, int64(a))
+				c.amountPtrs = append(c.amountPtrs, &c.amounts[len(c.amounts)-1])
+			}
+			amounts = c.amountPtrs[lo:len(c.amountPtrs):len(c.amountPtrs)]
 		}
 		et := r.EventTime.UTC()
 		c.eventID = append(c.eventID, r.EventID)
@@ -209,17 +226,29 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		c.eventTime = append(c.eventTime, et.Truncate(time.Second))
 		c.ms = append(c.ms, uint16(et.Nanosecond()/1e6))
 		c.ratedAt = append(c.ratedAt, r.RatedAt.UTC())
-		c.grantIDs = append(c.grantIDs, grants)
-		c.grantAmounts = append(c.grantAmounts, c.amounts[lo:len(c.amounts):len(c.amounts)])
+		c.grantIDs = append(c.grantIDs, c.strRow(r.GrantIDs))
+		c.grantAmounts = append(c.grantAmounts, amounts)
 		c.status = append(c.status, r.Status)
 		c.topic = append(c.topic, r.Topic)
 		c.partition = append(c.partition, r.Partition)
 		c.offset = append(c.offset, r.Offset)
 		c.version = append(c.version, version)
-		c.dimKeys = append(c.dimKeys, keys)
-		c.dimValues = append(c.dimValues, values)
+		c.dimKeys = append(c.dimKeys, c.strRow(r.DimKeys))
+		c.dimValues = append(c.dimValues, c.strRow(r.DimValues))
 	}
 	return nil
+}
+
+// strRow is an array row of the strings ss, by pointer from c.strs.
+func (c *usageColumns) strRow(ss []string) any {
+	if len(ss) == 0 {
+		return emptyStrs
+	}
+	lo := len(c.strs)
+	for i := range ss {
+		c.strs = append(c.strs, &ss[i])
+	}
+	return c.strs[lo:len(c.strs):len(c.strs)]
 }
 
 // slices are the columns in the INSERT's order.
