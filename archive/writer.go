@@ -115,7 +115,7 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 		return err
 	}
 	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
-		quantity, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
+		quantity_mant, quantity_scale, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
 		event_time, event_time_ms, rated_at, grant_ids, grant_amounts_micro, status, source_topic, source_partition, source_offset, version,
 		dim_keys, dim_values)`)
 	if err != nil {
@@ -151,8 +151,8 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 type usageColumns struct {
 	eventID, customer, sub, feature, eventName, creditCur, moneyCur, status, topic []string
 	line, ms                                                                       []uint16
-	quantity                                                                       []decimal.Decimal
-	credits, funded, unfunded, money, offset                                       []int64
+	qScale                                                                         []uint8
+	qMant, credits, funded, unfunded, money, offset                                []int64
 	eventTime, ratedAt                                                             []time.Time
 	// The array columns: per row a []*string or []*int64 (the driver's
 	// AppendRow takes those without boxing each element), or emptyStrs.
@@ -182,11 +182,11 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 	for _, s := range []*[]string{&c.eventID, &c.customer, &c.sub, &c.feature, &c.eventName, &c.creditCur, &c.moneyCur, &c.status, &c.topic} {
 		*s = slices.Grow((*s)[:0], n)
 	}
-	for _, s := range []*[]int64{&c.credits, &c.funded, &c.unfunded, &c.money, &c.offset} {
+	for _, s := range []*[]int64{&c.qMant, &c.credits, &c.funded, &c.unfunded, &c.money, &c.offset} {
 		*s = slices.Grow((*s)[:0], n)
 	}
 	c.line, c.ms = slices.Grow(c.line[:0], n), slices.Grow(c.ms[:0], n)
-	c.quantity = slices.Grow(c.quantity[:0], n)
+	c.qScale = slices.Grow(c.qScale[:0], n)
 	c.eventTime, c.ratedAt = slices.Grow(c.eventTime[:0], n), slices.Grow(c.ratedAt[:0], n)
 	c.grantIDs, c.grantAmounts = slices.Grow(c.grantIDs[:0], n), slices.Grow(c.grantAmounts[:0], n)
 	c.dimKeys, c.dimValues = slices.Grow(c.dimKeys[:0], n), slices.Grow(c.dimValues[:0], n)
@@ -199,6 +199,10 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		money, ok := FixedInt64(r.MoneyValue, MoneyScale)
 		if !ok {
 			return fmt.Errorf("%w: rated_usage row %d: money value %s is not a whole number of 10^-9 units within Int64", ErrInvalidRow, i, r.MoneyValue)
+		}
+		qm, qs, ok := quantityParts(r.Quantity)
+		if !ok {
+			return fmt.Errorf("%w: rated_usage row %d: quantity %s beyond Int64", ErrInvalidRow, i, r.Quantity)
 		}
 		amounts := emptyInts
 		if len(r.GrantAmounts) > 0 {
@@ -216,7 +220,7 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		c.sub = append(c.sub, r.SubscriptionID)
 		c.feature = append(c.feature, r.Feature)
 		c.eventName = append(c.eventName, r.EventName)
-		c.quantity = append(c.quantity, r.Quantity)
+		c.qMant, c.qScale = append(c.qMant, qm), append(c.qScale, qs)
 		c.credits = append(c.credits, int64(r.Credits))
 		c.funded = append(c.funded, int64(r.Funded))
 		c.unfunded = append(c.unfunded, int64(r.Unfunded))
@@ -253,7 +257,7 @@ func (c *usageColumns) strRow(ss []string) any {
 
 // slices are the columns in the INSERT's order.
 func (c *usageColumns) slices() []any {
-	return []any{c.eventID, c.line, c.customer, c.sub, c.feature, c.eventName, c.quantity, c.credits, c.funded, c.unfunded,
+	return []any{c.eventID, c.line, c.customer, c.sub, c.feature, c.eventName, c.qMant, c.qScale, c.credits, c.funded, c.unfunded,
 		c.creditCur, c.money, c.moneyCur, c.eventTime, c.ms, c.ratedAt, c.grantIDs, c.grantAmounts, c.status, c.topic,
 		c.partition, c.offset, c.version, c.dimKeys, c.dimValues}
 }
