@@ -162,6 +162,9 @@ var Migrations = []Migration{
 	// Rows archived before have none.
 	{Version: 15, Name: "rated_usage_dimensions", SQL: `ALTER TABLE rated_usage ADD COLUMN dim_keys Array(String), ADD COLUMN dim_values Array(String)`,
 		AddsColumn: "rated_usage.dim_keys"},
+	// 26-27: rated_usage.quantity as Int64 (see quantity.go).
+	{Version: 26, Name: "rated_usage_quantity_int64", SQL: addQuantityColumns(), AddsColumn: "rated_usage.quantity_mant"},
+	{Version: 27, Name: "quantity_switch", Materialize: []Materialize{materializeQuantity()}, SQL: switchQuantity(), Distributed: true},
 }
 
 // Migrate creates the database if missing and applies every migration not yet

@@ -115,14 +115,27 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 		return err
 	}
 	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
-		quantity, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
+		quantity_mant, quantity_scale, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
 		event_time, event_time_ms, rated_at, grant_ids, grant_amounts_micro, status, source_topic, source_partition, source_offset, version,
 		dim_keys, dim_values)`)
 	if err != nil {
 		return fmt.Errorf("archive: prepare rated_usage: %w", err)
 	}
 	for i, col := range c.slices() {
-		if err := b.Column(i).Append(col); err != nil {
+		var err error
+		if rows, ok := col.([]any); ok {
+			// An array column, a row at a time: the driver takes a
+			// whole [][]T column only by reflection, element by element.
+			bc := b.Column(i)
+			for _, r := range rows {
+				if err = bc.AppendRow(r); err != nil {
+					break
+				}
+			}
+		} else {
+			err = b.Column(i).Append(col)
+		}
+		if err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("%w: rated_usage column %d: %v", ErrInvalidRow, i, err)
 		}
@@ -138,35 +151,42 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 type usageColumns struct {
 	eventID, customer, sub, feature, eventName, creditCur, moneyCur, status, topic []string
 	line, ms                                                                       []uint16
-	quantity                                                                       []decimal.Decimal
-	credits, funded, unfunded, money, offset                                       []int64
+	qScale                                                                         []uint8
+	qMant, credits, funded, unfunded, money, offset                                []int64
 	eventTime, ratedAt                                                             []time.Time
-	grantIDs, dimKeys, dimValues                                                   [][]string
-	grantAmounts                                                                   [][]int64
-	amounts                                                                        []int64 // backs grantAmounts
-	partition                                                                      []int32
-	version                                                                        []uint64
+	// The array columns: per row a []*string or []*int64 (the driver's
+	// AppendRow takes those without boxing each element), or emptyStrs.
+	grantIDs, dimKeys, dimValues, grantAmounts []any
+	amounts                                    []int64   // what grantAmounts point to
+	strs                                       []*string // backs the rows of grantIDs, dimKeys, dimValues
+	amountPtrs                                 []*int64  // backs the rows of grantAmounts
+	partition                                  []int32
+	version                                    []uint64
 }
 
 var usagePool = sync.Pool{New: func() any { return new(usageColumns) }}
 
-var noStrings = []string{}
+// emptyStrs and emptyInts are an empty array row, boxed once.
+var emptyStrs, emptyInts any = []*string{}, []*int64{}
 
 // fill checks rows and lays them out by column.
 func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
-	n, nAmounts := len(rows), 0
+	n, nAmounts, nStrs := len(rows), 0, 0
 	for i := range rows {
 		nAmounts += len(rows[i].GrantAmounts)
+		nStrs += len(rows[i].GrantIDs) + len(rows[i].DimKeys) + len(rows[i].DimValues)
 	}
-	c.amounts = slices.Grow(c.amounts[:0], nAmounts)
+	// Never grown below: the rows' pointers into them must stay valid.
+	c.amounts, c.amountPtrs = slices.Grow(c.amounts[:0], nAmounts), slices.Grow(c.amountPtrs[:0], nAmounts)
+	c.strs = slices.Grow(c.strs[:0], nStrs)
 	for _, s := range []*[]string{&c.eventID, &c.customer, &c.sub, &c.feature, &c.eventName, &c.creditCur, &c.moneyCur, &c.status, &c.topic} {
 		*s = slices.Grow((*s)[:0], n)
 	}
-	for _, s := range []*[]int64{&c.credits, &c.funded, &c.unfunded, &c.money, &c.offset} {
+	for _, s := range []*[]int64{&c.qMant, &c.credits, &c.funded, &c.unfunded, &c.money, &c.offset} {
 		*s = slices.Grow((*s)[:0], n)
 	}
 	c.line, c.ms = slices.Grow(c.line[:0], n), slices.Grow(c.ms[:0], n)
-	c.quantity = slices.Grow(c.quantity[:0], n)
+	c.qScale = slices.Grow(c.qScale[:0], n)
 	c.eventTime, c.ratedAt = slices.Grow(c.eventTime[:0], n), slices.Grow(c.ratedAt[:0], n)
 	c.grantIDs, c.grantAmounts = slices.Grow(c.grantIDs[:0], n), slices.Grow(c.grantAmounts[:0], n)
 	c.dimKeys, c.dimValues = slices.Grow(c.dimKeys[:0], n), slices.Grow(c.dimValues[:0], n)
@@ -180,17 +200,18 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		if !ok {
 			return fmt.Errorf("%w: rated_usage row %d: money value %s is not a whole number of 10^-9 units within Int64", ErrInvalidRow, i, r.MoneyValue)
 		}
-		lo := len(c.amounts)
-		for _, a := range r.GrantAmounts {
-			c.amounts = append(c.amounts, int64(a))
+		qm, qs, ok := quantityParts(r.Quantity)
+		if !ok {
+			return fmt.Errorf("%w: rated_usage row %d: quantity %s beyond Int64", ErrInvalidRow, i, r.Quantity)
 		}
-		grants := r.GrantIDs
-		if grants == nil {
-			grants = noStrings
-		}
-		keys, values := r.DimKeys, r.DimValues
-		if keys == nil {
-			keys, values = noStrings, noStrings
+		amounts := emptyInts
+		if len(r.GrantAmounts) > 0 {
+			lo := len(c.amountPtrs)
+			for _, a := range r.GrantAmounts {
+				c.amounts = append(c.amounts, int64(a))
+				c.amountPtrs = append(c.amountPtrs, &c.amounts[len(c.amounts)-1])
+			}
+			amounts = c.amountPtrs[lo:len(c.amountPtrs):len(c.amountPtrs)]
 		}
 		et := r.EventTime.UTC()
 		c.eventID = append(c.eventID, r.EventID)
@@ -199,7 +220,7 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		c.sub = append(c.sub, r.SubscriptionID)
 		c.feature = append(c.feature, r.Feature)
 		c.eventName = append(c.eventName, r.EventName)
-		c.quantity = append(c.quantity, r.Quantity)
+		c.qMant, c.qScale = append(c.qMant, qm), append(c.qScale, qs)
 		c.credits = append(c.credits, int64(r.Credits))
 		c.funded = append(c.funded, int64(r.Funded))
 		c.unfunded = append(c.unfunded, int64(r.Unfunded))
@@ -209,22 +230,34 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		c.eventTime = append(c.eventTime, et.Truncate(time.Second))
 		c.ms = append(c.ms, uint16(et.Nanosecond()/1e6))
 		c.ratedAt = append(c.ratedAt, r.RatedAt.UTC())
-		c.grantIDs = append(c.grantIDs, grants)
-		c.grantAmounts = append(c.grantAmounts, c.amounts[lo:len(c.amounts):len(c.amounts)])
+		c.grantIDs = append(c.grantIDs, c.strRow(r.GrantIDs))
+		c.grantAmounts = append(c.grantAmounts, amounts)
 		c.status = append(c.status, r.Status)
 		c.topic = append(c.topic, r.Topic)
 		c.partition = append(c.partition, r.Partition)
 		c.offset = append(c.offset, r.Offset)
 		c.version = append(c.version, version)
-		c.dimKeys = append(c.dimKeys, keys)
-		c.dimValues = append(c.dimValues, values)
+		c.dimKeys = append(c.dimKeys, c.strRow(r.DimKeys))
+		c.dimValues = append(c.dimValues, c.strRow(r.DimValues))
 	}
 	return nil
 }
 
+// strRow is an array row of the strings ss, by pointer from c.strs.
+func (c *usageColumns) strRow(ss []string) any {
+	if len(ss) == 0 {
+		return emptyStrs
+	}
+	lo := len(c.strs)
+	for i := range ss {
+		c.strs = append(c.strs, &ss[i])
+	}
+	return c.strs[lo:len(c.strs):len(c.strs)]
+}
+
 // slices are the columns in the INSERT's order.
 func (c *usageColumns) slices() []any {
-	return []any{c.eventID, c.line, c.customer, c.sub, c.feature, c.eventName, c.quantity, c.credits, c.funded, c.unfunded,
+	return []any{c.eventID, c.line, c.customer, c.sub, c.feature, c.eventName, c.qMant, c.qScale, c.credits, c.funded, c.unfunded,
 		c.creditCur, c.money, c.moneyCur, c.eventTime, c.ms, c.ratedAt, c.grantIDs, c.grantAmounts, c.status, c.topic,
 		c.partition, c.offset, c.version, c.dimKeys, c.dimValues}
 }

@@ -344,6 +344,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 		spans[bi] = usageSpans(&batches[bi], &results[bi])
 	}
 	slab := newDrawSlab(results)
+	dims := newDimSlab(events, refs)
 	for _, r := range refs {
 		res := &results[r.batch]
 		if res.Lines == nil { // refused batch
@@ -365,7 +366,7 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 		m, ev := &msgs[r.msg], &events[r.msg]
 		drawn := drawnAt(spans[r.batch], m.Offset, ev.Timestamp, e.grace, now)
 		split := newSplitter(lr)
-		keys, values := dimColumns(ev)
+		keys, values := dims.columns(ev)
 		uk := 0
 		for li := r.first; li < r.last; li++ {
 			l := &lines[li]
@@ -394,23 +395,6 @@ func (e *Engine) rows(msgs []kafka.Message, events []rating.Event, lines []ratin
 		}
 	}
 	return usage, ledger, c
-}
-
-// dimColumns are ev's dimensions as the archive's parallel arrays, shared
-// by the event's lines; numbers as their exact decimal text.
-func dimColumns(ev *rating.Event) (keys, values []string) {
-	if len(ev.Dims) == 0 {
-		return nil, nil
-	}
-	keys, values = make([]string, len(ev.Dims)), make([]string, len(ev.Dims))
-	for i := range ev.Dims {
-		d := &ev.Dims[i]
-		keys[i], values[i] = d.Key, d.Str
-		if d.IsNum {
-			values[i] = d.Num.String()
-		}
-	}
-	return keys, values
 }
 
 func isUnknownSubscription(err error) bool {

@@ -65,3 +65,37 @@ func TestRowsAllocatePerBatch(t *testing.T) {
 		t.Errorf("%.0f allocations for 2,000 rows, want ≤ 100 per batch", allocs)
 	}
 }
+
+// An event's dimensions reach its rows as parallel arrays, numbers as
+// their exact text, shared by the event's lines, from per-batch buffers:
+// they were two slices and a math/big decimal per event.
+func TestRowsDimensionsAllocatePerBatch(t *testing.T) {
+	e := &Engine{cfg: Config{Now: time.Now}, grace: 15 * time.Minute}
+	msgs, events, lines, refs, batches, results := rowsFixture(1000)
+	for i := range events {
+		events[i].Dims = []rating.Dim{{Key: "model", Str: "gpt-x"}, {Key: "tokens", Num: rating.Number{Mant: int64(1500 + i), Scale: uint8(i % 4)}, IsNum: true}}
+	}
+	usage, _, _ := e.rows(msgs, events, lines, refs, batches, results)
+	for i, r := range usage {
+		ev := &events[i/2]
+		if fmt.Sprint(r.DimKeys, r.DimValues) != fmt.Sprint([]string{"model", "tokens"}, []string{"gpt-x", ev.Dims[1].Num.String()}) {
+			t.Fatalf("row %d: dims %v %v, want tokens %s", i, r.DimKeys, r.DimValues, ev.Dims[1].Num)
+		}
+	}
+	allocs := testing.AllocsPerRun(5, func() { e.rows(msgs, events, lines, refs, batches, results) })
+	if allocs > 100 {
+		t.Errorf("%.0f allocations for 1,000 events with dimensions, want ≤ 100 per batch", allocs)
+	}
+}
+
+func TestAppendNumberMatchesString(t *testing.T) {
+	mants := []int64{0, 1, -1, 5, 10, 100, 1500, -1500, 123456789, 1000000000000000000, -9223372036854775807, -9223372036854775808, 9223372036854775807}
+	for _, m := range mants {
+		for s := uint8(0); s <= rating.MaxScale; s++ {
+			n := rating.Number{Mant: m, Scale: s}
+			if got, want := string(appendNumber([]byte("x"), n)), "x"+n.String(); got != want {
+				t.Errorf("%d×10^-%d: %q, want %q", m, s, got, want)
+			}
+		}
+	}
+}

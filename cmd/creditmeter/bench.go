@@ -22,6 +22,7 @@ func newBenchCmd() *cobra.Command {
 	o := bench.Options{Progress: true}
 	var scenarios string
 	var ownBroker bool
+	var gc gcSettings
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure throughput, freshness, memory and API latency on the real services, beside their raw limits",
@@ -65,6 +66,10 @@ summary.json, summary.txt and PNG plots.`,
   creditmeter bench --scenarios freshness,api --rate 40000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The engine runs in this process: the same collector settings as serve's.
+			if err := gc.apply(cmd.Flags()); err != nil {
+				return err
+			}
 			for _, s := range strings.Split(scenarios, ",") {
 				if s = strings.TrimSpace(s); s != "" {
 					o.Scenarios = append(o.Scenarios, s)
@@ -145,6 +150,7 @@ summary.json, summary.txt and PNG plots.`,
 	fs.BoolVar(&o.World.Keep, "keep", false, "keep the run's Redis keys, ClickHouse database and topics")
 	fs.BoolVar(&ownBroker, "broker-process", true, "without --kafka-brokers: run the private broker as a child process (false: inside this process)")
 	cfg.BindKafkaSecurity(fs)
+	bindGC(fs, &gc)
 	withConfig(cmd, &cfg, config.GroupRedis, config.GroupClickHouse)
 	// The archive goes to a database of its own per run.
 	_ = fs.MarkHidden("clickhouse-database")

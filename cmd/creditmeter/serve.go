@@ -31,6 +31,7 @@ import (
 
 func newServeCmd() *cobra.Command {
 	cfg := config.Default()
+	var gc gcSettings
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the engine, the HTTP API and /metrics",
@@ -49,8 +50,14 @@ A service that is down at start or later is waited for: the engine stops
 consuming, retries with backoff and resumes with nothing lost. SIGINT or
 SIGTERM finish the batch in flight, commit it and exit.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return serve(cmd.Context(), cfg) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := gc.apply(cmd.Flags()); err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg)
+		},
 	}
+	bindGC(cmd.Flags(), &gc)
 	withConfig(cmd, &cfg, config.GroupKafka, config.GroupRedis, config.GroupClickHouse, config.GroupHTTP, config.GroupEngine)
 	return cmd
 }
