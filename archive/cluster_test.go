@@ -390,6 +390,21 @@ func TestClusterModeReplicated(t *testing.T) {
 		}
 	}
 
+	// A database migrated host by host (before the servers had ZooKeeper)
+	// is refused rather than mixed with replicated tables.
+	old := cc
+	old.Database = "old_" + testenv.RandomID(t)
+	if err := hc[2].Exec(ctx, "CREATE DATABASE "+old.Database); err != nil {
+		t.Fatal(err)
+	}
+	if err := hc[2].Exec(ctx, "CREATE TABLE "+old.Database+".schema_migrations (version UInt32, name String, applied_at DateTime('UTC')) ENGINE = ReplacingMergeTree ORDER BY version"); err != nil {
+		t.Fatal(err)
+	}
+	err = archive.Migrate(ctx, old)
+	if !errors.As(err, &se) || se.Flag != "clickhouse-cluster" || !strings.Contains(err.Error(), "migrated host by host") {
+		t.Fatalf("migrate a database migrated host by host: %v, want it refused", err)
+	}
+
 	subsOf := func(c driver.Conn) map[string]bool {
 		out := map[string]bool{}
 		for _, s := range strings.Fields(dump(c, "SELECT DISTINCT subscription_id FROM rated_usage_local")) {
