@@ -5,9 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -192,45 +190,45 @@ var ErrBadCluster = errors.New("bad ClickHouse cluster setting")
 // ClusterHosts is the host:port of every replica of every shard of
 // c.Cluster, as the server at c.Addr knows it (system.clusters).
 func ClusterHosts(ctx context.Context, c ConnConfig) ([]string, error) {
-	c.Database = ""
-	conn, err := Open(ctx, c)
+	hosts, err := clusterTopology(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	rows, err := conn.Query(ctx, "SELECT host_address, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", c.Cluster)
-	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: read system.clusters: %w", c.Addr, err)
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		out[i] = h.addr
 	}
-	defer rows.Close()
-	var hosts []string
-	for rows.Next() {
-		var host string
-		var port uint16
-		if err := rows.Scan(&host, &port); err != nil {
-			return nil, fmt.Errorf("clickhouse %s: read system.clusters: %w", c.Addr, err)
-		}
-		hosts = append(hosts, net.JoinHostPort(host, strconv.Itoa(int(port))))
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("clickhouse %s: read system.clusters: %w", c.Addr, err)
-	}
-	if len(hosts) == 0 {
-		return nil, &config.SettingError{Flag: "clickhouse-cluster",
-			Err: fmt.Errorf("%w: the server %s has no cluster %q in its remote_servers", ErrBadCluster, c.Addr, c.Cluster)}
-	}
-	return hosts, nil
+	return out, nil
 }
 
 // migrateCluster runs the migrations on each host of the cluster, one host
 // after the other, each recording them in its own schema_migrations: a host
 // that missed a run (down, added later) is brought up to date by the next.
 // No ON CLUSTER, so no ZooKeeper is needed (see README.md). Every host is
-// checked before any is changed.
+// checked before any is changed. Servers with ZooKeeper get replicated
+// tables made ON CLUSTER instead (migrateReplicated).
 func migrateCluster(ctx context.Context, c ConnConfig, ms []Migration) error {
-	hosts, err := ClusterHosts(ctx, c)
+	topo, err := clusterTopology(ctx, c)
 	if err != nil {
 		return err
+	}
+	first := c
+	first.Database = ""
+	fc, err := Open(ctx, first)
+	if err != nil {
+		return err
+	}
+	zk, err := hasZooKeeper(ctx, fc)
+	fc.Close()
+	if err != nil {
+		return fmt.Errorf("clickhouse %s: %w", c.Addr, err)
+	}
+	if zk {
+		return migrateReplicated(ctx, c, topo, ms)
+	}
+	hosts := make([]string, len(topo))
+	for i, h := range topo {
+		hosts[i] = h.addr
 	}
 	conns := make([]driver.Conn, 0, len(hosts))
 	defer func() {
@@ -334,6 +332,7 @@ func (m Migration) statements() []string {
 type step struct {
 	sql, table, column string
 	mat                *Materialize
+	perShard, perHost  bool // with ZooKeeper: on each shard / host, not ON CLUSTER
 }
 
 func singleStep(m Migration) []step {

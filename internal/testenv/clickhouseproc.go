@@ -40,7 +40,7 @@ func StartClickHouseTLS(t testing.TB, pki PKI) *ClickHouseProcess {
   <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><disableProtocols>sslv2,sslv3</disableProtocols></server></openSSL>
 `, secure, pki.ServerCert, pki.ServerKey)
 	p := &ClickHouseProcess{Addr: "127.0.0.1:" + strconv.Itoa(tcp), SecureAddr: "127.0.0.1:" + strconv.Itoa(secure)}
-	startClickHouse(t, tcp, extra, p.SecureAddr)
+	startClickHouse(t, tcp, extra, "", p.SecureAddr)
 	return p
 }
 
@@ -60,20 +60,24 @@ func StartClickHouseCluster(t testing.TB, name string, shards int) []*ClickHouse
 	out := make([]*ClickHouseProcess, shards)
 	for i, p := range ports {
 		out[i] = &ClickHouseProcess{Addr: "127.0.0.1:" + strconv.Itoa(p)}
-		startClickHouse(t, p, remote.String(), out[i].Addr)
+		startClickHouse(t, p, remote.String(), "", out[i].Addr)
 	}
 	return out
 }
 
 // startClickHouse runs clickhouse-server on tcp with extra config lines and
-// waits until waitAddr accepts connections.
-func startClickHouse(t testing.TB, tcp int, extra, waitAddr string) {
+// users (a users.xml; "" for the system's) and waits until waitAddr accepts
+// connections.
+func startClickHouse(t testing.TB, tcp int, extra, users, waitAddr string) {
 	t.Helper()
 	bin, err := exec.LookPath("clickhouse-server")
 	if err != nil {
 		Unavailable(t, "clickhouse-server binary", "PATH", err)
 	}
 	dir := t.TempDir()
+	if users == "" {
+		users = "/etc/clickhouse-server/users.xml"
+	}
 	http, inter := freePort(t), freePort(t)
 	conf := fmt.Sprintf(`<?xml version="1.0"?>
 <yandex>
@@ -89,12 +93,12 @@ func startClickHouse(t testing.TB, tcp int, extra, waitAddr string) {
  <path>%[1]s/data/</path>
  <tmp_path>%[1]s/tmp/</tmp_path>
  <user_files_path>%[1]s/user_files/</user_files_path>
- <users_config>/etc/clickhouse-server/users.xml</users_config>
+ <users_config>%[6]s</users_config>
  <default_profile>default</default_profile>
  <default_database>default</default_database>
  <mlock_executable>false</mlock_executable>
 </yandex>
-`, dir, tcp, http, inter, extra)
+`, dir, tcp, http, inter, extra, users)
 	path := filepath.Join(dir, "config.xml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -103,7 +107,15 @@ func startClickHouse(t testing.TB, tcp int, extra, waitAddr string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() { // what the server said, before its directory goes
+			if log, _ := os.ReadFile(filepath.Join(dir, "err.log")); len(log) > 0 {
+				t.Logf("clickhouse-server on port %d, err.log:\n%s", tcp, tail(log, 4000))
+			}
+		}
+	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", waitAddr, time.Second)
@@ -117,4 +129,11 @@ func startClickHouse(t testing.TB, tcp int, extra, waitAddr string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
 }
