@@ -162,6 +162,12 @@ var Migrations = []Migration{
 	// Rows archived before have none.
 	{Version: 15, Name: "rated_usage_dimensions", SQL: `ALTER TABLE rated_usage ADD COLUMN dim_keys Array(String), ADD COLUMN dim_values Array(String)`,
 		AddsColumn: "rated_usage.dim_keys"},
+	// A UNIQUE_COUNT line that counted its value (the first in its billing
+	// period): the value and the period [start, end) in Unix ms, so a
+	// repair can rebuild the balance's UNIQUE_COUNT sets. '' and 0 on other
+	// rows, repeats and rows archived before.
+	{Version: 28, Name: "rated_usage_unique", SQL: `ALTER TABLE rated_usage ADD COLUMN unique_value String, ADD COLUMN unique_period_ms Int64,
+		ADD COLUMN unique_period_end_ms Int64`, AddsColumn: "rated_usage.unique_value"},
 }
 
 // Migrate creates the database if missing and applies every migration not yet
