@@ -231,3 +231,38 @@ func RatedEventsSince(ctx context.Context, conn driver.Conn, sub string, since t
 	}
 	return out, rs.Err()
 }
+
+// UniqueCount is a value a UNIQUE_COUNT line of a subscription counted
+// first in its meter's billing period [Period, PeriodEnd)
+// (RatedRow.UniqueValue), with the event's source.
+type UniqueCount struct {
+	Feature, Value    string
+	Period, PeriodEnd time.Time
+	Topic             string
+	Partition         int32
+	Offset            int64
+}
+
+// UniqueCounts lists the UNIQUE_COUNT values sub's lines counted in billing
+// periods ending after endAfter. No FINAL: a row archived again (replayed)
+// may be listed twice, or in an older version that counted a value the
+// newer one found already counted; either way the value is in the set.
+func UniqueCounts(ctx context.Context, conn driver.Conn, sub string, endAfter time.Time) ([]UniqueCount, error) {
+	rs, err := conn.Query(ctx, `SELECT feature, unique_value, unique_period_ms, unique_period_end_ms, source_topic, source_partition, source_offset
+		FROM rated_usage WHERE subscription_id = ? AND unique_value != '' AND unique_period_end_ms > ?`, sub, endAfter.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("archive: UNIQUE_COUNT values of %s: %w", sub, err)
+	}
+	defer rs.Close()
+	var out []UniqueCount
+	for rs.Next() {
+		var u UniqueCount
+		var p, pe int64
+		if err := rs.Scan(&u.Feature, &u.Value, &p, &pe, &u.Topic, &u.Partition, &u.Offset); err != nil {
+			return nil, fmt.Errorf("archive: UNIQUE_COUNT values of %s: %w", sub, err)
+		}
+		u.Period, u.PeriodEnd = time.UnixMilli(p).UTC(), time.UnixMilli(pe).UTC()
+		out = append(out, u)
+	}
+	return out, rs.Err()
+}

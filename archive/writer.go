@@ -49,6 +49,11 @@ type RatedRow struct {
 	Topic              string
 	Partition          int32
 	Offset             int64
+	// UniqueValue is the value a UNIQUE_COUNT line counted first in its
+	// billing period [UniquePeriod, UniquePeriodEnd) ('' otherwise): what
+	// balance.Store.Repair rebuilds the period's set from.
+	UniqueValue                   string
+	UniquePeriod, UniquePeriodEnd time.Time
 }
 
 // Ledger entry kinds.
@@ -117,7 +122,7 @@ func (w *Writer) WriteUsage(ctx context.Context, rows []RatedRow) error {
 	b, err := w.conn.PrepareBatch(ctx, `INSERT INTO rated_usage (event_id, line, customer_id, subscription_id, feature, event_name,
 		quantity_mant, quantity_scale, credits_micro, funded_credits_micro, unfunded_credits_micro, credit_currency, money_value_nano, money_currency,
 		event_time, event_time_ms, rated_at, grant_ids, grant_amounts_micro, status, source_topic, source_partition, source_offset, version,
-		dim_keys, dim_values)`)
+		dim_keys, dim_values, unique_value, unique_period_ms, unique_period_end_ms)`)
 	if err != nil {
 		return fmt.Errorf("archive: prepare rated_usage: %w", err)
 	}
@@ -162,6 +167,8 @@ type usageColumns struct {
 	amountPtrs                                 []*int64  // backs the rows of grantAmounts
 	partition                                  []int32
 	version                                    []uint64
+	uniqueValue                                []string
+	uniquePeriod, uniquePeriodEnd              []int64
 }
 
 var usagePool = sync.Pool{New: func() any { return new(usageColumns) }}
@@ -191,6 +198,7 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 	c.grantIDs, c.grantAmounts = slices.Grow(c.grantIDs[:0], n), slices.Grow(c.grantAmounts[:0], n)
 	c.dimKeys, c.dimValues = slices.Grow(c.dimKeys[:0], n), slices.Grow(c.dimValues[:0], n)
 	c.partition, c.version = slices.Grow(c.partition[:0], n), slices.Grow(c.version[:0], n)
+	c.uniqueValue, c.uniquePeriod, c.uniquePeriodEnd = slices.Grow(c.uniqueValue[:0], n), slices.Grow(c.uniquePeriod[:0], n), slices.Grow(c.uniquePeriodEnd[:0], n)
 	for i := range rows {
 		r := &rows[i]
 		if err := checkRated(r); err != nil {
@@ -239,6 +247,12 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		c.version = append(c.version, version)
 		c.dimKeys = append(c.dimKeys, c.strRow(r.DimKeys))
 		c.dimValues = append(c.dimValues, c.strRow(r.DimValues))
+		var up, upe int64
+		if r.UniqueValue != "" {
+			up, upe = r.UniquePeriod.UnixMilli(), r.UniquePeriodEnd.UnixMilli()
+		}
+		c.uniqueValue = append(c.uniqueValue, r.UniqueValue)
+		c.uniquePeriod, c.uniquePeriodEnd = append(c.uniquePeriod, up), append(c.uniquePeriodEnd, upe)
 	}
 	return nil
 }
@@ -259,7 +273,7 @@ func (c *usageColumns) strRow(ss []string) any {
 func (c *usageColumns) slices() []any {
 	return []any{c.eventID, c.line, c.customer, c.sub, c.feature, c.eventName, c.qMant, c.qScale, c.credits, c.funded, c.unfunded,
 		c.creditCur, c.money, c.moneyCur, c.eventTime, c.ms, c.ratedAt, c.grantIDs, c.grantAmounts, c.status, c.topic,
-		c.partition, c.offset, c.version, c.dimKeys, c.dimValues}
+		c.partition, c.offset, c.version, c.dimKeys, c.dimValues, c.uniqueValue, c.uniquePeriod, c.uniquePeriodEnd}
 }
 
 // checkRated refuses a row that cannot be archived as it is.

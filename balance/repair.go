@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -83,6 +84,19 @@ type RepairSpec struct {
 	// ForgetIDs are ids Redis may remember from the lost state (events
 	// applied on it): forgotten, so their redelivery counts.
 	ForgetIDs []string
+	// Unique are the UNIQUE_COUNT sets of the subscription's billing
+	// periods not yet past UniqueKeep, from the archive.
+	Unique []UniqueSet
+}
+
+// UniqueSet is what the archive knows of one UNIQUE_COUNT set (see
+// UniquePart): Counted are the values its entries charged, put back;
+// Forget those only events past the snapshot (applied on the lost state,
+// replayed from Kafka) counted, taken out so that they count again.
+type UniqueSet struct {
+	Meter             string
+	Period, PeriodEnd time.Time
+	Counted, Forget   []string
 }
 
 // ErrNoSnapshot: the archive's last entry of the subscription carries no
@@ -158,8 +172,20 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 			bits = append(bits, bb)
 		}
 	}
+	now := s.nowMs()
+	var sets []UniqueSet
+	for _, u := range r.Unique {
+		if u.Meter == "" || u.PeriodEnd.Add(UniqueKeep).UnixMilli() <= now {
+			continue // expired: unique.lua charges nothing there any more
+		}
+		sets = append(sets, u)
+	}
+	if err := s.restoreUnique(ctx, r.Subscription, sets, now); err != nil {
+		return ChangeResult{}, err
+	}
 	// Every key the script touches is declared: the journals of the sources
-	// Redis or the snapshot knows, and the dedupe sets of the ids. Another
+	// Redis or the snapshot knows, the dedupe sets of the ids and the
+	// UNIQUE_COUNT sets (after them, for the Forget values). Another
 	// writer may move either on meanwhile: then the script refuses before
 	// writing anything (CMLAYOUT) and this looks again.
 	var v any
@@ -192,6 +218,14 @@ func (s *Store) Repair(ctx context.Context, r RepairSpec) (ChangeResult, error) 
 		keys = ddKeys(keys, pfx, l.tb, cur, prevl, bits)
 		args := []any{now, s.grace, s.window, pfx, b, r.Found, r.Keep, last.Snapshot, cur, prevl, nj, len(r.Entries)}
 		args = append(append(args, entries...), ids...)
+		args = append(args, len(sets), len(keys)+1)
+		for _, u := range sets {
+			keys = append(keys, s.uniqueKey(r.Subscription, u.Meter, u.Period.UnixMilli()))
+			args = append(args, len(u.Forget))
+			for _, v := range u.Forget {
+				args = append(args, v)
+			}
+		}
 		v, err = s.run(ctx, repairScript, keys, args...)
 		if err == nil {
 			break

@@ -1,8 +1,10 @@
 package balance
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
+	"time"
 )
 
 // uniqueKey is the UNIQUE_COUNT memory of one meter and billing period of
@@ -41,3 +43,46 @@ func (s *Store) uniqueArgs(keys []string, b *Batch) ([]string, string) {
 
 // uniqueDraw is unique.lua's pseudo-draw carrying LineResult.Repeats.
 const uniqueDraw = "~u"
+
+// restoreUnique puts the values the archive says sets counted back into
+// them, before the repair script: they were charged in the archived ledger,
+// so adding them early is right whatever Redis does meanwhile (a value
+// counted is never charged again). The script itself takes out the values
+// only the lost state counted (UniqueSet.Forget), atomically with the
+// watermarks that make Kafka replay them.
+func (s *Store) restoreUnique(ctx context.Context, sub string, sets []UniqueSet, now int64) error {
+	const chunk = 1000
+	pipe := s.rc.Pipeline()
+	queued := 0
+	flush := func() error {
+		if queued == 0 {
+			return nil
+		}
+		queued = 0
+		_, err := pipe.Exec(ctx)
+		return classify(err)
+	}
+	for _, u := range sets {
+		key := s.uniqueKey(sub, u.Meter, u.Period.UnixMilli())
+		for lo := 0; lo < len(u.Counted); lo += chunk {
+			vals := u.Counted[lo:min(lo+chunk, len(u.Counted))]
+			members := make([]any, len(vals))
+			for i, v := range vals {
+				members[i] = v
+			}
+			pipe.SAdd(ctx, key, members...)
+			queued += len(vals)
+			if queued >= 10*chunk {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if len(u.Counted) > 0 {
+			// relative to the store's clock, as unique.lua
+			pipe.PExpire(ctx, key, time.Duration(u.PeriodEnd.Add(UniqueKeep).UnixMilli()-now)*time.Millisecond)
+			queued++
+		}
+	}
+	return flush()
+}

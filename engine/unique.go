@@ -23,13 +23,17 @@ func uniqueParts(lines []rating.Line) []balance.UniquePart {
 
 // uniqueRow zeroes the archive row of a UNIQUE_COUNT line whose value the
 // period had already counted (bit *k of repeats): the event is kept, but
-// neither counted nor charged. k counts the event's UNIQUE_COUNT lines.
+// neither counted nor charged. A line that counted its value records it and
+// the period, for a repair to rebuild the set. k counts the event's
+// UNIQUE_COUNT lines.
 func uniqueRow(row *archive.RatedRow, l *rating.Line, k *int, repeats uint64) {
 	if !l.Unique {
 		return
 	}
 	if repeats&(1<<*k) != 0 {
 		row.Quantity, row.Credits, row.MoneyValue = decimal.Zero, 0, decimal.Zero
+	} else {
+		row.UniqueValue, row.UniquePeriod, row.UniquePeriodEnd = l.UniqueValue(), l.Period, l.PeriodEnd
 	}
 	*k++
 }

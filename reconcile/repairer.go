@@ -140,14 +140,23 @@ func (r *Repairer) Repair(ctx context.Context, sub string) (int64, bool, error) 
 	if err != nil {
 		return fail("event ids", err)
 	}
+	covered := func(topic string, partition int32, offset int64) bool {
+		wm, err := strconv.ParseInt(snap.W[fmt.Sprintf("%s/%d", topic, partition)], 10, 64)
+		return topic == "" || err == nil && offset <= wm
+	}
 	for _, ev := range evs {
-		wm, err := strconv.ParseInt(snap.W[fmt.Sprintf("%s/%d", ev.Topic, ev.Partition)], 10, 64)
-		if ev.Topic == "" || err == nil && ev.Offset <= wm {
+		if covered(ev.Topic, ev.Partition, ev.Offset) {
 			spec.EventIDs = append(spec.EventIDs, ev.ID)
 		} else {
 			spec.ForgetIDs = append(spec.ForgetIDs, ev.ID)
 		}
 	}
+	// UNIQUE_COUNT sets of the periods still remembered, split the same way
+	us, err := archive.UniqueCounts(ctx, r.Conn, sub, now().Add(-balance.UniqueKeep))
+	if err != nil {
+		return fail("unique values", err)
+	}
+	spec.Unique = uniqueSets(us, covered)
 	res, err := r.Store.Repair(ctx, spec)
 	if err != nil {
 		return fail("redis", err)
@@ -200,4 +209,44 @@ func entryOf(a archive.LedgerRow) balance.Entry {
 		e.Fields["charge"] = a.MoneyAmount.String()
 	}
 	return e
+}
+
+// uniqueSets groups the archive's UNIQUE_COUNT values by set: those of
+// events the snapshot covers are counted; those only events past it
+// counted are forgotten.
+func uniqueSets(us []archive.UniqueCount, covered func(string, int32, int64) bool) []balance.UniqueSet {
+	type key struct {
+		meter  string
+		period int64
+	}
+	at := map[key]int{}
+	var sets []balance.UniqueSet
+	counted := map[key]map[string]bool{}
+	forget := map[key]map[string]bool{}
+	for _, u := range us {
+		k := key{u.Feature, u.Period.UnixMilli()}
+		if _, ok := at[k]; !ok {
+			at[k] = len(sets)
+			sets = append(sets, balance.UniqueSet{Meter: u.Feature, Period: u.Period, PeriodEnd: u.PeriodEnd})
+			counted[k], forget[k] = map[string]bool{}, map[string]bool{}
+		}
+		if covered(u.Topic, u.Partition, u.Offset) {
+			counted[k][u.Value] = true
+		} else {
+			forget[k][u.Value] = true
+		}
+	}
+	for k, i := range at {
+		for v := range counted[k] {
+			sets[i].Counted = append(sets[i].Counted, v)
+		}
+		for v := range forget[k] {
+			if !counted[k][v] {
+				sets[i].Forget = append(sets[i].Forget, v)
+			}
+		}
+		sort.Strings(sets[i].Counted)
+		sort.Strings(sets[i].Forget)
+	}
+	return sets
 }

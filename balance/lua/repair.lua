@@ -11,7 +11,9 @@
 -- caller built its dedupe KEYS from, 11 the number of journal KEYS (from
 -- JOURNAL_KEYS_FROM; the dedupe sets follow them), 12 entry count, then one JSON
 -- array per entry (seq, then field/value pairs), then an id count and 2 per
--- id (fingerprint, bucket bits) to remember, then the same to forget.
+-- id (fingerprint, bucket bits) to remember, then the same to forget,
+-- then the UNIQUE_COUNT sets' count, the KEYS index of the first, and per
+-- set a count of values only the lost state counted, and those values.
 -- Every check comes before the first write: a refusal changes nothing.
 local JOURNAL_KEYS_FROM = 8
 local window, set_prefix, base = tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -105,6 +107,14 @@ i = i + 1
 for _ = 1, f do
   forget(ARGV[i], tonumber(ARGV[i + 1]))
   i = i + 2
+end
+-- values only the lost state counted: replayed from Kafka, they count then
+local nsets, first_set = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+i = i + 2
+for j = 0, nsets - 1 do
+  local c = tonumber(ARGV[i])
+  for k = i + 1, i + c do redis.call('SREM', KEYS[first_set + j], ARGV[k]) end
+  i = i + c + 1
 end
 close()
 load()
