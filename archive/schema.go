@@ -458,16 +458,24 @@ func migrateList(ctx context.Context, conn driver.Conn, ms []Migration, steps fu
 				return fmt.Errorf("archive: migration %d (%s): %w", m.Version, m.Name, err)
 			}
 		}
-		b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
-		if err != nil {
-			return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
+		if err := recordMigration(ctx, conn, m); err != nil {
+			return err
 		}
-		if err := b.Append(uint32(m.Version), m.Name, time.Now().UTC()); err != nil {
-			return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
-		}
-		if err := b.Send(); err != nil {
-			return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
-		}
+	}
+	return nil
+}
+
+// recordMigration notes m as applied on conn's schema_migrations.
+func recordMigration(ctx context.Context, conn driver.Conn, m Migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
+	}
+	if err := b.Append(uint32(m.Version), m.Name, time.Now().UTC()); err != nil {
+		return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
 	}
 	return nil
 }

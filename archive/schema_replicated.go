@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -275,20 +274,6 @@ func migrationsDone(ctx context.Context, conn driver.Conn) (map[int]bool, error)
 		return nil, fmt.Errorf("archive: read schema_migrations: %w", err)
 	}
 	return done, nil
-}
-
-func recordMigration(ctx context.Context, conn driver.Conn, m Migration) error {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
-	if err != nil {
-		return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
-	}
-	if err := b.Append(uint32(m.Version), m.Name, time.Now().UTC()); err != nil {
-		return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("archive: record migration %d: %w", m.Version, err)
-	}
-	return nil
 }
 
 func everyHostHas(ctx context.Context, conns []driver.Conn, table, column string) (bool, error) {

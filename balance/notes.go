@@ -2,7 +2,6 @@ package balance
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -81,37 +80,15 @@ func parseNotes(raw string) []Note {
 // nothing is lost in between).
 func (s *Store) Notes(ctx context.Context, subs []string) ([]PendingNotes, error) {
 	var out []PendingNotes
-	for len(subs) > 0 {
-		n := min(len(subs), repairChunk)
-		chunk := subs[:n]
-		subs = subs[n:]
-		pipe := s.rc.Pipeline()
-		cmds := make([]*redis.SliceCmd, n)
-		for i, sub := range chunk {
-			if validSub(sub) == nil {
-				cmds[i] = pipe.HMGet(ctx, s.keys(sub).Account, "nq", "customer")
-			}
+	err := s.accountFields(ctx, subs, []string{"nq", "customer"}, func(sub string, v []any) {
+		raw, _ := v[0].(string)
+		if raw == "" {
+			return
 		}
-		if pipe.Len() == 0 {
-			continue
-		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return out, classify(err)
-		}
-		for i, c := range cmds {
-			if c == nil {
-				continue
-			}
-			v := c.Val()
-			raw, _ := v[0].(string)
-			if raw == "" {
-				continue
-			}
-			cust, _ := v[1].(string)
-			out = append(out, PendingNotes{Subscription: chunk[i], Customer: cust, Notes: parseNotes(raw), raw: raw})
-		}
-	}
-	return out, nil
+		cust, _ := v[1].(string)
+		out = append(out, PendingNotes{Subscription: sub, Customer: cust, Notes: parseNotes(raw), raw: raw})
+	})
+	return out, err
 }
 
 // ackNotesScript removes the records a drain read, if they are still the

@@ -605,6 +605,23 @@ func (s *Store) Expire(ctx context.Context, sub string) (ChangeResult, error) {
 func (s *Store) DueForExpiry(ctx context.Context, subs []string) ([]string, error) {
 	now := s.nowMs()
 	var due []string
+	err := s.accountFields(ctx, subs, []string{"seq", "nexp"}, func(sub string, v []any) {
+		if v[0] == nil {
+			return // no account
+		}
+		ns, _ := v[1].(string)
+		next, err := strconv.ParseInt(ns, 10, 64)
+		if ns == "" || err != nil || (next > 0 && next+s.grace <= now) {
+			due = append(due, sub)
+		}
+	})
+	return due, err
+}
+
+// accountFields reads fields of each of subs' accounts, in order (one
+// pipelined round trip per repairChunk subscriptions), and hands each
+// valid subscription's values to f.
+func (s *Store) accountFields(ctx context.Context, subs []string, fields []string, f func(sub string, vals []any)) error {
 	for len(subs) > 0 {
 		n := min(len(subs), repairChunk)
 		chunk := subs[:n]
@@ -613,31 +630,22 @@ func (s *Store) DueForExpiry(ctx context.Context, subs []string) ([]string, erro
 		cmds := make([]*redis.SliceCmd, n)
 		for i, sub := range chunk {
 			if validSub(sub) == nil {
-				cmds[i] = pipe.HMGet(ctx, s.keys(sub).Account, "seq", "nexp")
+				cmds[i] = pipe.HMGet(ctx, s.keys(sub).Account, fields...)
 			}
 		}
 		if pipe.Len() == 0 {
 			continue
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return due, classify(err)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return classify(err)
 		}
 		for i, c := range cmds {
-			if c == nil {
-				continue
-			}
-			v := c.Val()
-			if v[0] == nil {
-				continue // no account
-			}
-			ns, _ := v[1].(string)
-			next, err := strconv.ParseInt(ns, 10, 64)
-			if ns == "" || err != nil || (next > 0 && next+s.grace <= now) {
-				due = append(due, chunk[i])
+			if c != nil {
+				f(chunk[i], c.Val())
 			}
 		}
 	}
-	return due, nil
+	return nil
 }
 
 func strs(v any) ([]string, bool) {
