@@ -191,7 +191,7 @@ func printReport(out io.Writer, r *Report) {
 		row("1 end-to-end", "Kafka→Redis→ClickHouse→commit", fmt.Sprintf("%.0f events/s (%d events, %.1fs; steady 10–90%%: %.0f/s)", e.EventsPerSec, e.Events, e.Seconds, e.SteadyPerSec))
 		row("", "exactly-once (from the stores)", fmt.Sprintf("%v: %s", e.Exact, exactGot(e)))
 		row("", "Apply statuses (information)", fmt.Sprintf("applied %d, replayed %d, %d of %d duplicate ids caught", e.Applied, e.DupOffset, e.DupID, e.Duplicates))
-		row("", "producer (kafka-go, 4 writers)", fmt.Sprintf("%.0f events/s", e.ProducePerSec))
+		row("", "producer (kafka-go, 4 writers)", fmt.Sprintf("%.0f events/s, %.2f µs of the bench process's CPU per event (generator + producer)", e.ProducePerSec, e.GenUsPerEvent))
 		cpuRows(row, e)
 	}
 	if e := r.E2EWait; e != nil {
@@ -230,6 +230,7 @@ func printReport(out io.Writer, r *Report) {
 			l.Freshness.P50, l.Freshness.P99, l.Freshness.Max, l.WarmupS, l.Drained, l.DrainSeconds))
 		row("", "memory, load", fmt.Sprintf("RSS %.0f → %.0f MiB (max %.0f); load average %s → %s", l.RSSStart, l.RSSEnd, l.RSSMax, l.LoadBefore, l.LoadAfter))
 		row("", "CPU per event over the run", cpuPerEventText(l))
+		row("", "engine batches", fmt.Sprintf("%d batches, %.0f events each, %.1f events per Lua call", l.BatchCount, float64(l.Events)/float64(max(l.BatchCount, 1)), l.EventsPerCall))
 	}
 	if a := r.API; a != nil {
 		row("5 API", fmt.Sprintf("GET balance, %d clients", a.Workers), fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.1f ms, %.0f req/s", a.Balance.P50, a.Balance.P99, a.Balance.Max, a.BalanceRPS))

@@ -47,6 +47,12 @@ type SteadyResult struct {
 	// Batches: engine batches per second.
 	Stages  map[string][]Point `json:"stage_s_per_s,omitempty"`
 	Batches []Point            `json:"batches_per_s,omitempty"`
+	// Over the whole run: engine batches and Lua calls (one per subscription
+	// and partition of a batch), and events per call — few events per call
+	// (small paced batches) cost Redis far more per event than a backlog's.
+	BatchCount    int64   `json:"batch_count"`
+	LuaCalls      int64   `json:"lua_calls"`
+	EventsPerCall float64 `json:"events_per_call"`
 	// CPUPerEvent: µs of CPU per produced event over the whole run.
 	CPUPerEvent map[string]float64 `json:"cpu_us_per_event,omitempty"`
 }
@@ -88,6 +94,7 @@ func runSteady(ctx context.Context, o *Options, w *World, name string, rate floa
 	start := time.Now()
 	res.Stages = map[string][]Point{}
 	lastStage, lastB := stageTimes(r), r.src.fetches.Load()
+	calls0, batches0 := r.probe.calls.Load(), lastB
 	sample := func(now time.Time, lastC *int64, lastT *time.Time) {
 		c := r.src.committed.Load()
 		t := now.Sub(start).Seconds()
@@ -186,6 +193,10 @@ func runSteady(ctx context.Context, o *Options, w *World, name string, rate floa
 	}
 	res.DrainSeconds = time.Since(endSend).Seconds()
 	res.Drained = r.src.committed.Load() >= int64(sent)
+	res.BatchCount, res.LuaCalls = r.src.fetches.Load()-batches0, r.probe.calls.Load()-calls0
+	if res.LuaCalls > 0 {
+		res.EventsPerCall = float64(sent) / float64(res.LuaCalls)
+	}
 	sample(time.Now(), &lastC, &lastT)
 	util(time.Now())
 	res.CPUPerEvent = map[string]float64{}
@@ -211,8 +222,8 @@ func runSteady(ctx context.Context, o *Options, w *World, name string, rate floa
 	}
 	pr.mu.Unlock()
 	res.Applied = pr.applied.Load()
-	o.logf("scenario %s: %d events in %.1fs (%.0f/s produced), drained %.2fs later; freshness p50 %.1f ms p99 %.1f ms max %.1f ms; RSS %.0f→%.0f MiB (max %.0f); load %s → %s; CPU µs per event %v",
-		name, sent, res.Seconds, res.ProducedRate, res.DrainSeconds, res.Freshness.P50, res.Freshness.P99, res.Freshness.Max, res.RSSStart, res.RSSEnd, res.RSSMax, res.LoadBefore, res.LoadAfter, res.CPUPerEvent)
+	o.logf("scenario %s: %d events in %.1fs (%.0f/s produced), drained %.2fs later; freshness p50 %.1f ms p99 %.1f ms max %.1f ms; RSS %.0f→%.0f MiB (max %.0f); load %s → %s; %d batches, %.1f events per Lua call; CPU µs per event %v",
+		name, sent, res.Seconds, res.ProducedRate, res.DrainSeconds, res.Freshness.P50, res.Freshness.P99, res.Freshness.Max, res.RSSStart, res.RSSEnd, res.RSSMax, res.LoadBefore, res.LoadAfter, res.BatchCount, res.EventsPerCall, res.CPUPerEvent)
 	return res, err
 }
 
