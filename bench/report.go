@@ -149,7 +149,7 @@ func cpuPerEventText(l *SteadyResult) string {
 	for _, k := range names {
 		parts = append(parts, fmt.Sprintf("%s %.2f µs", k, l.CPUPerEvent[k]))
 	}
-	return strings.Join(parts, ", ") + " (the bench process is the engine and the load generator)"
+	return strings.Join(parts, ", ")
 }
 
 func exactGot(e *E2EResult) string {

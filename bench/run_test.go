@@ -108,7 +108,7 @@ func TestRunSmoke(t *testing.T) {
 	if l := rep.API.Load; l == nil || rep.API.LoadCheck.Count == 0 || l.Applied == 0 || l.Freshness.Count == 0 || !l.Drained {
 		t.Errorf("check not measured under the engine's load: %+v %+v", rep.API.LoadCheck, l)
 	}
-	if l := rep.Long; !l.Drained || l.Freshness.Count == 0 || l.LoadBefore == "" || l.LoadAfter == "" || l.CPUPerEvent["engine (bench process)"] <= 0 {
+	if l := rep.Long; !l.Drained || l.Freshness.Count == 0 || l.LoadBefore == "" || l.LoadAfter == "" || l.CPUPerEvent["bench process (engine + load generator)"] <= 0 || l.CPUPerEvent["redis"] <= 0 {
 		t.Errorf("long run: drained %v, freshness %+v, load %q → %q, CPU %v", l.Drained, l.Freshness, l.LoadBefore, l.LoadAfter, l.CPUPerEvent)
 	}
 	names := map[string]bool{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -39,7 +40,8 @@ type SteadyResult struct {
 	LoadBefore string `json:"load_before"`
 	LoadAfter  string `json:"load_after"`
 	// CPU per process over the run (fractions of a core, every 5 s): the
-	// bench process is the engine and the load generator together.
+	// bench process is the engine, the load generator and (api) the API
+	// server together; Redis is its masters' INFO cpu.
 	CPU map[string][]Point `json:"cpu_util,omitempty"`
 	// Stages: seconds spent per second of the run in each engine stage's
 	// calls (fetch, apply = Redis, archive = ClickHouse, commit), counted
@@ -233,7 +235,11 @@ func runSteady(ctx context.Context, o *Options, w *World, name string, rate floa
 func cpuByName(p0, p1 procSample, r0, r1 map[string]cpuSample) map[string]float64 {
 	out := map[string]float64{}
 	for _, c := range procDelta(p0, p1, 1, 1) {
-		out[c.Name] += c.CPUSeconds
+		name := c.Name
+		if strings.HasPrefix(name, "engine") {
+			name = "bench process (engine + load generator)"
+		}
+		out[name] += c.CPUSeconds
 	}
 	for _, n := range cpuDelta(r0, r1, nil, 1, 1) {
 		if n.Role == "master" && !n.Restarted {
