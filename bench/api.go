@@ -34,9 +34,17 @@ type APIResult struct {
 	Check      Latency `json:"check"`
 	CheckRPS   float64 `json:"check_rps"`
 	Errors     int64   `json:"errors"`
+	// Under load: the open-loop check at OpenRate again, while events are
+	// produced at LoadRate (half the e2e figure) and the engine drains them
+	// (Load: that run's freshness and CPU).
+	LoadRate  float64       `json:"load_rate,omitempty"`
+	LoadCheck Latency       `json:"load_check"`
+	Load      *SteadyResult `json:"load,omitempty"`
 }
 
-func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
+// runAPI measures idle, then (loadRate > 0 and an open-loop rate) the
+// open-loop check again while the engine drains events at loadRate.
+func runAPI(ctx context.Context, o *Options, w *World, loadRate float64) (*APIResult, error) {
 	const token = "bench-admin-token-0123456789"
 	h := api.NewServer(api.Options{Catalog: w.Catalog, Ledger: w.Accounts, Balances: w.Accounts, AdminTokens: []string{token},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -168,6 +176,22 @@ func runAPI(ctx context.Context, o *Options, w *World) (*APIResult, error) {
 		e1, e2 = errors.Join(e1, e3), errors.Join(e2, e4)
 		o.logf("scenario 5 (api): open loop at %.0f req/s: balance p50 %.2f ms p99 %.2f ms; check p50 %.2f ms p99 %.2f ms",
 			o.APIRate, res.OpenBal.P50, res.OpenBal.P99, res.OpenCheck.P50, res.OpenCheck.P99)
+		if loadRate > 0 {
+			res.LoadRate = loadRate
+			var e5 error
+			n := int(loadRate * (o.APIFor + 2*time.Second).Seconds())
+			ld, e6 := runSteady(ctx, o, w, "api-load", loadRate, n, func() error {
+				res.LoadCheck, _, e5 = run("POST check (open loop, engine draining)", o.APIRate, checkReq)
+				return nil
+			})
+			res.Load = ld
+			e2 = errors.Join(e2, e5)
+			if e6 != nil {
+				return res, fmt.Errorf("the engine's load for the API: %w", e6)
+			}
+			o.logf("scenario 5 (api): check open loop at %.0f req/s while the engine drains %.0f events/s: p50 %.2f ms p99 %.2f ms max %.1f ms; freshness p99 %.1f ms",
+				o.APIRate, ld.ProducedRate, res.LoadCheck.P50, res.LoadCheck.P99, res.LoadCheck.Max, ld.Freshness.P99)
+		}
 	}
 	o.logf("scenario 5 (api): balance p50 %.2f ms p99 %.2f ms (%.0f req/s); check p50 %.2f ms p99 %.2f ms (%.0f req/s); errors %d",
 		res.Balance.P50, res.Balance.P99, res.BalanceRPS, res.Check.P50, res.Check.P99, res.CheckRPS, res.Errors)

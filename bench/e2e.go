@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"time"
 
@@ -23,9 +24,13 @@ type E2EResult struct {
 	Duplicates    int64   `json:"duplicates"`
 	Late          int64   `json:"late"`
 	ProducePerSec float64 `json:"produce_per_s"` // kafka-go producer, 4 writers, acks=all
-	Seconds       float64 `json:"seconds"`       // engine start → last commit
-	EventsPerSec  float64 `json:"events_per_s"`  // Events / Seconds
-	SteadyPerSec  float64 `json:"steady_per_s"`  // between 10% and 90% committed
+	// GenUsPerEvent: the bench process's CPU per event while producing the
+	// backlog (load generator + kafka-go producer): what the paced runs'
+	// bench-process CPU holds besides the engine's.
+	GenUsPerEvent float64 `json:"gen_us_per_event"`
+	Seconds       float64 `json:"seconds"`      // engine start → last commit
+	EventsPerSec  float64 `json:"events_per_s"` // Events / Seconds
+	SteadyPerSec  float64 `json:"steady_per_s"` // between 10% and 90% committed
 	Applied       int64   `json:"applied"`
 	DupID         int64   `json:"dup_id"`
 	DupOffset     int64   `json:"dup_offset"`
@@ -110,11 +115,14 @@ func runE2E(ctx context.Context, o *Options, w *World, name string, seed uint64,
 	}
 	g := NewGen(GenConfig{Customers: w.Custs, DupRate: o.DupRate, LateRate: o.LateRate, Seed: seed, Tag: w.Run + name, NotBefore: w.Seeded})
 	o.logf("scenario 1 (%s): producing a backlog of %d events to %s (%d partitions)", name, o.Events, topic, o.World.Partitions)
+	gen0 := sampleProcs()[os.Getpid()].CPUSeconds
 	prate, err := produceBacklog(ctx, o, w, topic, g, o.Events)
 	if err != nil {
 		return nil, topic, err
 	}
-	res := &E2EResult{Events: int64(o.Events), Unique: g.Events, Duplicates: g.Dups, Late: g.Late, ProducePerSec: prate, WaitReplicas: ec.WaitReplicas}
+	res := &E2EResult{Events: int64(o.Events), Unique: g.Events, Duplicates: g.Dups, Late: g.Late, ProducePerSec: prate, WaitReplicas: ec.WaitReplicas,
+		GenUsPerEvent: 1e6 * (sampleProcs()[os.Getpid()].CPUSeconds - gen0) / float64(max(o.Events, 1))}
+	o.logf("scenario 1 (%s): the load generator and producer cost %.2f µs of this process's CPU per event", name, res.GenUsPerEvent)
 	if o.crashFirst > 0 {
 		if err := crashedDrain(ctx, o, w, topic, dlq, name, ec, int64(o.crashFirst)); err != nil {
 			return nil, topic, err

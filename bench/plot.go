@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"maps"
 	"path/filepath"
+	"slices"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -58,7 +60,7 @@ func flat(pts []Point, v float64) []Point {
 func writePlots(dir string, r *Report) error {
 	if e := r.E2E; e != nil && len(e.Series) > 0 {
 		ss := []series{{name: "end-to-end committed events/s", pts: e.Series},
-			{name: "target 100,000/s", pts: flat(e.Series, 100_000), dashed: true}}
+			{name: "target 120,000/s", pts: flat(e.Series, targetE2E), dashed: true}}
 		if r.Limits != nil {
 			ss = append(ss, series{name: "slowest raw limit: " + r.Limits.Slowest.Name, pts: flat(e.Series, r.Limits.Slowest.PerSec), dashed: true},
 				series{name: "naive pipelined", pts: flat(e.Series, r.Limits.NaivePipe.PerSec), dashed: true})
@@ -76,6 +78,23 @@ func writePlots(dir string, r *Report) error {
 	if l := r.Long; l != nil {
 		if err := linePlot(filepath.Join(dir, "long.png"), "Scenario 4: memory over the long run", "seconds", "MiB",
 			[]series{{name: "bench process RSS (engine + load generator)", pts: l.RSS}, {name: "Go heap in use", pts: l.Heap}, {name: "broker RSS", pts: l.BrokerRSS}}); err != nil {
+			return err
+		}
+		if err := linePlot(filepath.Join(dir, "long-freshness.png"), "Scenario 4: freshness per second over the long run", "seconds", "ms",
+			[]series{{name: "p50", pts: l.P50}, {name: "p99", pts: l.P99}, {name: "max", pts: l.MaxF}, {name: "target p99 1 s", pts: flat(l.P99, 1000), dashed: true}}); err != nil {
+			return err
+		}
+		var cs []series
+		for _, k := range slices.Sorted(maps.Keys(l.CPU)) {
+			cs = append(cs, series{name: k, pts: l.CPU[k]})
+		}
+		if len(cs) > 0 {
+			if err := linePlot(filepath.Join(dir, "long-cpu.png"), "Scenario 4: CPU per process over the long run (1 = a core)", "seconds", "cores", cs); err != nil {
+				return err
+			}
+		}
+		if err := linePlot(filepath.Join(dir, "long-throughput.png"), "Scenario 4: committed events/s over the long run", "seconds", "events/s",
+			[]series{{name: "committed events/s", pts: l.Throughput}, {name: "produced rate", pts: flat(l.Throughput, l.ProducedRate), dashed: true}}); err != nil {
 			return err
 		}
 	}

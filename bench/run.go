@@ -231,11 +231,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if rate <= 0 {
 			return errors.New("no rate: run e2e first or give --rate")
 		}
-		rep.Freshness, err = runSteady(ctx, &o, w, "freshness", rate, int(rate*o.FreshFor.Seconds()))
+		rep.Freshness, err = runSteady(ctx, &o, w, "freshness", rate, int(rate*o.FreshFor.Seconds()), nil)
 		return err
 	})
 	step(ScenarioAPI, func() (err error) {
-		rep.API, err = runAPI(ctx, &o, w)
+		rep.API, err = runAPI(ctx, &o, w, rate)
 		return err
 	})
 	step(ScenarioLong, func() (err error) {
@@ -250,7 +250,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if n == 0 {
 			n = 10_000_000
 		}
-		rep.Long, err = runSteady(ctx, &o, w, "long", r, n)
+		rep.Long, err = runSteady(ctx, &o, w, "long", r, n, nil)
 		return err
 	})
 	rep.LoadAfter = loadAvg()

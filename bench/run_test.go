@@ -103,7 +103,24 @@ func TestRunSmoke(t *testing.T) {
 		rep.API.Check.Count == 0 || rep.Long.Applied == 0 {
 		t.Errorf("a scenario measured nothing: %+v %+v %+v %+v", rep.Memory, rep.Limits, rep.Freshness.Freshness, rep.API)
 	}
-	for _, f := range []string{"summary.json", "summary.txt", "e2e.png", "freshness.png", "limits.png", "long.png"} {
+	// The check measured again while the engine drains (issue 16's target),
+	// and the long run's freshness, load and CPU over the whole run.
+	if l := rep.API.Load; l == nil || rep.API.LoadCheck.Count == 0 || l.Applied == 0 || l.Freshness.Count == 0 || !l.Drained {
+		t.Errorf("check not measured under the engine's load: %+v %+v", rep.API.LoadCheck, l)
+	}
+	if l := rep.Long; !l.Drained || l.Freshness.Count == 0 || l.LoadBefore == "" || l.LoadAfter == "" || l.CPUPerEvent["bench process (engine + load generator)"] <= 0 || l.CPUPerEvent["redis"] <= 0 {
+		t.Errorf("long run: drained %v, freshness %+v, load %q → %q, CPU %v", l.Drained, l.Freshness, l.LoadBefore, l.LoadAfter, l.CPUPerEvent)
+	}
+	names := map[string]bool{}
+	for _, x := range rep.Targets {
+		names[x.Name] = true
+	}
+	for _, n := range []string{"CPU per event, Redis", "CPU per event, engine", "CPU per event, ClickHouse", "sustained: long run freshness p99", "check API p99, open loop, engine at 50% load"} {
+		if !names[n] {
+			t.Errorf("no target %q in %+v", n, rep.Targets)
+		}
+	}
+	for _, f := range []string{"summary.json", "summary.txt", "e2e.png", "freshness.png", "limits.png", "long.png", "long-freshness.png", "long-throughput.png", "long-cpu.png"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("%s not written: %v", f, err)
 		}
@@ -260,5 +277,57 @@ func TestE2EStandaloneReplicaWait(t *testing.T) {
 	}
 	if !replica {
 		t.Errorf("no replica in %+v", e.RedisCPU)
+	}
+}
+
+// TestTargetsIssue16: the verdicts are issue 16's — 120,000 events/s end
+// to end, CPU per event per process (Redis ≤ 4 µs, engine ≤ 3 µs,
+// ClickHouse ≤ 4 µs, broker reported), the long run's freshness p99 over
+// the whole run, and the open-loop check p99 measured while the engine
+// drains (not the idle figure).
+func TestTargetsIssue16(t *testing.T) {
+	e := &E2EResult{EventsPerSec: 110_000, Exact: true, RedisUsPerEvent: 3.9,
+		RedisCPU: []NodeCPU{{Addr: "r", Role: "master", CPUSeconds: 1}},
+		ProcCPU: []ProcCPU{{Name: "engine (bench process)", UsPerEvent: 3.5}, {Name: "clickhouse", UsPerEvent: 1.5},
+			{Name: "clickhouse", UsPerEvent: 1}, {Name: "broker (creditmeter)", UsPerEvent: 0.4}}}
+	long := &SteadyResult{Events: 10_000_000, ProducedRate: 55_000, Drained: true, Freshness: Latency{Count: 1, P99: 1200}, LoadBefore: "0.5", LoadAfter: "2.1"}
+	api := &APIResult{OpenRate: 2000, OpenCheck: Latency{Count: 1, P99: 0.9}, LoadCheck: Latency{Count: 1, P99: 2.5}, Load: &SteadyResult{ProducedRate: 55_000}}
+	got := map[string]Target{}
+	for _, x := range targets(&Report{E2E: e, Long: long, API: api}) {
+		got[x.Name] = x
+	}
+	want := map[string]bool{
+		"end-to-end throughput":                        false,
+		"exactly-once":                                 true,
+		"CPU per event, Redis":                         true,
+		"CPU per event, engine":                        false,
+		"CPU per event, ClickHouse":                    true,
+		"CPU per event, broker":                        true,
+		"sustained: long run freshness p99":            false,
+		"check API p99, open loop, engine at 50% load": false,
+	}
+	for name, met := range want {
+		x, ok := got[name]
+		if !ok {
+			t.Errorf("no target %q in %v", name, got)
+			continue
+		}
+		if x.Met != met {
+			t.Errorf("%s: met %v, want %v (%+v)", name, x.Met, met, x)
+		}
+	}
+	if x := got["CPU per event, ClickHouse"]; !strings.Contains(x.Got, "2.50 µs") {
+		t.Errorf("ClickHouse's processes not summed: %+v", x)
+	}
+	if x := got["sustained: long run freshness p99"]; !strings.Contains(x.Got, "0.5 → 2.1") {
+		t.Errorf("long run without its load averages: %+v", x)
+	}
+	// Within target but not drained: missed.
+	long.Freshness.P99, long.Drained = 500, false
+	api.LoadCheck.P99 = 1.5
+	for _, x := range targets(&Report{Long: long, API: api}) {
+		if (x.Name == "sustained: long run freshness p99") == x.Met {
+			t.Errorf("%+v", x)
+		}
 	}
 }

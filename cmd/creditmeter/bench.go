@@ -52,9 +52,11 @@ Scenarios (--scenarios, in this order):
              balance updated, p50/p99/max
   api        GET /v1/subscriptions/{id}/balance and POST .../check latency
              through the real HTTP handler, --api-workers concurrent clients:
-             closed loop (saturated), then open loop at --api-rate
-  long       --long-events at --long-rate with the engine consuming: process
-             RSS and Go heap over time
+             closed loop (saturated), then open loop at --api-rate, idle
+             and while the engine drains at half the e2e figure
+  long       --long-events at --long-rate with the engine consuming:
+             freshness p99 over the whole run, RSS, Go heap and CPU
+             per process over time
 
 Without --kafka-brokers, bench starts a private broker (this binary's broker
 command) on a free loopback port with its data in a temporary directory, so
