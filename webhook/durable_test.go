@@ -260,8 +260,8 @@ func TestRechargeToldFromTheTopUpsNote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{webhook.EventID(webhook.AutoRechargeSucceeded, sub, "7", "1"): true, webhook.EventID(webhook.AutoRechargeSucceeded, sub, "9", "2"): true,
-		webhook.EventID(webhook.AutoRechargeSucceeded, sub, "12", "3"): true}
+	want := map[string]bool{webhook.EventID(webhook.AutoRechargeSucceeded, sub, "7"): true, webhook.EventID(webhook.AutoRechargeSucceeded, sub, "9"): true,
+		webhook.EventID(webhook.AutoRechargeSucceeded, sub, "12"): true}
 	for _, d := range ds {
 		if !want[d.EventID] {
 			t.Errorf("unexpected delivery %s %s", d.EventType, d.EventID)
@@ -270,5 +270,40 @@ func TestRechargeToldFromTheTopUpsNote(t *testing.T) {
 	}
 	if len(want) != 0 || len(ds) != 3 {
 		t.Fatalf("deliveries %+v; missing %v", ds, want)
+	}
+}
+
+// A recharge whose first payment was declined buys its top-up on attempt 2
+// with the crossing's one key "auto-recharge:G" (the payment's dedupe key:
+// the recharger adds "#n" only to pending top-ups). The recharger's telling
+// (attempt 2) and the top-up note's are one auto_recharge.succeeded.
+func TestRechargeSucceededAfterADeclineIsOneEvent(t *testing.T) {
+	rc, pfx := testenv.Keyspace(t)
+	ctx := context.Background()
+	bal, err := balance.New(rc, balance.Options{Prefix: pfx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{})
+	ep, err := hooks.Create(ctx, webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: []string{webhook.AutoRechargeSucceeded}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := "sub-declined-once"
+	crossingBatch(t, bal, sub)
+	if _, err := bal.TopUp(ctx, balance.TopUpRequest{Key: "auto-recharge:7", Subscription: sub, Amount: credit.Credits(300)}); err != nil {
+		t.Fatal(err)
+	}
+	n := &webhook.Notifier{Emitter: hooks, Ledger: bal, Notes: bal}
+	n.ObserveRecharge(sub, balance.RechargeState{Crossing: 7, Attempts: 2, Status: "done"}, credit.Credits(300))
+	if err := n.Drain(ctx, []string{sub}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := hooks.Deliveries(ctx, ep.ID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 {
+		t.Fatalf("%d auto_recharge.succeeded deliveries for one recharge, want 1: %+v", len(ds), ds)
 	}
 }

@@ -73,7 +73,9 @@ const (
 func init() { Types = append(Types, AutoRechargeSucceeded, AutoRechargeFailed) }
 
 // ObserveRecharge emits the event of an auto-recharge attempt; its id
-// derives from the crossing and the attempt.
+// derives from the crossing and the attempt (failed) or the crossing
+// alone (succeeded: one per crossing, and the top-up's note cannot tell
+// the attempt of an immediate payment, whose key is the crossing's).
 func (n *Notifier) ObserveRecharge(sub string, st balance.RechargeState, amount credit.Amount) {
 	typ := AutoRechargeSucceeded
 	if st.Status != "done" {
@@ -82,27 +84,28 @@ func (n *Notifier) ObserveRecharge(sub string, st balance.RechargeState, amount 
 	ctx, cancel := context.WithTimeout(context.Background(), observeTimeout)
 	defer cancel()
 	d := Data{Subscription: sub, Customer: n.customer(ctx, sub), Amount: amount.String(), LedgerSeq: st.TopUpSeq, Reason: st.LastError}
-	e := Event{ID: EventID(typ, sub, strconv.FormatInt(st.Crossing, 10), strconv.Itoa(st.Attempts)), Type: typ, CreatedAt: n.now(), Data: d}
+	id := EventID(typ, sub, strconv.FormatInt(st.Crossing, 10), strconv.Itoa(st.Attempts))
+	if typ == AutoRechargeSucceeded {
+		id = EventID(typ, sub, strconv.FormatInt(st.Crossing, 10))
+	}
+	e := Event{ID: id, Type: typ, CreatedAt: n.now(), Data: d}
 	n.logErr("auto-recharge", sub, n.Emitter.Emit(ctx, e))
 }
 
 // rechargeMade is the auto_recharge.succeeded event of an auto-recharge's
 // top-up, told from its durable note: a recharger that died between the
 // top-up and its own telling (the next pass only replays it) loses
-// nothing. The id is the one ObserveRecharge gives, from the crossing and
-// the attempt the top-up's key carries ("auto-recharge:G" or "…#n").
+// nothing. The id is the one ObserveRecharge gives, from the crossing the
+// top-up's key carries ("auto-recharge:G" or "…#n").
 func (n *Notifier) rechargeMade(_ context.Context, sub, customer, key string, nt balance.Note) (Event, bool) {
 	rest, ok := strings.CutPrefix(key, "auto-recharge:")
 	if !ok {
 		return Event{}, false
 	}
-	crossing, attempt, found := strings.Cut(rest, "#")
-	if !found {
-		attempt = "1"
-	}
+	crossing, _, _ := strings.Cut(rest, "#")
 	if _, err := strconv.ParseInt(crossing, 10, 64); err != nil {
 		return Event{}, false
 	}
 	d := Data{Subscription: sub, Customer: customer, Amount: nt.Amount.String(), LedgerSeq: nt.Seq}
-	return Event{ID: EventID(AutoRechargeSucceeded, sub, crossing, attempt), Type: AutoRechargeSucceeded, CreatedAt: n.now(), Data: d}, true
+	return Event{ID: EventID(AutoRechargeSucceeded, sub, crossing), Type: AutoRechargeSucceeded, CreatedAt: n.now(), Data: d}, true
 }
