@@ -89,3 +89,32 @@ func TestNotesCapped(t *testing.T) {
 		t.Fatalf("%d records kept, last %+v; want the newest 64, ending with the crossing at %d", len(n), n[len(n)-1], last)
 	}
 }
+
+// The cap drops only records of earlier calls: a call's own are all kept,
+// so an expiry sweep that ends more grants at once than the cap (up to
+// MaxGrants live, 100 by default) records every breakage.
+func TestNotesOfOneCallAllKept(t *testing.T) {
+	e := newEnv(t, time.Minute)
+	e.open("c2", Overage)
+	e.grant("c2", "inc", Promotional, credit.Credits(1000), t0, time.Time{})
+	for i := range 90 {
+		e.grant("c2", fmt.Sprint("p", i), Promotional, credit.Credits(1), t0, t0.Add(time.Hour))
+	}
+	e.clock.Add(2 * time.Hour)
+	if _, err := e.s.Expire(e.ctx, "c2"); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := e.s.Notes(e.ctx, []string{"c2"})
+	if err != nil || len(ps) != 1 {
+		t.Fatal(ps, err)
+	}
+	expired := 0
+	for _, n := range ps[0].Notes {
+		if n.Kind == NoteExpired {
+			expired++
+		}
+	}
+	if expired != 90 {
+		t.Fatalf("%d grant.expired records of 90 grants expired in one call", expired)
+	}
+}

@@ -139,9 +139,11 @@ end
 -- the account's field nq by the script that made the change, so a node
 -- that dies before emitting it loses nothing (balance/notes.go drains it).
 -- Records are ';'-separated 'type,seq,balance[,ref,amount]'; at most
--- NOTES_KEPT, the oldest dropped. Nothing is done on a call with none.
+-- NOTES_KEPT, the oldest dropped, but never a record of the call itself
+-- (bounded by its grants: a sweep may expire them all). Nothing is done
+-- on a call with none.
 local NOTES_KEPT = 64
-local notes = {}
+local notes, flushed = {}, 0
 local function note(t, s, b, ref, amt)
   local r = t .. ',' .. D(s) .. ',' .. D(b)
   if ref then r = r .. ',' .. ref .. ',' .. D(amt) end
@@ -149,12 +151,20 @@ local function note(t, s, b, ref, amt)
 end
 local function notes_flush()
   if #notes == 0 then return end
-  if acct.nq and acct.nq ~= '' then table.insert(notes, 1, acct.nq) end
+  local old = acct.nq or ''
+  if old ~= '' then
+    local keep = math.max(NOTES_KEPT - #notes, flushed)
+    if keep <= 0 then
+      old = ''
+    else
+      local _, n = string.gsub(old, ';', '') -- n + 1 records
+      for _ = keep, n do old = string.sub(old, string.find(old, ';', 1, true) + 1) end
+    end
+    if old ~= '' then table.insert(notes, 1, old) end
+  end
   local q = table.concat(notes, ';')
-  local _, n = string.gsub(q, ';', '')
-  for _ = NOTES_KEPT, n do q = string.sub(q, string.find(q, ';', 1, true) + 1) end
   redis.call('HSET', K_ACCOUNT, 'nq', q)
-  acct.nq, notes = q, {}
+  acct.nq, notes, flushed = q, {}, flushed + #notes
 end
 -- note_balance records the crossing ('down'/'up') of a call and whether it
 -- took the balance from above zero to zero or below (acct: as loaded). An
