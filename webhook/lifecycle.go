@@ -62,13 +62,18 @@ func EndEvent(sub *rating.Subscription) (Event, bool) {
 // c:<sub>, s:<sub>, e:<sub> = the end emitted) and in memory, so a pass costs
 // nothing for a subscription already told. Starts and ends more than
 // Lookback ago (default the outbox retention) are not emitted: after an
-// upgrade, old subscriptions are not announced again.
+// upgrade, old subscriptions are not announced again (one that started
+// within the lookback is announced started once, late: starts_at says
+// when). The fields of a subscription that ended and was created more than
+// Lookback ago are dropped, so the hash holds the lookback's subscriptions
+// and the live ones, not every subscription ever made.
 type Lifecycle struct {
 	Store    *Store
 	Lookback time.Duration
 
-	mu   sync.Mutex
-	done map[string]bool // "c:<sub>", "s:<sub>" and "e:<sub>:<end>" emitted
+	mu     sync.Mutex
+	done   map[string]bool // "c:<sub>", "s:<sub>" and "e:<sub>:<end>" emitted
+	pruned map[string]bool // ended subscriptions whose fields were dropped
 }
 
 // Once emits what subs imply and is not yet told; it returns how many
@@ -84,9 +89,10 @@ func (l *Lifecycle) Once(ctx context.Context, subs []*rating.Subscription) (int,
 		e                  Event
 	}
 	var work []todo
+	var old []string // fields past the lookback: never read again, dropped once per process
 	l.mu.Lock()
 	if l.done == nil {
-		l.done = map[string]bool{}
+		l.done, l.pruned = map[string]bool{}, map[string]bool{}
 	}
 	for _, s := range subs {
 		if !s.CreatedAt.IsZero() && now.Sub(s.CreatedAt) < back && !l.done["c:"+s.ID] {
@@ -95,14 +101,28 @@ func (l *Lifecycle) Once(ctx context.Context, subs []*rating.Subscription) (int,
 		if !s.StartAt.After(now) && now.Sub(s.StartAt) < back && !l.done["s:"+s.ID] {
 			work = append(work, todo{field: "s:" + s.ID, memo: "s:" + s.ID, value: "1", e: StartedEvent(s)})
 		}
-		if e, ok := EndEvent(s); ok && now.Sub(*s.EndAt) < back {
+		e, ok := EndEvent(s)
+		if ok && now.Sub(*s.EndAt) < back {
 			memo := "e:" + s.ID + ":" + e.Data.EndsAt
 			if !l.done[memo] {
 				work = append(work, todo{field: "e:" + s.ID, memo: memo, value: e.Data.EndsAt, e: e})
 			}
 		}
+		if ok && now.Sub(*s.EndAt) >= back && now.Sub(s.CreatedAt) >= back && !l.pruned[s.ID] {
+			old = append(old, "c:"+s.ID, "s:"+s.ID, "e:"+s.ID)
+			l.pruned[s.ID] = true
+			delete(l.done, "c:"+s.ID)
+			delete(l.done, "s:"+s.ID)
+			delete(l.done, "e:"+s.ID+":"+e.Data.EndsAt)
+		}
 	}
 	l.mu.Unlock()
+	if len(old) > 0 {
+		// an ended subscription past the lookback is never announced again
+		if err := l.Store.rc.HDel(ctx, l.Store.kLife(), old...).Err(); err != nil {
+			return 0, err
+		}
+	}
 	if len(work) == 0 {
 		return 0, nil
 	}

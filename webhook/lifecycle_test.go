@@ -102,3 +102,38 @@ func TestLifecycleEmitsStartedOnce(t *testing.T) {
 		t.Fatalf("subscription.started body %s (%v): want starts_at the start, created_at when emitted", body, err)
 	}
 }
+
+// The hash of what was told does not keep every subscription ever made:
+// once a subscription has ended and was created more than the lookback
+// ago, its fields are dropped (it is never announced again anyway).
+func TestLifecycleForgetsOldEndedSubscriptions(t *testing.T) {
+	rc, pfx := testenv.Keyspace(t)
+	ctx := context.Background()
+	var clock atomic.Int64
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	clock.Store(t0.UnixMilli())
+	now := func() time.Time { return time.UnixMilli(clock.Load()).UTC() }
+	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{Now: now})
+	end := t0.Add(time.Hour)
+	subs := []*rating.Subscription{
+		{ID: "short", CustomerID: "c1", PlanID: "p", StartAt: t0, CreatedAt: t0, EndAt: &end},
+		{ID: "live", CustomerID: "c2", PlanID: "p", StartAt: t0, CreatedAt: t0},
+	}
+	l := &webhook.Lifecycle{Store: hooks, Lookback: 24 * time.Hour}
+	clock.Store(t0.Add(2 * time.Hour).UnixMilli())
+	if n, err := l.Once(ctx, subs); err != nil || n != 5 {
+		t.Fatalf("first pass: %d events, %v; want created+started of both and ended", n, err)
+	}
+	life := pfx + "{wh}:life"
+	if n, _ := rc.HLen(ctx, life).Result(); n != 5 {
+		t.Fatalf("life holds %d fields, want 5", n)
+	}
+	clock.Store(t0.Add(48 * time.Hour).UnixMilli())
+	if n, err := l.Once(ctx, subs); err != nil || n != 0 {
+		t.Fatalf("second pass: %d events, %v", n, err)
+	}
+	fs, _ := rc.HKeys(ctx, life).Result()
+	if len(fs) != 2 || fs[0][2:] != "live" || fs[1][2:] != "live" {
+		t.Fatalf("life fields %v; want only live's two", fs)
+	}
+}
