@@ -249,7 +249,7 @@ type UniqueCount struct {
 // newer one found already counted; either way the value is in the set.
 func UniqueCounts(ctx context.Context, conn driver.Conn, sub string, endAfter time.Time) ([]UniqueCount, error) {
 	rs, err := conn.Query(ctx, `SELECT feature, unique_value, unique_period_ms, unique_period_end_ms, source_topic, source_partition, source_offset
-		FROM rated_usage WHERE subscription_id = ? AND unique_value != '' AND unique_period_end_ms > ?`, sub, endAfter.UnixMilli())
+		FROM rated_usage WHERE subscription_id = ? AND unique_period_end_ms > ?`, sub, endAfter.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("archive: UNIQUE_COUNT values of %s: %w", sub, err)
 	}
