@@ -244,12 +244,17 @@ type UniqueCount struct {
 }
 
 // UniqueCounts lists the UNIQUE_COUNT values sub's lines counted in billing
-// periods ending after endAfter. No FINAL: a row archived again (replayed)
-// may be listed twice, or in an older version that counted a value the
-// newer one found already counted; either way the value is in the set.
+// periods ending after endAfter, by the rows' latest versions (FINAL), as
+// the rest of the archive's truth: a line archived again as a repeat
+// (replayed after a repair, another event having counted the value first)
+// counts it no more, so a later repair does not credit the value to it.
 func UniqueCounts(ctx context.Context, conn driver.Conn, sub string, endAfter time.Time) ([]UniqueCount, error) {
+	// The period filter outside FINAL: moved to PREWHERE it could see an
+	// older version of a row.
 	rs, err := conn.Query(ctx, `SELECT feature, unique_value, unique_period_ms, unique_period_end_ms, source_topic, source_partition, source_offset
-		FROM rated_usage WHERE subscription_id = ? AND unique_value != '' AND unique_period_end_ms > ?`, sub, endAfter.UnixMilli())
+		FROM (SELECT feature, unique_value, unique_period_ms, unique_period_end_ms, source_topic, source_partition, source_offset
+			FROM rated_usage FINAL WHERE subscription_id = ?)
+		WHERE unique_period_end_ms > ?`, sub, endAfter.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("archive: UNIQUE_COUNT values of %s: %w", sub, err)
 	}

@@ -73,8 +73,10 @@ func quantityParts(d decimal.Decimal) (int64, uint8, bool) {
 	}
 	for s := int32(0); s <= maxQuantityScale; s++ {
 		if t := d.Truncate(s); t.Equal(d) {
-			v, ok := FixedInt64(t, s)
-			return v, uint8(s), ok
+			if v, ok := FixedInt64(t, s); ok {
+				return v, uint8(s), true
+			}
+			break // exact only with a mantissa beyond Int64: truncate below
 		}
 	}
 	for s := int32(maxQuantityScale); s >= 0; s-- {

@@ -165,8 +165,8 @@ var Migrations = []Migration{
 	{Version: 27, Name: "quantity_switch", Materialize: []Materialize{materializeQuantity()}, SQL: switchQuantity(), Distributed: true},
 	// A UNIQUE_COUNT line that counted its value (the first in its billing
 	// period): the value and the period [start, end) in Unix ms, so a
-	// repair can rebuild the balance's UNIQUE_COUNT sets. '' and 0 on other
-	// rows, repeats and rows archived before.
+	// repair can rebuild the balance's UNIQUE_COUNT sets. Periods 0 on other
+	// rows, repeats and rows archived before ('' may be a value counted).
 	{Version: 28, Name: "rated_usage_unique", SQL: `ALTER TABLE rated_usage ADD COLUMN unique_value String, ADD COLUMN unique_period_ms Int64,
 		ADD COLUMN unique_period_end_ms Int64`, AddsColumn: "rated_usage.unique_value"},
 }

@@ -50,8 +50,9 @@ type RatedRow struct {
 	Partition          int32
 	Offset             int64
 	// UniqueValue is the value a UNIQUE_COUNT line counted first in its
-	// billing period [UniquePeriod, UniquePeriodEnd) ('' otherwise): what
-	// balance.Store.Repair rebuilds the period's set from.
+	// billing period [UniquePeriod, UniquePeriodEnd) (a zero period
+	// otherwise; '' may be the value counted): what balance.Store.Repair
+	// rebuilds the period's set from.
 	UniqueValue                   string
 	UniquePeriod, UniquePeriodEnd time.Time
 }
@@ -248,7 +249,7 @@ func (c *usageColumns) fill(rows []RatedRow, version uint64) error {
 		c.dimKeys = append(c.dimKeys, c.strRow(r.DimKeys))
 		c.dimValues = append(c.dimValues, c.strRow(r.DimValues))
 		var up, upe int64
-		if r.UniqueValue != "" {
+		if !r.UniquePeriodEnd.IsZero() { // '' is a value too: the period marks a count
 			up, upe = r.UniquePeriod.UnixMilli(), r.UniquePeriodEnd.UnixMilli()
 		}
 		c.uniqueValue = append(c.uniqueValue, r.UniqueValue)
