@@ -390,8 +390,9 @@ func TestClusterModeReplicated(t *testing.T) {
 		}
 	}
 
-	// A database migrated host by host (before the servers had ZooKeeper)
-	// is refused rather than mixed with replicated tables.
+	// A database migrated host by host (by an earlier release, or before
+	// the servers had ZooKeeper) stays host by host: it still migrates, and
+	// is never mixed with replicated tables.
 	old := cc
 	old.Database = "old_" + testenv.RandomID(t)
 	if err := hc[2].Exec(ctx, "CREATE DATABASE "+old.Database); err != nil {
@@ -400,9 +401,14 @@ func TestClusterModeReplicated(t *testing.T) {
 	if err := hc[2].Exec(ctx, "CREATE TABLE "+old.Database+".schema_migrations (version UInt32, name String, applied_at DateTime('UTC')) ENGINE = ReplacingMergeTree ORDER BY version"); err != nil {
 		t.Fatal(err)
 	}
-	err = archive.Migrate(ctx, old)
-	if !errors.As(err, &se) || se.Flag != "clickhouse-cluster" || !strings.Contains(err.Error(), "migrated host by host") {
-		t.Fatalf("migrate a database migrated host by host: %v, want it refused", err)
+	if err := archive.Migrate(ctx, old); err != nil {
+		t.Fatalf("migrate a database migrated host by host: %v", err)
+	}
+	for i := range hosts {
+		var engine string
+		if err := hc[i].QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = 'rated_usage_local'", old.Database).Scan(&engine); err != nil || strings.HasPrefix(engine, "Replicated") {
+			t.Fatalf("host %s: rated_usage_local of a host-by-host database is %q (%v), want it left unreplicated", hosts[i].Addr, engine, err)
+		}
 	}
 
 	subsOf := func(c driver.Conn) map[string]bool {

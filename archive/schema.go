@@ -230,7 +230,15 @@ func migrateCluster(ctx context.Context, c ConnConfig, ms []Migration) error {
 		return fmt.Errorf("clickhouse %s: %w", c.Addr, err)
 	}
 	if zk {
-		return migrateReplicated(ctx, c, topo, ms)
+		byHost, err := migratedHostByHost(ctx, c, topo)
+		if err != nil {
+			return err
+		}
+		if !byHost {
+			return migrateReplicated(ctx, c, topo, ms)
+		}
+		// migrated host by host before (an earlier release, or before the
+		// servers had ZooKeeper): it stays so, never mixed with replicated tables
 	}
 	hosts := make([]string, len(topo))
 	for i, h := range topo {
@@ -264,6 +272,29 @@ func migrateCluster(ctx context.Context, c ConnConfig, ms []Migration) error {
 		}
 	}
 	return nil
+}
+
+// migratedHostByHost says whether any host of the cluster holds the
+// database with a schema_migrations that is not replicated.
+func migratedHostByHost(ctx context.Context, c ConnConfig, topo []clusterHost) (bool, error) {
+	for _, h := range topo {
+		hc := c
+		hc.Addr, hc.Database = h.addr, ""
+		conn, err := Open(ctx, hc)
+		if err != nil {
+			return false, fmt.Errorf("cluster %s: %w", c.Cluster, err)
+		}
+		var n uint64
+		err = conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations' AND engine NOT LIKE 'Replicated%'", c.Database).Scan(&n)
+		conn.Close()
+		if err != nil {
+			return false, fmt.Errorf("cluster %s, host %s: %w", c.Cluster, h.addr, err)
+		}
+		if n > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // checkClusterHost returns the host's database, refusing one that holds a
