@@ -219,25 +219,33 @@ func TestPendingTopUpSurvivesANodeDying(t *testing.T) {
 	}
 }
 
+// rechargeWorld opens sub (crossingBatch's account) and an endpoint for
+// auto_recharge.succeeded.
+func rechargeWorld(t *testing.T, sub string) (*balance.Store, *webhook.Store, webhook.Endpoint) {
+	t.Helper()
+	rc, pfx := testenv.Keyspace(t)
+	bal, err := balance.New(rc, balance.Options{Prefix: pfx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{})
+	ep, err := hooks.Create(context.Background(), webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: []string{webhook.AutoRechargeSucceeded}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crossingBatch(t, bal, sub)
+	return bal, hooks, ep
+}
+
 // A recharger that dies between the crossing's top-up and its own telling
 // leaves no auto_recharge.succeeded behind: its next pass only replays the
 // top-up. The top-up's durable note tells it instead, with the id the
 // recharger gives (crossing and attempt from the key), so both tellings
 // are one event.
 func TestRechargeToldFromTheTopUpsNote(t *testing.T) {
-	rc, pfx := testenv.Keyspace(t)
 	ctx := context.Background()
-	bal, err := balance.New(rc, balance.Options{Prefix: pfx})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{})
-	ep, err := hooks.Create(ctx, webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: []string{webhook.AutoRechargeSucceeded}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	sub := "sub-recharged"
-	crossingBatch(t, bal, sub)
+	bal, hooks, ep := rechargeWorld(t, sub)
 	for _, key := range []string{"auto-recharge:7", "auto-recharge:9#2", "manual-1"} {
 		if _, err := bal.TopUp(ctx, balance.TopUpRequest{Key: key, Subscription: sub, Amount: credit.Credits(300)}); err != nil {
 			t.Fatal(err)
@@ -278,19 +286,9 @@ func TestRechargeToldFromTheTopUpsNote(t *testing.T) {
 // the recharger adds "#n" only to pending top-ups). The recharger's telling
 // (attempt 2) and the top-up note's are one auto_recharge.succeeded.
 func TestRechargeSucceededAfterADeclineIsOneEvent(t *testing.T) {
-	rc, pfx := testenv.Keyspace(t)
 	ctx := context.Background()
-	bal, err := balance.New(rc, balance.Options{Prefix: pfx})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hooks, _ := webhook.NewStore(rc, pfx, webhook.Options{})
-	ep, err := hooks.Create(ctx, webhook.Endpoint{URL: "http://127.0.0.1:9/x", Events: []string{webhook.AutoRechargeSucceeded}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	sub := "sub-declined-once"
-	crossingBatch(t, bal, sub)
+	bal, hooks, ep := rechargeWorld(t, sub)
 	if _, err := bal.TopUp(ctx, balance.TopUpRequest{Key: "auto-recharge:7", Subscription: sub, Amount: credit.Credits(300)}); err != nil {
 		t.Fatal(err)
 	}
