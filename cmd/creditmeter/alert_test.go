@@ -295,18 +295,8 @@ func TestPrometheusAlertsOnLowBalance(t *testing.T) {
 	})
 
 	// A top-up of 300 through the API: above the threshold again.
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/subscriptions/"+low+"/topups", strings.NewReader(`{"amount":"300"}`))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Idempotency-Key", "alert-topup-1")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("top-up: %d %s", resp.StatusCode, body)
+	if code, body := send(t, http.MethodPost, base+"/v1/subscriptions/"+low+"/topups", token, `{"amount":"300"}`, "Idempotency-Key", "alert-topup-1"); code != http.StatusCreated {
+		t.Fatalf("top-up: %d %s", code, body)
 	}
 	took = waitFor(t, "both alerts resolved", time.Minute, func() error {
 		for _, name := range []string{"CreditBalanceLow", "CreditBalanceExhausted"} {

@@ -88,16 +88,8 @@ func TestBrokerDoctorAndServeOverSASLSSL(t *testing.T) {
 	eventually(t, "serve ready over SASL_SSL", func() error { return get(base + "/readyz") })
 	ev := `{"events":[{"id":"evt-tls-1","customer_id":"nobody-` + testenv.RandomID(t) + `","event_name":"email.sent","timestamp":"` +
 		time.Now().UTC().Format(time.RFC3339) + `"}]}`
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events", strings.NewReader(ev))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST /v1/events over SASL_SSL: %s", resp.Status)
+	if code, b := send(t, http.MethodPost, base+"/v1/events", token, ev); code != http.StatusAccepted {
+		t.Fatalf("POST /v1/events over SASL_SSL: %d %s", code, b)
 	}
 	k := config.Default().Kafka
 	k.Brokers, k.TLS, k.TLSCAFile = []string{addr}, true, files.CA

@@ -47,16 +47,8 @@ func TestPostedEventsPartitionLikeKcatMurmur2(t *testing.T) {
 		events = append(events, fmt.Sprintf(`{"id":"kcat-%d","customer_id":%q,"event_name":"email.sent","timestamp":%q}`, i, k, now))
 		lines = append(lines, k+"\t{}")
 	}
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events", strings.NewReader(`{"events":[`+strings.Join(events, ",")+`]}`))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST /v1/events: %s", resp.Status)
+	if code, b := send(t, http.MethodPost, base+"/v1/events", token, `{"events":[`+strings.Join(events, ",")+`]}`); code != http.StatusAccepted {
+		t.Fatalf("POST /v1/events: %d %s", code, b)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

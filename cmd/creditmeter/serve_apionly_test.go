@@ -26,16 +26,8 @@ func TestServeAPIOnlyCreatesTheArchive(t *testing.T) {
 	eventually(t, "serve answers /healthz", func() error { return get(base + "/healthz") })
 	post := func(path, body string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		out, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(out)
+		code, out := send(t, "POST", base+path, token, body)
+		return code, string(out)
 	}
 	for _, r := range []struct{ path, body string }{
 		{"/v1/currencies", `{"code":"AIT","name":"AI Tokens"}`},

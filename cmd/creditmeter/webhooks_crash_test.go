@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -53,17 +52,9 @@ func TestServeKilledBeforeEmission(t *testing.T) {
 	defer rcv.Close()
 	call := func(method, path, body string, want int) map[string]any {
 		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+addrs[0]+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != want {
-			t.Fatalf("%s %s: %d, want %d: %s", method, path, res.StatusCode, want, b)
+		code, b := send(t, method, "http://"+addrs[0]+path, token, body)
+		if code != want {
+			t.Fatalf("%s %s: %d, want %d: %s", method, path, code, want, b)
 		}
 		var v map[string]any
 		_ = json.Unmarshal(b, &v)

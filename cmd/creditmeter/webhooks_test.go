@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,18 +37,9 @@ func TestServeWebhooksTwoNodes(t *testing.T) {
 	}
 	call := func(node int, method, path, body string, want int) map[string]any {
 		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+addrs[node]+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", fmt.Sprintf("k-%s-%d", path, len(body)))
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != want {
-			t.Fatalf("%s %s: %d, want %d: %s", method, path, res.StatusCode, want, b)
+		code, b := send(t, method, "http://"+addrs[node]+path, token, body, "Idempotency-Key", fmt.Sprintf("k-%s-%d", path, len(body)))
+		if code != want {
+			t.Fatalf("%s %s: %d, want %d: %s", method, path, code, want, b)
 		}
 		var v map[string]any
 		_ = json.Unmarshal(b, &v)

@@ -82,6 +82,21 @@ func (l *Log) signal() {
 	l.changed = make(chan struct{})
 }
 
+// await unlocks l and waits for its next change (signal) or ctx's end.
+func (l *Log) await(ctx context.Context) error {
+	if l.changed == nil {
+		l.changed = make(chan struct{})
+	}
+	ch := l.changed
+	l.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-ch:
+		return nil
+	}
+}
+
 // Fetch serves the next messages, or waits for a rewind or ctx's end.
 func (l *Log) Fetch(ctx context.Context, limit int, _ time.Duration) ([]kafka.Message, error) {
 	for {
@@ -97,15 +112,8 @@ func (l *Log) Fetch(ctx context.Context, limit int, _ time.Duration) ([]kafka.Me
 			l.mu.Unlock()
 			return out, nil
 		}
-		if l.changed == nil {
-			l.changed = make(chan struct{})
-		}
-		ch := l.changed
-		l.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-ch:
+		if err := l.await(ctx); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -166,15 +174,8 @@ func (l *Log) WaitCommitted(ctx context.Context) error {
 			l.mu.Unlock()
 			return nil
 		}
-		if l.changed == nil {
-			l.changed = make(chan struct{})
-		}
-		ch := l.changed
-		l.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %d of %d messages committed", ctx.Err(), l.Committed(), len(l.Msgs))
-		case <-ch:
+		if err := l.await(ctx); err != nil {
+			return fmt.Errorf("%w: %d of %d messages committed", err, l.Committed(), len(l.Msgs))
 		}
 	}
 }
