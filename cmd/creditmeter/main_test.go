@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,14 +37,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// issuedPorts are the ports freePort gave out: the listener it probes with
+// is closed before the caller binds, so the kernel may offer the same port
+// again (a serve once got it for both --http-addr and --metrics-addr).
+var issuedPorts sync.Map
+
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if _, taken := issuedPorts.LoadOrStore(port, true); !taken {
+			return strconv.Itoa(port)
+		}
 	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 func run(t *testing.T, env []string, args ...string) (string, error) {
@@ -236,3 +247,15 @@ type statusError struct {
 }
 
 func (e *statusError) Error() string { return e.url + ": status " + strconv.Itoa(e.code) }
+
+// freePort never gives the same port twice in a process.
+func TestFreePortIsNeverRepeated(t *testing.T) {
+	seen := map[string]bool{}
+	for range 300 {
+		p := freePort(t)
+		if seen[p] {
+			t.Fatalf("port %s given twice", p)
+		}
+		seen[p] = true
+	}
+}
